@@ -1,0 +1,183 @@
+"""Headless CLI over the same functions the app uses: train, fill-mask, generate, build-starter, info."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+from .config import TrainConfig
+
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's parser; train options come from TrainConfig's fields and their help."""
+    parser = _Parser(prog="python -m mlm_core", description="Fine-tune and use masked and causal language models.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = commands.add_parser("train", help="fine-tune a model; progress on stderr, summary on stdout")
+    for f in dataclasses.fields(TrainConfig):
+        flag, kind = "--" + f.name.replace("_", "-"), str(f.type)
+        if kind == "bool":
+            train.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=_escaped(f.metadata["help"]))
+        else:
+            convert = int if kind.startswith("int") else float if kind.startswith("float") else str
+            train.add_argument(flag, type=convert, default=argparse.SUPPRESS, help=_escaped(f.metadata["help"]))
+    train.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its checkpoint")
+    fill = commands.add_parser("fill-mask", help="predict the words behind <mask>")
+    fill.add_argument("--model", required=True, help="a run's model folder, 'starter', or a hub id")
+    fill.add_argument("--top-k", type=int, default=5, help="how many guesses per mask")
+    fill.add_argument("--targets", help="comma-separated candidate words to score instead of the whole vocabulary")
+    fill.add_argument("--json", action="store_true", help="print the pipeline-shaped results as JSON")
+    fill.add_argument("text", help="text with one or more <mask> (or [MASK])")
+    gen = commands.add_parser("generate", help="continue a prompt with a causal model")
+    gen.add_argument("--model", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--top-k", type=int, default=50)
+    gen.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("prompt")
+    starter = commands.add_parser("build-starter", help="pre-train the built-in starter model from scratch")
+    starter.add_argument("--output", type=Path, help="folder to write it to (default: assets/starter-mlm)")
+    starter.add_argument("--epochs", type=int, help="passes over the docstrings (default: the committed recipe's)")
+    commands.add_parser("info", help="device, hub reachability and the offline defaults")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad input is one line on stderr and exit code 2, never a traceback."""
+    if not os.environ.get("MLM_STUDIO_DEBUG"):
+        warnings.simplefilter("ignore")
+    args = build_parser().parse_args(argv)
+    handlers = {"train": _train, "fill-mask": _fill_mask, "generate": _generate, "build-starter": _build_starter,
+                "info": _info}
+    try:
+        return handlers[args.command](args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as error:  # the user gets one line; MLM_STUDIO_DEBUG=1 shows the traceback
+        if os.environ.get("MLM_STUDIO_DEBUG"):
+            raise
+        print(f"error: {type(error).__name__}: {error}".splitlines()[0], file=sys.stderr)
+        return 1
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from the given options; with --resume, the run's saved settings fill in the rest."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    base: dict[str, Any] = {}
+    if args.resume:
+        if "output_dir" not in given:
+            raise ValueError("output_dir: --resume needs --output-dir, the folder of the run to continue")
+        from .storage import read_json
+
+        base = read_json(Path(given["output_dir"]) / "config.json") or {}
+    else:
+        for name in ("model", "dataset"):
+            if name not in given:
+                raise ValueError(f"{name}: --{name} is required (see --help)")
+    return TrainConfig.from_dict({**base, **given})
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train with a progress bar on stderr and a one-line summary on stdout; Ctrl-C stops cleanly."""
+    from .progress import ProgressPrinter
+    from .training import train
+
+    config = train_config(args)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())  # a second Ctrl-C is left to the default
+    try:
+        with ProgressPrinter() as printer:
+            results = train(config, on_event=printer, stop=stop, resume=args.resume)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(summary(results, config))
+    return 0 if results["status"] == "completed" else EXIT_STOPPED
+
+
+def summary(results: dict[str, Any], config: TrainConfig) -> str:
+    """One line that says how the run went."""
+    rate = results["tokens"] / results["seconds"] if results["seconds"] else 0.0
+    head = (f"{results['status']} {config.output_dir}: {results['steps']:,} steps, {results['tokens']:,} tokens "
+            f"in {results['seconds']:.1f} s ({rate:,.0f} tokens/s)")
+    base, final = results["base_perplexity"], results["final_perplexity"]
+    if results["status"] == "completed":
+        return f"{head}; perplexity {base:.2f} -> {final:.2f}; model in {results['model_dir']}"
+    return f"{head}; resume with: python -m mlm_core train --output-dir {config.output_dir} --resume"
+
+
+def _fill_mask(args: argparse.Namespace) -> int:
+    """Print the top guesses for each mask, as a table or as JSON."""
+    from .inference import fill_mask
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
+    results = fill_mask(args.model, args.text, top_k=args.top_k, targets=targets)
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False))
+        return 0
+    for number, guesses in enumerate(results, start=1):
+        if len(results) > 1:
+            print(f"mask {number}:")
+        for guess in guesses:
+            print(f"  {guess['score']:7.2%}  {guess['token_str'].strip()!s:<20}  {guess['sequence']}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """Print the prompt's continuation."""
+    from .inference import generate
+
+    print(generate(args.model, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                   top_p=args.top_p, top_k=args.top_k, do_sample=not args.greedy, seed=args.seed))
+    return 0
+
+
+def _build_starter(args: argparse.Namespace) -> int:
+    """Pre-train the starter model and print its measured perplexities."""
+    from .modeling import STARTER_DIR
+    from .progress import ProgressPrinter
+    from .starter import build_starter
+
+    out = args.output or STARTER_DIR
+    with ProgressPrinter() as printer:
+        figures = build_starter(out, epochs=args.epochs, on_event=printer)
+    print(f"starter model in {out}: perplexity {figures['docstrings_perplexity']:.2f} on held-out docstrings, "
+          f"{figures['reference_perplexity']:.2f} on the language reference")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    """Print the device, whether the hub is reachable, and the offline defaults."""
+    from . import hub
+    from .modeling import STARTER_DIR, describe_device
+
+    online = hub.is_online()
+    print(f"device: {describe_device()}")
+    print(f"hub: {'reachable' if online else 'not reachable: use --model starter --dataset builtin'}")
+    print(f"starter model: {STARTER_DIR if STARTER_DIR.is_dir() else 'missing (python -m mlm_core build-starter)'}")
+    return 0
+
+
+def _escaped(help_text: str) -> str:
+    """Help text safe for argparse, which treats '%' as a format character."""
+    return help_text.replace("%", "%%")

@@ -1,0 +1,144 @@
+"""TrainConfig: every hyper-parameter of a run, validated on construction."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_MODEL = "distilbert/distilroberta-base"
+DEFAULT_CAUSAL_MODEL = "distilbert/distilgpt2"
+DEFAULT_DATASET = "dany0407/eli5_category"
+DEFAULT_SLICE = "train[:5000]"
+BUILTIN_DATASETS = ("builtin", "builtin-docstrings")
+FILE_DATASET = "file"
+
+# `split`, or `split[start:stop]` where start/stop are integers or percentages, as `datasets` accepts them.
+SLICE_PATTERN = re.compile(r"^(?P<split>[A-Za-z_][\w.-]*)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
+
+
+def _field(default: Any, help: str, **rules: Any) -> Any:
+    """A dataclass field whose metadata carries the UI hint and the validation rules."""
+    return field(default=default, metadata={"help": help, **rules})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One fine-tuning run: model, data, and every hyper-parameter."""
+
+    model: str = _field(DEFAULT_MODEL, "Base model: a hub id, a local folder, or 'starter' (the built-in model).")
+    dataset: str = _field(
+        DEFAULT_DATASET, "Text to learn from: a hub dataset id, 'builtin', 'builtin-docstrings', or 'file'."
+    )
+    dataset_file: str | None = _field(None, "Path of an uploaded .txt, .csv, .jsonl or .json file (dataset 'file').")
+    slice: str = _field(DEFAULT_SLICE, "Which rows to use, e.g. 'train[:5000]' or 'train[10%:20%]'.")
+    text_column: str | None = _field(None, "Column holding the text (nested fields as 'answers.text'); empty: detect.")
+    block_size: int = _field(128, "Tokens the model reads at once; text is cut into blocks this long.", min=8, max=8192)
+    mlm_probability: float = _field(
+        0.15, "Share of tokens hidden for the model to guess (masked models only).", min=0.0, max=1.0, open=True
+    )
+    whole_word_masking: bool = _field(False, "Hide whole words instead of single word pieces.")
+    epochs: int = _field(3, "Passes over the training text.", min=1, max=1000)
+    max_steps: int | None = _field(None, "Stop after this many optimizer steps (overrides epochs); empty: no limit.",
+                                   min=1)
+    learning_rate: float = _field(2e-5, "How big each update is; too high diverges, too low learns slowly.", min=0.0,
+                                  max=1.0, open_min=True)
+    weight_decay: float = _field(0.01, "Pulls weights towards zero to reduce over-fitting.", min=0.0, max=1.0)
+    warmup_ratio: float = _field(0.0, "Share of steps over which the learning rate ramps up from zero.", min=0.0,
+                                 max=0.9)
+    batch_size: int = _field(16, "Blocks per step; larger is smoother but needs more memory.", min=1, max=4096)
+    gradient_accumulation: int = _field(1, "Steps whose gradients are summed before one update.", min=1, max=1024)
+    eval_fraction: float = _field(0.1, "Share of blocks held out to measure perplexity.", min=0.0, max=0.5,
+                                  open_min=True)
+    seed: int = _field(42, "Random seed: the same seed gives the same run.", min=0, max=2**32 - 1)
+    output_dir: str = _field("runs/run", "Folder the run writes its checkpoints, model and results to.")
+    save_steps: int = _field(0, "Also save a checkpoint every N steps (0: at each epoch end only).", min=0)
+    eval_steps: int = _field(0, "Also measure perplexity every N steps (0: at each epoch end only).", min=0)
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            _check_field(f, getattr(self, f.name))
+        self._check_sources()
+
+    def _check_sources(self) -> None:
+        if not self.model.strip():
+            raise ValueError("model: give a hub id, a local folder or 'starter'")
+        if not self.dataset.strip():
+            raise ValueError(f"dataset: give a hub dataset id, {', '.join(BUILTIN_DATASETS)} or '{FILE_DATASET}'")
+        if self.dataset == FILE_DATASET and not self.dataset_file:
+            raise ValueError("dataset_file: dataset 'file' needs the path of a .txt, .csv, .jsonl or .json file")
+        if self.dataset_file and self.dataset != FILE_DATASET:
+            raise ValueError(f"dataset: a dataset_file was given, so dataset must be '{FILE_DATASET}'")
+        if not SLICE_PATTERN.match(self.slice):
+            raise ValueError(
+                f"slice: {self.slice!r} is not a split slice; use e.g. 'train', 'train[:5000]' or 'train[10%:20%]'"
+            )
+        if not self.output_dir.strip():
+            raise ValueError("output_dir: give a folder for the run")
+
+    @property
+    def is_builtin_dataset(self) -> bool:
+        """Whether the text comes from the corpus CPython ships."""
+        return self.dataset in BUILTIN_DATASETS
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict, refusing unknown keys by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: not a setting; known settings are {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A validated copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+
+def field_help(name: str) -> str:
+    """The one-line plain-language hint of a field."""
+    return {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}[name]
+
+
+def _check_field(f: dataclasses.Field, value: Any) -> None:
+    """Type and range check of one field from its metadata; raises ValueError naming it."""
+    name, rules = f.name, f.metadata
+    expected = str(f.type)
+    if value is None:
+        if "None" in expected:
+            return
+        raise ValueError(f"{name}: a value is required")
+    if "bool" in expected:
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: must be true or false (got {value!r})")
+        return
+    if expected.startswith("int"):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name}: must be a whole number (got {value!r})")
+    elif expected.startswith("float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name}: must be a finite number (got {value!r})")
+    elif expected.startswith("str") and not isinstance(value, str):
+        raise ValueError(f"{name}: must be text (got {value!r})")
+    _check_range(name, value, rules)
+
+
+def _check_range(name: str, value: Any, rules: dict) -> None:
+    """Range check from the field's min/max metadata; `open` excludes both ends, `open_min` the lower one."""
+    if "min" not in rules:
+        return
+    lo, hi = rules["min"], rules.get("max")
+    open_lo = rules.get("open") or rules.get("open_min")
+    open_hi = rules.get("open")
+    too_low = value <= lo if open_lo else value < lo
+    too_high = hi is not None and (value >= hi if open_hi else value > hi)
+    if too_low or too_high:
+        lo_txt = f"above {lo}" if open_lo else f"at least {lo}"
+        hi_txt = "" if hi is None else (f" and below {hi}" if open_hi else f" and at most {hi}")
+        raise ValueError(f"{name}: must be {lo_txt}{hi_txt} (got {value!r})")

@@ -1,0 +1,40 @@
+"""Driving the launched app over HTTP with gradio_client, as an API user would."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from gradio_client import Client
+
+BUILTIN = "Built-in corpus (offline)"
+
+
+def train_form(epochs: int = 1, max_steps: int = 0, eval_steps: int = 0, learning_rate: float = 5e-4,
+               model: str = "starter") -> list:
+    """The Train tab's form values in the order the /start and /preview endpoints take them."""
+    return [model, BUILTIN, "", "train[:5000]", None, "", 128, 0.15, epochs, learning_rate, 16, max_steps,
+            eval_steps, False, 42]
+
+
+def status(client: Client) -> dict:
+    """The current run and all its events."""
+    return json.loads(client.predict(api_name="/status"))
+
+
+def wait_for(client: Client, predicate, timeout: float, every: float = 0.5) -> dict:
+    """Poll /status until `predicate(status)` holds; the last status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = status(client)
+        if predicate(current):
+            return current
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out; last status {current['status']} with {len(current['events'])} events: "
+                                 f"{current['events'][-3:]}")
+        time.sleep(every)
+
+
+def count(current: dict, kind: str) -> int:
+    """How many events of a kind the run has emitted."""
+    return sum(e["type"] == kind for e in current["events"])

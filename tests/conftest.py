@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny models built from scratch, offline, once per session."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # every test runs without the hub, as CI does
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = dict(hidden=32, layers=2, heads=2, intermediate=64, max_length=128)
+
+
+def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """`python -m mlm_core ARGS` in a subprocess, as a user runs it."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "mlm_core", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or ROOT, env=env)
+
+
+def _tiny_model(folder: Path, causal: bool) -> Path:
+    """A tiny RoBERTa (or GPT-2) with a 600-token BPE trained on the built-in corpus."""
+    from mlm_core.corpus import reference_records
+    from mlm_core.scratch import Shape, init_model, train_tokenizer
+
+    texts = [r["text"] for r in reference_records()]
+    tokenizer = train_tokenizer(texts, 600, folder, causal=causal, max_length=TINY["max_length"])
+    init_model(tokenizer, Shape(**TINY), folder, causal=causal)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_mlm(tmp_path_factory) -> Path:
+    """Folder of a tiny randomly initialised masked LM."""
+    return _tiny_model(tmp_path_factory.mktemp("tiny-mlm"), causal=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_clm(tmp_path_factory) -> Path:
+    """Folder of a tiny randomly initialised GPT-2-shaped causal LM."""
+    return _tiny_model(tmp_path_factory.mktemp("tiny-clm"), causal=True)
+
+
+@pytest.fixture(scope="session")
+def starter_run(tmp_path_factory) -> dict:
+    """The README's offline run: the starter model fine-tuned one epoch on the built-in corpus, through the CLI."""
+    run_dir = tmp_path_factory.mktemp("runs") / "starter-builtin"
+    started = time.monotonic()
+    result = run_cli("train", "--model", "starter", "--dataset", "builtin", "--epochs", "1",
+                     "--output-dir", str(run_dir))
+    return {"dir": run_dir, "seconds": time.monotonic() - started, "process": result}
+
+
+def _free_port() -> int:
+    """A TCP port nobody listens on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """`python app.py` as a user starts it (offline), on a free port with its own runs folder; yields its URL."""
+    import urllib.request
+
+    port, runs = _free_port(), tmp_path_factory.mktemp("app-runs")
+    log = (tmp_path_factory.mktemp("app-log") / "app.log").open("w")
+    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+           "MLM_STUDIO_RUNS": str(runs), "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"app did not start; see {log.name}")
+            time.sleep(0.5)
+    yield {"url": url, "runs": runs, "process": process, "log": Path(log.name)}
+    process.terminate()
+    process.wait(timeout=30)
+    log.close()

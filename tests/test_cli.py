@@ -1,0 +1,75 @@
+"""The CLI: the README's offline run, fill-mask output, and bad input as one line with exit code 2."""
+
+import json
+
+import pytest
+
+from mlm_core.cli import main
+
+from .conftest import run_cli
+
+
+def test_offline_default_run_finishes_and_lowers_perplexity(starter_run):
+    process = starter_run["process"]
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert starter_run["seconds"] < 600
+    results = json.loads((starter_run["dir"] / "results.json").read_text())
+    assert results["status"] == "completed" and results["final_perplexity"] < results["base_perplexity"]
+    summary = process.stdout.strip().splitlines()
+    assert len(summary) == 1 and summary[0].startswith("completed ") and "perplexity" in summary[0]
+    assert "base perplexity" in process.stderr and "step" in process.stderr
+    assert "Traceback" not in process.stderr
+
+
+def test_fill_mask_json_from_a_finished_run(starter_run):
+    model = starter_run["dir"] / "model"
+    process = run_cli("fill-mask", "--model", str(model), "--top-k", "4", "--json",
+                      "The <mask> statement exits a loop.")
+    assert process.returncode == 0, process.stderr
+    [guesses] = json.loads(process.stdout)
+    assert len(guesses) == 4 and set(guesses[0]) == {"score", "token", "token_str", "sequence"}
+    assert guesses[0]["score"] >= guesses[-1]["score"]
+
+
+@pytest.mark.parametrize("argv, field", [
+    (["train", "--model", "starter", "--dataset", "builtin", "--block-size", "0"], "block_size"),
+    (["train", "--model", "starter", "--dataset", "builtin", "--mlm-probability", "1.5"], "mlm_probability"),
+    (["train", "--model", "starter", "--dataset", "builtin", "--slice", "train[abc]"], "slice"),
+    (["train", "--model", "starter", "--dataset", "builtin", "--slice", "train[5000:]"], "slice"),
+    (["train", "--model", "starter", "--dataset", "builtin", "--text-column", "answers.text"], "text_column"),
+    (["train", "--model", "starter", "--dataset", "builtin", "--epochs", "0"], "epochs"),
+    (["train", "--model", "starter", "--dataset", "file"], "dataset_file"),
+    (["train", "--model", "nobody/no-such-model", "--dataset", "builtin"], "model"),
+    (["train", "--model", "starter", "--dataset", "someone/some-dataset"], "dataset"),
+    (["fill-mask", "--model", "starter", "There is no mask."], "text"),
+    (["fill-mask", "--model", "starter", "--top-k", "0", "A <mask>."], "top_k"),
+])
+def test_bad_input_is_one_line_and_exit_2(argv, field, capsys, tmp_path):
+    if argv[0] == "train":
+        argv = [*argv, "--output-dir", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {field}: "), err
+    assert len([line for line in err if line.startswith("error")]) == 1
+    assert not (tmp_path / "run").exists(), "a refused run writes nothing"
+
+
+def test_model_without_mlm_head_through_the_real_cli(tiny_clm):
+    process = run_cli("fill-mask", "--model", str(tiny_clm), "The <mask> statement.")
+    assert process.returncode == 2
+    assert process.stderr.strip().splitlines() == [
+        f"error: model: {str(tiny_clm)!r} is a causal language model; it generates text but cannot fill masks"]
+    assert process.stdout == ""
+
+
+def test_unparsable_option_is_one_line():
+    process = run_cli("train", "--model", "starter", "--dataset", "builtin", "--block-size", "abc")
+    assert process.returncode == 2
+    assert process.stderr.strip() == "error: argument --block-size: invalid int value: 'abc'"
+
+
+@pytest.mark.parametrize("command", ["train", "fill-mask", "generate", "build-starter", "info"])
+def test_every_command_prints_its_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0 and "usage: python -m mlm_core" in capsys.readouterr().out

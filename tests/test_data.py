@@ -1,0 +1,144 @@
+"""Data preparation: sources, slices, flattening, text columns, the guides' grouping in linear time."""
+
+import json
+import random
+import time
+
+import numpy as np
+import pytest
+
+from mlm_core.config import TrainConfig
+from mlm_core.corpus import docstring_records, reference_records
+from mlm_core.data import as_text, detect_text_column, extract_texts, flatten_record, group_texts, prepare_data
+from mlm_core.guide_recipe import make_group_texts
+from mlm_core.sources import apply_slice, load_records, read_file
+
+
+def test_builtin_corpora_are_real_and_disjoint():
+    reference, docstrings = reference_records(), docstring_records()
+    assert len(reference) > 50 and sum(len(r["text"]) for r in reference) > 300_000
+    assert len(docstrings) > 3000 and sum(len(r["text"]) for r in docstrings) > 1_000_000
+    assert not {r["text"] for r in reference} & {r["text"] for r in docstrings}
+
+
+def test_nested_fields_flatten_and_lists_join_like_the_guides():
+    record = {"q_id": "7", "answers": {"a_id": ["x", "y"], "text": ["First answer.", "Second one."]}, "score": [3, 1]}
+    flat = flatten_record(record)
+    assert flat == {"q_id": "7", "answers.a_id": ["x", "y"], "answers.text": ["First answer.", "Second one."],
+                    "score": [3, 1]}
+    assert as_text(flat["answers.text"]) == "First answer. Second one."
+    assert as_text(flat["score"]) is None
+    assert detect_text_column([flat] * 3) == "answers.text"
+
+
+def test_text_column_detection_prefers_long_prose():
+    records = [{"id": str(i), "label": "pos", "review": "A long review of the film, with many words. " * 3}
+               for i in range(10)]
+    assert detect_text_column(records) == "review"
+    with pytest.raises(ValueError, match="^text_column: no column holds text"):
+        detect_text_column([{"n": 1}, {"n": 2}])
+
+
+def test_missing_text_column_is_named():
+    with pytest.raises(ValueError, match="^text_column: no column 'body'; columns are text, topic"):
+        extract_texts([{"topic": "a", "text": "b"}], "body")
+
+
+def test_slices_select_rows():
+    rows = [{"text": str(i)} for i in range(200)]
+    assert [r["text"] for r in apply_slice(rows, "train[:3]")] == ["0", "1", "2"]
+    assert len(apply_slice(rows, "train[10%:20%]")) == 20
+    assert apply_slice(rows, "train[-2:]")[0]["text"] == "198"
+    with pytest.raises(ValueError, match="^slice: this data has one split"):
+        apply_slice(rows, "test[:3]")
+
+
+def test_empty_slice_is_refused():
+    config = TrainConfig(model="starter", dataset="builtin", slice="train[5000:]")
+    with pytest.raises(ValueError, match="^slice: 'train\\[5000:\\]' leaves no rows"):
+        load_records(config)
+
+
+def test_file_formats(tmp_path):
+    (tmp_path / "a.txt").write_text("First paragraph\nstill first.\n\n\nSecond paragraph.\n", encoding="utf-8")
+    assert read_file(str(tmp_path / "a.txt")) == [{"text": "First paragraph\nstill first."},
+                                                   {"text": "Second paragraph."}]
+    (tmp_path / "b.csv").write_text('id,body\n1,"Hello, world"\n2,Bye\n', encoding="utf-8")
+    assert read_file(str(tmp_path / "b.csv")) == [{"id": "1", "body": "Hello, world"}, {"id": "2", "body": "Bye"}]
+    (tmp_path / "c.jsonl").write_text('{"a": {"text": ["x", "y"]}}\n\n"bare"\n', encoding="utf-8")
+    assert read_file(str(tmp_path / "c.jsonl")) == [{"a": {"text": ["x", "y"]}}, {"text": "bare"}]
+    (tmp_path / "d.json").write_text(json.dumps({"data": [{"text": "q"}]}), encoding="utf-8")
+    assert read_file(str(tmp_path / "d.json")) == [{"text": "q"}]
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("bad.txt", b"caf\xe9 latin-1", "is not UTF-8 text"),
+    ("bad.jsonl", b'{"text": "ok"}\n{"text": broken\n', "line 2 is not valid JSON"),
+    ("bad.json", b"[1, 2", "not valid JSON"),
+    ("bad.pdf", b"%PDF", "use a .txt, .csv, .jsonl, .json file"),
+])
+def test_bad_files_are_explained(tmp_path, name, content, message):
+    (tmp_path / name).write_bytes(content)
+    with pytest.raises(ValueError, match=f"^dataset_file: .*{message}"):
+        read_file(str(tmp_path / name))
+
+
+def test_group_texts_equals_the_guides_on_random_input():
+    rng = random.Random(0)
+    for _ in range(200):
+        block_size = rng.randint(1, 40)
+        docs = [[rng.randint(0, 999) for _ in range(rng.randint(0, 60))] for _ in range(rng.randint(1, 30))]
+        offsets = [[(rng.randint(0, 9), rng.randint(0, 9)) for _ in doc] for doc in docs]
+        examples = {"input_ids": docs, "offset_mapping": offsets}
+        if not sum(map(len, docs)):
+            continue
+        expected = make_group_texts(block_size)({k: [list(v) for v in vs] for k, vs in examples.items()})
+        ours = group_texts(examples, block_size)
+        assert ours["input_ids"].tolist() == expected["input_ids"]
+        assert [[tuple(p) for p in row] for row in ours["offset_mapping"].tolist()] == expected["offset_mapping"]
+
+
+def _best_time(function, *args, repeats=7):
+    """The fastest of several timings, to damp noise from other processes."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function(*args)
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def _growth(group, n_docs):
+    """How much longer grouping takes when the input grows 4x (linear: about 4, quadratic: about 16)."""
+    rng = np.random.default_rng(0)
+    small = {"input_ids": [rng.integers(0, 1000, 50).tolist() for _ in range(n_docs)]}
+    large = {"input_ids": small["input_ids"] * 4}
+    return _best_time(group, large) / _best_time(group, small)
+
+
+def test_grouping_takes_linear_time():
+    guide = make_group_texts(128)
+    assert _growth(guide, 1000) > 10, "the measurement must catch the guides' quadratic concatenation"
+    assert _growth(lambda ex: group_texts(ex, 128), 1000) < 7
+
+
+def test_prepare_data_splits_blocks(tiny_mlm):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_mlm)
+    config = TrainConfig(model=str(tiny_mlm), dataset="builtin", slice="train[:20]", block_size=64)
+    data = prepare_data(config, tokenizer, 64)
+    assert data.text_column == "text" and data.documents == 20
+    assert data.train.shape[1] == 64 and len(data.eval) == round((len(data.train) + len(data.eval)) * 0.1)
+    assert len(data.train) + len(data.eval) == data.tokens // 64
+    again = prepare_data(config, tokenizer, 64)
+    assert again.eval.equal(data.eval), "the split depends on the seed only"
+
+
+def test_text_shorter_than_two_blocks_is_refused(tiny_mlm, tmp_path):
+    from transformers import AutoTokenizer
+
+    (tmp_path / "short.txt").write_text("Just a few words.", encoding="utf-8")
+    config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(tmp_path / "short.txt"), slice="train")
+    with pytest.raises(ValueError, match="^block_size: the text makes .* fewer than two blocks"):
+        prepare_data(config, AutoTokenizer.from_pretrained(tiny_mlm), 128)

@@ -1,0 +1,108 @@
+"""Fill-mask and generation: same answers as transformers' pipeline, clear refusals."""
+
+import pytest
+import torch
+
+from mlm_core.inference import fill_mask, generate
+
+SENTENCE = "Return the <mask> of the list."
+
+
+@pytest.fixture(scope="module")
+def pipeline():
+    from transformers import pipeline as make_pipeline
+
+    from mlm_core.modeling import STARTER_DIR
+
+    return make_pipeline("fill-mask", model=str(STARTER_DIR), dtype=torch.float32, device="cpu")
+
+
+def _same(ours, theirs):
+    assert [g["token"] for g in ours] == [g["token"] for g in theirs]
+    assert [g["token_str"] for g in ours] == [g["token_str"] for g in theirs]
+    assert [g["sequence"] for g in ours] == [g["sequence"] for g in theirs]
+    assert [g["score"] for g in ours] == pytest.approx([g["score"] for g in theirs], abs=1e-5)
+
+
+def test_single_mask_matches_the_pipeline(pipeline):
+    [ours] = fill_mask("starter", SENTENCE, top_k=7)
+    _same(ours, pipeline(SENTENCE, top_k=7))
+    assert len(ours) == 7 and sum(g["score"] for g in ours) <= 1.0
+
+
+def test_several_masks_match_the_pipeline(pipeline):
+    text = "The <mask> statement is used to <mask> a loop."
+    ours = fill_mask("starter", text, top_k=3)
+    theirs = pipeline(text, top_k=3)
+    assert len(ours) == 2
+    for mine, reference in zip(ours, theirs):
+        _same(mine, reference)
+
+
+def test_targets_match_the_pipeline(pipeline):
+    targets = [" value", " length", " name"]
+    [ours] = fill_mask("starter", SENTENCE, top_k=5, targets=targets)
+    _same(ours, pipeline(SENTENCE, top_k=5, targets=targets))
+    assert len(ours) == 3
+
+
+def test_mask_spellings_are_mapped():
+    assert fill_mask("starter", "Return the [MASK] of the list.", top_k=3) == fill_mask("starter", SENTENCE, top_k=3)
+
+
+@pytest.mark.parametrize("text, top_k, message", [
+    ("", 5, "^text: type a sentence"),
+    ("   ", 5, "^text: type a sentence"),
+    ("No mask here.", 5, "^text: put <mask>"),
+    (" ".join(["<mask>"] * 10), 5, "^text: 10 masks is too many"),
+    ("word " * 300 + "<mask>", 5, "^text: .* tokens is more than this model reads"),
+    ("x" * 1_000_000 + "<mask>", 5, "^text: 1,000,006 characters is too long"),
+    (SENTENCE, 0, "^top_k: "),
+])
+def test_bad_fill_mask_input_is_explained(text, top_k, message):
+    with pytest.raises(ValueError, match=message):
+        fill_mask("starter", text, top_k=top_k)
+
+
+def test_models_without_a_fill_mask_head_are_refused(tiny_clm, tiny_mlm, tmp_path):
+    with pytest.raises(ValueError, match="^model: .* is a causal language model"):
+        fill_mask(str(tiny_clm), SENTENCE)
+    from transformers import AutoConfig, AutoModel
+
+    encoder_only = tmp_path / "encoder"
+    AutoModel.from_config(AutoConfig.from_pretrained(tiny_mlm)).save_pretrained(encoder_only)
+    for file in tiny_mlm.glob("tokenizer*"):
+        (encoder_only / file.name).write_bytes(file.read_bytes())
+    with pytest.raises(ValueError, match="^model: .* has no fill-mask head"):
+        fill_mask(str(encoder_only), SENTENCE)
+
+
+def test_unknown_model_offline_is_explained():
+    with pytest.raises(ValueError, match="^model: 'nobody/no-such-model' is not a local folder and the hub"):
+        fill_mask("nobody/no-such-model", SENTENCE)
+
+
+def test_generation_needs_a_causal_model(tiny_clm):
+    text = generate(str(tiny_clm), "The if statement", max_new_tokens=5, seed=0)
+    assert text.startswith("The if statement")
+    assert text == generate(str(tiny_clm), "The if statement", max_new_tokens=5, seed=0), "seeded sampling repeats"
+    with pytest.raises(ValueError, match="^model: .* is a masked language model"):
+        generate("starter", "The if statement")
+    with pytest.raises(ValueError, match="^max_new_tokens: "):
+        generate(str(tiny_clm), "The if statement", max_new_tokens=0)
+
+
+def test_starter_puts_a_sensible_word_in_its_top_5():
+    # Sentences in the style of the built-in corpus (Python's documentation); each has a few right answers.
+    cases = {
+        "Return the <mask> of the list.": {"length", "number", "size", "value", "values", "items", "elements",
+                                           "index", "sum", "first", "last", "contents", "copy", "name"},
+        "If the file does not <mask>, an exception is raised.": {"exist", "exists", "contain", "match", "have",
+                                                                 "support", "end", "open"},
+        "This function takes two <mask> and returns their sum.": {"arguments", "args", "values", "numbers",
+                                                                  "parameters", "integers", "objects", "items"},
+    }
+    for text, sensible in cases.items():
+        [guesses] = fill_mask("starter", text, top_k=5)
+        words = {g["token_str"].strip() for g in guesses}
+        assert words & sensible, (text, words)

@@ -1,0 +1,145 @@
+"""The training loop: parity with transformers' own loss, stop and resume, checkpoints, causal models."""
+
+import json
+import threading
+
+import pytest
+import torch
+
+from mlm_core.checkpoint import checkpoint_dirs
+from mlm_core.config import TrainConfig
+from mlm_core.events import Eval, Step, read_events
+from mlm_core.training import evaluate, train
+
+from .conftest import run_cli
+
+
+def _config(model, out, **changes):
+    """A quick run of a tiny model on part of the built-in corpus."""
+    values = dict(model=str(model), dataset="builtin", slice="train[:40]", block_size=64, batch_size=8,
+                  learning_rate=1e-3, epochs=1, output_dir=str(out))
+    return TrainConfig(**{**values, **changes})
+
+
+def _run(config, **kwargs):
+    """Train and return (results, events)."""
+    events = []
+    results = train(config, on_event=events.append, **kwargs)
+    return results, events
+
+
+def _losses(events):
+    return {e.step: e.loss for e in events if isinstance(e, Step)}
+
+
+def test_loss_equals_the_models_own_loss_for_20_steps(tiny_mlm, tmp_path):
+    config = _config(tiny_mlm, tmp_path / "a", max_steps=20)
+    _, ours = _run(config)
+    _, reference = _run(config.replace(output_dir=str(tmp_path / "b")), head_only_loss=False)
+    ours, reference = _losses(ours), _losses(reference)
+    assert sorted(ours) == list(range(1, 21))
+    for step in ours:
+        assert ours[step] == pytest.approx(reference[step], abs=1e-4), step
+    assert ours[20] < ours[1] - 0.1, "the model learns"
+
+
+def test_head_only_loss_matches_a_direct_model_call(tiny_mlm):
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from mlm_core.batches import Masker
+    from mlm_core.objective import LMObjective
+
+    model = AutoModelForMaskedLM.from_pretrained(tiny_mlm).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_mlm)
+    blocks = torch.randint(5, len(tokenizer), (4, 64))
+    batch = Masker(tokenizer, "mlm", 0.15, False, seed=0)(blocks)
+    summed, count = LMObjective(model, "mlm")(batch.input_ids, batch.labels)
+    expected = model(input_ids=batch.input_ids, labels=batch.labels).loss
+    assert count == batch.labels.ne(-100).sum() > 0
+    assert (summed / count).item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_results_events_and_saved_model(tiny_mlm, tmp_path):
+    results, events = _run(_config(tiny_mlm, tmp_path / "run"))
+    run_dir = tmp_path / "run"
+    saved = json.loads((run_dir / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    assert results["status"] == "completed" and results["final_perplexity"] < results["base_perplexity"]
+    assert results["final_perplexity"] == pytest.approx(torch.tensor(results["final_eval_loss"]).exp().item())
+    logged = read_events(run_dir / "events.jsonl")
+    assert [e.to_dict() for e in logged] == [e.to_dict() for e in events]
+    evals = [e for e in events if isinstance(e, Eval)]
+    assert evals[0].base and evals[0].step == 0 and evals[-1].step == results["steps"]
+    assert (run_dir / "model" / "model.safetensors").is_file() and not list(run_dir.rglob(".tmp-*"))
+    assert not list(run_dir.rglob("*.bin"))
+    reloaded = evaluate(_config(run_dir / "model", tmp_path / "unused"))
+    assert reloaded == pytest.approx(results["final_eval_loss"], abs=1e-5), "eval masks are fixed"
+
+
+def test_stop_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_mlm, tmp_path):
+    config = _config(tiny_mlm, tmp_path / "full", slice="train[:60]")
+    full, full_events = _run(config)
+    assert full["steps"] > 20
+
+    stop = threading.Event()
+    interrupted = config.replace(output_dir=str(tmp_path / "cut"))
+    seen = []
+
+    def stop_at_12(event):
+        seen.append(event)
+        if isinstance(event, Step) and event.step == 12:
+            stop.set()
+
+    stopped = train(interrupted, on_event=stop_at_12, stop=stop)
+    assert stopped["status"] == "stopped" and stopped["steps"] == 12, "stops within one step"
+    [checkpoint] = checkpoint_dirs(tmp_path / "cut")
+    assert checkpoint.name == "step-0000012"
+    from transformers import AutoModelForMaskedLM
+
+    AutoModelForMaskedLM.from_pretrained(checkpoint)  # loadable as it is
+
+    resumed, resumed_events = _run(interrupted, resume=True)
+    assert resumed["status"] == "completed" and resumed["steps"] == full["steps"]
+    full_losses, resumed_losses = _losses(full_events), _losses(resumed_events)
+    assert min(resumed_losses) == 13
+    for step, loss in resumed_losses.items():
+        assert loss == pytest.approx(full_losses[step], abs=1e-5), step
+    assert resumed["final_eval_loss"] == pytest.approx(full["final_eval_loss"], abs=1e-5)
+    assert resumed["base_eval_loss"] == full["base_eval_loss"]
+
+
+def test_output_dir_and_resume_guards(tiny_mlm, tmp_path):
+    config = _config(tiny_mlm, tmp_path / "run", max_steps=2)
+    train(config)
+    with pytest.raises(ValueError, match="^output_dir: .* already holds a run"):
+        train(config)
+    with pytest.raises(ValueError, match="^output_dir: the run in .* already completed"):
+        train(config, resume=True)
+    with pytest.raises(ValueError, match="^block_size: the run in .* was started with 64"):
+        train(config.replace(block_size=32), resume=True)
+
+
+def test_block_size_is_clamped_with_a_message(tiny_mlm, tmp_path):
+    results, events = _run(_config(tiny_mlm, tmp_path / "run", block_size=1024, max_steps=1))
+    assert results["block_size"] == 128
+    assert any("block_size 1024 is more than this model reads; using its maximum, 128" in getattr(e, "message", "")
+               for e in events)
+
+
+def test_whole_word_masking_trains(tiny_mlm, tmp_path):
+    results, _ = _run(_config(tiny_mlm, tmp_path / "run", whole_word_masking=True, max_steps=3))
+    assert results["status"] == "completed" and results["steps"] == 3
+
+
+def test_causal_model_trains_through_the_cli_and_generates(tiny_clm, tmp_path):
+    out = tmp_path / "clm"
+    trained = run_cli("train", "--model", str(tiny_clm), "--dataset", "builtin", "--slice", "train[:40]",
+                      "--block-size", "64", "--learning-rate", "1e-3", "--max-steps", "30", "--output-dir", str(out))
+    assert trained.returncode == 0, trained.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "clm" and results["final_perplexity"] < results["base_perplexity"]
+    generated = run_cli("generate", "--model", str(out / "model"), "--max-new-tokens", "12", "--seed", "1",
+                        "The for statement")
+    assert generated.returncode == 0, generated.stderr
+    text = generated.stdout.strip()
+    assert text.startswith("The for statement") and len(text) > len("The for statement") + 5
