@@ -12,8 +12,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402
 
 from mlm_core import dashboard, plots  # noqa: E402
-from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL, FILE_DATASET, TrainConfig, \
-    field_help  # noqa: E402
+from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL, FILE_DATASET, TrainConfig, field_help  # noqa: E402
 from mlm_core.events import Done, Error  # noqa: E402
 from mlm_core.hub import is_online  # noqa: E402
 from mlm_core.jobs import Busy, JobManager  # noqa: E402
@@ -33,7 +32,7 @@ preload()
 JOBS = JobManager()  # the one owner of training state: every visitor sees the same run
 RUNS = runs_root()
 SOURCES = {"Built-in corpus (offline)": "builtin", "Hub dataset": "hub", "Upload a file": FILE_DATASET}
-EXAMPLES = ["The <mask> statement exits the innermost loop.", "A function returns <mask> when it has no return.",
+EXAMPLES = ["An assignment statement evaluates the <mask> list.", "The <mask> statement exits the innermost loop.", "A function returns <mask> when it has no return.",
             "Paris is the <mask> of France.", "The <mask> of the list is changed in place."]
 POLL_S = 1.0
 
@@ -80,9 +79,9 @@ def _int(value, name: str) -> int:
 
 def on_preview(*form):
     """Blocks, an example block with its masked tokens, and the time and memory estimate for this device."""
+    from mlm_core.data import extract_texts
     from mlm_core.preflight import preview
     from mlm_core.probes import suggest_probes
-    from mlm_core.data import extract_texts
     from mlm_core.sources import load_records
 
     try:
@@ -99,8 +98,7 @@ def on_preview(*form):
              f"each (measured) → about **{dashboard.duration(result.estimated_seconds)}**, using about "
              f"**{memory:.1f} GiB** of memory.", *[f"ℹ️ {m}" for m in result.messages if "block_size" in m]]
     probes = "\n".join(suggest_probes(texts)) if result.task == "mlm" else ""
-    return ("\n\n".join(lines), result.example, gr.update(value=probes) if probes else gr.skip(),
-            gr.update(value=result.text_column))
+    return "\n\n".join(lines), result.example, probes or gr.skip(), result.text_column
 
 
 def on_start(probes_text, *form):
@@ -354,7 +352,7 @@ def build() -> gr.Blocks:
                     generated = gr.Textbox(label="Generated text", lines=6)
             with gr.Tab("Runs & export", id="export") as export_tab:
                 runs = gr.Dataframe(headers=["run", "status", "base model", "base perplexity", "final perplexity"],
-                                    label="Runs", interactive=False)
+                                    label="Runs", interactive=False, elem_id="runs-table")
                 export_run = gr.Dropdown(label="Completed run")
                 zip_btn = gr.Button("Download as zip")
                 zip_file = gr.File(label="Zip")

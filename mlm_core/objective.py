@@ -22,6 +22,8 @@ def split_masked_lm(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor
         head = getattr(model, name, None)
         if isinstance(head, nn.Module):
             return encoder, head
+    if isinstance(getattr(model, "head", None), nn.Module) and isinstance(getattr(model, "decoder", None), nn.Module):
+        return encoder, lambda h: model.decoder(model.head(h))  # ModernBERT
     if hasattr(model, "vocab_projector"):  # DistilBERT spreads its head over four modules
         return encoder, lambda h: model.vocab_projector(
             model.vocab_layer_norm(model.activation(model.vocab_transform(h))))

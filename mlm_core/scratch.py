@@ -49,14 +49,31 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path, causal
     return tokenizer
 
 
-def init_model(tokenizer, shape: Shape, out_dir: Path, causal: bool = False, seed: int = 0):
-    """A randomly initialised RoBERTa-style masked LM (or GPT-2 causal LM) sized to the tokenizer, saved."""
+def init_model(tokenizer, shape: Shape, out_dir: Path, causal: bool = False, modern: bool = False, seed: int = 0):
+    """A randomly initialised masked LM (RoBERTa, or ModernBERT when `modern`) or GPT-2 causal LM, saved."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, RobertaConfig, RobertaForMaskedLM
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        ModernBertConfig,
+        ModernBertForMaskedLM,
+        RobertaConfig,
+        RobertaForMaskedLM,
+    )
 
     torch.manual_seed(seed)
     vocab = len(tokenizer)  # a larger vocab would predict ids the tokenizer cannot decode
-    if causal:
+    if modern:
+        # Rotary positions and pre-norm: from scratch on 2 CPU cores it reached in 600 steps the perplexity a
+        # RoBERTa of the same width had not reached after 4,000 (RoBERTa stays position-blind for thousands).
+        config = ModernBertConfig(vocab_size=vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
+                                  num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
+                                  max_position_embeddings=shape.max_length, local_attention=shape.max_length,
+                                  global_attn_every_n_layers=1, pad_token_id=tokenizer.pad_token_id,
+                                  bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                  cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
+        model = ModernBertForMaskedLM(config)
+    elif causal:
         config = GPT2Config(vocab_size=vocab, n_embd=shape.hidden, n_layer=shape.layers, n_head=shape.heads,
                             n_inner=shape.intermediate, n_positions=shape.max_length,
                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)

@@ -53,10 +53,15 @@ def test_train_reload_stop_and_fill_mask_in_a_browser(page, app_server):
     page.screenshot(path=ARTIFACTS / "stopped.png", full_page=True)
 
     page.get_by_role("tab", name="Fill-mask").click()
-    page.locator("#fill-text textarea").fill("The <mask> statement exits the innermost loop.")
+    page.locator("#fill-text textarea").fill("An assignment statement evaluates the <mask> list.")
     page.locator("#top-k input[type=number]").fill("3")
     page.locator("#top-k input[type=number]").press("Enter")
     page.locator("#fill-button").click()
     page.wait_for_function(f"({BARS})() === 3")
     assert page.evaluate(BARS) == 3
     page.screenshot(path=ARTIFACTS / "fill-mask.png", full_page=True)
+
+    page.get_by_role("tab", name="Runs & export").click()
+    page.get_by_role("button", name="Download as zip").wait_for()
+    page.wait_for_function("document.querySelector('#runs-table')?.textContent.includes('stopped')")  # our run
+    page.screenshot(path=ARTIFACTS / "runs-export.png", full_page=True)

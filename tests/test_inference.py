@@ -100,7 +100,10 @@ def test_starter_puts_a_sensible_word_in_its_top_5():
         "If the file does not <mask>, an exception is raised.": {"exist", "exists", "contain", "match", "have",
                                                                  "support", "end", "open"},
         "This function takes two <mask> and returns their sum.": {"arguments", "args", "values", "numbers",
-                                                                  "parameters", "integers", "objects", "items"},
+                                                                  "parameters", "integers", "objects", "items",
+                                                                  "operands", "inputs", "elements"},
+        "Raise a <mask> if the value is not valid.": {"ValueError", "TypeError", "KeyError", "exception", "error"},
+        "Return True if the object is an <mask> of the class.": {"instance", "object", "subclass", "attribute"},
     }
     for text, sensible in cases.items():
         [guesses] = fill_mask("starter", text, top_k=5)

@@ -1,0 +1,1 @@
+"""`python -m mlm_core.bench`: our engine against the task guides' recipe, measured in one run on this machine."""

@@ -1,0 +1,89 @@
+"""Run every comparison once, print the table, write docs/bench/<device>.json and docs/PERFORMANCE.md.
+
+`--quick` (under five minutes on 2 CPU cores) prints the ratios as one JSON line last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..modeling import preload, quiet_transformers
+from ..storage import write_json
+from . import data_prep, flops, latency, memory, report, subjects, train_speed
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+# (training steps per round, DistilRoBERTa batch, rounds, fill-mask repeats, data-prep repeats)
+SIZES = {"quick": (4, 8, 2, 20, 1), "full": (8, 16, 3, 50, 3)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Benchmark, report, write."""
+    parser = argparse.ArgumentParser(prog="python -m mlm_core.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats: under five minutes on a CPU")
+    parser.add_argument("--out", type=Path, help="folder for the JSON and markdown (default: docs/, full runs only)")
+    args = parser.parse_args(argv)
+    warnings.simplefilter("ignore")
+    preload()
+    quiet_transformers()
+    mode = "quick" if args.quick else "full"
+    result = run(mode)
+    print(report.table(result["ratios"]))
+    out = args.out or (DOCS if mode == "full" else None)
+    if out is not None:
+        device = "gpu" if torch.cuda.is_available() else "cpu"
+        write_json(out / "bench" / f"{device}.json", result)
+        report.write_markdown(out / "bench", out / "PERFORMANCE.md")
+        print(f"wrote {out / 'bench' / (device + '.json')} and {out / 'PERFORMANCE.md'}")
+    print(json.dumps(result["ratios"]))
+    return 0
+
+
+def run(mode: str) -> dict:
+    """Every measurement of one benchmark run."""
+    steps, batch, rounds, repeats, prep_repeats = SIZES[mode]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        big, small = subjects.distilroberta(work), subjects.starter()
+        _say(f"training: ours vs Trainer on {big.name}")
+        train = train_speed.compare(big.path, steps, batch, rounds)
+        _say("training: ours vs Trainer on the starter")
+        starter_train = train_speed.compare(small.path, 5 * steps, 16, rounds)
+        _say("data preparation")
+        prep = data_prep.compare(big.path, subjects.eli5_like_records(), repeats=prep_repeats)
+        _say("fill-mask latency")
+        fill = latency.versus_pipeline(big.path, repeats)
+        busy = latency.during_training(small.path, repeats, train_steps=1000)
+        _say("peak memory")
+        mem = memory.training_peak(train_speed.bench_config(big.path, 2, batch, work))
+        _say("FLOP/s")
+        peak = flops.matmul_peak()
+        per_step = flops.step_flops(train_speed.bench_config(big.path, steps, batch, work))
+    achieved = per_step / train["ours"]["step_seconds"]
+    ratios = {
+        "train_speedup": train["speedup"], "train_loss_gap": train["loss_gap"],
+        "starter_train_speedup": starter_train["speedup"], "group_speedup": prep["group_speedup"],
+        "prepare_speedup": prep["prepare_speedup"], "fill_mask_p50_ratio": fill["ratio_p50"],
+        "fill_mask_busy_ratio": busy["ratio_p50"], "mfu": achieved / peak["flops_per_s"],
+    }
+    details = {"model_note": big.note, "steps": steps, "batch_size": batch, "train": train,
+               "starter_train": starter_train, "data_prep": prep, "fill_mask": fill,
+               "fill_mask_during_training": busy, "memory": mem,
+               "flops": {"matmul": peak, "step_flops": per_step, "achieved_flops_per_s": achieved}}
+    return {"mode": mode, "date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "ratios": ratios,
+            "details": details}
+
+
+def _say(what: str) -> None:
+    """Progress on stderr-like terms, so a long run shows where it is."""
+    print(f"[{time.strftime('%H:%M:%S')}] {what}…", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,114 @@
+"""The benchmark's verdicts, its table on stdout, and docs/PERFORMANCE.md built from every device's JSON."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+# (key in the ratios, what it compares, target, True when higher is better)
+TARGETS = [
+    ("train_speedup", "training tokens/s, ours / Trainer recipe (DistilRoBERTa shape)", 1.6, True),
+    ("train_loss_gap", "final eval loss, |ours / Trainer - 1|", 0.01, False),
+    ("starter_train_speedup", "training tokens/s, ours / Trainer recipe (starter)", 1.0, True),
+    ("group_speedup", "grouping time, guides' group_texts / ours (5,000 documents)", 10.0, True),
+    ("prepare_speedup", "tokenize + group time, guides' / ours", 1.0, True),
+    ("fill_mask_p50_ratio", "fill-mask p50, ours / pipeline (DistilRoBERTa shape)", 0.6, False),
+    ("fill_mask_busy_ratio", "fill-mask p50 while training / idle (starter)", 3.0, False),
+    ("mfu", "our training FLOP/s / measured matmul peak", 0.6, True),
+]
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"cpu": cpu, "cpu_threads_torch": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "platform": platform.platform()}
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
+    import transformers
+
+    info["transformers"] = transformers.__version__
+    return info
+
+
+def verdicts(ratios: dict) -> list[tuple[str, float | None, str, bool | None]]:
+    """(what, measured, target text, met) for each target."""
+    rows = []
+    for key, what, target, higher in TARGETS:
+        value = ratios.get(key)
+        met = None if value is None else (value >= target if higher else value <= target)
+        rows.append((what, value, f"{'≥' if higher else '≤'} {target:g}", met))
+    return rows
+
+
+def table(ratios: dict) -> str:
+    """Plain-text table of the verdicts."""
+    lines = [f"{'measure':<70} {'value':>8}  {'target':>7}  ok"]
+    for what, value, target, met in verdicts(ratios):
+        shown = "n/a" if value is None else f"{value:.3f}"
+        lines.append(f"{what:<70} {shown:>8}  {target:>7}  {'-' if met is None else 'yes' if met else 'NO'}")
+    return "\n".join(lines)
+
+
+def write_markdown(json_dir: Path, out: Path) -> None:
+    """docs/PERFORMANCE.md from every `<device>.json` the benchmark has written."""
+    parts = [HEADER]
+    for path in sorted(json_dir.glob("*.json")):
+        parts.append(_section(json.loads(path.read_text(encoding="utf-8"))))
+    out.write_text("\n".join(parts), encoding="utf-8")
+
+
+HEADER = """# Performance
+
+Measured by `python -m mlm_core.bench` (full run; `--quick` is the under-five-minute version). Each section is one
+run on one machine: every ratio compares contenders measured in that run, interleaved, on the same model, data and
+hyper-parameters. Re-run it to refresh this page; the raw figures are in `docs/bench/<device>.json`.
+"""
+
+
+def _section(result: dict) -> str:
+    """One device's figures as markdown."""
+    m, d = result["machine"], result["details"]
+    where = m.get("gpu") or f"{m['cpu']}, {m['cpu_threads_torch']} torch threads"
+    rows = "\n".join(f"| {what} | {'n/a' if v is None else f'{v:.3f}'} | {t} | "
+                     f"{'-' if ok is None else 'yes' if ok else '**no**'} |"
+                     for what, v, t, ok in verdicts(result["ratios"]))
+    tr, st, fm, busy = d["train"], d["starter_train"], d["fill_mask"], d["fill_mask_during_training"]
+    prep, mem, fl = d["data_prep"], d["memory"], d["flops"]
+    return f"""
+## {where} ({result['mode']} run, {result['date']})
+torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}, {m['platform']}. Model: {d['model_note']}.
+
+| measure | value | target | met |
+| --- | --- | --- | --- |
+{rows}
+
+- Training, block 128, batch {d['batch_size']}, {tr['ours']['timed_steps']} timed steps each: ours
+  {tr['ours']['tokens_per_s']:,.0f} tokens/s vs Trainer {tr['trainer']['tokens_per_s']:,.0f}; eval loss after
+  {d['steps']} steps {tr['ours']['eval_loss']:.4f} vs {tr['trainer']['eval_loss']:.4f}. Starter: ours
+  {st['ours']['tokens_per_s']:,.0f} vs {st['trainer']['tokens_per_s']:,.0f} tokens/s.
+- Data preparation, {prep['documents']:,} ELI5-shaped documents ({prep['tokens']:,} tokens): grouping
+  {prep['group_ours'] * 1000:,.1f} ms vs {prep['group_guide'] * 1000:,.1f} ms; tokenize + group
+  {prep['prepare_ours']:.2f} s vs {prep['prepare_guide']:.2f} s (datasets.map, one process); same blocks:
+  {prep['identical']}.
+- Fill-mask, one sentence, top 5: ours p50 {fm['ours']['p50_ms']:.1f} ms / p95 {fm['ours']['p95_ms']:.1f} ms,
+  pipeline p50 {fm['pipeline']['p50_ms']:.1f} ms / p95 {fm['pipeline']['p95_ms']:.1f} ms; same predictions:
+  {fm['identical_predictions']}. While a training run shares the process (starter): p50
+  {busy['training']['p50_ms']:.1f} ms vs {busy['idle']['p50_ms']:.1f} ms idle ({busy['samples_while_training']}
+  samples).
+- Peak memory of a training run (`python -m mlm_core train`, batch {d['batch_size']}):
+  {mem['peak_rss_bytes'] / 2**30:.2f} GiB resident{' (host memory only)' if m.get('gpu') else ''}; the app's
+  pre-flight estimated {mem['preflight_estimate_bytes'] / 2**30:.2f} GiB and
+  {mem['preflight_seconds_per_step']:.2f} s per step (measured here: {tr['ours']['step_seconds']:.2f} s).
+- Compute: {fl['step_flops'] / 1e9:,.1f} GFLOP per training step (counted by `torch.utils.flop_counter`; LM head at
+  masked positions only), {fl['achieved_flops_per_s'] / 1e9:,.1f} GFLOP/s achieved vs a {fl['matmul']['size']}²
+  {fl['matmul']['dtype']} matmul peak of {fl['matmul']['flops_per_s'] / 1e9:,.1f} GFLOP/s.
+"""

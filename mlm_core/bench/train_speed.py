@@ -1,0 +1,103 @@
+"""Training throughput and final loss: our loop against the guides' Trainer + DataCollatorForLanguageModeling."""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from ..config import TrainConfig
+from ..events import Step
+from ..run_setup import load_inputs
+from ..training import evaluate, train
+
+
+@dataclass
+class Timings:
+    """Step intervals (warm-up step excluded) and the eval loss after the run, for one contender."""
+
+    seconds: list[float]
+    tokens_per_step: int
+    eval_loss: float | None = None
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Median throughput over the timed steps."""
+        return self.tokens_per_step / statistics.median(self.seconds)
+
+
+def bench_config(model: str, steps: int, batch_size: int, work: Path) -> TrainConfig:
+    """Hyper-parameters both contenders share: a short run on part of the built-in corpus."""
+    return TrainConfig(model=model, dataset="builtin", slice="train", block_size=128, batch_size=batch_size,
+                       max_steps=steps, learning_rate=1e-4, weight_decay=0.01, warmup_ratio=0.0,
+                       eval_fraction=0.01, seed=0, output_dir=str(work / "ours"))
+
+
+def ours(config: TrainConfig) -> Timings:
+    """Our `train()`, timed between its step events."""
+    stamps: list[float] = []
+    results = train(config, on_event=lambda e: stamps.append(time.perf_counter()) if isinstance(e, Step) else None)
+    intervals = [b - a for a, b in zip(stamps, stamps[1:])]
+    return Timings(intervals, config.batch_size * config.block_size, results["final_eval_loss"])
+
+
+def guides_trainer(config: TrainConfig, work: Path) -> Timings:
+    """The guides' recipe on the same blocks: `Trainer` with `DataCollatorForLanguageModeling`, timed per step."""
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForMaskedLM,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
+
+    setup = load_inputs(config, None, lambda _: None)
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    cuda = torch.cuda.is_available()
+    args = TrainingArguments(
+        output_dir=str(work / "trainer"), per_device_train_batch_size=config.batch_size, max_steps=config.max_steps,
+        learning_rate=config.learning_rate, weight_decay=config.weight_decay, warmup_steps=0,
+        lr_scheduler_type="linear", logging_steps=config.max_steps, save_strategy="no", report_to="none",
+        disable_tqdm=True, seed=config.seed, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported())
+    model = AutoModelForMaskedLM.from_pretrained(config.model)
+    collator = DataCollatorForLanguageModeling(setup.tokenizer, mlm_probability=config.mlm_probability)
+    dataset = Dataset.from_dict({"input_ids": setup.data.train.tolist()})
+    trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[Clock()])
+    trainer.train()
+    saved = work / "trainer-model"
+    trainer.save_model(str(saved))
+    setup.tokenizer.save_pretrained(saved)
+    eval_loss = evaluate(replace(config, model=str(saved)))  # the same eval blocks and masks as ours
+    intervals = [b - a for a, b in zip(stamps, stamps[1:])]
+    return Timings(intervals, config.batch_size * config.block_size, eval_loss)
+
+
+def compare(model: str, steps: int, batch_size: int, rounds: int) -> dict:
+    """Interleaved rounds of both contenders from the same weights; tokens/s medians and final eval losses."""
+    timed: dict[str, list[Timings]] = {"ours": [], "trainer": []}
+    for round_ in range(rounds):
+        order = ["ours", "trainer"] if round_ % 2 == 0 else ["trainer", "ours"]
+        for name in order:
+            with tempfile.TemporaryDirectory() as tmp:
+                config = bench_config(model, steps, batch_size, Path(tmp))
+                timed[name].append(ours(config) if name == "ours" else guides_trainer(config, Path(tmp)))
+    result = {}
+    for name, runs in timed.items():
+        seconds = [s for t in runs for s in t.seconds]
+        result[name] = {"tokens_per_s": runs[0].tokens_per_step / statistics.median(seconds),
+                        "step_seconds": statistics.median(seconds), "eval_loss": runs[0].eval_loss,
+                        "timed_steps": len(seconds)}
+    result["speedup"] = result["ours"]["tokens_per_s"] / result["trainer"]["tokens_per_s"]
+    result["loss_gap"] = abs(result["ours"]["eval_loss"] / result["trainer"]["eval_loss"] - 1)
+    result["tokens_per_step"] = batch_size * 128
+    return result
