@@ -17,7 +17,8 @@ from mlm_core.events import Done, Error  # noqa: E402
 from mlm_core.hub import is_online  # noqa: E402
 from mlm_core.jobs import Busy, JobManager  # noqa: E402
 from mlm_core.modeling import STARTER, describe_device, preload  # noqa: E402
-from mlm_core.runs import list_runs, new_run_name, run_dir, runs_root  # noqa: E402
+from mlm_core.runs import list_runs, new_run_name, recover_runs, resume_config, run_dir, runs_root  # noqa: E402
+from mlm_core.sources import FILE_SUFFIXES, MAX_UPLOAD_MB  # noqa: E402
 
 try:  # ZeroGPU Spaces lend a GPU per call; elsewhere the decorator is a no-op
     import spaces
@@ -31,9 +32,11 @@ except ImportError:
 preload()
 JOBS = JobManager()  # the one owner of training state: every visitor sees the same run
 RUNS = runs_root()
+recover_runs(RUNS)  # a crash may have left half-written files behind: finish or remove them before serving
 SOURCES = {"Built-in corpus (offline)": "builtin", "Hub dataset": "hub", "Upload a file": FILE_DATASET}
-EXAMPLES = ["An assignment statement evaluates the <mask> list.", "The <mask> statement exits the innermost loop.", "A function returns <mask> when it has no return.",
-            "Paris is the <mask> of France.", "The <mask> of the list is changed in place."]
+EXAMPLES = ["An assignment statement evaluates the <mask> list.", "The <mask> statement exits the innermost loop.",
+            "A function returns <mask> when it has no return.", "Paris is the <mask> of France.",
+            "The <mask> of the list is changed in place."]
 POLL_S = 1.0
 
 
@@ -58,7 +61,7 @@ def config_from(model, source, hub_id, hub_slice, upload, column, block, mlm_p, 
     dataset = SOURCES.get(source, "builtin")
     name = new_run_name(model or "model", dataset if dataset != "hub" else hub_id or "hub")
     values = dict(model=(model or "").strip(), dataset=(hub_id or "").strip() if dataset == "hub" else dataset,
-                  slice=(hub_slice or "train").strip() if dataset == "hub" else "train",
+                  slice=(hub_slice or "train").strip(),
                   dataset_file=upload if dataset == FILE_DATASET else None, text_column=column or None,
                   block_size=_int(block, "block_size"), mlm_probability=mlm_p, epochs=_int(epochs, "epochs"),
                   learning_rate=lr, batch_size=_int(batch, "batch_size"),
@@ -89,7 +92,7 @@ def on_preview(*form):
         result = preview(config)
         texts = extract_texts(load_records(config), result.text_column)
     except ValueError as error:
-        raise gr.Error(str(error), print_exception=False) from None
+        raise _refusal(error) from None
     memory = result.memory_bytes / 2**30
     lines = [f"**{result.documents:,} documents → {result.tokens:,} tokens → {result.train_blocks:,} training and "
              f"{result.eval_blocks:,} evaluation blocks of {result.block_size} tokens** (text column "
@@ -106,18 +109,33 @@ def on_start(probes_text, *form):
     try:
         config = config_from(*form)
         JOBS.start(config, probes=[p for p in (probes_text or "").splitlines() if p.strip()])
-    except Busy as busy:
-        gr.Warning(f"A run is in progress, so a new one cannot start yet. {busy} You can watch it here and use "
-                   "the Fill-mask tab meanwhile.")
-    except ValueError as error:
-        gr.Warning(str(error))
+    except (Busy, ValueError) as error:
+        raise _refusal(error) from None
     return refresh(-1)
+
+
+def _refusal(error: Exception) -> gr.Error:
+    """A refused action in plain words (an error toast; the app keeps serving)."""
+    if isinstance(error, Busy):
+        return gr.Error(f"A run is in progress, so a new one cannot start yet. {error} You can watch it in the "
+                        "Train tab and use the Fill-mask tab meanwhile.", print_exception=False)
+    return gr.Error(str(error), print_exception=False)
 
 
 def on_stop():
     """Ask the run to stop after its current step; it keeps its checkpoint."""
     if not JOBS.stop():
-        gr.Warning("Nothing is running, so there is nothing to stop.")
+        raise gr.Error("Nothing is running, so there is nothing to stop.", print_exception=False)
+    return refresh(-1)
+
+
+def on_resume(name):
+    """Continue a stopped or interrupted run from its last checkpoint."""
+    try:
+        JOBS.start(resume_config(RUNS, name or ""), resume=True)
+    except (Busy, ValueError) as error:
+        raise _refusal(error) from None
+    gr.Info(f"Run {name} resumed: watch it in the Train tab.")
     return refresh(-1)
 
 
@@ -237,9 +255,19 @@ def _fmt(value):
 
 
 def on_export_open():
-    """The completed runs that can be exported."""
-    names = [r.name for r in list_runs(RUNS) if r.model_dir is not None]
-    return gr.update(choices=names, value=names[0] if names else None), runs_table()
+    """The completed runs that can be exported, the resumable ones, and the table of all."""
+    runs = list_runs(RUNS)
+    done = [r.name for r in runs if r.model_dir is not None]
+    resumable = [r.name for r in runs if r.resumable]
+    return (gr.update(choices=done, value=done[0] if done else None),
+            gr.update(choices=resumable, value=resumable[0] if resumable else None), runs_table())
+
+
+def runs_json() -> str:
+    """Every run with its status, as a JSON string (for API clients)."""
+    return json.dumps([{"name": r.name, "status": r.status, "model": r.model, "resumable": r.resumable,
+                        "base_perplexity": r.base_perplexity, "final_perplexity": r.final_perplexity,
+                        "model_dir": None if r.model_dir is None else str(r.model_dir)} for r in list_runs(RUNS)])
 
 
 def on_zip(name):
@@ -276,12 +304,11 @@ def build() -> gr.Blocks:
                                             label="Base model", info=field_help("model"))
                         source = gr.Radio(list(SOURCES), value=next(iter(SOURCES)), label="Data",
                                           info="Where your text comes from.")
-                        with gr.Row(visible=False) as hub_row:
-                            hub_id = gr.Textbox(label="Hub dataset id", placeholder="e.g. dany0407/eli5_category",
-                                                info=field_help("dataset"))
-                            hub_slice = gr.Textbox("train[:5000]", label="Slice", info=field_help("slice"))
-                        upload = gr.File(label="Your text (.txt, .csv, .jsonl, .json)", visible=False,
-                                         file_types=[".txt", ".csv", ".jsonl", ".json"], type="filepath")
+                        hub_id = gr.Textbox(label="Hub dataset id", placeholder="e.g. dany0407/eli5_category",
+                                            info=field_help("dataset"), visible=False)
+                        upload = gr.File(label=f"Your text (.txt, .csv, .jsonl, .json; up to {MAX_UPLOAD_MB} MB)",
+                                         visible=False, file_types=list(FILE_SUFFIXES), type="filepath")
+                        hub_slice = gr.Textbox("train[:5000]", label="Rows (slice)", info=field_help("slice"))
                         column = gr.Textbox(label="Text column", placeholder="detected automatically",
                                             info=field_help("text_column"))
                         with gr.Row():
@@ -353,7 +380,7 @@ def build() -> gr.Blocks:
             with gr.Tab("Runs & export", id="export") as export_tab:
                 runs = gr.Dataframe(headers=["run", "status", "base model", "base perplexity", "final perplexity"],
                                     label="Runs", interactive=False, elem_id="runs-table")
-                export_run = gr.Dropdown(label="Completed run")
+                export_run = gr.Dropdown(label="Completed run", allow_custom_value=True)
                 zip_btn = gr.Button("Download as zip")
                 zip_file = gr.File(label="Zip")
                 with gr.Row():
@@ -363,13 +390,17 @@ def build() -> gr.Blocks:
                     private = gr.Checkbox(True, label="Private")
                 push_btn = gr.Button("Push to the hub")
                 pushed = gr.Markdown()
+                with gr.Row():
+                    resume_run = gr.Dropdown(label="Stopped or interrupted run", allow_custom_value=True,
+                                             info="Training continues from its last checkpoint.")
+                    resume_btn = gr.Button("Resume training")
 
         form = [model, source, hub_id, hub_slice, upload, column, block, mlm_p, epochs, lr, batch, max_steps,
                 eval_steps, wwm, seed]
         seen = gr.State(-1)
         board = [status, progress, loss_plot, ppl_plot, probe_table, outcome, seen]
         source.change(lambda s: (gr.update(visible=SOURCES[s] == "hub"), gr.update(visible=SOURCES[s] == FILE_DATASET)),
-                      source, [hub_row, upload], api_name=False)
+                      source, [hub_id, upload], api_name=False)
         preview_btn.click(on_preview, form, [preview_md, example, probes, column], api_name="preview")
         model.change(on_model_change, model, [mlm_p, lr], api_name=False)
         start_btn.click(on_start, [probes, *form], board, api_name="start")
@@ -385,7 +416,9 @@ def build() -> gr.Blocks:
         text.submit(on_fill, [text, top_k, model_a, model_b], [plot_a, table_a, plot_b, table_b], api_name=False)
         gen_btn.click(on_generate, [model_a, prompt, new_tokens, temperature, top_p, gen_seed], generated,
                       api_name="generate")
-        export_tab.select(on_export_open, None, [export_run, runs], api_name=False)
+        export_tab.select(on_export_open, None, [export_run, resume_run, runs], api_name=False)
+        resume_btn.click(on_resume, resume_run, board, api_name="resume")
+        gr.Button(visible=False).click(runs_json, None, gr.Textbox(visible=False), api_name="runs")
         zip_btn.click(on_zip, export_run, zip_file, api_name="export_zip")
         push_btn.click(on_push, [export_run, repo_id, token, private], pushed, api_name="push")
     return demo
@@ -393,4 +426,5 @@ def build() -> gr.Blocks:
 
 if __name__ == "__main__":
     build().queue(default_concurrency_limit=4).launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
-                                                      theme=gr.themes.Soft(), show_error=False)
+                                                      theme=gr.themes.Soft(), show_error=False,
+                                                      max_file_size=f"{MAX_UPLOAD_MB}mb")

@@ -66,11 +66,10 @@ def detect_text_column(records: Sequence[Record]) -> str:
     for record in sample:
         for name, value in record.items():
             text = as_text(value)
-            if text is not None:
+            if text is not None and any(c.isalpha() for c in text):
                 lengths.setdefault(name, []).append(len(text))
     # A text column must be text in most rows and hold letters, not only ids or labels.
     candidates = {name: sum(v) / len(sample) for name, v in lengths.items() if len(v) >= len(sample) / 2}
-    candidates = {name: mean for name, mean in candidates.items() if mean >= 1}
     if not candidates:
         columns = sorted({name for record in sample for name in record})
         raise ValueError(f"text_column: no column holds text; columns are {', '.join(columns) or 'none'}")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from .storage import trim_torn_tail
+
 
 @dataclass(frozen=True)
 class Event:
@@ -134,6 +136,8 @@ class EventLog:
     def __init__(self, path: Path):
         self.path = path
         self._lock = threading.Lock()
+        if path.is_file():
+            trim_torn_tail(path)  # a resumed run appends after the last complete event
 
     def write(self, event: Event) -> None:
         """Append one event and flush it to the file."""

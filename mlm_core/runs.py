@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import checkpoint as ckpt
-from .storage import read_json
+from .config import TrainConfig
+from .storage import read_json, remove_partial, trim_torn_tail
 
 PERSISTENT_MOUNT = Path("/data")  # a Space's persistent storage; everything else is wiped on restart
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
@@ -79,3 +80,21 @@ def read_run(folder: Path) -> RunInfo | None:
     return RunInfo(name=folder.name, path=folder, status=status, model=str(config.get("model")),
                    task=results.get("task"), base_perplexity=results.get("base_perplexity"),
                    final_perplexity=results.get("final_perplexity"))
+
+
+def recover_runs(root: Path) -> None:
+    """After a crash: finish or remove half-done atomic writes and cut a torn last line off each events.jsonl."""
+    if not root.is_dir():
+        return
+    remove_partial(root)
+    for events in root.glob("*/events.jsonl"):
+        trim_torn_tail(events)
+
+
+def resume_config(root: Path, name: str) -> TrainConfig:
+    """The saved settings of a stopped or interrupted run, to continue it; ValueError if it cannot be resumed."""
+    folder = run_dir(root, name)
+    info = read_run(folder)
+    if info is None or not info.resumable:
+        raise ValueError(f"run: {name!r} is not a stopped or interrupted run with a checkpoint")
+    return TrainConfig.from_dict({**read_json(folder / "config.json"), "output_dir": str(folder)})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from . import corpus, hub
 from .config import FILE_DATASET, SLICE_PATTERN, TrainConfig
 
 FILE_SUFFIXES = (".txt", ".csv", ".jsonl", ".json")
-MAX_FILE_BYTES = 200 * 1024 * 1024
+MAX_UPLOAD_MB = int(os.environ.get("MLM_STUDIO_MAX_UPLOAD_MB", "200"))
+MAX_FILE_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 
 Record = dict[str, Any]
 
@@ -65,6 +67,8 @@ def read_file(path: str | None) -> list[Record]:
         text = file.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ValueError(f"dataset_file: {file.name!r} is not UTF-8 text (byte {error.start})") from None
+    if not text.strip():
+        raise ValueError(f"dataset_file: {file.name!r} is empty")
     reader = {".txt": _txt_records, ".csv": _csv_records, ".jsonl": _jsonl_records, ".json": _json_records}
     return reader[file.suffix.lower()](text)
 

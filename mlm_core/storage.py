@@ -93,3 +93,11 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def trim_torn_tail(path: Path) -> None:
+    """Cut an append-only text file back to its last complete line (a crash can tear the line being written)."""
+    with path.open("rb+") as handle:
+        data = handle.read()
+        if data and not data.endswith(b"\n"):
+            handle.truncate(data.rfind(b"\n") + 1)

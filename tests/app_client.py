@@ -10,11 +10,18 @@ from gradio_client import Client
 BUILTIN = "Built-in corpus (offline)"
 
 
-def train_form(epochs: int = 1, max_steps: int = 0, eval_steps: int = 0, learning_rate: float = 5e-4,
-               model: str = "starter") -> list:
-    """The Train tab's form values in the order the /start and /preview endpoints take them."""
-    return [model, BUILTIN, "", "train[:5000]", None, "", 128, 0.15, epochs, learning_rate, 16, max_steps,
-            eval_steps, False, 42]
+UPLOAD = "Upload a file"
+HUB = "Hub dataset"
+FORM = {"model": "starter", "source": BUILTIN, "hub_id": "", "slice": "train[:5000]", "upload": None, "column": "",
+        "block_size": 128, "mlm_probability": 0.15, "epochs": 1, "learning_rate": 5e-4, "batch_size": 16,
+        "max_steps": 0, "eval_steps": 0, "whole_word_masking": False, "seed": 42}
+
+
+def train_form(**changes) -> list:
+    """The Train tab's form values, in the order the /start and /preview endpoints take them."""
+    unknown = set(changes) - set(FORM)
+    assert not unknown, unknown
+    return list({**FORM, **changes}.values())
 
 
 def status(client: Client) -> dict:

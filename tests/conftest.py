@@ -67,28 +67,39 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory):
-    """`python app.py` as a user starts it (offline), on a free port with its own runs folder; yields its URL."""
+PLANTED_TOKEN = "hf_PlantedSecret0123456789abcdefXYZ"  # must never show up in any output (tests/test_secrets.py)
+UPLOAD_LIMIT_MB = 1  # small, so a test can upload a file over the limit
+
+
+def start_app(runs: Path, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+    """`python app.py` as a user starts it (offline, a hub token in its environment), serving `runs`; (process, URL)."""
     import urllib.request
 
-    port, runs = _free_port(), tmp_path_factory.mktemp("app-runs")
-    log = (tmp_path_factory.mktemp("app-log") / "app.log").open("w")
+    port = port or _free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "MLM_STUDIO_RUNS": str(runs), "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+           "MLM_STUDIO_RUNS": str(runs), "PYTHONPATH": str(ROOT), "HF_TOKEN": PLANTED_TOKEN,
+           "MLM_STUDIO_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB)}
+    with log.open("a") as out:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
     while True:
         try:
             urllib.request.urlopen(url, timeout=2)
-            break
+            return process, url
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
                 process.kill()
-                raise RuntimeError(f"app did not start; see {log.name}")
+                raise RuntimeError(f"app did not start; see {log}")
             time.sleep(0.5)
-    yield {"url": url, "runs": runs, "process": process, "log": Path(log.name)}
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory):
+    """The app on a free port with its own runs folder, shared by the HTTP, browser and reliability tests."""
+    runs, log = tmp_path_factory.mktemp("app-runs"), tmp_path_factory.mktemp("app-log") / "app.log"
+    process, url = start_app(runs, log)
+    yield {"url": url, "runs": runs, "process": process, "log": log}
     process.terminate()
     process.wait(timeout=30)
-    log.close()

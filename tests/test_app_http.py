@@ -4,6 +4,7 @@ import time
 
 import pytest
 from gradio_client import Client
+from gradio_client.exceptions import AppError
 
 from .app_client import count, status, train_form, wait_for
 
@@ -19,7 +20,8 @@ def test_start_stream_stop_then_complete_and_fill_mask(client, app_server):
     streaming = wait_for(client, lambda s: count(s, "step") >= 3, timeout=180)
     assert streaming["status"] == "running" and count(streaming, "eval") >= 1  # base perplexity came first
 
-    client.predict(probes, *train_form(epochs=1), api_name="/start")  # a second Start while running is refused
+    with pytest.raises(AppError, match="A run is in progress"):  # a second Start while running is refused
+        client.predict(probes, *train_form(epochs=1), api_name="/start")
     assert status(client)["run_dir"] == streaming["run_dir"]
 
     pressed = time.monotonic()
@@ -51,12 +53,10 @@ def test_start_stream_stop_then_complete_and_fill_mask(client, app_server):
 
 
 def test_bad_input_is_a_plain_message_and_the_app_keeps_serving(client):
-    from gradio_client.exceptions import AppError
-
     with pytest.raises(AppError, match="put <mask>"):
         client.predict("No mask here.", 3, "starter", "starter", api_name="/fill_mask")
     with pytest.raises(AppError, match="block_size"):
-        client.predict(*[train_form()[0], *train_form()[1:6], 0, *train_form()[7:]], api_name="/preview")
+        client.predict(*train_form(block_size=0), api_name="/preview")
     _, table, _, _ = client.predict("The <mask> statement.", 2, "starter", "starter", api_name="/fill_mask")
     assert len(table["data"]) == 2
 
