@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -88,6 +89,8 @@ def _measure_steps(setup: RunSetup, config: TrainConfig, input_ids: torch.Tensor
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    else:
+        _reset_peak_rss()
     timings = []
     for _ in range(1 + TIMED_STEPS):
         started = time.perf_counter()
@@ -102,9 +105,28 @@ def _measure_steps(setup: RunSetup, config: TrainConfig, input_ids: torch.Tensor
     if device.type == "cuda":
         memory = torch.cuda.max_memory_allocated(device)
     else:
-        memory = _cpu_memory_estimate(model, input_ids)
+        memory = _peak_rss() or _cpu_memory_estimate(model, input_ids)
     model.to("cpu")
     return sorted(timings[1:])[len(timings[1:]) // 2], memory
+
+
+def _reset_peak_rss() -> None:
+    """Restart Linux's record of this process's peak resident memory (a no-op elsewhere)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def _peak_rss() -> int | None:
+    """This process's peak resident memory since the last reset, in bytes; None where Linux does not tell."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
 
 
 def _cpu_memory_estimate(model: torch.nn.Module, input_ids: torch.Tensor) -> int:

@@ -147,6 +147,17 @@ def test_an_upload_over_the_size_limit_is_refused(client, reference, files):
     assert _fill(client) == reference
 
 
+def test_a_run_that_fails_after_start_says_why_and_the_next_start_works(client, reference, files):
+    client.predict("", *_upload(files, "broken.jsonl"), api_name="/start")  # the form is fine; the data is not
+    failed = wait_for(client, lambda s: s["status"] in {"failed", "completed"}, timeout=60)
+    assert failed["status"] == "failed" and "line 2 is not valid JSON" in failed["events"][-1]["message"]
+    assert _fill(client) == reference
+    client.predict("", *train_form(epochs=5), api_name="/start")
+    wait_for(client, lambda s: count(s, "step") >= 1, timeout=120)
+    client.predict(api_name="/stop")
+    assert wait_for(client, lambda s: s["status"] == "stopped", timeout=60)["events"][-1]["type"] == "done"
+
+
 def test_load_while_training_concurrent_requests_gapless_events_and_flat_memory(client, reference, app_server):
     client.predict("", *train_form(epochs=5), api_name="/start")
     wait_for(client, lambda s: count(s, "step") >= 3, timeout=120)

@@ -105,9 +105,9 @@ torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}, {m['
   {busy['training']['p50_ms']:.1f} ms vs {busy['idle']['p50_ms']:.1f} ms idle ({busy['samples_while_training']}
   samples).
 - Peak memory of a training run (`python -m mlm_core train`, batch {d['batch_size']}):
-  {mem['peak_rss_bytes'] / 2**30:.2f} GiB resident{' (host memory only)' if m.get('gpu') else ''}; the app's
-  pre-flight estimated {mem['preflight_estimate_bytes'] / 2**30:.2f} GiB and
-  {mem['preflight_seconds_per_step']:.2f} s per step (measured here: {tr['ours']['step_seconds']:.2f} s).
+  {mem['peak_rss_bytes'] / 2**30:.2f} GiB resident{' (host memory only)' if m.get('gpu') else ''}. The app's
+  pre-flight, from its own timed steps in this process, showed {mem['preflight_estimate_bytes'] / 2**30:.2f} GiB
+  and {mem['preflight_seconds_per_step']:.2f} s per step (the loop above: {tr['ours']['step_seconds']:.2f} s).
 - Compute: {fl['step_flops'] / 1e9:,.1f} GFLOP per training step (counted by `torch.utils.flop_counter`; LM head at
   masked positions only), {fl['achieved_flops_per_s'] / 1e9:,.1f} GFLOP/s achieved vs a {fl['matmul']['size']}²
   {fl['matmul']['dtype']} matmul peak of {fl['matmul']['flops_per_s'] / 1e9:,.1f} GFLOP/s.
