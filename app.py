@@ -329,6 +329,7 @@ def build() -> gr.Blocks:
                             wwm = gr.Checkbox(False, label="Whole-word masking", info=field_help("whole_word_masking"))
                             seed = gr.Number(42, label="Seed", precision=0, info=field_help("seed"))
                         probes = gr.Textbox(label="Probe sentences (one per line, each with <mask>)", lines=3,
+                                            elem_id="probes",
                                             info="Re-scored at every evaluation so you can watch the guesses change.")
                         with gr.Row():
                             preview_btn = gr.Button("Preview data and estimate")

@@ -11,6 +11,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--no-first-run"]
 POINTS = "() => { const p = document.querySelector('#loss-plot .js-plotly-plot'); " \
          "return p && p.data && p.data.length ? p.data[0].x.length : 0; }"
+EVALS = "() => { const p = document.querySelector('#ppl-plot .js-plotly-plot'); " \
+        "return p && p.data && p.data.length ? p.data[0].x.length : 0; }"
 BARS = "() => { const p = document.querySelector('#plot-a .js-plotly-plot'); " \
        "return p && p.data && p.data.length ? p.data[0].y.length : 0; }"
 
@@ -34,19 +36,21 @@ def test_train_reload_stop_and_fill_mask_in_a_browser(page, app_server):
     page.get_by_text("MLM Studio").first.wait_for()
     assert "Hub not reachable" in page.content()
     page.locator("#epochs input").fill("5")
+    page.locator("#probes textarea").fill("An assignment statement evaluates the <mask> list.")
     page.screenshot(path=ARTIFACTS / "train-tab.png", full_page=True)
     page.get_by_role("button", name="Start", exact=True).click()
 
     page.wait_for_function(f"({POINTS})() >= 2")
     before = page.evaluate(POINTS)
     page.wait_for_function(f"({POINTS})() >= {before + 2}")  # the loss plot grows while we watch
-    page.screenshot(path=ARTIFACTS / "training.png", full_page=True)
 
     seen = page.evaluate(POINTS)
     page.reload()
     page.wait_for_function(f"({POINTS})() >= {seen}")  # the same run, with its whole history
     page.wait_for_function(f"({POINTS})() >= {seen + 2}")  # and still training
     assert "Training" in page.locator("#run-status").inner_text()
+    page.wait_for_function(f"({EVALS})() >= 2")  # base perplexity and the first epoch's, with the probe's guesses
+    page.screenshot(path=ARTIFACTS / "training.png", full_page=True)
 
     page.get_by_role("button", name="Stop", exact=True).click()
     page.locator("#run-status").get_by_text("Run stopped").wait_for(timeout=15_000)
