@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .modeling import CLM, has_trained_mlm_head, load_config, load_for_inference, max_block_size, resolve_source
+from .modeling import CLM, has_trained_mlm_head, load_for_inference, max_block_size, resolve_source
 from .objective import masked_logits, split_masked_lm
 
 MASK_SPELLINGS = re.compile(r"<mask>|\[MASK\]")
@@ -46,7 +46,7 @@ def _masked_lm(model: str):
     tokenizer, lm, task = load_for_inference(resolve_source(model))
     if task == CLM:
         raise ValueError(f"model: {model!r} is a causal language model; it generates text but cannot fill masks")
-    if not has_trained_mlm_head(load_config(model)) or split_masked_lm(lm) is None:
+    if not has_trained_mlm_head(lm.config) or split_masked_lm(lm) is None:
         raise ValueError(f"model: {model!r} has no fill-mask head; choose a masked language model")
     return tokenizer, lm
 

@@ -115,7 +115,7 @@ BAD_INPUTS = [
     ("no run chosen to export", "/export_zip", lambda f: [""], "not a valid run name"),
     ("run name with ../ to resume", "/resume", lambda f: ["../x"], "not a valid run name"),
     ("resume a run that does not exist", "/resume", lambda f: ["no-such-run"], "not a stopped or interrupted"),
-    ("push with no repository", "/push", lambda f: ["", "", "", True], "."),
+    ("push with no repository", "/push", lambda f: ["some-run", "", "", True], "repo_id: use the form"),
     ("stop with nothing running", "/stop", lambda f: [], "Nothing is running"),
 ]
 
