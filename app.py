@@ -196,7 +196,7 @@ def on_fill(text, top_k, model_a, model_b):
         try:
             results = fill_mask(model, text, top_k=int(top_k))
         except ValueError as error:
-            raise gr.Error(str(error), print_exception=False) from None
+            raise _refusal(error) from None
         outputs += [plots.predictions_figure(results, _short(model)), plots.predictions_table(results)]
     return outputs
 
@@ -210,7 +210,7 @@ def on_generate(model, prompt, max_new_tokens, temperature, top_p, seed):
         return generate(model, prompt, max_new_tokens=int(max_new_tokens), temperature=temperature, top_p=top_p,
                         seed=None if seed in (None, "") else int(seed))
     except ValueError as error:
-        raise gr.Error(str(error), print_exception=False) from None
+        raise _refusal(error) from None
 
 
 def is_causal(model: str) -> bool:
@@ -277,7 +277,7 @@ def on_zip(name):
     try:
         return str(zip_run(run_dir(RUNS, name or ""), Path(tempfile.mkdtemp(prefix="mlm-export-"))))
     except ValueError as error:
-        raise gr.Error(str(error), print_exception=False) from None
+        raise _refusal(error) from None
 
 
 def on_push(name, repo_id, token, private):
@@ -287,7 +287,7 @@ def on_push(name, repo_id, token, private):
     try:
         url = push_run(run_dir(RUNS, name or ""), (repo_id or "").strip(), token or None, bool(private))
     except ValueError as error:
-        raise gr.Error(str(error), print_exception=False) from None
+        raise _refusal(error) from None
     return f"Pushed to {url}"
 
 

@@ -49,8 +49,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path, causal
     return tokenizer
 
 
-def init_model(tokenizer, shape: Shape, out_dir: Path, causal: bool = False, modern: bool = False, seed: int = 0):
-    """A randomly initialised masked LM (RoBERTa, or ModernBERT when `modern`) or GPT-2 causal LM, saved."""
+def init_model(tokenizer, shape: Shape, out_dir: Path, architecture: str = "roberta", seed: int = 0):
+    """A random 'roberta' or 'modernbert' masked LM, or 'gpt2' causal LM, sized to the tokenizer, saved."""
     import torch
     from transformers import (
         GPT2Config,
@@ -63,9 +63,7 @@ def init_model(tokenizer, shape: Shape, out_dir: Path, causal: bool = False, mod
 
     torch.manual_seed(seed)
     vocab = len(tokenizer)  # a larger vocab would predict ids the tokenizer cannot decode
-    if modern:
-        # Rotary positions and pre-norm: from scratch on 2 CPU cores it reached in 600 steps the perplexity a
-        # RoBERTa of the same width had not reached after 4,000 (RoBERTa stays position-blind for thousands).
+    if architecture == "modernbert":  # rotary positions and pre-norm learn word order far sooner from scratch
         config = ModernBertConfig(vocab_size=vocab, hidden_size=shape.hidden, num_hidden_layers=shape.layers,
                                   num_attention_heads=shape.heads, intermediate_size=shape.intermediate,
                                   max_position_embeddings=shape.max_length, local_attention=shape.max_length,
@@ -73,7 +71,7 @@ def init_model(tokenizer, shape: Shape, out_dir: Path, causal: bool = False, mod
                                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                                   cls_token_id=tokenizer.cls_token_id, sep_token_id=tokenizer.sep_token_id)
         model = ModernBertForMaskedLM(config)
-    elif causal:
+    elif architecture == "gpt2":
         config = GPT2Config(vocab_size=vocab, n_embd=shape.hidden, n_layer=shape.layers, n_head=shape.heads,
                             n_inner=shape.intermediate, n_positions=shape.max_length,
                             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)

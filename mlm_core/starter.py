@@ -37,7 +37,7 @@ def build_starter(out_dir: Path = STARTER_DIR, epochs: int | None = None,
     with tempfile.TemporaryDirectory() as work:
         init_dir = Path(work) / "init"
         tokenizer = train_tokenizer(texts, VOCAB_SIZE, init_dir, max_length=SHAPE.max_length)
-        init_model(tokenizer, SHAPE, init_dir, modern=True)
+        init_model(tokenizer, SHAPE, init_dir, architecture="modernbert")
         config = TrainConfig(model=str(init_dir), epochs=epochs, output_dir=str(Path(work) / "run"), **PRETRAIN)
         results = train(config, on_event=on_event)
         trained = Path(results["model_dir"])

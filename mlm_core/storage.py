@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 TMP_PREFIX = ".tmp-"
+TORN_TAIL_WINDOW = 1 << 20  # one event line is far shorter: only the end of a file is read
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -98,6 +99,10 @@ def _fsync_dir(path: Path) -> None:
 def trim_torn_tail(path: Path) -> None:
     """Cut an append-only text file back to its last complete line (a crash can tear the line being written)."""
     with path.open("rb+") as handle:
-        data = handle.read()
-        if data and not data.endswith(b"\n"):
-            handle.truncate(data.rfind(b"\n") + 1)
+        end = handle.seek(0, os.SEEK_END)
+        start = max(0, end - TORN_TAIL_WINDOW)
+        handle.seek(start)
+        tail = handle.read()
+        if tail and not tail.endswith(b"\n"):
+            cut = tail.rfind(b"\n")
+            handle.truncate(start + cut + 1 if cut >= 0 else 0)

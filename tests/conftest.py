@@ -32,7 +32,7 @@ def _tiny_model(folder: Path, causal: bool) -> Path:
 
     texts = [r["text"] for r in reference_records()]
     tokenizer = train_tokenizer(texts, 600, folder, causal=causal, max_length=TINY["max_length"])
-    init_model(tokenizer, Shape(**TINY), folder, causal=causal)
+    init_model(tokenizer, Shape(**TINY), folder, architecture="gpt2" if causal else "roberta")
     return folder
 
 
@@ -71,11 +71,11 @@ PLANTED_TOKEN = "hf_PlantedSecret0123456789abcdefXYZ"  # must never show up in a
 UPLOAD_LIMIT_MB = 1  # small, so a test can upload a file over the limit
 
 
-def start_app(runs: Path, log: Path, port: int | None = None) -> tuple[subprocess.Popen, str]:
+def start_app(runs: Path, log: Path) -> tuple[subprocess.Popen, str]:
     """`python app.py` as a user starts it (offline, a hub token in its environment), serving `runs`; (process, URL)."""
     import urllib.request
 
-    port = port or _free_port()
+    port = _free_port()
     env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
            "MLM_STUDIO_RUNS": str(runs), "PYTHONPATH": str(ROOT), "HF_TOKEN": PLANTED_TOKEN,
            "MLM_STUDIO_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB)}

@@ -81,7 +81,7 @@ def run(mode: str) -> dict:
 
 
 def _say(what: str) -> None:
-    """Progress on stderr-like terms, so a long run shows where it is."""
+    """A timestamped progress line, so a long run shows where it is."""
     print(f"[{time.strftime('%H:%M:%S')}] {what}…", flush=True)
 
 

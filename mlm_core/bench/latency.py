@@ -35,7 +35,7 @@ def _timed(fn) -> float:
 
 
 def versus_pipeline(model: str, repeats: int) -> dict:
-    """Interleaved calls of our fill-mask and `pipeline("fill-mask")` on the same model; same top-k asserted."""
+    """Interleaved calls of our fill-mask and `pipeline("fill-mask")` on one model, and whether their top-k agree."""
     from transformers import pipeline
 
     cuda = torch.cuda.is_available()

@@ -21,13 +21,7 @@ class Timings:
     """Step intervals (warm-up step excluded) and the eval loss after the run, for one contender."""
 
     seconds: list[float]
-    tokens_per_step: int
-    eval_loss: float | None = None
-
-    @property
-    def tokens_per_s(self) -> float:
-        """Median throughput over the timed steps."""
-        return self.tokens_per_step / statistics.median(self.seconds)
+    eval_loss: float
 
 
 def bench_config(model: str, steps: int, batch_size: int, work: Path) -> TrainConfig:
@@ -42,7 +36,7 @@ def ours(config: TrainConfig) -> Timings:
     stamps: list[float] = []
     results = train(config, on_event=lambda e: stamps.append(time.perf_counter()) if isinstance(e, Step) else None)
     intervals = [b - a for a, b in zip(stamps, stamps[1:])]
-    return Timings(intervals, config.batch_size * config.block_size, results["final_eval_loss"])
+    return Timings(intervals, results["final_eval_loss"])
 
 
 def guides_trainer(config: TrainConfig, work: Path) -> Timings:
@@ -75,7 +69,7 @@ def guides_trainer(config: TrainConfig, work: Path) -> Timings:
     setup.tokenizer.save_pretrained(saved)
     eval_loss = evaluate(replace(config, model=str(saved)))  # the same eval blocks and masks as ours
     intervals = [b - a for a, b in zip(stamps, stamps[1:])]
-    return Timings(intervals, config.batch_size * config.block_size, eval_loss)
+    return Timings(intervals, eval_loss)
 
 
 def compare(model: str, steps: int, batch_size: int, rounds: int) -> dict:
@@ -87,13 +81,12 @@ def compare(model: str, steps: int, batch_size: int, rounds: int) -> dict:
             with tempfile.TemporaryDirectory() as tmp:
                 config = bench_config(model, steps, batch_size, Path(tmp))
                 timed[name].append(ours(config) if name == "ours" else guides_trainer(config, Path(tmp)))
-    result = {}
+    tokens_per_step = config.batch_size * config.block_size
+    result: dict = {"tokens_per_step": tokens_per_step}
     for name, runs in timed.items():
-        seconds = [s for t in runs for s in t.seconds]
-        result[name] = {"tokens_per_s": runs[0].tokens_per_step / statistics.median(seconds),
-                        "step_seconds": statistics.median(seconds), "eval_loss": runs[0].eval_loss,
-                        "timed_steps": len(seconds)}
+        seconds = statistics.median(s for t in runs for s in t.seconds)
+        result[name] = {"tokens_per_s": tokens_per_step / seconds, "step_seconds": seconds,
+                        "eval_loss": runs[0].eval_loss, "timed_steps": sum(len(t.seconds) for t in runs)}
     result["speedup"] = result["ours"]["tokens_per_s"] / result["trainer"]["tokens_per_s"]
     result["loss_gap"] = abs(result["ours"]["eval_loss"] / result["trainer"]["eval_loss"] - 1)
-    result["tokens_per_step"] = batch_size * 128
     return result
