@@ -1,4 +1,4 @@
-"""Batches of blocks with their labels: masked on the fly for MLM, inputs as labels for CLM."""
+"""Batches of blocks with their labels: masked on the fly for masked LMs, inputs as labels for causal LMs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import torch
 
-from .modeling import MLM
 
 
 @dataclass(frozen=True)
@@ -23,27 +22,36 @@ class Batch:
         return Batch(self.input_ids.to(device, non_blocking=True), self.labels.to(device, non_blocking=True))
 
 
-class Masker:
-    """Makes labelled batches: MLM masking by transformers' collator with its own seeded generator."""
+class CausalBatcher:
+    """Causal batches: the inputs are their own labels (the model shifts them)."""
 
-    def __init__(self, tokenizer, task: str, mlm_probability: float, whole_word: bool, seed: int):
-        self.task = task
+    def __call__(self, blocks: torch.Tensor, offsets: torch.Tensor | None = None) -> Batch:
+        """A labelled batch from token blocks [batch, block_size]."""
+        return Batch(blocks, blocks.clone())
+
+    def state(self) -> None:
+        """Nothing random to save."""
+
+    def set_state(self, state) -> None:
+        """Nothing random to restore."""
+
+
+class Masker:
+    """Makes labelled masked-LM batches with transformers' collator and its own seeded generator."""
+
+    def __init__(self, tokenizer, mlm_probability: float, whole_word: bool, seed: int):
+        from transformers import DataCollatorForLanguageModeling
+
         self.generator = torch.Generator().manual_seed(seed)
         self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
-        self.collator = None
-        if task == MLM:
-            from transformers import DataCollatorForLanguageModeling
-
-            with warnings.catch_warnings():  # whole-word masking warns that it replaces by <mask> only
-                warnings.simplefilter("ignore")
-                self.collator = DataCollatorForLanguageModeling(
-                    tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word)
-            self.collator.generator = self.generator
+        with warnings.catch_warnings():  # whole-word masking warns that it replaces by <mask> only
+            warnings.simplefilter("ignore")
+            self.collator = DataCollatorForLanguageModeling(
+                tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word)
+        self.collator.generator = self.generator
 
     def __call__(self, blocks: torch.Tensor, offsets: torch.Tensor | None = None) -> Batch:
         """A labelled batch from token blocks [batch, block_size] (and their offsets for whole words)."""
-        if self.collator is None:
-            return Batch(blocks, blocks.clone())
         special = torch.isin(blocks, self.special_ids)
         inputs, labels = self.collator.torch_mask_tokens(
             blocks.clone(), special_tokens_mask=special, offset_mapping=offsets)
@@ -58,11 +66,10 @@ class Masker:
         self.generator.set_state(state)
 
 
-def fixed_eval_batches(masker_args: dict, blocks: torch.Tensor, offsets: torch.Tensor | None,
-                       batch_size: int, seed: int) -> list[Batch]:
-    """The eval blocks masked once with a fixed seed, so every evaluation scores the same positions."""
-    masker = Masker(seed=seed, **masker_args)
-    return [masker(blocks[i : i + batch_size], None if offsets is None else offsets[i : i + batch_size])
+def fixed_eval_batches(batcher, blocks: torch.Tensor, offsets: torch.Tensor | None,
+                       batch_size: int) -> list[Batch]:
+    """The eval blocks labelled once by a batcher of their own, so every evaluation scores the same positions."""
+    return [batcher(blocks[i : i + batch_size], None if offsets is None else offsets[i : i + batch_size])
             for i in range(0, len(blocks), batch_size)]
 
 

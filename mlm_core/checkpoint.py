@@ -10,36 +10,34 @@ import torch
 
 from .storage import atomic_dir, read_json, write_json
 
-CHECKPOINTS = "checkpoints"
 TRAINING_STATE = "training_state.pt"
 PROGRESS = "progress.json"
 
 
-def checkpoint_dirs(run_dir: Path) -> list[Path]:
-    """The run's complete checkpoints, oldest first (partial ones never carry the final name)."""
-    root = run_dir / CHECKPOINTS
+def checkpoint_dirs(root: Path) -> list[Path]:
+    """The complete checkpoints in a run's checkpoints folder, oldest first (partial ones never carry the name)."""
     if not root.is_dir():
         return []
     found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / PROGRESS).is_file()]
     return sorted(found, key=lambda p: int(p.name.removeprefix("step-")))
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
+def latest_checkpoint(root: Path) -> Path | None:
     """The newest complete checkpoint, or None."""
-    found = checkpoint_dirs(run_dir)
+    found = checkpoint_dirs(root)
     return found[-1] if found else None
 
 
-def save_checkpoint(run_dir: Path, model, tokenizer, training_state: dict[str, Any], progress: dict[str, Any],
+def save_checkpoint(root: Path, model, tokenizer, training_state: dict[str, Any], progress: dict[str, Any],
                     keep: int = 1) -> Path:
-    """Write a checkpoint atomically, then drop all but the newest `keep`."""
-    target = run_dir / CHECKPOINTS / f"step-{progress['step']:07d}"
+    """Write a checkpoint atomically into the checkpoints folder `root`, then drop all but the newest `keep`."""
+    target = root / f"step-{progress['step']:07d}"
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         torch.save(training_state, tmp / TRAINING_STATE)
         write_json(tmp / PROGRESS, progress)
-    for old in checkpoint_dirs(run_dir)[:-keep]:
+    for old in checkpoint_dirs(root)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return target
 
@@ -65,14 +63,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def remove_checkpoints(run_dir: Path) -> None:
-    """Delete every checkpoint of a finished run (its final model is saved)."""
-    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
-
-
-def save_model(run_dir: Path, model, tokenizer, name: str = "model") -> Path:
-    """Save the final model and tokenizer (safetensors) into run_dir/name, atomically."""
-    target = run_dir / name
+def save_model(target: Path, model, tokenizer) -> Path:
+    """Save the final model and tokenizer (safetensors) into the folder `target`, atomically."""
     with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)

@@ -11,9 +11,9 @@ import sys
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
 
-from .config import TrainConfig
+from .config import FILE_DATASET, TrainConfig, default_learning_rate
+from .rundir import COMPLETED, STOPPED, RunDir, RunResults
 
 EXIT_BAD_INPUT = 2
 EXIT_STOPPED = 130
@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
             train.add_argument(flag, type=convert, default=argparse.SUPPRESS, help=_escaped(f.metadata["help"]))
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its checkpoint")
     fill = commands.add_parser("fill-mask", help="predict the words behind <mask>")
-    fill.add_argument("--model", required=True, help="a run's model folder, 'starter', or a hub id")
+    fill.add_argument("--model", required=True, help="a run folder (its saved model), a model folder, 'starter', or a "
+                                                     "hub id")
     fill.add_argument("--top-k", type=int, default=5, help="how many guesses per mask")
     fill.add_argument("--targets", help="comma-separated candidate words to score instead of the whole vocabulary")
     fill.add_argument("--json", action="store_true", help="print the pipeline-shaped results as JSON")
@@ -58,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     starter = commands.add_parser("build-starter", help="pre-train the built-in starter model from scratch")
     starter.add_argument("--output", type=Path, help="folder to write it to (default: assets/starter-mlm)")
     starter.add_argument("--epochs", type=int, help="passes over the docstrings (default: the committed recipe's)")
+    runs = commands.add_parser("runs", help="list the runs of a runs folder with their status")
+    runs.add_argument("--root", type=Path, help="the runs folder (default: MLM_STUDIO_RUNS, /data/mlm-studio-runs "
+                                                "on a Space, else ./runs)")
     commands.add_parser("info", help="device, hub reachability and the offline defaults")
     return parser
 
@@ -68,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")
     args = build_parser().parse_args(argv)
     handlers = {"train": _train, "fill-mask": _fill_mask, "generate": _generate, "build-starter": _build_starter,
-                "info": _info}
+                "runs": _runs, "info": _info}
     try:
         return handlers[args.command](args)
     except ValueError as error:
@@ -82,20 +86,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-    """TrainConfig from the given options; with --resume, the run's saved settings fill in the rest."""
+    """TrainConfig from the given options and the app's defaults; with --resume, the run's saved settings."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    base: dict[str, Any] = {}
     if args.resume:
         if "output_dir" not in given:
             raise ValueError("output_dir: --resume needs --output-dir, the folder of the run to continue")
-        from .storage import read_json
-
-        base = read_json(Path(given["output_dir"]) / "config.json") or {}
-    else:
-        for name in ("model", "dataset"):
-            if name not in given:
-                raise ValueError(f"{name}: --{name} is required (see --help)")
-    return TrainConfig.from_dict({**base, **given})
+        run = RunDir(given["output_dir"])
+        return TrainConfig.from_dict({**(run.config().to_dict() if run.is_run() else {}), **given})
+    if "dataset_file" in given:
+        given.setdefault("dataset", FILE_DATASET)
+    for name in ("model", "dataset"):
+        if name not in given:
+            raise ValueError(f"{name}: --{name.replace('_', '-')} is required (see --help)")
+    given.setdefault("learning_rate", default_learning_rate(given["model"]))
+    return TrainConfig.from_dict(given)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -112,18 +116,44 @@ def _train(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     print(summary(results, config))
-    return 0 if results["status"] == "completed" else EXIT_STOPPED
+    return 0 if results.status == COMPLETED else EXIT_STOPPED
 
 
-def summary(results: dict[str, Any], config: TrainConfig) -> str:
+def summary(results: RunResults, config: TrainConfig) -> str:
     """One line that says how the run went."""
-    rate = results["tokens"] / results["seconds"] if results["seconds"] else 0.0
-    head = (f"{results['status']} {config.output_dir}: {results['steps']:,} steps, {results['tokens']:,} tokens "
-            f"in {results['seconds']:.1f} s ({rate:,.0f} tokens/s)")
-    base, final = results["base_perplexity"], results["final_perplexity"]
-    if results["status"] == "completed":
-        return f"{head}; perplexity {base:.2f} -> {final:.2f}; model in {results['model_dir']}"
+    if results.status == STOPPED and not results.steps:
+        return f"stopped before the first step; nothing was saved, so {config.output_dir} can be used again"
+    rate = results.tokens / results.seconds if results.seconds else 0.0
+    head = (f"{results.status} {config.output_dir}: {results.steps:,} steps, {results.tokens:,} tokens "
+            f"in {results.seconds:.1f} s ({rate:,.0f} tokens/s)")
+    if results.status == COMPLETED:
+        return (f"{head}; perplexity {results.base_perplexity:.2f} -> {results.final_perplexity:.2f}; model in "
+                f"{RunDir(config.output_dir).model_path}")
     return f"{head}; resume with: python -m mlm_core train --output-dir {config.output_dir} --resume"
+
+
+def _runs(args: argparse.Namespace) -> int:
+    """Print every run of the runs folder with its status and perplexities, newest first."""
+    from .rundir import list_runs, runs_root
+
+    root = args.root or runs_root()
+    runs = list_runs(root)
+    if not runs:
+        print(f"no runs in {root}")
+        return 0
+    print(f"{'run':<48} {'status':<12} {'steps':>7} {'perplexity':>19}  label")
+    for run in runs:
+        results, identity = run.results(), run.identity()
+        steps = f"{results.steps:,}" if results else ""
+        base, final = (results.base_perplexity, results.final_perplexity) if results else (None, None)
+        ppl = f"{_number(base)} -> {_number(final)}" if base is not None else ""
+        print(f"{run.name:<48} {run.status():<12} {steps:>7} {ppl:>19}  {identity.label}")
+    return 0
+
+
+def _number(value: float | None) -> str:
+    """A perplexity in a column."""
+    return "–" if value is None else f"{value:,.2f}"
 
 
 def _fill_mask(args: argparse.Namespace) -> int:

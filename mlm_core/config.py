@@ -11,9 +11,10 @@ from typing import Any
 DEFAULT_MODEL = "distilbert/distilroberta-base"
 DEFAULT_CAUSAL_MODEL = "distilbert/distilgpt2"
 DEFAULT_DATASET = "dany0407/eli5_category"
-DEFAULT_SLICE = "train[:5000]"
+DEFAULT_HUB_SLICE = "train[:5000]"  # a hub dataset can be huge: the guides' slice is offered for a first run
 BUILTIN_DATASETS = ("builtin", "builtin-docstrings")
 FILE_DATASET = "file"
+STARTER_LEARNING_RATE = 5e-4  # the small built-in model learns from scratch-like weights: larger steps
 
 # `split`, or `split[start:stop]` where start/stop are integers or percentages, as `datasets` accepts them.
 SLICE_PATTERN = re.compile(r"^(?P<split>[A-Za-z_][\w.-]*)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
@@ -33,7 +34,7 @@ class TrainConfig:
         DEFAULT_DATASET, "Text to learn from: a hub dataset id, 'builtin', 'builtin-docstrings', or 'file'."
     )
     dataset_file: str | None = _field(None, "Path of an uploaded .txt, .csv, .jsonl or .json file (dataset 'file').")
-    slice: str = _field(DEFAULT_SLICE, "Which rows to use, e.g. 'train[:5000]' or 'train[10%:20%]'.")
+    slice: str = _field("train", "Which rows to use: 'train' for all, or e.g. 'train[:5000]' or 'train[10%:20%]'.")
     text_column: str | None = _field(None, "Column holding the text (nested fields as 'answers.text'); empty: detect.")
     block_size: int = _field(128, "Tokens the model reads at once; text is cut into blocks this long.", min=8, max=8192)
     mlm_probability: float = _field(
@@ -99,6 +100,11 @@ class TrainConfig:
     def replace(self, **changes: Any) -> "TrainConfig":
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
+
+
+def default_learning_rate(model: str) -> float:
+    """The guides' 2e-5 for pre-trained hub models; the small starter learns faster with 5e-4."""
+    return STARTER_LEARNING_RATE if model.strip() == "starter" else TrainConfig.learning_rate
 
 
 def field_help(name: str) -> str:

@@ -72,7 +72,7 @@ class Step(Event):
 
 @dataclass(frozen=True)
 class Eval(Event):
-    """Perplexity on the held-out blocks; `base` marks the measurement before the first step."""
+    """Perplexity and word accuracy on the held-out sample; `base` marks the measurement before the first step."""
 
     kind: ClassVar[str] = "eval"
     step: int
@@ -80,6 +80,9 @@ class Eval(Event):
     eval_loss: float
     perplexity: float
     base: bool = False
+    top1: float | None = None  # share of the hidden (masked LM) or next (causal LM) tokens guessed first
+    top5: float | None = None  # share among the five likeliest guesses
+    seconds: float = 0.0  # how long the evaluation took
 
 
 @dataclass(frozen=True)

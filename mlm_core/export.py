@@ -7,42 +7,45 @@ import shutil
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
 
-from .storage import read_json
+from .rundir import COMPLETED, RunDir, RunResults
+from .storage import TMP_PREFIX
+from .tasks import get_task
 
 CARD_FIELDS = ("block_size", "mlm_probability", "whole_word_masking", "epochs", "max_steps", "learning_rate",
                "weight_decay", "warmup_ratio", "batch_size", "gradient_accumulation", "eval_fraction", "seed")
 
 
-def model_card(run_dir: Path) -> str:
+def model_card(run: RunDir) -> str:
     """A README.md for the fine-tuned model: base model, data, hyper-parameters and measured perplexities."""
-    config, results = _finished(run_dir)
-    data = config["dataset"] + (f" ({config['slice']})" if config.get("slice") else "")
-    if config["dataset"] == "file":
-        data = f"an uploaded file ({Path(config.get('dataset_file') or '').name})"
-    rows = "\n".join(f"| `{name}` | {config.get(name)} |" for name in CARD_FIELDS)
-    task = "fill-mask" if results.get("task") == "mlm" else "text-generation"
+    results = finished(run)
+    config = run.config()
+    task = get_task(results.task or "mlm")
+    data = config.dataset + (f" ({config.slice})" if config.slice else "")
+    if config.dataset == "file":
+        data = "an uploaded file"
+    rows = "\n".join(f"| `{name}` | {getattr(config, name)} |" for name in CARD_FIELDS)
+    masks = " with the same masked positions" if task.inference == "fill-mask" else ""
     return f"""---
 library_name: transformers
-pipeline_tag: {task}
-base_model: {config['model'] if '/' in config['model'] else ''}
+pipeline_tag: {task.pipeline_tag}
+base_model: {config.model if '/' in config.model else ''}
 tags: [mlm-studio]
 ---
-# {run_dir.name}
+# {run.identity().label or run.name}
 
-Fine-tuned with MLM Studio from **{config['model']}** on {data}.
+Fine-tuned with MLM Studio from **{config.model}** on {data}.
 
 | | perplexity on the held-out text |
 | --- | --- |
-| base model | {_number(results.get('base_perplexity'))} |
-| this model | {_number(results.get('final_perplexity'))} |
+| base model | {_number(results.base_perplexity)} |
+| this model | {_number(results.final_perplexity)} |
 
-Perplexity is exp(mean loss) on the same held-out blocks{' with the same masked positions' if task == 'fill-mask'
-                                                        else ''}; lower means the model finds the text less surprising.
+Perplexity is exp(mean loss) on the same held-out blocks{masks}; lower means the model finds the text less
+surprising.
 
-Trained for {results.get('steps')} steps ({results.get('epochs')} epochs, {results.get('tokens'):,} tokens) in
-{results.get('seconds', 0) / 60:.1f} minutes on {results.get('device')}.
+Trained for {results.steps} steps ({results.epochs} epochs, {results.tokens:,} tokens) in
+{results.seconds / 60:.1f} minutes on {results.device}.
 
 ## Hyper-parameters
 | setting | value |
@@ -51,12 +54,12 @@ Trained for {results.get('steps')} steps ({results.get('epochs')} epochs, {resul
 """
 
 
-def _finished(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The config and results of a completed run; ValueError otherwise."""
-    config, results = read_json(run_dir / "config.json"), read_json(run_dir / "results.json")
-    if not config or not results or results.get("status") != "completed" or not (run_dir / "model").is_dir():
-        raise ValueError(f"run: {run_dir.name} has not completed, so it has no model to export")
-    return config, results
+def finished(run: RunDir) -> RunResults:
+    """The results of a completed run with a saved model; ValueError in plain words otherwise."""
+    results = run.results() if run.is_run() else None
+    if results is None or results.status != COMPLETED or run.model_dir() is None:
+        raise ValueError(f"run: {run.name} has not completed, so it has no model to export")
+    return results
 
 
 def _number(value: float | None) -> str:
@@ -64,24 +67,27 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:,.2f}"
 
 
-def _staged(run_dir: Path, into: Path) -> Path:
+def _staged(run: RunDir, into: Path) -> Path:
     """The model folder with its card, results and event log, as published."""
-    staged = into / run_dir.name
-    shutil.copytree(run_dir / "model", staged)
-    (staged / "README.md").write_text(model_card(run_dir), encoding="utf-8")
-    for name in ("results.json", "events.jsonl"):
-        if (run_dir / name).is_file():
-            shutil.copy(run_dir / name, staged / name)
+    staged = into / run.name
+    shutil.copytree(run.model_dir(), staged)
+    (staged / "README.md").write_text(model_card(run), encoding="utf-8")
+    for published in (run.results_path, run.events_path):  # beside the model, so the numbers can be checked
+        if published.is_file():
+            shutil.copy(published, staged / published.name)
     return staged
 
 
-def zip_run(run_dir: Path, out_dir: Path) -> Path:
-    """The finished model, card and results as `<run>.zip` in `out_dir` (written whole, then renamed)."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"{run_dir.name}.zip"
-    with tempfile.TemporaryDirectory() as work:
-        staged = _staged(run_dir, Path(work))
-        partial = out_dir / f".tmp-{run_dir.name}.zip"
+def zip_run(run: RunDir) -> Path:
+    """The finished model, card and results as `<run>.zip` in the run's folder, made once and then reused."""
+    finished(run)
+    target = run.export_path
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX, dir=target.parent) as work:
+        staged = _staged(run, Path(work))
+        partial = Path(work) / target.name
         with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
             for file in sorted(staged.rglob("*")):
                 archive.write(file, file.relative_to(staged.parent))
@@ -89,24 +95,24 @@ def zip_run(run_dir: Path, out_dir: Path) -> Path:
     return target
 
 
-def push_run(run_dir: Path, repo_id: str, token: str | None = None, private: bool = True) -> str:
-    """Upload the finished model with its card to `repo_id` on the hub; the URL. The token is never stored."""
+def push_run(run: RunDir, repo_id: str, token: str, private: bool = True) -> str:
+    """Upload the finished model with its card to `repo_id` on the hub with `token`; the URL. The token is not kept."""
     from huggingface_hub import HfApi
 
     from .hub import is_online
 
-    if not repo_id or repo_id.count("/") != 1:
+    finished(run)
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise ValueError("repo_id: use the form 'your-name/model-name'")
-    token = token or os.environ.get("HF_TOKEN")
-    if not token:
-        raise ValueError("token: paste a Hugging Face write token, or set HF_TOKEN")
     if not is_online():
         raise ValueError("repo_id: the Hugging Face hub is not reachable from here; download the zip instead")
+    if not token:
+        raise ValueError("token: paste a Hugging Face token that may write")
     api = HfApi(token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
         with tempfile.TemporaryDirectory() as work:
-            commit = api.upload_folder(repo_id=repo_id, folder_path=_staged(run_dir, Path(work)),
+            commit = api.upload_folder(repo_id=repo_id, folder_path=_staged(run, Path(work)),
                                        commit_message="Upload from MLM Studio")
     except Exception as error:  # hub errors can echo request headers: report the kind only, never the token
         raise ValueError(f"repo_id: the hub refused the upload ({type(error).__name__}); check the name and that "

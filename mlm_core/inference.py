@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .modeling import CLM, has_trained_mlm_head, load_for_inference, max_block_size, resolve_source
+from .modeling import has_trained_mlm_head, load_for_inference, max_block_size, resolve_source
 from .objective import masked_logits, split_masked_lm
 
 MASK_SPELLINGS = re.compile(r"<mask>|\[MASK\]")
@@ -44,8 +44,8 @@ def predict_masks(tokenizer, lm, text: str, top_k: int = 5, targets: list[str] |
 def _masked_lm(model: str):
     """(tokenizer, model) of a masked LM with a trained fill-mask head; ValueError naming `model` otherwise."""
     tokenizer, lm, task = load_for_inference(resolve_source(model))
-    if task == CLM:
-        raise ValueError(f"model: {model!r} is a causal language model; it generates text but cannot fill masks")
+    if task.inference != "fill-mask":
+        raise ValueError(f"model: {model} is a {task.title}; it generates text but cannot fill masks")
     if not has_trained_mlm_head(lm.config) or split_masked_lm(lm) is None:
         raise ValueError(f"model: {model!r} has no fill-mask head; choose a masked language model")
     return tokenizer, lm
@@ -108,8 +108,8 @@ def generate(model: str, prompt: str, max_new_tokens: int = 50, temperature: flo
              top_k: int = 50, do_sample: bool = True, seed: int | None = None) -> str:
     """The prompt continued by a causal LM."""
     tokenizer, lm, task = load_for_inference(resolve_source(model))
-    if task != CLM:
-        raise ValueError(f"model: {model!r} is a masked language model; it fills masks but cannot generate text")
+    if task.inference != "generate":
+        raise ValueError(f"model: {model} is a {task.title}; it fills masks but cannot generate text")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt: type the beginning of a text to continue")
     if len(prompt) > MAX_TEXT_CHARS:

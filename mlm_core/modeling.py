@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from . import hub
+from .tasks import Task, detect_task
 
 STARTER = "starter"
 STARTER_DIR = Path(__file__).resolve().parent.parent / "assets" / "starter-mlm"
-MLM, CLM = "mlm", "clm"
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "longformer", "roberta-prelayernorm")
 # Names resolved by transformers' lazy module on first use; that resolution is not thread-safe.
+# transformers builds a model on the meta device through process-wide patches: two threads loading at once (the
+# queue's trainer and a fill-mask request) made one of them fail with "Cannot copy out of meta tensor".
+_LOADING = threading.Lock()
 _LAZY_NAMES = ("AutoConfig", "AutoTokenizer", "AutoModelForMaskedLM", "AutoModelForCausalLM", "set_seed",
                "get_scheduler", "DataCollatorForLanguageModeling", "RobertaTokenizer", "GPT2Tokenizer")
 
@@ -41,12 +45,20 @@ def quiet_transformers() -> None:
 
 
 def resolve_source(name: str) -> str:
-    """A model name as something `from_pretrained` takes: the starter's folder, a local folder, or a hub id."""
+    """A model name as something `from_pretrained` takes: the starter's folder, `run:NAME` (the saved model of run
+    NAME in the runs folder), a local folder (a run folder means its saved model), or a hub id."""
+    from .rundir import RUN_PREFIX, RunDir, run_in, runs_root
+
     name = name.strip()
     if name == STARTER:
         return str(STARTER_DIR)
+    if name.startswith(RUN_PREFIX):
+        return str(run_in(runs_root(), name.removeprefix(RUN_PREFIX)).saved_model().resolve())
     path = Path(name).expanduser()
-    return str(path.resolve()) if path.is_dir() else name
+    if not path.is_dir():
+        return name
+    run = RunDir(path)
+    return str((run.saved_model() if run.is_run() else path).resolve())
 
 
 def is_local(source: str) -> bool:
@@ -93,32 +105,17 @@ def load_tokenizer(name: str):
         raise _load_error(name, source, error) from None
 
 
-def task_of(config, tokenizer=None) -> str:
-    """'mlm' or 'clm', from the architectures the checkpoint was saved with, else from the model type."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    for arch in config.architectures or []:
-        if arch.endswith("ForMaskedLM"):
-            return MLM
-        if arch.endswith(("ForCausalLM", "LMHeadModel")):
-            return CLM
-    has_mask = tokenizer is None or tokenizer.mask_token is not None
-    return MLM if config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and has_mask else CLM
-
-
 def has_trained_mlm_head(config) -> bool:
     """Whether the checkpoint holds fill-mask head weights (not only an encoder)."""
     return any(arch.endswith("ForMaskedLM") for arch in config.architectures or [])
 
 
-def load_model(name: str, task: str, dtype: torch.dtype = torch.float32):
-    """The model with its language-modelling head, in `dtype`, on the CPU; weights from safetensors only."""
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
-
+def load_model(name: str, task: Task, dtype: torch.dtype = torch.float32):
+    """The model with its task's head, in `dtype`, on the CPU; weights from safetensors only."""
     source = resolve_source(name)
-    cls = AutoModelForMaskedLM if task == MLM else AutoModelForCausalLM
     try:
-        return cls.from_pretrained(source, dtype=dtype, use_safetensors=True, **_hub_kwargs(source))
+        with _LOADING:
+            return task.auto_model().from_pretrained(source, dtype=dtype, use_safetensors=True, **_hub_kwargs(source))
     except Exception as error:  # see load_config
         raise _load_error(name, source, error) from None
 
@@ -147,11 +144,11 @@ def describe_device(device: torch.device | None = None) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_for_inference(name: str, task: str | None = None):
+def load_for_inference(name: str):
     """(tokenizer, model in eval mode on the default device, task), cached by model name."""
     tokenizer = load_tokenizer(name)
     config = load_config(name)
-    task = task or task_of(config, tokenizer)
+    task = detect_task(config, tokenizer)
     device = default_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = load_model(name, task, dtype=dtype).to(device).eval()

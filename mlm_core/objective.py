@@ -8,9 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .modeling import MLM
-
-IGNORE = -100
+from .tasks import IGNORE, MASKED, Task
 
 
 def split_masked_lm(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], torch.Tensor]] | None:
@@ -45,18 +43,27 @@ class LMObjective(nn.Module):
     `head_only=False` makes the model compute the loss itself, over full logits, as the guides' Trainer does.
     """
 
-    def __init__(self, model: nn.Module, task: str, head_only: bool = True):
+    def __init__(self, model: nn.Module, task: Task, head_only: bool = True):
         super().__init__()
         self.model = model
         self.task = task
-        self.parts = split_masked_lm(model) if task == MLM and head_only else None
+        self.head_only = head_only
+        self.parts = split_masked_lm(model) if task is MASKED else None
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss sum, labelled token count) of one batch of full blocks (no padding)."""
-        if self.parts is not None:
+        if not self.head_only:
+            count = self.task.targets(labels).ne(IGNORE).sum()
+            loss = self.model(input_ids=input_ids, labels=labels).loss
+            return (loss * count if count else loss.new_zeros(())), count
+        logits, targets = self.labelled_logits(input_ids, labels)
+        loss = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum")
+        return loss, targets.ne(IGNORE).sum()
+
+    def labelled_logits(self, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [n, vocab], true tokens [n]); positions without a label have the target IGNORE."""
+        if self.parts is not None:  # the vocabulary head only where a label is
             selected = labels.ne(IGNORE)
-            logits = masked_logits(self.parts, input_ids, selected)
-            return F.cross_entropy(logits.float(), labels[selected], reduction="sum"), selected.sum()
-        count = (labels[:, 1:] if self.task != MLM else labels).ne(IGNORE).sum()
-        loss = self.model(input_ids=input_ids, labels=labels).loss
-        return (loss * count if count else loss.new_zeros(())), count
+            return masked_logits(self.parts, input_ids, selected), labels[selected]
+        logits = self.model(input_ids=input_ids).logits
+        return logits.reshape(-1, logits.shape[-1]), self.task.targets(labels).reshape(-1)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 
-from .batches import Masker
 from .config import TrainConfig
 from .events import Status
-from .modeling import MLM, default_device
-from .objective import IGNORE, LMObjective
+from .modeling import default_device
+from .objective import LMObjective
+from .tasks import IGNORE, MASKED, Task
 from .run_setup import RunSetup, load_inputs
 
 TIMED_STEPS = 2
@@ -31,7 +31,7 @@ class Preview:
     train_blocks: int
     eval_blocks: int
     block_size: int
-    task: str
+    task: Task
     text_column: str
     example: list[tuple[str, str | None]]  # (token text, "masked" or None) of the first training block
     total_steps: int
@@ -46,7 +46,7 @@ def preview(config: TrainConfig) -> Preview:
     messages: list[str] = []
     setup = load_inputs(config, None, lambda e: messages.append(e.message) if isinstance(e, Status) else None)
     data = setup.data
-    masker = Masker(setup.tokenizer, setup.task, config.mlm_probability, config.whole_word_masking, seed=config.seed)
+    masker = setup.task.batcher(setup.tokenizer, config.mlm_probability, config.whole_word_masking, seed=config.seed)
     batch_blocks = data.train[: config.batch_size]
     offsets = None if data.train_offsets is None else data.train_offsets[: config.batch_size]
     batch = masker(batch_blocks, offsets)
@@ -69,7 +69,7 @@ def _example(setup: RunSetup, input_ids: torch.Tensor, labels: torch.Tensor) -> 
     tokenizer = setup.tokenizer
     pieces = []
     for shown, original in zip(input_ids.tolist(), labels.tolist()):
-        if setup.task == MLM and original != IGNORE:
+        if setup.task is MASKED and original != IGNORE:
             pieces.append((tokenizer.decode([original]), "masked"))
         else:
             pieces.append((tokenizer.decode([shown]), None))

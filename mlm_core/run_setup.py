@@ -1,4 +1,4 @@
-"""Everything a run needs before its first step: checks on its folder, model, tokenizer and data."""
+"""Everything a run needs before its first step: model, tokenizer and data."""
 
 from __future__ import annotations
 
@@ -11,12 +11,8 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import LMData, prepare_data
 from .events import Status
-from .modeling import MLM, load_config, load_model, load_tokenizer, max_block_size, task_of
-from .storage import read_json, remove_partial, write_json
-
-CONFIG = "config.json"
-# Settings that may change when a run is resumed; any other change would make it a different run.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "save_steps", "eval_steps", "output_dir"}
+from .modeling import load_config, load_model, load_tokenizer, max_block_size
+from .tasks import Task, detect_task
 
 
 @dataclass
@@ -25,19 +21,10 @@ class RunSetup:
 
     tokenizer: Any
     model: Any
-    task: str
+    task: Task
     data: LMData
     checkpoint: Path | None
     elapsed_before: float
-
-
-def prepare_run(config: TrainConfig, run_dir: Path, resume: bool, emit: Callable) -> RunSetup:
-    """Check the run folder, load model and data, then record the config; nothing is written if a check fails."""
-    checkpoint = _checkpoint_to_resume(config, run_dir) if resume else _check_new_run(run_dir)
-    setup = load_inputs(config, checkpoint, emit)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    write_json(run_dir / CONFIG, config.to_dict())
-    return setup
 
 
 def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable) -> RunSetup:
@@ -46,9 +33,8 @@ def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable) ->
     emit(Status(f"Loading {'checkpoint ' + checkpoint.name if checkpoint else config.model}…"))
     tokenizer = load_tokenizer(source)
     model_config = load_config(source)
-    task = task_of(model_config, tokenizer)
-    if task == MLM and tokenizer.mask_token is None:
-        raise ValueError(f"model: the tokenizer of {config.model!r} has no mask token")
+    task = detect_task(model_config, tokenizer)
+    task.check_tokenizer(tokenizer, config.model)
     block_size = _block_size(config, model_config, tokenizer, emit)
     emit(Status("Preparing data…"))
     data = prepare_data(config, tokenizer, block_size)
@@ -65,27 +51,3 @@ def _block_size(config: TrainConfig, model_config, tokenizer, emit: Callable) ->
     if config.block_size > limit:
         emit(Status(f"block_size {config.block_size} is more than this model reads; using its maximum, {limit}."))
     return min(config.block_size, limit)
-
-
-def _check_new_run(run_dir: Path) -> None:
-    """A new run must not overwrite another."""
-    if (run_dir / CONFIG).exists() or ckpt.checkpoint_dirs(run_dir) or (run_dir / "model").exists():
-        raise ValueError(f"output_dir: {run_dir} already holds a run; resume it or choose another folder")
-
-
-def _checkpoint_to_resume(config: TrainConfig, run_dir: Path) -> Path:
-    """The newest checkpoint of the run in `run_dir`, after checking the settings match."""
-    remove_partial(run_dir)
-    saved = read_json(run_dir / CONFIG)
-    if saved is None:
-        raise ValueError(f"output_dir: {run_dir} holds no run to resume")
-    for name, value in config.to_dict().items():
-        if name not in RESUMABLE_CHANGES and saved.get(name) != value:
-            raise ValueError(f"{name}: the run in {run_dir} was started with {saved.get(name)!r}; "
-                             "resume it with the same value")
-    checkpoint = ckpt.latest_checkpoint(run_dir)
-    if checkpoint is None:
-        done = (read_json(run_dir / "results.json") or {}).get("status") == "completed"
-        state = "already completed" if done else "has no checkpoint yet"
-        raise ValueError(f"output_dir: the run in {run_dir} {state}")
-    return checkpoint

@@ -16,6 +16,7 @@ from .events import Event
 from .meter import perplexity
 from .modeling import STARTER_DIR
 from .scratch import Shape, init_model, train_tokenizer
+from .rundir import RunDir
 from .storage import atomic_dir
 
 VOCAB_SIZE = 6000
@@ -40,14 +41,14 @@ def build_starter(out_dir: Path = STARTER_DIR, epochs: int | None = None,
         init_model(tokenizer, SHAPE, init_dir, architecture="modernbert")
         config = TrainConfig(model=str(init_dir), epochs=epochs, output_dir=str(Path(work) / "run"), **PRETRAIN)
         results = train(config, on_event=on_event)
-        trained = Path(results["model_dir"])
+        trained = RunDir(config.output_dir).model_path
         with atomic_dir(out_dir) as tmp:
             figures = {
                 "parameters": _save_fp16(trained, tmp),
                 "pretrain": results,
-                "docstrings_perplexity": perplexity(evaluate(TrainConfig(model=str(tmp), **PRETRAIN))),
+                "docstrings_perplexity": perplexity(evaluate(TrainConfig(model=str(tmp), **PRETRAIN)).loss),
                 "reference_perplexity": perplexity(evaluate(TrainConfig(model=str(tmp), dataset="builtin",
-                                                                        slice="train"))),
+                                                                        slice="train")).loss),
             }
             (tmp / "README.md").write_text(model_card(figures, epochs), encoding="utf-8")
     return figures
@@ -75,16 +76,16 @@ MLM Studio works with no internet.
 
 - Made by: `python -m mlm_core build-starter` (tokenizer, then weights).
 - Corpus: the docstrings of the Python standard library, read with `ast` from CPython's own `.py` files
-  ({pre['train_blocks'] + pre['eval_blocks']:,} blocks of {pre['block_size']} tokens). The built-in fine-tuning dataset,
+  ({pre.train_blocks + pre.eval_blocks:,} blocks of {pre.block_size} tokens). The built-in fine-tuning dataset,
   the Python language reference (`pydoc_data.topics`), is a different text: fine-tuning on it is a real domain
   adaptation.
 - Tokenizer: byte-level BPE, {VOCAB_SIZE:,} tokens, RoBERTa special tokens (`<s> <pad> </s> <unk> <mask>`).
 - Model: ModernBERT, {SHAPE.layers} layers, hidden size {SHAPE.hidden}, {SHAPE.heads} heads, feed-forward
   {SHAPE.intermediate}, blocks of up to {SHAPE.max_length} tokens, {figures['parameters'] / 1e6:.1f}M parameters,
   stored in float16 (safetensors).
-- Pre-training: {epochs} epochs, {pre['steps']:,} steps of {PRETRAIN['batch_size']} blocks, learning rate
+- Pre-training: {epochs} epochs, {pre.steps:,} steps of {PRETRAIN['batch_size']} blocks, learning rate
   {PRETRAIN['learning_rate']} with {PRETRAIN['warmup_ratio']:.0%} warm-up and linear decay, 15% of tokens masked,
-  {pre['seconds'] / 60:.0f} minutes on {pre['device']}.
+  {pre.seconds / 60:.0f} minutes on {pre.device}.
 
 ## Measured perplexity (exp of the eval loss on fixed masks)
 | text | perplexity |

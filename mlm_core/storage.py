@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-TMP_PREFIX = ".tmp-"
+TMP_PREFIX = ".mlm-studio-tmp-"  # only names with this prefix are ours to clean up
 TORN_TAIL_WINDOW = 1 << 20  # one event line is far shorter: only the end of a file is read
 
 

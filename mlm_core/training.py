@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import functools
 import math
+import shutil
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from . import checkpoint as ckpt
-from .batches import Batch, Masker, epoch_batches, fixed_eval_batches
+from .batches import epoch_batches
+from .evaluation import Evaluator, Measurement, eval_every, eval_sample_size
 from .config import TrainConfig
-from .events import Checkpoint, Done, Error, Eval, Event, EventLog, Probe, Started, Status, Step
+from .events import Checkpoint, Done, Eval, Event, Probe, Started, Status, Step
 from .inference import predict_masks
 from .meter import Meter, perplexity
-from .modeling import MLM, describe_device
-from .objective import IGNORE, LMObjective
-from .run_setup import RunSetup, load_inputs, prepare_run
-from .storage import write_json
-
-EVENTS = "events.jsonl"
-RESULTS = "results.json"
+from .modeling import describe_device
+from .objective import LMObjective
+from .run_setup import RunSetup, load_inputs
+from .rundir import COMPLETED, STOPPED, RunDir, RunResults
+from .session import TrainingSession
 MAX_GRAD_NORM = 1.0
 PROBE_TOP_K = 5
 EVAL_BATCH_FACTOR = 2  # no gradients to keep, so evaluation batches can be larger
@@ -31,72 +33,65 @@ EVAL_BATCH_FACTOR = 2  # no gradients to keep, so evaluation batches can be larg
 
 def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None,
           stop: threading.Event | None = None, resume: bool = False, head_only_loss: bool = True,
-          probes: Sequence[str] = ()) -> dict[str, Any]:
+          probes: Sequence[str] = ()) -> RunResults:
     """Run (or resume) one fine-tuning run to completion or until `stop` is set; return its results.
 
+    The run folder is locked while it trains, so no other process (app or CLI) trains it at the same time.
     `probes` are sentences with a mask whose top guesses are re-scored (as Probe events) at every evaluation.
     """
-    return TrainingRun(config, on_event, stop, head_only_loss, probes).run(resume)
+    with TrainingSession(config, resume, on_event) as session:
+        return TrainingRun(config, session.emit, stop, head_only_loss, probes).run(session)
 
 
-def evaluate(config: TrainConfig, on_event: Callable[[Event], None] | None = None) -> float:
-    """Eval loss of `config.model` on the run's eval split, exactly as a run measures its base perplexity."""
-    run = TrainingRun(config, on_event, None, head_only_loss=True)
+def evaluate(config: TrainConfig, on_event: Callable[[Event], None] | None = None) -> Measurement:
+    """Eval loss and accuracy of `config.model` on the run's eval sample, exactly as a run measures its base model."""
+    run = TrainingRun(config, on_event or (lambda event: None), None, head_only_loss=True)
     _seed_everything(config.seed)
     run._build(load_inputs(config, None, run.emit))
+    run._make_evaluator()
     return run._evaluate(base=True)
 
 
 class TrainingRun:
-    """One run's state: model, data, optimizer, position, and the event log."""
+    """One run's state: model, data, optimizer and position."""
 
-    def __init__(self, config: TrainConfig, on_event, stop, head_only_loss: bool, probes: Sequence[str] = ()):
+    def __init__(self, config: TrainConfig, emit: Callable[[Event], None], stop, head_only_loss: bool,
+                 probes: Sequence[str] = ()):
         self.config = config
-        self.run_dir = Path(config.output_dir)
-        self.on_event = on_event
+        self.folder = RunDir(config.output_dir)
+        self.emit = emit
         self.stop = stop or threading.Event()
         self.head_only_loss = head_only_loss
         self.probes = [p for p in probes if p.strip()]
-        self.log: EventLog | None = None
-        self.pending: list[Event] = []  # events emitted before the run folder exists
         self.step = self.epoch = self.batch_in_epoch = self.tokens = 0
-        self.base_loss = self.last_eval = None
+        self.base: Measurement | None = None
+        self.last: Measurement | None = None
+        self.eval_size: int | None = None  # chosen once per run, kept across resumes: base and final compare
         self.saved_step = self.eval_step = -1
-
-    def emit(self, event: Event) -> None:
-        """Record an event in events.jsonl and hand it to the listener (main process only)."""
-        if not self.is_main:
-            return
-        if self.log is None:
-            self.pending.append(event)
-        else:
-            self.log.write(event)
-        if self.on_event is not None:
-            self.on_event(event)
 
     @property
     def is_main(self) -> bool:
         """Whether this is the process that writes files (always, outside `accelerate launch`)."""
-        accelerator = getattr(self, "accelerator", None)
-        return accelerator is None or accelerator.is_main_process
+        return self.accelerator.is_main_process
 
-    def run(self, resume: bool) -> dict[str, Any]:
-        """Set up, evaluate the base model, train, and finish; errors are emitted as events and re-raised."""
-        try:
-            _seed_everything(self.config.seed)  # a checkpoint's RNG state replaces this when resuming
-            setup = prepare_run(self.config, self.run_dir, resume, self.emit)
-            self._build(setup)
-            self._open_log()
-            if setup.checkpoint is not None:
-                self._restore(setup.checkpoint)
-            self.emit(self._started(setup))
-            if self.base_loss is None:
-                self.base_loss = self._evaluate(base=True)
-            stopped = self.base_loss is None or self._train()
-            return self._finish(stopped)
-        except Exception as error:
-            self.emit(Error(str(error) if isinstance(error, ValueError) else f"training failed: {error!r}"))
-            raise
+    def run(self, session: TrainingSession) -> RunResults:
+        """Load, evaluate the base model, train, and finish."""
+        _seed_everything(self.config.seed)  # a checkpoint's RNG state replaces this when resuming
+        checkpoint = session.run.checkpoint() if session.resume else None
+        setup = load_inputs(self.config, checkpoint, self.emit)
+        self._build(setup)
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self._make_evaluator()
+        session.begin_training()
+        self.emit(self._started(setup))
+        if self.base is None:
+            self.base = self._evaluate(base=True)
+        stopped = self.base is None or self._train()
+        results = self._finish(stopped)
+        session.finish(results)
+        self.emit(Done(status=results.status, results=results.to_dict()))
+        return results
 
     def _build(self, setup: RunSetup) -> None:
         """Wrap model and optimizer with Accelerate; mask the eval split once."""
@@ -107,11 +102,9 @@ class TrainingRun:
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         self.accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no")
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
-        masker_args = dict(tokenizer=setup.tokenizer, task=setup.task, mlm_probability=cfg.mlm_probability,
-                           whole_word=cfg.whole_word_masking)
-        self.masker = Masker(seed=cfg.seed + self.rank, **masker_args)
-        self.eval_batches = fixed_eval_batches(masker_args, setup.data.eval, setup.data.eval_offsets,
-                                               cfg.batch_size * EVAL_BATCH_FACTOR, seed=cfg.seed + 1)
+        self.batcher = functools.partial(setup.task.batcher, setup.tokenizer, cfg.mlm_probability,
+                                         cfg.whole_word_masking)
+        self.masker = self.batcher(seed=cfg.seed + self.rank)
         optimizer = make_optimizer(setup.model.to(self.accelerator.device), cfg)
         objective = LMObjective(setup.model, setup.task, head_only=self.head_only_loss)
         self.objective, self.optimizer = self.accelerator.prepare(objective, optimizer)
@@ -119,23 +112,25 @@ class TrainingRun:
         self.total_steps = cfg.max_steps or cfg.epochs * math.ceil(self.batches_per_epoch / cfg.gradient_accumulation)
         self.scheduler = get_scheduler("linear", optimizer, num_warmup_steps=round(cfg.warmup_ratio * self.total_steps),
                                        num_training_steps=self.total_steps)
+        self.eval_every = eval_every(cfg.eval_steps, self.total_steps)
+
+    def _make_evaluator(self) -> None:
+        """The fixed held-out sample and its masks, sized once per run (a resume keeps the size it saved)."""
+        cfg, data = self.config, self.setup.data
+        blocks_per_step = cfg.batch_size * cfg.gradient_accumulation * self.world
+        self.eval_size = self.eval_size or eval_sample_size(len(data.eval), self.total_steps, blocks_per_step,
+                                                            self.eval_every)
+        self.evaluator = Evaluator(self.batcher(seed=cfg.seed + 1), data.eval, data.eval_offsets, self.eval_size,
+                                   cfg.batch_size * EVAL_BATCH_FACTOR, seed=cfg.seed + 2)
 
     def _batches_per_epoch(self) -> int:
         """Batches this process takes in one epoch."""
         n = len(self.setup.data.train)
         return sum(1 for _ in epoch_batches(n, self.config.batch_size, 0, 0, self.rank, self.world))
 
-    def _open_log(self) -> None:
-        """Start writing events.jsonl, beginning with those emitted during set-up."""
-        if self.is_main:
-            self.log = EventLog(self.run_dir / EVENTS)
-            for event in self.pending:
-                self.log.write(event)
-        self.pending.clear()
-
     def _started(self, setup: RunSetup) -> Started:
         """The event announcing what is about to train."""
-        return Started(run_dir=str(self.run_dir), model=self.config.model, task=setup.task,
+        return Started(run_dir=self.folder.name, model=self.config.model, task=setup.task.name,
                        device=describe_device(self.accelerator.device), total_steps=self.total_steps,
                        train_blocks=len(setup.data.train), eval_blocks=len(setup.data.eval),
                        block_size=setup.data.block_size, resumed_from_step=self.step)
@@ -155,8 +150,6 @@ class TrainingRun:
                 if self.step >= self.total_steps:
                     return False
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            if self.eval_step != self.step and self._evaluate() is None:
-                return True
             self._checkpoint()
         return False
 
@@ -165,7 +158,7 @@ class TrainingRun:
         data, device = self.setup.data, self.accelerator.device
         offsets = data.train_offsets
         batches = [self.masker(data.train[idx], None if offsets is None else offsets[idx]) for idx in group]
-        total = max(1, sum(_label_count(b, self.setup.task) for b in batches))
+        total = max(1, sum(self.setup.task.label_count(b.labels) for b in batches))
         self.objective.train()
         loss_sum = torch.zeros((), device=device)
         for i, batch in enumerate(batches):
@@ -194,8 +187,8 @@ class TrainingRun:
                        tokens_per_s=self.meter.tokens_per_s, elapsed_s=self.meter.elapsed,
                        eta_s=self.meter.eta(self.total_steps - self.step)))
         cfg = self.config
-        if cfg.eval_steps and self.step % cfg.eval_steps == 0:
-            self._evaluate()  # a stop during it is seen by the loop before the next step
+        if self.step % self.eval_every == 0 and self.step < self.total_steps:
+            self._evaluate()  # a stop during it is seen by the loop before the next step; the last step's comes later
         if cfg.save_steps and self.step % cfg.save_steps == 0:
             self._checkpoint()
 
@@ -203,31 +196,24 @@ class TrainingRun:
         """Epochs done, with the current one as a fraction."""
         return self.epoch + self.batch_in_epoch / max(1, self.batches_per_epoch)
 
-    def _evaluate(self, base: bool = False) -> float | None:
-        """Mean token loss on the fixed-masked eval blocks (emitted with perplexity); None if stopped meanwhile."""
-        device = self.accelerator.device
-        total, count = torch.zeros((), device=device), torch.zeros((), device=device)
-        self.objective.eval()
-        with torch.no_grad():
-            for i, batch in enumerate(self.eval_batches):
-                if self.stop.is_set():
-                    return None
-                if i % self.world == self.rank:
-                    summed, n = self.objective(*_inputs(batch.to(device)))
-                    total, count = total + summed.float(), count + n
-        total, count = self.accelerator.reduce(total), self.accelerator.reduce(count)
-        loss = (total / count.clamp(min=1)).item()
-        self.eval_step, self.last_eval = self.step, loss
-        self.emit(Eval(step=self.step, epoch=self._epoch_progress(), eval_loss=loss, perplexity=perplexity(loss),
-                       base=base))
+    def _evaluate(self, base: bool = False) -> Measurement | None:
+        """Loss and accuracy on the fixed held-out sample, emitted with perplexity; None if stopped meanwhile."""
+        started = time.perf_counter()
+        measured = self.evaluator(self.objective, self.accelerator, self.stop)
+        if measured is None:
+            return None
+        self.eval_step, self.last = self.step, measured
+        self.emit(Eval(step=self.step, epoch=self._epoch_progress(), eval_loss=measured.loss,
+                       perplexity=perplexity(measured.loss), base=base, top1=measured.top1, top5=measured.top5,
+                       seconds=round(time.perf_counter() - started, 3)))
         self._probe()
         if hasattr(self, "meter"):
             self.meter.restart_window()
-        return loss
+        return measured
 
     def _probe(self) -> None:
         """Re-score the probe sentences with the current weights; a probe the model cannot read is dropped."""
-        if not self.probes or self.setup.task != MLM or not self.is_main:
+        if not self.probes or self.setup.task.inference != "fill-mask" or not self.is_main:
             return
         model = self.accelerator.unwrap_model(self.objective).model
         model.eval()
@@ -249,10 +235,10 @@ class TrainingRun:
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "rng": ckpt.rng_state(), "mask_rng": self.masker.state()}
             progress = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                        "tokens": self.tokens, "elapsed_s": self.meter.elapsed, "base_eval_loss": self.base_loss,
-                        "last_eval_loss": self.last_eval, "eval_step": self.eval_step}
-            path = ckpt.save_checkpoint(self.run_dir, model, self.setup.tokenizer, state, progress)
-            self.emit(Checkpoint(step=self.step, path=str(path)))
+                        "tokens": self.tokens, "elapsed_s": self.meter.elapsed, "eval_step": self.eval_step,
+                        "eval_size": self.eval_size, "base": _plain(self.base), "last": _plain(self.last)}
+            path = ckpt.save_checkpoint(self.folder.checkpoints_path, model, self.setup.tokenizer, state, progress)
+            self.emit(Checkpoint(step=self.step, path=path.name))
         self.accelerator.wait_for_everyone()
         self.saved_step = self.step
         self.meter.restart_window()
@@ -266,12 +252,12 @@ class TrainingRun:
         self.masker.set_state(state["mask_rng"])
         self.step, self.epoch = progress["step"], progress["epoch"]
         self.batch_in_epoch, self.tokens = progress["batch_in_epoch"], progress["tokens"]
-        self.base_loss, self.last_eval = progress["base_eval_loss"], progress["last_eval_loss"]
-        self.eval_step, self.saved_step = progress["eval_step"], self.step
+        self.base, self.last = _measurement(progress.get("base")), _measurement(progress.get("last"))
+        self.eval_step, self.saved_step, self.eval_size = progress["eval_step"], self.step, progress.get("eval_size")
         self.emit(Status(f"Resumed from step {self.step} ({path.name})."))
 
-    def _finish(self, stopped: bool) -> dict[str, Any]:
-        """Checkpoint a stopped run, or evaluate and save the final model; write results.json."""
+    def _finish(self, stopped: bool) -> RunResults:
+        """Checkpoint a stopped run, or evaluate and save the final model; the results."""
         if not hasattr(self, "meter"):
             self.meter = Meter(elapsed_before=self.setup.elapsed_before)
         if stopped:
@@ -281,28 +267,34 @@ class TrainingRun:
                 self._evaluate()
             if self.is_main:
                 model = self.accelerator.unwrap_model(self.objective).model
-                ckpt.save_model(self.run_dir, model, self.setup.tokenizer)
-                ckpt.remove_checkpoints(self.run_dir)
-        results = self._results("stopped" if stopped else "completed")
-        if self.is_main:
-            write_json(self.run_dir / RESULTS, results)
-        self.emit(Done(status=results["status"], results=results))
-        return results
+                ckpt.save_model(self.folder.model_path, model, self.setup.tokenizer)
+                shutil.rmtree(self.folder.checkpoints_path, ignore_errors=True)  # the saved model supersedes them
+        return self._results(STOPPED if stopped else COMPLETED)
 
-    def _results(self, status: str) -> dict[str, Any]:
+    def _results(self, status: str) -> RunResults:
         """What results.json records about the run."""
-        base, last = self.base_loss, self.last_eval
-        return {
-            "status": status, "model": self.config.model, "dataset": self.config.dataset, "task": self.setup.task,
-            "device": describe_device(self.accelerator.device), "steps": self.step, "total_steps": self.total_steps,
-            "epochs": round(self._epoch_progress(), 4), "tokens": self.tokens, "seconds": round(self.meter.elapsed, 2),
-            "train_blocks": len(self.setup.data.train), "eval_blocks": len(self.setup.data.eval),
-            "block_size": self.setup.data.block_size,
-            "base_eval_loss": base, "base_perplexity": None if base is None else perplexity(base),
-            "final_eval_loss": last if status == "completed" else None,
-            "final_perplexity": perplexity(last) if status == "completed" and last is not None else None,
-            "last_eval_loss": last, "model_dir": str(self.run_dir / "model") if status == "completed" else None,
-        }
+        base, final = self.base, self.last if status == COMPLETED else None
+        return RunResults(
+            status=status, model=self.config.model, dataset=self.config.dataset, task=self.setup.task.name,
+            device=describe_device(self.accelerator.device), steps=self.step, total_steps=self.total_steps,
+            epochs=round(self._epoch_progress(), 4), tokens=self.tokens, seconds=round(self.meter.elapsed, 2),
+            train_blocks=len(self.setup.data.train), eval_blocks=self.eval_size or 0,
+            block_size=self.setup.data.block_size,
+            base_eval_loss=base and base.loss, base_perplexity=base and perplexity(base.loss),
+            base_top1=base and base.top1, base_top5=base and base.top5,
+            final_eval_loss=final and final.loss, final_perplexity=final and perplexity(final.loss),
+            final_top1=final and final.top1, final_top5=final and final.top5,
+            last_eval_loss=self.last and self.last.loss)
+
+
+def _plain(measured: Measurement | None) -> dict | None:
+    """A measurement for a checkpoint's progress.json."""
+    return None if measured is None else dataclasses.asdict(measured)
+
+
+def _measurement(values: dict | None) -> Measurement | None:
+    """A measurement back from a checkpoint."""
+    return None if values is None else Measurement(**values)
 
 
 def _seed_everything(seed: int) -> None:
@@ -310,17 +302,6 @@ def _seed_everything(seed: int) -> None:
     from transformers import set_seed
 
     set_seed(seed)
-
-
-def _inputs(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """The objective's positional inputs."""
-    return batch.input_ids, batch.labels
-
-
-def _label_count(batch: Batch, task: str) -> int:
-    """Tokens of a batch that carry a label (the causal model shifts labels by one)."""
-    labels = batch.labels if task == MLM else batch.labels[:, 1:]
-    return int(labels.ne(IGNORE).sum())
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:

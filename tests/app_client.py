@@ -1,39 +1,43 @@
-"""Driving the launched app over HTTP with gradio_client, as an API user would."""
+"""Driving the launched app over HTTP with gradio_client, as an API user would (endpoints take named arguments)."""
 
 from __future__ import annotations
 
+import html
 import json
 import time
 
 from gradio_client import Client
 
-BUILTIN = "Built-in corpus (offline)"
+# The Train form, keyed by the /start and /preview endpoints' parameter names (TrainConfig's field names).
+FORM = {"model": "starter", "dataset": "builtin", "hub_dataset": "", "dataset_file": None, "slice": "train[:5000]",
+        "text_column": "", "block_size": 128, "mlm_probability": 0.15, "epochs": 1, "learning_rate": 5e-4,
+        "batch_size": 16, "max_steps": 0, "eval_steps": 0, "seed": 42, "warmup_ratio": 0.0, "weight_decay": 0.01,
+        "gradient_accumulation": 1, "whole_word_masking": False}
 
 
-UPLOAD = "Upload a file"
-HUB = "Hub dataset"
-FORM = {"model": "starter", "source": BUILTIN, "hub_id": "", "slice": "train[:5000]", "upload": None, "column": "",
-        "block_size": 128, "mlm_probability": 0.15, "epochs": 1, "learning_rate": 5e-4, "batch_size": 16,
-        "max_steps": 0, "eval_steps": 0, "whole_word_masking": False, "seed": 42}
-
-
-def train_form(**changes) -> list:
-    """The Train tab's form values, in the order the /start and /preview endpoints take them."""
+def train_form(**changes) -> dict:
+    """The Train tab's form values with some changed."""
     unknown = set(changes) - set(FORM)
     assert not unknown, unknown
-    return list({**FORM, **changes}.values())
+    return {**FORM, **changes}
 
 
-def status(client: Client) -> dict:
-    """The current run and all its events."""
-    return json.loads(client.predict(api_name="/status"))
+def start(client: Client, probes: str = "", visitor: str = "", **changes) -> str:
+    """Press Start with the form changed as given; the new run's name."""
+    board = client.predict(visitor=visitor, probes=probes, **train_form(**changes), api_name="/start")
+    return board[0]
 
 
-def wait_for(client: Client, predicate, timeout: float, every: float = 0.5) -> dict:
+def status(client: Client, run: str = "") -> dict:
+    """A run (or the one training now) and all its events."""
+    return json.loads(client.predict(run_name=run, api_name="/status"))
+
+
+def wait_for(client: Client, run: str, predicate, timeout: float, every: float = 0.5) -> dict:
     """Poll /status until `predicate(status)` holds; the last status."""
     deadline = time.monotonic() + timeout
     while True:
-        current = status(client)
+        current = status(client, run)
         if predicate(current):
             return current
         if time.monotonic() > deadline:
@@ -42,6 +46,16 @@ def wait_for(client: Client, predicate, timeout: float, every: float = 0.5) -> d
         time.sleep(every)
 
 
+def ended(current: dict) -> bool:
+    """Whether a run has finished one way or another."""
+    return current["status"] in {"completed", "stopped", "failed", "interrupted"}
+
+
 def count(current: dict, kind: str) -> int:
     """How many events of a kind the run has emitted."""
     return sum(e["type"] == kind for e in current["events"])
+
+
+def message(error: Exception) -> str:
+    """A refusal as the page shows it (Gradio sends toast messages as HTML)."""
+    return html.unescape(str(error))

@@ -48,6 +48,39 @@ def tiny_clm(tmp_path_factory) -> Path:
     return _tiny_model(tmp_path_factory.mktemp("tiny-clm"), causal=True)
 
 
+def tiny_config(model, out, **changes):
+    """A quick run of a tiny model on part of the built-in corpus."""
+    from mlm_core.config import TrainConfig
+
+    values = dict(model=str(model), dataset="builtin", slice="train[:40]", block_size=64, batch_size=8,
+                  learning_rate=1e-3, epochs=1, output_dir=str(out))
+    return TrainConfig(**{**values, **changes})
+
+
+def wait_status(run, wanted: set[str], timeout: float = 120) -> str:
+    """Poll a RunDir's status until it is one of `wanted`."""
+    deadline = time.monotonic() + timeout
+    while (status := run.status()) not in wanted:
+        assert time.monotonic() < deadline, f"{run.name} stayed {status}"
+        time.sleep(0.1)
+    return status
+
+
+@pytest.fixture(scope="session")
+def finished_run(tiny_mlm, tmp_path_factory):
+    """A completed tiny run with probes, trained through the queue as the app does."""
+    from mlm_core.queue import RunQueue
+    from mlm_core.rundir import RunIdentity
+
+    root = tmp_path_factory.mktemp("runs")
+    queue = RunQueue(root).start()
+    run = queue.submit(tiny_config(tiny_mlm, root / "done", max_steps=6, eval_steps=3),
+                       RunIdentity(label="done", probes=("The <mask> statement exits a loop.", "no mask in this one")))
+    assert wait_status(run, {"completed", "failed"}) == "completed", run.events()[-1]
+    queue.close()
+    return run
+
+
 @pytest.fixture(scope="session")
 def starter_run(tmp_path_factory) -> dict:
     """The README's offline run: the starter model fine-tuned one epoch on the built-in corpus, through the CLI."""

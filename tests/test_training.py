@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mlm_core.checkpoint import checkpoint_dirs
+from mlm_core.rundir import RunDir
 from mlm_core.config import TrainConfig
 from mlm_core.events import Eval, Step, read_events
 from mlm_core.training import evaluate, train
@@ -48,12 +49,13 @@ def test_head_only_loss_matches_a_direct_model_call(tiny_mlm):
 
     from mlm_core.batches import Masker
     from mlm_core.objective import LMObjective
+    from mlm_core.tasks import MASKED
 
     model = AutoModelForMaskedLM.from_pretrained(tiny_mlm).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_mlm)
     blocks = torch.randint(5, len(tokenizer), (4, 64))
-    batch = Masker(tokenizer, "mlm", 0.15, False, seed=0)(blocks)
-    summed, count = LMObjective(model, "mlm")(batch.input_ids, batch.labels)
+    batch = Masker(tokenizer, 0.15, False, seed=0)(blocks)
+    summed, count = LMObjective(model, MASKED)(batch.input_ids, batch.labels)
     expected = model(input_ids=batch.input_ids, labels=batch.labels).loss
     assert count == batch.labels.ne(-100).sum() > 0
     assert (summed / count).item() == pytest.approx(expected.item(), abs=1e-5)
@@ -63,23 +65,24 @@ def test_results_events_and_saved_model(tiny_mlm, tmp_path):
     results, events = _run(_config(tiny_mlm, tmp_path / "run"))
     run_dir = tmp_path / "run"
     saved = json.loads((run_dir / "results.json").read_text())
-    assert saved == json.loads(json.dumps(results))
-    assert results["status"] == "completed" and results["final_perplexity"] < results["base_perplexity"]
-    assert results["final_perplexity"] == pytest.approx(torch.tensor(results["final_eval_loss"]).exp().item())
+    assert saved == results.to_dict()
+    assert results.status == "completed" and results.final_perplexity < results.base_perplexity
+    assert results.final_perplexity == pytest.approx(torch.tensor(results.final_eval_loss).exp().item())
     logged = read_events(run_dir / "events.jsonl")
     assert [e.to_dict() for e in logged] == [e.to_dict() for e in events]
     evals = [e for e in events if isinstance(e, Eval)]
-    assert evals[0].base and evals[0].step == 0 and evals[-1].step == results["steps"]
+    assert evals[0].base and evals[0].step == 0 and evals[-1].step == results.steps
     assert (run_dir / "model" / "model.safetensors").is_file() and not list(run_dir.rglob(".tmp-*"))
     assert not list(run_dir.rglob("*.bin"))
     reloaded = evaluate(_config(run_dir / "model", tmp_path / "unused"))
-    assert reloaded == pytest.approx(results["final_eval_loss"], abs=1e-5), "eval masks are fixed"
+    assert reloaded.loss == pytest.approx(results.final_eval_loss, abs=1e-5), "eval masks are fixed"
+    assert reloaded.top5 == pytest.approx(results.final_top5) and 0 < results.final_top1 <= results.final_top5 < 1
 
 
 def test_stop_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_mlm, tmp_path):
     config = _config(tiny_mlm, tmp_path / "full", slice="train[:60]")
     full, full_events = _run(config)
-    assert full["steps"] > 20
+    assert full.steps > 20
 
     stop = threading.Event()
     interrupted = config.replace(output_dir=str(tmp_path / "cut"))
@@ -91,44 +94,46 @@ def test_stop_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_mlm, tmp_p
             stop.set()
 
     stopped = train(interrupted, on_event=stop_at_12, stop=stop)
-    assert stopped["status"] == "stopped" and stopped["steps"] == 12, "stops within one step"
-    [checkpoint] = checkpoint_dirs(tmp_path / "cut")
+    assert stopped.status == "stopped" and stopped.steps == 12, "stops within one step"
+    [checkpoint] = checkpoint_dirs(RunDir(tmp_path / "cut").checkpoints_path)
     assert checkpoint.name == "step-0000012"
     from transformers import AutoModelForMaskedLM
 
     AutoModelForMaskedLM.from_pretrained(checkpoint)  # loadable as it is
 
     resumed, resumed_events = _run(interrupted, resume=True)
-    assert resumed["status"] == "completed" and resumed["steps"] == full["steps"]
+    assert resumed.status == "completed" and resumed.steps == full.steps
     full_losses, resumed_losses = _losses(full_events), _losses(resumed_events)
     assert min(resumed_losses) == 13
     for step, loss in resumed_losses.items():
         assert loss == pytest.approx(full_losses[step], abs=1e-5), step
-    assert resumed["final_eval_loss"] == pytest.approx(full["final_eval_loss"], abs=1e-5)
-    assert resumed["base_eval_loss"] == full["base_eval_loss"]
+    assert resumed.final_eval_loss == pytest.approx(full.final_eval_loss, abs=1e-5)
+    assert resumed.base_eval_loss == full.base_eval_loss
 
 
 def test_output_dir_and_resume_guards(tiny_mlm, tmp_path):
     config = _config(tiny_mlm, tmp_path / "run", max_steps=2)
     train(config)
-    with pytest.raises(ValueError, match="^output_dir: .* already holds a run"):
+    with pytest.raises(ValueError, match="^output_dir: run already holds a run; resume it"):
         train(config)
-    with pytest.raises(ValueError, match="^output_dir: the run in .* already completed"):
+    with pytest.raises(ValueError, match="^output_dir: the run run is completed; only a stopped or interrupted"):
         train(config, resume=True)
-    with pytest.raises(ValueError, match="^block_size: the run in .* was started with 64"):
-        train(config.replace(block_size=32), resume=True)
+    stopped, stop = config.replace(output_dir=str(tmp_path / "stopped"), max_steps=None), threading.Event()
+    train(stopped, on_event=lambda e: stop.set() if isinstance(e, Step) else None, stop=stop)
+    with pytest.raises(ValueError, match="^block_size: the run stopped was started with 64"):
+        train(stopped.replace(block_size=32), resume=True)
 
 
 def test_block_size_is_clamped_with_a_message(tiny_mlm, tmp_path):
     results, events = _run(_config(tiny_mlm, tmp_path / "run", block_size=1024, max_steps=1))
-    assert results["block_size"] == 128
+    assert results.block_size == 128
     assert any("block_size 1024 is more than this model reads; using its maximum, 128" in getattr(e, "message", "")
                for e in events)
 
 
 def test_whole_word_masking_trains(tiny_mlm, tmp_path):
     results, _ = _run(_config(tiny_mlm, tmp_path / "run", whole_word_masking=True, max_steps=3))
-    assert results["status"] == "completed" and results["steps"] == 3
+    assert results.status == "completed" and results.steps == 3
 
 
 def test_causal_model_trains_through_the_cli_and_generates(tiny_clm, tmp_path):

@@ -8,7 +8,6 @@ import time
 import torch
 from torch.utils import flop_counter
 
-from ..batches import Masker
 from ..config import TrainConfig
 from ..modeling import default_device
 from ..objective import LMObjective
@@ -42,7 +41,7 @@ def step_flops(config: TrainConfig, batches: int = 3) -> float:
     setup = load_inputs(config, None, lambda _: None)
     device = default_device()
     objective = LMObjective(setup.model.to(device), setup.task).train()
-    masker = Masker(setup.tokenizer, setup.task, config.mlm_probability, config.whole_word_masking, seed=config.seed)
+    masker = setup.task.batcher(setup.tokenizer, config.mlm_probability, config.whole_word_masking, seed=config.seed)
     counts = []
     for i in range(batches):
         batch = masker(setup.data.train[i * config.batch_size : (i + 1) * config.batch_size]).to(device)

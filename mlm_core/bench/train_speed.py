@@ -36,7 +36,7 @@ def ours(config: TrainConfig) -> Timings:
     stamps: list[float] = []
     results = train(config, on_event=lambda e: stamps.append(time.perf_counter()) if isinstance(e, Step) else None)
     intervals = [b - a for a, b in zip(stamps, stamps[1:])]
-    return Timings(intervals, results["final_eval_loss"])
+    return Timings(intervals, results.final_eval_loss)
 
 
 def guides_trainer(config: TrainConfig, work: Path) -> Timings:
@@ -67,7 +67,7 @@ def guides_trainer(config: TrainConfig, work: Path) -> Timings:
     saved = work / "trainer-model"
     trainer.save_model(str(saved))
     setup.tokenizer.save_pretrained(saved)
-    eval_loss = evaluate(replace(config, model=str(saved)))  # the same eval blocks and masks as ours
+    eval_loss = evaluate(replace(config, model=str(saved))).loss  # the same eval blocks and masks as ours
     intervals = [b - a for a, b in zip(stamps, stamps[1:])]
     return Timings(intervals, eval_loss)
 

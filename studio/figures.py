@@ -8,7 +8,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .events import Eval, Event, Probe, Step
+from mlm_core.events import Eval, Event, Probe, Step
 
 _LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=40), template="plotly_white",
                legend=dict(orientation="h", y=-0.2))
@@ -38,6 +38,37 @@ def perplexity_figure(events: Sequence[Event]) -> go.Figure:
         figure.add_hline(y=base.perplexity, line_dash="dash", line_color="gray",
                          annotation_text=f"base model: {base.perplexity:,.1f}")
     return figure
+
+
+def compare_figures(runs: Sequence[tuple[str, Sequence[Event]]], x: str = "steps") -> tuple[go.Figure, go.Figure]:
+    """Train loss and eval perplexity of several runs overlaid, against steps, tokens or epochs."""
+    loss = go.Figure(layout=dict(title="Train loss (lower is better)", xaxis_title=x, yaxis_title="loss", **_LAYOUT))
+    ppl = go.Figure(layout=dict(title="Perplexity on held-out text (lower is better)", xaxis_title=x,
+                                yaxis_title="perplexity", **_LAYOUT))
+    for index, (label, events) in enumerate(runs):
+        color = _PALETTE[index % len(_PALETTE)]
+        steps = [e for e in events if isinstance(e, Step)]
+        evals = [e for e in events if isinstance(e, Eval)]
+        position = _positions(steps, x)
+        loss.add_scatter(x=[position(e.step, e.epoch) for e in steps], y=[e.loss for e in steps], mode="lines",
+                         name=label, line=dict(color=color))
+        ppl.add_scatter(x=[position(e.step, e.epoch) for e in evals], y=[e.perplexity for e in evals],
+                        mode="lines+markers", name=label, line=dict(color=color))
+    return loss, ppl
+
+
+_PALETTE = ("#4f46e5", "#f59e0b", "#10b981", "#ef4444", "#0ea5e9", "#a855f7")
+X_AXES = ("steps", "tokens", "epochs")
+
+
+def _positions(steps: Sequence[Step], x: str):
+    """Where an event at (step, epoch) sits on the chosen x axis."""
+    if x == "epochs":
+        return lambda step, epoch: epoch
+    if x == "tokens":
+        tokens = {0: 0, **{e.step: e.tokens for e in steps}}
+        return lambda step, epoch: tokens.get(step)
+    return lambda step, epoch: step
 
 
 def predictions_figure(results: list[list[dict[str, Any]]], title: str) -> go.Figure:

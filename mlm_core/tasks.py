@@ -1,0 +1,119 @@
+"""The training objectives as objects: how a task labels blocks, where its loss is, what inference it offers."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+IGNORE = -100  # the label of a position that does not count
+
+
+class Task:
+    """One language-modelling objective; adding an objective means adding one subclass to TASKS."""
+
+    name: ClassVar[str]
+    title: ClassVar[str]  # in words, for people
+    pipeline_tag: ClassVar[str]  # the model card's and the hub's tag
+    inference: ClassVar[str]  # what the playground offers: "fill-mask" or "generate"
+    architecture_suffixes: ClassVar[tuple[str, ...]]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def auto_model(self):
+        """The transformers Auto class that loads a model with this task's head."""
+        raise NotImplementedError
+
+    def batcher(self, tokenizer, mlm_probability: float, whole_word: bool, seed: int):
+        """A callable turning token blocks into a labelled Batch, reproducibly from `seed`."""
+        raise NotImplementedError
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """The token each position's logits should predict (IGNORE where none)."""
+        return labels
+
+    def label_count(self, labels: torch.Tensor) -> int:
+        """How many positions of a batch carry a label."""
+        return int(self.targets(labels).ne(IGNORE).sum())
+
+    def check_tokenizer(self, tokenizer, model: str) -> None:
+        """ValueError in plain words when the tokenizer cannot serve this task."""
+
+    def accuracy_name(self) -> str:
+        """What the accuracy metric counts, in words."""
+        raise NotImplementedError
+
+
+class MaskedLM(Task):
+    """Hide some tokens and predict them from both sides (BERT, RoBERTa, ModernBERT)."""
+
+    name, title, pipeline_tag, inference = "mlm", "masked language model", "fill-mask", "fill-mask"
+    architecture_suffixes = ("ForMaskedLM",)
+
+    def auto_model(self):
+        from transformers import AutoModelForMaskedLM
+
+        return AutoModelForMaskedLM
+
+    def batcher(self, tokenizer, mlm_probability: float, whole_word: bool, seed: int):
+        from .batches import Masker
+
+        return Masker(tokenizer, mlm_probability=mlm_probability, whole_word=whole_word, seed=seed)
+
+    def check_tokenizer(self, tokenizer, model: str) -> None:
+        if tokenizer.mask_token is None:
+            raise ValueError(f"model: the tokenizer of {model} has no mask token, so it cannot fill masks")
+
+    def accuracy_name(self) -> str:
+        return "hidden words guessed right"
+
+
+class CausalLM(Task):
+    """Predict each next token from the ones before it (GPT-2)."""
+
+    name, title, pipeline_tag, inference = "clm", "causal language model", "text-generation", "generate"
+    architecture_suffixes = ("ForCausalLM", "LMHeadModel")
+
+    def auto_model(self):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    def batcher(self, tokenizer, mlm_probability: float, whole_word: bool, seed: int):
+        from .batches import CausalBatcher
+
+        return CausalBatcher()
+
+    def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        # Position i predicts token i + 1; the last position predicts nothing (as transformers shifts labels).
+        return torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE)
+
+    def accuracy_name(self) -> str:
+        return "next words guessed right"
+
+
+MASKED, CAUSAL = MaskedLM(), CausalLM()
+TASKS: dict[str, Task] = {task.name: task for task in (MASKED, CAUSAL)}
+
+
+def get_task(name: str | Task) -> Task:
+    """The task called `name` ('mlm' or 'clm')."""
+    if isinstance(name, Task):
+        return name
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"task: {name!r} is not one of {', '.join(TASKS)}") from None
+
+
+def detect_task(model_config: Any, tokenizer=None) -> Task:
+    """The task a checkpoint was saved for, from its architectures, else from its model type and tokenizer."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    for arch in getattr(model_config, "architectures", None) or []:
+        for task in TASKS.values():
+            if arch.endswith(task.architecture_suffixes):
+                return task
+    has_mask = tokenizer is None or tokenizer.mask_token is not None
+    return MASKED if model_config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and has_mask else CAUSAL

@@ -1,0 +1,98 @@
+"""Plain-language text for the run dashboard, built from a run's events and results (no UI library here)."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Sequence
+
+from mlm_core.events import Done, Error, Eval, Event, Started, Status, Step
+from mlm_core.rundir import COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED, RunResults
+
+from .text import escaped
+
+
+def duration(seconds: float | None) -> str:
+    """'1 h 02 min', '3 min 05 s' or '42 s'."""
+    if seconds is None or seconds != seconds:
+        return "–"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def _last(events: Sequence[Event], kind: type) -> Event | None:
+    """The newest event of a kind."""
+    return next((e for e in reversed(events) if isinstance(e, kind)), None)
+
+
+def progress_html(events: Sequence[Event], status: str) -> str:
+    """A progress bar with step, epoch, ETA and tokens/s."""
+    step = _last(events, Step)
+    if step is None:
+        started = _last(events, Started)
+        total = started.total_steps if started else 0
+        return _bar(0.0, f"step 0 / {total:,}" if total else "waiting to start")
+    if status == RUNNING:
+        timing = f"ETA {duration(step.eta_s)}"
+    else:
+        timing = {COMPLETED: "done", STOPPED: f"stopped at step {step.step:,}"}.get(status, status)
+    label = (f"step {step.step:,} / {step.total_steps:,} · epoch {step.epoch:.2f} · {timing} · "
+             f"{step.tokens_per_s:,.0f} tokens/s · elapsed {duration(step.elapsed_s)}")
+    return _bar(step.progress, label)
+
+
+def _bar(fraction: float, label: str) -> str:
+    """HTML of one progress bar."""
+    percent = max(0.0, min(1.0, fraction)) * 100
+    return (f'<div class="mlm-progress" data-progress="{percent:.1f}">'
+            f'<div style="background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden">'
+            f'<div style="background:#4f46e5;width:{percent:.1f}%;height:100%"></div></div>'
+            f'<div style="font-size:0.9em;margin-top:4px">{percent:.0f}% · {html.escape(label)}</div></div>')
+
+
+def status_line(events: Sequence[Event], status: str, stopping: bool = False, position: int | None = None,
+                wait_s: float | None = None) -> str:
+    """What the run is doing now, as one line of HTML (whatever a visitor typed is shown as text)."""
+    if status == QUEUED:
+        when = f"; it should start in about {duration(wait_s)}" if wait_s is not None else ""
+        return f"⏳ Queued, position {position or '?'}: it trains when the runs before it are done{when}."
+    last = events[-1] if events else None
+    if status == FAILED or isinstance(last, Error):
+        error = _last(events, Error)
+        return "❌ The run failed: " + escaped(error.message if error else "see its events")
+    if status == COMPLETED:
+        return "✅ Run completed."
+    step = _last(events, Step)
+    if status == STOPPED:
+        return f"⏹ Run stopped at step {step.step if step else 0:,}; its checkpoint is saved."
+    if status == INTERRUPTED:
+        return f"⚠️ Run interrupted at step {step.step if step else 0:,} (the app stopped); resume it from Runs."
+    if not events:
+        return "No run yet. Choose a model and data, then press <b>Start</b>."
+    message = next((e.message for e in reversed(events) if isinstance(e, Status)), "")
+    if _last(events, Started) is not None and _last(events, Eval) is None:
+        message = "Measuring the base model's perplexity first."
+    return f"{'⏳ Stopping…' if stopping else '🏃 Training…'} {escaped(message)}".strip()
+
+
+def outcome_text(results: RunResults | None) -> str:
+    """Base vs fine-tuned perplexity in words a non-programmer understands (HTML)."""
+    if results is None or results.base_perplexity is None:
+        return ""
+    base, final = results.base_perplexity, results.final_perplexity
+    if final is None:
+        return (f"The run stopped after {results.steps:,} steps. Before training, the model's perplexity on your "
+                f"held-out text was <b>{base:,.1f}</b>. Resume it from the Runs tab, or start a new run.")
+    change = "less" if final < base else "more"
+    return (f"<b>Perplexity {base:,.1f} → {final:,.1f}.</b> Before fine-tuning, guessing each hidden word of your "
+            f"held-out text was as hard for the model as picking among about {base:,.0f} equally likely words; now it "
+            f"is about {final:,.0f}. The model is {abs(1 - final / base):.0%} {change} surprised by your kind of text "
+            f"(lower is better). It was trained on {results.tokens:,} tokens in {duration(results.seconds)} "
+            "and is now in the <b>Fill-mask</b> tab.")
+
+
+def results_from(events: Sequence[Event]) -> RunResults | None:
+    """The results carried by the run's last Done event."""
+    done = _last(events, Done)
+    return RunResults.from_dict(done.results) if done is not None else None

@@ -1,0 +1,120 @@
+"""The Train tab's form: one component per TrainConfig field, keyed by the field's name, and the config it makes."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import gradio as gr
+
+from mlm_core.config import (
+    DEFAULT_HUB_SLICE,
+    FILE_DATASET,
+    TrainConfig,
+    default_learning_rate,
+    field_help,
+)
+from mlm_core.sources import FILE_SUFFIXES, MAX_UPLOAD_MB
+
+BUILTIN, HUB = "builtin", "hub"
+SOURCES = [("Built-in corpus (offline)", BUILTIN), ("Hub dataset", HUB), ("Upload a file", FILE_DATASET)]
+# Form entries that are not TrainConfig fields: where the text comes from is three components on the page.
+EXTRA_FIELDS = ("hub_dataset",)
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+_TYPES = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
+
+
+def build_data_fields(models: list[str], default_model: str) -> dict[str, gr.components.Component]:
+    """Base model and data: what the run learns from."""
+    return {
+        "model": gr.Dropdown(models, value=default_model, allow_custom_value=True, label="Base model",
+                             info=field_help("model"), elem_id="model"),
+        "dataset": gr.Radio(SOURCES, value=BUILTIN, label="Data", info="Where your text comes from.",
+                            elem_id="source"),
+        "hub_dataset": gr.Textbox(label="Hub dataset id", placeholder="e.g. dany0407/eli5_category",
+                                  info="A dataset on the Hugging Face hub.", visible=False),
+        "dataset_file": gr.File(label=f"Your text (.txt, .csv, .jsonl, .json; up to {MAX_UPLOAD_MB} MB)",
+                                visible=False, file_types=list(FILE_SUFFIXES), type="filepath"),
+    }
+
+
+def build_settings_fields(default_model: str) -> dict[str, gr.components.Component]:
+    """How the run trains: the knobs, with the engine's defaults and one-line hints."""
+    d = _DEFAULTS
+    fields = {
+        "slice": gr.Textbox(d["slice"], label="Rows (slice)", info=field_help("slice")),
+        "text_column": gr.Textbox(label="Text column", placeholder="detected automatically",
+                                  info=field_help("text_column")),
+    }
+    with gr.Row():
+        fields["block_size"] = gr.Number(d["block_size"], label="Block size", precision=0,
+                                         info=field_help("block_size"))
+        fields["mlm_probability"] = gr.Slider(0.05, 0.5, d["mlm_probability"], step=0.01,
+                                              label="Masking probability", info=field_help("mlm_probability"))
+    with gr.Row():
+        fields["epochs"] = gr.Number(d["epochs"], label="Epochs", precision=0, info=field_help("epochs"),
+                                     elem_id="epochs")
+        fields["learning_rate"] = gr.Number(default_learning_rate(default_model), label="Learning rate",
+                                            info=field_help("learning_rate"))
+        fields["batch_size"] = gr.Number(d["batch_size"], label="Batch size", precision=0,
+                                         info=field_help("batch_size"))
+    with gr.Accordion("More settings", open=False):
+        with gr.Row():
+            fields["max_steps"] = gr.Number(0, label="Max steps (0: no limit)", precision=0,
+                                            info=field_help("max_steps"))
+            fields["eval_steps"] = gr.Number(d["eval_steps"], label="Evaluate every N steps (0: automatic)",
+                                             precision=0, info=field_help("eval_steps"))
+            fields["seed"] = gr.Number(d["seed"], label="Seed", precision=0, info=field_help("seed"))
+        with gr.Row():
+            fields["warmup_ratio"] = gr.Number(d["warmup_ratio"], label="Warm-up share",
+                                               info=field_help("warmup_ratio"))
+            fields["weight_decay"] = gr.Number(d["weight_decay"], label="Weight decay",
+                                               info=field_help("weight_decay"))
+            fields["gradient_accumulation"] = gr.Number(d["gradient_accumulation"], label="Gradient accumulation",
+                                                        precision=0, info=field_help("gradient_accumulation"))
+        fields["whole_word_masking"] = gr.Checkbox(d["whole_word_masking"], label="Whole-word masking",
+                                                   info=field_help("whole_word_masking"))
+    return fields
+
+
+def source_changed(source: str) -> tuple:
+    """Show the hub id box or the upload box, and the rows a first run of that source should use."""
+    return (gr.update(visible=source == HUB), gr.update(visible=source == FILE_DATASET),
+            gr.update(value=DEFAULT_HUB_SLICE if source == HUB else "train"))
+
+
+def config_from(values: dict[str, Any], output_dir: str) -> TrainConfig:
+    """The run's TrainConfig from the form's values, whatever types an API client sent; ValueError in plain words."""
+    source = values.get("dataset") or BUILTIN
+    if source not in {value for _, value in SOURCES}:
+        raise ValueError("dataset: choose the built-in corpus, a hub dataset or an uploaded file")
+    settings = {name: coerce(name, value) for name, value in values.items() if name in _TYPES}
+    settings["dataset"] = coerce("dataset", values.get("hub_dataset") or "") if source == HUB else source
+    settings["dataset_file"] = settings.get("dataset_file") if source == FILE_DATASET else None
+    settings["max_steps"] = settings.get("max_steps") or None  # 0 on the page: no limit
+    settings["text_column"] = settings.get("text_column") or None
+    settings["slice"] = settings.get("slice") or "train"
+    return TrainConfig(**{**settings, "output_dir": output_dir})
+
+
+def coerce(name: str, value: Any) -> Any:
+    """A form value as the field's type (numbers from number boxes may come as floats); ValueError naming it."""
+    kind = _TYPES[name]
+    if value is None or value == "":
+        return None if "None" in kind else "" if kind == "str" else _DEFAULTS[name]
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{name}: must be true or false")
+        return value
+    if kind.startswith(("int", "float")):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(f"{name}: must be a number")
+        if kind.startswith("int"):
+            if value != int(value):
+                raise ValueError(f"{name}: must be a whole number (got {value})")
+            return int(value)
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(f"{name}: must be text")
+    return value.strip()

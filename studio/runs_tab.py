@@ -1,0 +1,225 @@
+"""The Runs tab: every run as a history, curves of up to six runs overlaid, and one run's actions (label, resume,
+cancel, delete, download, push)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import gradio as gr
+
+from mlm_core.config import TrainConfig
+from mlm_core.rundir import QUEUED, RUNNING, RunDir
+
+from . import board, figures
+from .access import Access
+from .context import Studio
+from .text import refusal
+
+MAX_COMPARED = 6
+TABLE_HEADERS = ["label", "status", "base model", "data", "base perplexity", "final perplexity", "steps", "duration",
+                 "date", "run"]
+MAX_LABEL_CHARS = 80
+
+
+class RunsTab:
+    """Lays out the Runs tab and answers its events."""
+
+    def __init__(self, studio: Studio, access: Access, visitor: gr.BrowserState):
+        self.studio, self.access, self.visitor_state = studio, access, visitor
+        with gr.Tab("Runs", id="runs") as self.tab:
+            self.table = gr.Dataframe(headers=TABLE_HEADERS, datatype="str", label="Every run, newest first",
+                                      interactive=False, elem_id="runs-table", wrap=True)
+            self.refresh_btn = gr.Button("Refresh", size="sm")
+            with gr.Accordion("Compare runs", open=True):
+                with gr.Row():
+                    self.compared = gr.CheckboxGroup(label=f"Runs to overlay (up to {MAX_COMPARED})",
+                                                     elem_id="compare-runs", scale=3)
+                    self.x_axis = gr.Radio(list(figures.X_AXES), value="steps", label="x axis", scale=1)
+                with gr.Row():
+                    self.compare_loss = gr.Plot(label="Train loss", elem_id="compare-loss")
+                    self.compare_ppl = gr.Plot(label="Perplexity", elem_id="compare-ppl")
+                self.differences = gr.Dataframe(label="Settings that differ", interactive=False, datatype="str",
+                                                elem_id="compare-settings")
+            with gr.Accordion("One run", open=True):
+                with gr.Row():
+                    self.selected = gr.Dropdown(label="Run", allow_custom_value=True, elem_id="selected-run")
+                    self.label = gr.Textbox(label="Label", max_length=MAX_LABEL_CHARS, placeholder="a name you choose")
+                    self.label_btn = gr.Button("Save label")
+                with gr.Row():
+                    self.resume_btn = gr.Button("Resume training")
+                    self.stop_btn = gr.Button("Stop (or take out of the queue)")
+                    self.delete_btn = gr.Button("Delete…", variant="stop")
+                with gr.Row(visible=False) as self.confirm_row:
+                    self.confirm_text = gr.Markdown()
+                    self.confirm_btn = gr.Button("Yes, delete it", variant="stop", elem_id="confirm-delete")
+                    self.keep_btn = gr.Button("Keep it")
+                with gr.Row():
+                    self.zip_btn = gr.Button("Download as zip")
+                    self.zip_file = gr.File(label="Zip")
+                with gr.Row():
+                    self.repo_id = gr.Textbox(label="Hub repository", placeholder="your-name/my-model")
+                    self.token = gr.Textbox(label="Hub token (write)", type="password",
+                                            placeholder="leave empty to use HF_TOKEN", info="Used once, never stored.")
+                    self.private = gr.Checkbox(True, label="Private")
+                self.push_btn = gr.Button("Push to the hub")
+                self.pushed = gr.Markdown()
+
+    def wire(self, demo: gr.Blocks) -> None:
+        """Connect the tab's events."""
+        visitor, listing = self.visitor_state, [self.table, self.compared, self.selected]
+        self.tab.select(self.listing, None, listing, api_name=False)
+        self.refresh_btn.click(self.listing, None, listing, api_name=False)
+        compare_outputs = [self.compare_loss, self.compare_ppl, self.differences]
+        for trigger in (self.compared.change, self.x_axis.change):
+            trigger(self.compare, [self.compared, self.x_axis], compare_outputs, api_name=False)
+        gr.Button(visible=False).click(self.compare, [self.compared, self.x_axis], compare_outputs,
+                                       api_name="compare")
+        self.selected.change(self.selected_changed, self.selected, [self.label, self.confirm_row], api_name=False)
+        self.label_btn.click(self.set_label, [visitor, self.selected, self.label], listing, api_name="set_label")
+        self.resume_btn.click(self.resume, [visitor, self.selected], listing, api_name="resume")
+        self.stop_btn.click(self.stop, [visitor, self.selected], listing, api_name=False)
+        self.delete_btn.click(self.ask_delete, self.selected, [self.confirm_row, self.confirm_text], api_name=False)
+        self.keep_btn.click(lambda: gr.update(visible=False), None, self.confirm_row, api_name=False)
+        self.confirm_btn.click(self.delete, [visitor, self.selected], listing, api_name="delete").then(
+            lambda: gr.update(visible=False), None, self.confirm_row, api_name=False)
+        self.zip_btn.click(self.export_zip, [visitor, self.selected], self.zip_file, api_name="export_zip")
+        self.push_btn.click(self.push, [visitor, self.selected, self.repo_id, self.token, self.private], self.pushed,
+                            api_name="push")
+        gr.Button(visible=False).click(self.runs_json, None, gr.Textbox(visible=False), api_name="runs")
+
+    def listing(self):
+        """The runs table and the run choices."""
+        runs = self.studio.runs()
+        rows = [_row(run) for run in runs]
+        choices = [(f"{run.identity().label} ({run.name})", run.name) for run in runs]
+        return rows, gr.update(choices=choices), gr.update(choices=choices)
+
+    def compare(self, names, x_axis):
+        """Loss and perplexity curves of the chosen runs overlaid, and the settings in which they differ."""
+        names = [n for n in (names or []) if isinstance(n, str)] if isinstance(names, list) else []
+        if len(names) > MAX_COMPARED:
+            raise refusal(f"run: choose at most {MAX_COMPARED} runs to compare")
+        try:
+            runs = [self.studio.run(name) for name in names]
+            x_axis = x_axis if x_axis in figures.X_AXES else "steps"
+        except ValueError as error:
+            raise refusal(error) from None
+        names = display_names(runs)
+        loss, ppl = figures.compare_figures([(name, self.studio.events(run)) for name, run in zip(names, runs)],
+                                            x_axis)
+        return loss, ppl, settings_table(runs)
+
+    def selected_changed(self, run_name):
+        """Show the chosen run's label; close a pending delete question."""
+        try:
+            return self.studio.run(run_name).identity().label, gr.update(visible=False)
+        except ValueError:
+            return "", gr.update(visible=False)
+
+    def set_label(self, visitor, run_name, label, request: gr.Request):
+        """Rename a run as listed."""
+        self._act(visitor, run_name, request, "relabel", lambda run: run.set_label(_clean_label(label)))
+        return self.listing()
+
+    def resume(self, visitor, run_name, request: gr.Request):
+        """Queue a stopped or interrupted run to continue from its checkpoint."""
+        run = self._act(visitor, run_name, request, "resume", self.studio.queue.resume)
+        gr.Info(f"Run {run.identity().label} will continue from its checkpoint: watch it in the Train tab.")
+        return self.listing()
+
+    def stop(self, visitor, run_name, request: gr.Request):
+        """Stop a training run after its current step (it keeps its checkpoint), or take a waiting one out."""
+        self._act(visitor, run_name, request, "stop", self.studio.stop)
+        return self.listing()
+
+    def ask_delete(self, run_name):
+        """The confirmation question before deleting."""
+        try:
+            run = self.studio.run(run_name)
+        except ValueError as error:
+            raise refusal(error) from None
+        return gr.update(visible=True), (f"Delete run **{run.name}** with its model and checkpoints? This cannot be "
+                                         "undone.")
+
+    def delete(self, visitor, run_name, request: gr.Request):
+        """Delete a run and everything it saved."""
+        self._act(visitor, run_name, request, "delete", RunDir.delete)
+        return self.listing()
+
+    def export_zip(self, visitor, run_name, request: gr.Request):
+        """A zip of the run's model, card and results to download."""
+        from mlm_core.export import zip_run
+
+        return str(self._act(visitor, run_name, request, "download", zip_run))
+
+    def push(self, visitor, run_name, repo_id, token, private, request: gr.Request):
+        """Push the run to the hub with its model card; the token is used once and never kept."""
+        import os
+
+        from mlm_core.export import push_run
+
+        def pushed(run: RunDir) -> str:
+            return push_run(run, repo_id if isinstance(repo_id, str) else "", token or os.environ.get("HF_TOKEN", ""),
+                            private is not False)
+
+        return f"Pushed to {self._act(visitor, run_name, request, 'push', pushed)}"
+
+    def _act(self, visitor, run_name, request, action: str, do):
+        """Run `do(run)` on the named run if the visitor may; a refusal in plain words otherwise."""
+        visitor = self.access.visitor(visitor, request)
+        try:
+            run = self.studio.run(run_name)
+            self.access.check_control(visitor, run, action)
+            result = do(run)
+        except ValueError as error:
+            raise refusal(error) from None
+        return run if result is None else result
+
+    def runs_json(self) -> str:
+        """Every run with its status and figures, as a JSON string (for API clients)."""
+        out = []
+        for run in self.studio.runs():
+            identity, results, status = run.identity(), run.results(), run.status()
+            out.append({"name": run.name, "label": identity.label, "status": status, "model": run.config().model,
+                        "created": identity.created, "resumable": run.resumable(),
+                        "position": self.studio.queue.position(run) if status == QUEUED else None,
+                        "results": results.to_dict() if results and status not in {RUNNING, QUEUED} else None})
+        return json.dumps(out)
+
+
+def _row(run: RunDir) -> list[str]:
+    """One line of the runs table."""
+    identity, config, status = run.identity(), run.config(), run.status()
+    results = run.results() if status not in {RUNNING, QUEUED} else None
+    number = "" if results is None else f"{results.steps:,}"
+    return [identity.label, status, config.model, config.dataset, _fmt(results and results.base_perplexity),
+            _fmt(results and results.final_perplexity), number, board.duration(results.seconds) if results else "",
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(identity.created)), run.name]
+
+
+def _fmt(value: float | None) -> str:
+    """A perplexity for the table."""
+    return "" if value is None else f"{value:,.2f}"
+
+
+def _clean_label(label) -> str:
+    """A label as one line of text, or a refusal."""
+    if not isinstance(label, str) or not label.strip():
+        raise ValueError("label: type a name for the run")
+    return " ".join(label.split())[:MAX_LABEL_CHARS]
+
+
+def settings_table(runs: list[RunDir]) -> dict:
+    """The settings in which the runs differ, one row each, one column per run."""
+    configs = [run.config().to_dict() for run in runs]
+    names = [name for name in TrainConfig.__dataclass_fields__ if name != "output_dir"]
+    differing = [name for name in names if len({json.dumps(c.get(name)) for c in configs}) > 1]
+    headers = ["setting", *display_names(runs)]
+    return {"headers": headers, "data": [[name, *[str(c.get(name)) for c in configs]] for name in differing]}
+
+
+def display_names(runs: list[RunDir]) -> list[str]:
+    """The runs' labels, with the end of the run's name added where two labels are the same."""
+    labels = [run.identity().label or run.name for run in runs]
+    return [f"{label} ({run.name[-4:]})" if labels.count(label) > 1 else label for label, run in zip(labels, runs)]

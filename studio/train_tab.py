@@ -1,0 +1,209 @@
+"""The Train tab: the form, Preview / Start / Stop, and the live dashboard of the run being watched."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import gradio as gr
+
+from mlm_core.config import FILE_DATASET, default_learning_rate
+from mlm_core.modeling import describe_device
+from mlm_core.rundir import QUEUED, RUNNING, RunDir, RunIdentity, new_run_name
+
+from . import board, figures
+from .access import Access
+from .context import CANCELLED, Studio
+from .form import HUB, build_data_fields, build_settings_fields, config_from, source_changed
+from .text import markdown_escaped, refusal
+
+POLL_S = 1.0
+
+
+@dataclass
+class Board:
+    """The dashboard of one run; `run_name` (hidden) says which run it shows."""
+
+    run_name: gr.Textbox
+    status: gr.HTML
+    progress: gr.HTML
+    loss_plot: gr.Plot
+    ppl_plot: gr.Plot
+    probe_table: gr.Dataframe
+    outcome: gr.HTML
+    seen: gr.State
+
+    def outputs(self) -> list:
+        """The components a board refresh updates, in the order `TrainTab.board` returns them."""
+        return [self.run_name, self.status, self.progress, self.loss_plot, self.ppl_plot, self.probe_table,
+                self.outcome, self.seen]
+
+
+class TrainTab:
+    """Lays out the Train tab and answers its events."""
+
+    def __init__(self, studio: Studio, access: Access, visitor: gr.BrowserState, models: list[str],
+                 default_model: str):
+        self.studio, self.access, self.visitor_state = studio, access, visitor
+        with gr.Row():
+            with gr.Column(scale=2):
+                self.form = build_data_fields(models, default_model)
+                with gr.Row():
+                    self.preview_btn = gr.Button("Preview data and estimate", elem_id="preview-button")
+                    self.start_btn = gr.Button("Start", variant="primary", elem_id="start-button")
+                    self.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-button")
+                self.form.update(build_settings_fields(default_model))
+                self.probes = gr.Textbox(label="Probe sentences (one per line, each with <mask>)", lines=3,
+                                         elem_id="probes",
+                                         info="Re-scored at every evaluation so you can watch the guesses change.")
+                self.preview_md = gr.Markdown(elem_id="preview")
+                self.example = gr.HighlightedText(label="One training block (highlighted: hidden for the model to "
+                                                        "guess)", color_map={"masked": "#f59e0b"},
+                                                  combine_adjacent=False)
+            with gr.Column(scale=3):
+                self.board_view = Board(
+                    run_name=gr.Textbox(visible="hidden", elem_id="watched-run"), status=gr.HTML(elem_id="run-status"),
+                    progress=gr.HTML(elem_id="run-progress"), loss_plot=gr.Plot(label="Loss", elem_id="loss-plot"),
+                    ppl_plot=gr.Plot(label="Perplexity", elem_id="ppl-plot"),
+                    probe_table=gr.Dataframe(headers=["step", "probe", "top guesses"], label="Watch it learn",
+                                             interactive=False, wrap=True, datatype="str"),
+                    outcome=gr.HTML(elem_id="run-outcome"), seen=gr.State(""))
+
+    def wire(self, demo: gr.Blocks) -> None:
+        """Connect the tab's events (API names are the public endpoints)."""
+        form, view, visitor = self.form, self.board_view, self.visitor_state
+        form["dataset"].change(source_changed, form["dataset"], [form["hub_dataset"], form["dataset_file"],
+                                                                  form["slice"]], api_name=False)
+        form["model"].change(self.model_changed, form["model"], [form["mlm_probability"], form["learning_rate"]],
+                             api_name=False)
+        self.preview_btn.click(self.preview, inputs_kwargs=form,
+                               outputs=[self.preview_md, self.example, self.probes, form["text_column"]],
+                               api_name="preview")
+        self.start_btn.click(self.start, [visitor, self.probes], view.outputs(), inputs_kwargs=form, api_name="start")
+        self.stop_btn.click(self.stop, [visitor, view.run_name], view.outputs(), api_name="stop")
+        gr.Timer(POLL_S).tick(self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False,
+                              show_progress="hidden")
+        demo.load(self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False)
+        gr.Button(visible=False).click(self.status_json, gr.Textbox(visible=False), gr.Textbox(visible=False),
+                                       api_name="status")
+
+    def model_changed(self, model: str):
+        """Hide the masking knob for causal models and suggest a learning rate for the model."""
+        from .fill_tab import is_causal
+
+        return gr.update(visible=not is_causal(model)), gr.update(value=default_learning_rate(model or ""))
+
+    def preview(self, **form):
+        """Blocks, an example block with its masked tokens, and the time and memory estimate for this device."""
+        from mlm_core.data import extract_texts
+        from mlm_core.preflight import preview
+        from mlm_core.probes import suggest_probes
+        from mlm_core.sources import load_records
+
+        try:
+            config = config_from(form, output_dir=str(self.studio.root / "preview"))
+            result = preview(config)
+            texts = extract_texts(load_records(config), result.text_column)
+        except ValueError as error:
+            raise refusal(error) from None
+        memory = result.memory_bytes / 2**30
+        lines = [f"**{result.documents:,} documents → {result.tokens:,} tokens → {result.train_blocks:,} training "
+                 f"and {result.eval_blocks:,} evaluation blocks of {result.block_size} tokens** (text column "
+                 f"{markdown_escaped(result.text_column)}).",
+                 f"**Estimate on {describe_device()}:** {result.total_steps:,} steps at {result.seconds_per_step:.2f} "
+                 f"s each (measured) → about **{board.duration(result.estimated_seconds)}**, using about "
+                 f"**{memory:.1f} GiB** of memory.",
+                 *[f"ℹ️ {markdown_escaped(m)}" for m in result.messages if "block_size" in m]]
+        probes = "\n".join(suggest_probes(texts)) if result.task.inference == "fill-mask" else ""
+        return "\n\n".join(lines), result.example, probes or gr.skip(), result.text_column
+
+    def start(self, visitor, probes, request: gr.Request, **form):
+        """Queue a run (it starts at once when the device is free); its dashboard replaces the one shown."""
+        visitor = self.access.visitor(visitor, request)
+        try:
+            model = form.get("model") if isinstance(form.get("model"), str) else ""
+            data = form.get("hub_dataset") if form.get("dataset") == HUB else form.get("dataset")
+            name = new_run_name(model or "model", data if isinstance(data, str) and data else "data")
+            config = config_from(form, output_dir=str(self.studio.root / name))
+            probes = tuple(p.strip() for p in (probes or "").splitlines() if p.strip()) \
+                if isinstance(probes, str) else ()
+            run = self.studio.queue.submit(config, RunIdentity(label=_label(config.model, config.dataset),
+                                                               owner=visitor.key, user=visitor.user, source="app",
+                                                               probes=probes))
+        except ValueError as error:
+            raise refusal(error) from None
+        return self.board(run, visitor, seen="")
+
+    def stop(self, visitor, run_name, request: gr.Request):
+        """Stop the watched run after its current step (it keeps its checkpoint), or take it out of the queue."""
+        visitor = self.access.visitor(visitor, request)
+        try:
+            run = self.studio.run(run_name) if run_name else self.studio.running()
+            if run is None:
+                raise ValueError("run: nothing is running, so there is nothing to stop")
+            self.access.check_control(visitor, run, "stop")
+            if self.studio.stop(run) == CANCELLED:
+                gr.Info("The run was waiting in the queue; it is cancelled.")
+                return self.board(None, visitor, seen="")
+        except ValueError as error:
+            raise refusal(error) from None
+        return self.board(run, visitor, seen="")
+
+    def refresh(self, visitor, run_name, seen, request: gr.Request):
+        """The watched run's dashboard; untouched components when nothing changed since the last refresh."""
+        visitor = self.access.visitor(visitor, request)
+        run = self._watched(run_name) or self._default_run(visitor)
+        return self.board(run, visitor, seen)
+
+    def _watched(self, name) -> RunDir | None:
+        """The run the page shows, if it still exists."""
+        try:
+            return self.studio.run(name) if name else None
+        except ValueError:
+            return None
+
+    def _default_run(self, visitor) -> RunDir | None:
+        """What a page shows first: the visitor's waiting or training run, else the one training, else their last."""
+        runs = self.studio.runs()
+        own = [run for run in runs if visitor.owns(run) or not self.access.public]
+        active = [run for run in own if run.status() in {RUNNING, QUEUED}]
+        return next(iter(active), None) or self.studio.running() or next(iter(own), None)
+
+    def board(self, run: RunDir | None, visitor, seen: str) -> list:
+        """The dashboard's component values for a run (None: no run yet)."""
+        if run is None:
+            return ["", board.status_line([], "none"), board.progress_html([], "none"), None, None, [], "", "none"]
+        events, status = self.studio.events(run), run.status()
+        position = self.studio.queue.position(run) if status == QUEUED else None
+        job = self.studio.queue.active()
+        stopping = job is not None and job.run == run and job.stopping
+        key = f"{run.name}:{len(events)}:{status}:{position}:{stopping}"
+        if key == seen:
+            return [gr.skip()] * 7 + [seen]
+        results = board.results_from(events) if status not in {RUNNING, QUEUED} else None
+        return [run.name, board.status_line(events, status, stopping, position, self._wait_s(position)),
+                board.progress_html(events, status), figures.loss_figure(events), figures.perplexity_figure(events),
+                figures.probe_table(events), board.outcome_text(results), key]
+
+    def _wait_s(self, position: int | None) -> float | None:
+        """Seconds until a queued run starts: known only when it is next and the running run has an ETA."""
+        job = self.studio.queue.active()
+        return job.eta_s() if position == 1 and job is not None else None
+
+    def status_json(self, run_name) -> str:
+        """A run's status and events as JSON (a string, so that clients do not take paths for files)."""
+        try:
+            run = self.studio.run(run_name) if run_name else self.studio.running() or next(iter(self.studio.runs()))
+        except (ValueError, StopIteration):
+            return json.dumps({"name": None, "status": "none", "events": []})
+        status = run.status()
+        return json.dumps({"name": run.name, "label": run.identity().label, "status": status,
+                           "position": self.studio.queue.position(run) if status == QUEUED else None,
+                           "events": [e.to_dict() for e in self.studio.events(run)]})
+
+
+def _label(model: str, dataset: str) -> str:
+    """How a new run is listed until its owner renames it."""
+    data = {"builtin": "built-in corpus", "builtin-docstrings": "built-in docstrings", FILE_DATASET: "uploaded file"}
+    return f"{model.rsplit('/', 1)[-1]} on {data.get(dataset, dataset.rsplit('/', 1)[-1])}"
+

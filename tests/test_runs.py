@@ -1,0 +1,174 @@
+"""Runs as first-class objects: one owner of the run folder (status, lock, results), and the queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mlm_core.events import Eval, Probe, Started
+from mlm_core.queue import RunQueue
+from mlm_core.rundir import RunDir, RunIdentity, check_run_name, list_runs
+from mlm_core.runlock import read_lock
+from mlm_core.training import train
+
+from .conftest import ROOT, run_cli, tiny_config as _config, wait_status
+
+
+def _started_at(run: RunDir) -> float:
+    """When the run's first training session began."""
+    return next(e.time for e in run.events() if isinstance(e, Started))
+
+
+def test_a_queued_run_completes_with_probes_at_every_evaluation(finished_run):
+    events = finished_run.events()
+    evals = [e.step for e in events if isinstance(e, Eval)]
+    probes = [e for e in events if isinstance(e, Probe)]
+    assert evals == [0, 3, 6] and [p.step for p in probes] == evals
+    assert all(len(p.guesses) == 5 and 0 < p.guesses[0][1] <= 1 for p in probes)
+    assert any("skipped" in getattr(e, "message", "") for e in events)  # the probe without a mask
+    results = finished_run.results()
+    assert results.status == "completed" and results.final_perplexity < results.base_perplexity
+    assert finished_run.model_dir() is not None and read_lock(finished_run.path) is None  # released
+
+
+def test_the_queue_trains_in_order_one_at_a_time_and_a_failure_does_not_stop_it(tiny_mlm, tmp_path):
+    (tmp_path / "broken.jsonl").write_text('{"text": "fine"}\n{"text": broken\n', encoding="utf-8")
+    queue = RunQueue(tmp_path / "runs").start()
+    try:
+        long = queue.submit(_config(tiny_mlm, tmp_path / "runs" / "a-long", epochs=200, slice="train"),
+                            RunIdentity(label="long"))
+        wait_status(long, {"running"})
+        broken = queue.submit(_config(tiny_mlm, tmp_path / "runs" / "b-broken", dataset="file", slice="train",
+                                      dataset_file=str(tmp_path / "broken.jsonl")), RunIdentity(label="broken"))
+        short = queue.submit(_config(tiny_mlm, tmp_path / "runs" / "c-short", max_steps=2), RunIdentity())
+        cancelled = queue.submit(_config(tiny_mlm, tmp_path / "runs" / "d-cancelled"), RunIdentity())
+        assert [queue.position(r) for r in (long, broken, short, cancelled)] == [None, 1, 2, 3]
+        assert [r.status() for r in (broken, short, cancelled)] == ["queued"] * 3
+
+        queue.cancel(cancelled)
+        assert not cancelled.path.exists() and queue.position(short) == 2
+        with pytest.raises(ValueError, match="not waiting in the queue"):
+            queue.cancel(long)
+
+        assert queue.stop(long)
+        assert wait_status(long, {"stopped"}) == "stopped" and long.resumable()
+        assert wait_status(broken, {"failed"}) == "failed"
+        assert "line 2 is not valid JSON" in broken.results().message
+        assert wait_status(short, {"completed", "failed"}) == "completed"
+        assert _started_at(long) < _started_at(short)
+        statuses = [r.status() for r in list_runs(tmp_path / "runs")]
+        assert statuses.count("running") == 0
+    finally:
+        queue.close(timeout=60)
+
+
+def test_queued_runs_survive_a_restart_and_train_in_their_order(tiny_mlm, tmp_path):
+    before = RunQueue(tmp_path)  # the app before the restart: it queued two runs and never trained them
+    first = before.submit(_config(tiny_mlm, tmp_path / "first", max_steps=2), RunIdentity(label="first"))
+    second = before.submit(_config(tiny_mlm, tmp_path / "second", max_steps=2), RunIdentity(label="second"))
+    assert [r.status() for r in (first, second)] == ["queued", "queued"]
+
+    after = RunQueue(tmp_path).start()  # a new process on the same runs folder
+    try:
+        for run in (first, second):
+            assert wait_status(run, {"completed", "failed"}) == "completed"
+        assert _started_at(first) < _started_at(second)
+        assert first.identity().label == "first" and first.identity().queued_at is None
+    finally:
+        after.close()
+
+
+def test_a_second_trainer_is_refused_while_the_lock_lives_and_the_cli_lists_the_run_as_running(tiny_mlm, tmp_path):
+    queue = RunQueue(tmp_path).start()
+    try:
+        run = queue.submit(_config(tiny_mlm, tmp_path / "live", epochs=200, slice="train"), RunIdentity())
+        wait_status(run, {"running"})
+        lock = read_lock(run.path)
+        assert lock.pid == os.getpid() and lock.live
+
+        for extra in ([], ["--resume"]):  # a new run into its folder, or a resume of it, from another process
+            process = run_cli("train", "--model", str(tiny_mlm), "--dataset", "builtin", "--output-dir",
+                              str(run.path), *extra)
+            assert process.returncode == 2, process.stderr
+            [line] = process.stderr.strip().splitlines()
+            assert "is already training (process" in line and "Traceback" not in line, line
+        with pytest.raises(ValueError, match="already training"):  # and from this process
+            train(run.config(), resume=True)
+
+        listed = run_cli("runs", "--root", str(tmp_path))
+        assert listed.returncode == 0 and f"{run.name} " in listed.stdout
+        assert listed.stdout.splitlines()[1].split()[1] == "running"
+        assert queue.stop(run) and wait_status(run, {"stopped"}) == "stopped"
+        assert read_lock(run.path) is None
+    finally:
+        queue.close()
+
+
+def test_after_sigkill_the_lock_is_stale_and_the_run_resumes(tiny_mlm, tmp_path):
+    folder = tmp_path / "killed"
+    args = ["--model", str(tiny_mlm), "--dataset", "builtin", "--slice", "train", "--block-size", "64",
+            "--epochs", "50", "--save-steps", "3", "--output-dir", str(folder)]
+    process = subprocess.Popen([sys.executable, "-m", "mlm_core", "train", *args], cwd=ROOT,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    run = RunDir(folder)
+    deadline = time.monotonic() + 120
+    while run.checkpoint() is None:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    assert run.status() == "running"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+
+    lock = read_lock(run.path)
+    assert lock is not None and lock.pid == process.pid and not lock.live  # left behind, and known dead
+    assert run.status() == "interrupted" and run.resumable()
+    saved_at = int(run.checkpoint().name.removeprefix("step-"))
+    results = train(run.resume_config(max_steps=saved_at + 2), resume=True)
+    assert results.status == "completed" and results.steps == saved_at + 2
+    assert run.status() == "completed" and read_lock(run.path) is None
+    assert next(e for e in reversed(run.events()) if isinstance(e, Started)).resumed_from_step == saved_at
+
+
+def test_a_folder_with_files_but_no_run_is_refused_and_left_as_it_was(tiny_mlm, tmp_path):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "results.json").write_text('{"mine": true}')
+    (folder / ".tmp-notes").write_text("my own temp file")
+    for extra in ([], ["--resume"]):
+        process = run_cli("train", "--model", str(tiny_mlm), "--dataset", "builtin", "--output-dir", str(folder),
+                          *extra)
+        assert process.returncode == 2 and process.stderr.count("\n") == 1, process.stderr
+    assert sorted(p.name for p in folder.iterdir()) == [".tmp-notes", "results.json"]
+    assert json.loads((folder / "results.json").read_text()) == {"mine": True}
+
+
+def test_stopping_before_the_first_step_leaves_the_folder_reusable(tiny_mlm, tmp_path):
+    import threading
+
+    stop = threading.Event()
+    stop.set()  # Ctrl-C before the first step
+    config = _config(tiny_mlm, tmp_path / "new", max_steps=2)
+    results = train(config, stop=stop)
+    assert results.status == "stopped" and results.steps == 0
+    assert not (tmp_path / "new").exists()
+    assert train(config).status == "completed"  # the same command again just works
+
+
+def test_run_names_and_the_cli_model_of_a_run(finished_run, tiny_mlm, tmp_path):
+    for bad in ("../etc", "a/b", "", ".hidden", "x" * 81, "name\n", None, {"a": 1}):
+        with pytest.raises(ValueError, match="run:"):
+            check_run_name(bad)
+    done = run_cli("fill-mask", "--model", str(finished_run.path), "--top-k", "2", "A <mask> statement.")
+    assert done.returncode == 0 and len(done.stdout.strip().splitlines()) == 2, done.stderr
+    unfinished = tmp_path / "unfinished"
+    RunQueue(tmp_path).submit(_config(tiny_mlm, unfinished), RunIdentity())
+    refused = run_cli("fill-mask", "--model", str(unfinished), "A <mask> statement.")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == "error: model: run unfinished has not completed (queued), so it has no saved model"
