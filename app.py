@@ -6,9 +6,12 @@ This file only starts the app; the page is built by the `studio` package and all
 
 def main() -> None:
     """Build the page and serve it (`python app.py`)."""
-    from studio.app import main as serve
+    from studio.environment import withdraw_server_token
 
-    serve()
+    server_token = withdraw_server_token()  # first: huggingface_hub must never see it in a public Space
+    from studio.app import serve
+
+    serve(server_token)
 
 
 if __name__ == "__main__":

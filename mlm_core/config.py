@@ -29,13 +29,17 @@ def _field(default: Any, help: str, **rules: Any) -> Any:
 class TrainConfig:
     """One fine-tuning run: model, data, and every hyper-parameter."""
 
-    model: str = _field(DEFAULT_MODEL, "Base model: a hub id, a local folder, or 'starter' (the built-in model).")
+    model: str = _field(DEFAULT_MODEL, "Base model: a hub id, 'starter' (the built-in model), a finished run as "
+                        "'run:NAME', or (on your own machine) a local folder.", max_length=200)
     dataset: str = _field(
-        DEFAULT_DATASET, "Text to learn from: a hub dataset id, 'builtin', 'builtin-docstrings', or 'file'."
-    )
-    dataset_file: str | None = _field(None, "Path of an uploaded .txt, .csv, .jsonl or .json file (dataset 'file').")
-    slice: str = _field("train", "Which rows to use: 'train' for all, or e.g. 'train[:5000]' or 'train[10%:20%]'.")
-    text_column: str | None = _field(None, "Column holding the text (nested fields as 'answers.text'); empty: detect.")
+        DEFAULT_DATASET, "Text to learn from: a hub dataset id, 'builtin', 'builtin-docstrings', or 'file'.",
+        max_length=200)
+    dataset_file: str | None = _field(None, "Path of an uploaded .txt, .csv, .jsonl or .json file (dataset 'file').",
+                                      max_length=4096)
+    slice: str = _field("train", "Which rows to use: 'train' for all, or e.g. 'train[:5000]' or 'train[10%:20%]'.",
+                        max_length=64)
+    text_column: str | None = _field(None, "Column holding the text (nested fields as 'answers.text'); empty: detect.",
+                                     max_length=200)
     block_size: int = _field(128, "Tokens the model reads at once; text is cut into blocks this long.", min=8, max=8192)
     mlm_probability: float = _field(
         0.15, "Share of tokens hidden for the model to guess (masked models only).", min=0.0, max=1.0, open=True
@@ -54,9 +58,10 @@ class TrainConfig:
     eval_fraction: float = _field(0.1, "Share of blocks held out to measure perplexity.", min=0.0, max=0.5,
                                   open_min=True)
     seed: int = _field(42, "Random seed: the same seed gives the same run.", min=0, max=2**32 - 1)
-    output_dir: str = _field("runs/run", "Folder the run writes its checkpoints, model and results to.")
+    output_dir: str = _field("runs/run", "Folder the run writes its checkpoints, model and results to.",
+                             max_length=4096)
     save_steps: int = _field(0, "Also save a checkpoint every N steps (0: at each epoch end only).", min=0)
-    eval_steps: int = _field(0, "Also measure perplexity every N steps (0: at each epoch end only).", min=0)
+    eval_steps: int = _field(0, "Measure perplexity and accuracy every N steps (0: about ten times per run).", min=0)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -130,9 +135,24 @@ def _check_field(f: dataclasses.Field, value: Any) -> None:
     elif expected.startswith("float"):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError(f"{name}: must be a finite number (got {value!r})")
-    elif expected.startswith("str") and not isinstance(value, str):
-        raise ValueError(f"{name}: must be text (got {value!r})")
+    elif expected.startswith("str"):
+        if not isinstance(value, str):
+            raise ValueError(f"{name}: must be text (got {type(value).__name__})")
+        if len(value) > rules.get("max_length", len(value)):
+            raise ValueError(f"{name}: at most {rules['max_length']} characters (got {len(value):,})")
+        if any(ch in value for ch in "\x00\r\n") or not _encodable(value):
+            raise ValueError(f"{name}: must be one line of plain text")
+        return
     _check_range(name, value, rules)
+
+
+def _encodable(text: str) -> bool:
+    """Whether the text is valid Unicode (a lone surrogate, for one, is not)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_range(name: str, value: Any, rules: dict) -> None:

@@ -16,6 +16,7 @@ from .sources import Record, load_records
 # Column names that usually hold the prose, in order of preference.
 PREFERRED_COLUMNS = ("text", "answers.text", "content", "body", "document", "sentence", "article", "abstract")
 _TOKENIZE_BATCH = 1000
+MAX_NESTING = 32  # levels of fields within fields; deeper is not a record of text (and would exhaust the stack)
 
 
 @dataclass(frozen=True)
@@ -36,24 +37,26 @@ class LMData:
         return int(self.train.shape[1])
 
 
-def flatten_record(record: Record, prefix: str = "") -> Record:
+def flatten_record(record: Record, prefix: str = "", depth: int = 0) -> Record:
     """Nested dicts become dotted keys: {'answers': {'text': [...]}} -> {'answers.text': [...]}."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"text_column: records nest fields more than {MAX_NESTING} levels deep")
     flat: Record = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
         if isinstance(value, dict):
-            flat.update(flatten_record(value, prefix=f"{name}."))
+            flat.update(flatten_record(value, prefix=f"{name}.", depth=depth + 1))
         else:
             flat[name] = value
     return flat
 
 
-def as_text(value: Any) -> str | None:
+def as_text(value: Any, depth: int = 0) -> str | None:
     """A field as one string: text stays, lists of text are joined with spaces, anything else is not text."""
     if isinstance(value, str):
         return value
-    if isinstance(value, (list, tuple)):
-        parts = [as_text(v) for v in value]
+    if isinstance(value, (list, tuple)) and depth < MAX_NESTING:
+        parts = [as_text(v, depth + 1) for v in value]
         if parts and all(p is not None for p in parts):
             return " ".join(p for p in parts if p)
     return None

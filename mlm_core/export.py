@@ -8,6 +8,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from .redact import hide_paths
 from .rundir import COMPLETED, RunDir, RunResults
 from .storage import TMP_PREFIX
 from .tasks import get_task
@@ -34,7 +35,7 @@ tags: [mlm-studio]
 ---
 # {run.identity().label or run.name}
 
-Fine-tuned with MLM Studio from **{config.model}** on {data}.
+Fine-tuned with MLM Studio from **{hide_paths(config.model)}** on {data}.
 
 | | perplexity on the held-out text |
 | --- | --- |
@@ -73,8 +74,9 @@ def _staged(run: RunDir, into: Path) -> Path:
     shutil.copytree(run.model_dir(), staged)
     (staged / "README.md").write_text(model_card(run), encoding="utf-8")
     for published in (run.results_path, run.events_path):  # beside the model, so the numbers can be checked
-        if published.is_file():
-            shutil.copy(published, staged / published.name)
+        if published.is_file():  # paths on this machine are nobody else's business
+            text = hide_paths(published.read_text(encoding="utf-8"))
+            (staged / published.name).write_text(text, encoding="utf-8")
     return staged
 
 

@@ -1,11 +1,13 @@
-"""Whether the Hugging Face hub can be reached, decided quickly and remembered for a while."""
+"""Whether the Hugging Face hub can be reached (decided quickly, remembered a while), and what counts as a hub id."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlparse
 
 _TTL_S = 60.0
@@ -43,3 +45,42 @@ def _can_connect(endpoint: str) -> bool:
             return True
     except OSError:
         return False
+
+
+# A hub repository id: an optional namespace and a name, of letters, digits, '.', '_' and '-'.
+_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
+_local_paths = {"allowed": True}
+
+
+def forbid_local_paths() -> None:
+    """From now on, names people type mean hub repositories (or the built-in ones), never files on this machine."""
+    _local_paths["allowed"] = False
+
+
+def local_paths_allowed() -> bool:
+    """Whether a typed name may be a folder or file on this machine (the CLI, or the app on your own machine)."""
+    return _local_paths["allowed"]
+
+
+def check_hub_name(name: str, field: str, kind: str) -> None:
+    """Where local paths are forbidden: ValueError unless `name` is a hub id that is not also a path here.
+
+    A name that is a path here gets the same words as a name the hub does not have, so that nobody learns from the
+    answer which files this machine holds.
+    """
+    if local_paths_allowed():
+        return
+    if not _HUB_ID.fullmatch(name) or ".." in name:
+        raise ValueError(f"{field}: use a Hugging Face hub id such as {_EXAMPLES[kind]}")
+    if Path(name).exists():
+        raise not_on_hub(name, field, kind)
+
+
+def not_on_hub(name: str, field: str, kind: str) -> ValueError:
+    """The refusal for a hub id the hub does not serve us."""
+    return ValueError(f"{field}: the hub has no {kind} called {name} that can be read here (it may not exist, or be "
+                      "private or gated)")
+
+
+_EXAMPLES = {"model": "'distilbert/distilroberta-base', 'starter' or a finished run",
+             "dataset": "'dany0407/eli5_category', the built-in corpus or your own upload"}

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .modeling import has_trained_mlm_head, load_for_inference, max_block_size, resolve_source
+from .modeling import has_trained_mlm_head, load_for_inference, max_block_size
 from .objective import masked_logits, split_masked_lm
 
 MASK_SPELLINGS = re.compile(r"<mask>|\[MASK\]")
@@ -43,7 +43,7 @@ def predict_masks(tokenizer, lm, text: str, top_k: int = 5, targets: list[str] |
 
 def _masked_lm(model: str):
     """(tokenizer, model) of a masked LM with a trained fill-mask head; ValueError naming `model` otherwise."""
-    tokenizer, lm, task = load_for_inference(resolve_source(model))
+    tokenizer, lm, task = load_for_inference(model)
     if task.inference != "fill-mask":
         raise ValueError(f"model: {model} is a {task.title}; it generates text but cannot fill masks")
     if not has_trained_mlm_head(lm.config) or split_masked_lm(lm) is None:
@@ -53,10 +53,7 @@ def _masked_lm(model: str):
 
 def _encode_with_masks(tokenizer, text: str, lm) -> torch.Tensor:
     """Token ids of the text with `<mask>`/`[MASK]` mapped to the model's mask token, checked for length."""
-    if not isinstance(text, str) or not text.strip():
-        raise ValueError("text: type a sentence with <mask> where a word is missing")
-    if len(text) > MAX_TEXT_CHARS:
-        raise ValueError(f"text: {len(text):,} characters is too long; use at most {MAX_TEXT_CHARS:,}")
+    check_text(text, "text", "type a sentence with <mask> where a word is missing")
     text = MASK_SPELLINGS.sub(tokenizer.mask_token, text)
     n_masks = text.count(tokenizer.mask_token)
     if n_masks == 0:
@@ -68,6 +65,18 @@ def _encode_with_masks(tokenizer, text: str, lm) -> torch.Tensor:
     if len(input_ids) > limit:
         raise ValueError(f"text: {len(input_ids)} tokens is more than this model reads ({limit}); shorten it")
     return input_ids
+
+
+def check_text(text: object, field: str, hint: str) -> None:
+    """ValueError in plain words unless `text` is non-empty, valid Unicode text of a sensible length."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{field}: {hint}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"{field}: {len(text):,} characters is too long; use at most {MAX_TEXT_CHARS:,}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field}: holds characters that are not valid text (a lone surrogate)") from None
 
 
 def _target_ids(tokenizer, targets: list[str]) -> np.ndarray:
@@ -107,13 +116,10 @@ def _propositions(tokenizer, input_ids, positions, values, predictions, target_i
 def generate(model: str, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0, top_p: float = 0.95,
              top_k: int = 50, do_sample: bool = True, seed: int | None = None) -> str:
     """The prompt continued by a causal LM."""
-    tokenizer, lm, task = load_for_inference(resolve_source(model))
+    tokenizer, lm, task = load_for_inference(model)
     if task.inference != "generate":
         raise ValueError(f"model: {model} is a {task.title}; it fills masks but cannot generate text")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("prompt: type the beginning of a text to continue")
-    if len(prompt) > MAX_TEXT_CHARS:
-        raise ValueError(f"prompt: {len(prompt):,} characters is too long; use at most {MAX_TEXT_CHARS:,}")
+    check_text(prompt, "prompt", "type the beginning of a text to continue")
     if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
         raise ValueError(f"max_new_tokens: must be a whole number from 1 to {MAX_NEW_TOKENS}")
     if do_sample and not (temperature > 0 and 0 < top_p <= 1 and top_k >= 1):

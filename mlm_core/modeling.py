@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -44,16 +45,20 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def resolve_source(name: str) -> str:
-    """A model name as something `from_pretrained` takes: the starter's folder, `run:NAME` (the saved model of run
-    NAME in the runs folder), a local folder (a run folder means its saved model), or a hub id."""
+def resolve_source(name: str | Path) -> str:
+    """A model as something `from_pretrained` takes. A Path is a folder the engine chose (a checkpoint); a name is
+    what a person typed: 'starter', 'run:NAME' (the saved model of run NAME in the runs folder), a hub id, or, where
+    local paths are allowed, a folder (a run folder means its saved model)."""
     from .rundir import RUN_PREFIX, RunDir, run_in, runs_root
 
+    if isinstance(name, Path):
+        return str(name)
     name = name.strip()
     if name == STARTER:
         return str(STARTER_DIR)
     if name.startswith(RUN_PREFIX):
         return str(run_in(runs_root(), name.removeprefix(RUN_PREFIX)).saved_model().resolve())
+    hub.check_hub_name(name, "model", "model")
     path = Path(name).expanduser()
     if not path.is_dir():
         return name
@@ -72,16 +77,25 @@ def _hub_kwargs(source: str) -> dict[str, Any]:
     return {"local_files_only": local_only}
 
 
-def _load_error(name: str, source: str, error: Exception) -> ValueError:
+def _load_error(name: str | Path, source: str, error: Exception) -> ValueError:
     """One plain line saying why a model could not be loaded."""
+    shown = name if isinstance(name, str) else name.name
     if not is_local(source) and not hub.is_online():
-        return ValueError(f"model: {name!r} is not a local folder and the hub is not reachable; "
-                          "use 'starter' or a local folder")
+        other = "a local folder" if hub.local_paths_allowed() else "a finished run"
+        return ValueError(f"model: {shown} cannot be downloaded because the hub is not reachable; use 'starter' or "
+                          f"{other}")
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-    return ValueError(f"model: could not load {name!r} ({reason})")
+    if not is_local(source) and _NOT_FOUND.search(reason):
+        return hub.not_on_hub(shown, "model", "model")
+    return ValueError(f"model: could not load {shown} ({reason})")
 
 
-def load_config(name: str):
+# How transformers says that the hub has no such repository (or would not serve it).
+_NOT_FOUND = re.compile(r"not a valid model identifier|couldn't connect to|Repository Not Found|gated repo|401",
+                        re.IGNORECASE)
+
+
+def load_config(name: str | Path):
     """The model's transformers config."""
     quiet_transformers()
     from transformers import AutoConfig
@@ -93,7 +107,7 @@ def load_config(name: str):
         raise _load_error(name, source, error) from None
 
 
-def load_tokenizer(name: str):
+def load_tokenizer(name: str | Path):
     """The model's (fast) tokenizer."""
     quiet_transformers()
     from transformers import AutoTokenizer
@@ -110,7 +124,7 @@ def has_trained_mlm_head(config) -> bool:
     return any(arch.endswith("ForMaskedLM") for arch in config.architectures or [])
 
 
-def load_model(name: str, task: Task, dtype: torch.dtype = torch.float32):
+def load_model(name: str | Path, task: Task, dtype: torch.dtype = torch.float32):
     """The model with its task's head, in `dtype`, on the CPU; weights from safetensors only."""
     source = resolve_source(name)
     try:
@@ -144,7 +158,7 @@ def describe_device(device: torch.device | None = None) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def load_for_inference(name: str):
+def load_for_inference(name: str | Path):
     """(tokenizer, model in eval mode on the default device, task), cached by model name."""
     tokenizer = load_tokenizer(name)
     config = load_config(name)

@@ -12,13 +12,13 @@ import torch
 
 from .config import TrainConfig
 from .events import Status
+from .memory import check_fits, training_bytes
 from .modeling import default_device
 from .objective import LMObjective
 from .tasks import IGNORE, MASKED, Task
 from .run_setup import RunSetup, load_inputs
 
 TIMED_STEPS = 2
-ADAM_BYTES_PER_PARAM = 16  # fp32 weights, gradients and AdamW's two moments
 EVAL_COST = 1 / 3  # a forward pass costs about a third of forward + backward
 
 
@@ -52,6 +52,8 @@ def preview(config: TrainConfig) -> Preview:
     batch = masker(batch_blocks, offsets)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size / config.gradient_accumulation)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
+    check_fits(setup.model, config.batch_size, data.block_size, setup.task.labelled_share(config.mlm_probability),
+               default_device())
     seconds, memory = _measure_steps(setup, config, batch.input_ids, batch.labels)
     step_seconds = seconds * config.gradient_accumulation
     evaluations = (config.epochs if not config.max_steps else 1) + 1
@@ -105,7 +107,7 @@ def _measure_steps(setup: RunSetup, config: TrainConfig, input_ids: torch.Tensor
     if device.type == "cuda":
         memory = torch.cuda.max_memory_allocated(device)
     else:
-        memory = _peak_rss() or _cpu_memory_estimate(model, input_ids)
+        memory = _peak_rss() or training_bytes(model, *input_ids.shape, labelled_share=1.0)
     model.to("cpu")
     return sorted(timings[1:])[len(timings[1:]) // 2], memory
 
@@ -127,12 +129,3 @@ def _peak_rss() -> int | None:
     except OSError:
         pass
     return None
-
-
-def _cpu_memory_estimate(model: torch.nn.Module, input_ids: torch.Tensor) -> int:
-    """Weights, gradients and optimizer state, plus activations of one batch (about 34 values per hidden unit)."""
-    params = sum(p.numel() for p in model.parameters())
-    hidden = getattr(model.config, "hidden_size", None) or getattr(model.config, "n_embd", 768)
-    layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", 12)
-    activations = input_ids.numel() * hidden * layers * 34 * 4
-    return params * ADAM_BYTES_PER_PARAM + activations

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,9 +43,8 @@ class Job:
 class RunQueue:
     """The runs of one runs folder waiting to train, in the order they were submitted; one trains at a time."""
 
-    def __init__(self, root: Path, trainer: Callable | None = None):
+    def __init__(self, root: Path):
         self.root = root
-        self._trainer = trainer
         self._wake = threading.Condition()
         self._closed = False
         self._worker: threading.Thread | None = None
@@ -148,8 +146,8 @@ class RunQueue:
         job = Job(run, events=run.events())  # a resumed run's page shows its whole history
         self.current = job
         try:
-            (self._trainer or train)(run.config(), on_event=job.record, stop=job.stop_flag, resume=identity.resume,
-                                     probes=identity.probes)
+            train(run.config(), on_event=job.record, stop=job.stop_flag, resume=identity.resume,
+                  probes=identity.probes, budget=identity.budget)
         except Exception as error:  # recorded by the session as an Error event and in results.json
             if not any(isinstance(e, (Done, Error)) for e in job.events):
                 job.record(Error(str(error) if isinstance(error, ValueError) else f"training failed: {error!r}"))

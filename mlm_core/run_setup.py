@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from . import hub
+from .config import FILE_DATASET, TrainConfig
 from .data import LMData, prepare_data
 from .events import Status
-from .modeling import load_config, load_model, load_tokenizer, max_block_size
+from .modeling import load_config, load_model, load_tokenizer, max_block_size, resolve_source
+from .sources import check_file
 from .tasks import Task, detect_task
 
 
@@ -27,9 +29,18 @@ class RunSetup:
     elapsed_before: float
 
 
+def check_names(config: TrainConfig) -> None:
+    """What can be checked before anything loads: the model and data are names this process may use."""
+    resolve_source(config.model)
+    if not config.is_builtin_dataset and config.dataset != FILE_DATASET:
+        hub.check_hub_name(config.dataset, "dataset", "dataset")
+    elif config.dataset_file:
+        check_file(config.dataset_file)
+
+
 def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable) -> RunSetup:
     """Tokenizer, model (from the checkpoint when resuming) and tokenized data of a run."""
-    source = str(checkpoint) if checkpoint else config.model
+    source = checkpoint or config.model
     emit(Status(f"Loading {'checkpoint ' + checkpoint.name if checkpoint else config.model}…"))
     tokenizer = load_tokenizer(source)
     model_config = load_config(source)

@@ -21,6 +21,7 @@ from .runrecords import (  # noqa: F401  (statuses and names are part of this mo
     RUN_PREFIX,
     RUNNING,
     STOPPED,
+    Budget,
     RunIdentity,
     RunResults,
     check_run_name,
@@ -106,9 +107,7 @@ class RunDir:
         if not isinstance(values, dict):
             created = (self.path / _CONFIG).stat().st_mtime if (self.path / _CONFIG).exists() else 0.0
             return RunIdentity(label=self.name, created=created)
-        known = {f.name for f in dataclasses.fields(RunIdentity)}
-        values = {k: v for k, v in values.items() if k in known}
-        return RunIdentity(**{**values, "probes": tuple(values.get("probes") or ())})
+        return RunIdentity.from_dict(values)
 
     def set_identity(self, identity: RunIdentity) -> None:
         """Write run.json atomically."""
@@ -185,9 +184,15 @@ class RunDir:
                                  "resume it with the same value")
 
     def create(self, config: TrainConfig, identity: RunIdentity) -> None:
-        """Make the folder of a new run (settings and identity); ValueError if it holds anything already."""
+        """Make the folder of a new run (settings and identity; an uploaded file is copied in, so the run keeps its
+        data however long it waits); ValueError if the folder holds anything already."""
         self.check_new()
         self.path.mkdir(parents=True, exist_ok=True)
+        if config.dataset_file:
+            kept = self.path / "data" / Path(config.dataset_file).name
+            kept.parent.mkdir(exist_ok=True)
+            shutil.copyfile(config.dataset_file, kept)
+            config = config.replace(dataset_file=str(kept))
         write_json(self.path / _CONFIG, config.replace(output_dir=str(self.path)).to_dict())
         self.set_identity(identity)
 

@@ -79,6 +79,25 @@ class RunResults:
 
 
 @dataclass(frozen=True)
+class Budget:
+    """How far a run may train (a public Space gives each visitor's run one); None: no limit."""
+
+    steps: int | None = None
+    minutes: float | None = None
+
+    def exceeded(self, step: int, seconds: float) -> bool:
+        """Whether a run at `step` after `seconds` of training has used its budget."""
+        return (self.steps is not None and step >= self.steps) or \
+            (self.minutes is not None and seconds >= self.minutes * 60)
+
+    def describe(self) -> str:
+        """'2,000 steps or 30 minutes'."""
+        parts = ([f"{self.steps:,} steps"] if self.steps else []) + \
+            ([f"{self.minutes:g} minutes"] if self.minutes else [])
+        return " or ".join(parts) or "no limit"
+
+
+@dataclass(frozen=True)
 class RunIdentity:
     """Who made the run and how it is listed; run.json."""
 
@@ -90,7 +109,16 @@ class RunIdentity:
     queued_at: float | None = None  # set while the run waits in the app's queue
     resume: bool = False  # the queued run continues from its checkpoint
     probes: tuple[str, ...] = ()
+    budget: Budget = field(default_factory=Budget)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return {**dataclasses.asdict(self), "probes": list(self.probes)}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunIdentity:
+        """From run.json; keys it does not know are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        return cls(**{**values, "probes": tuple(values.get("probes") or ()),
+                      "budget": Budget(**(values.get("budget") or {}))})

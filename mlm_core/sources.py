@@ -52,8 +52,8 @@ def _bound(text: str | None, n: int) -> int | None:
     return int(text)
 
 
-def read_file(path: str | None) -> list[Record]:
-    """Records of an uploaded .txt (one per blank-line-separated paragraph), .csv, .jsonl or .json file."""
+def check_file(path: str | None) -> Path:
+    """The path of a readable data file of a known kind within the size limit; ValueError otherwise."""
     file = Path(path or "")
     if file.suffix.lower() not in FILE_SUFFIXES:
         raise ValueError(f"dataset_file: use a {', '.join(FILE_SUFFIXES)} file (got {file.name!r})")
@@ -63,6 +63,12 @@ def read_file(path: str | None) -> list[Record]:
     if size > MAX_FILE_BYTES:
         raise ValueError(f"dataset_file: {file.name!r} is {size / 2**20:.0f} MB; the limit is "
                          f"{MAX_FILE_BYTES // 2**20} MB")
+    return file
+
+
+def read_file(path: str | None) -> list[Record]:
+    """Records of an uploaded .txt (one per blank-line-separated paragraph), .csv, .jsonl or .json file."""
+    file = check_file(path)
     try:
         text = file.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -101,6 +107,8 @@ def _jsonl_records(text: str) -> list[Record]:
                 records.append(_as_record(json.loads(line)))
             except json.JSONDecodeError:
                 raise ValueError(f"dataset_file: line {number} is not valid JSON") from None
+            except RecursionError:
+                raise ValueError(f"dataset_file: line {number} is nested too deeply to be a record") from None
     return records
 
 
@@ -110,6 +118,8 @@ def _json_records(text: str) -> list[Record]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"dataset_file: not valid JSON (line {error.lineno})") from None
+    except RecursionError:
+        raise ValueError("dataset_file: the JSON is nested too deeply to hold records") from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -127,6 +137,7 @@ def _as_record(item: Any) -> Record:
 
 def _hub_records(dataset_id: str, split: str) -> list[Record]:
     """Rows of a hub dataset split slice, nested fields flattened by `datasets`."""
+    hub.check_hub_name(dataset_id, "dataset", "dataset")
     if not hub.is_online():
         raise ValueError(f"dataset: the Hugging Face hub is not reachable, so {dataset_id!r} cannot be downloaded; "
                          "use the built-in corpus or upload a file")
@@ -139,6 +150,8 @@ def _hub_records(dataset_id: str, split: str) -> list[Record]:
             raise ValueError(f"slice: {split!r} does not fit {dataset_id!r} ({_first_line(error)})") from None
         raise ValueError(f"dataset: could not load {dataset_id!r} ({_first_line(error)})") from None
     except Exception as error:  # the hub raises many kinds; the user needs one line
+        if type(error).__name__ in {"DatasetNotFoundError", "RepositoryNotFoundError", "GatedRepoError"}:
+            raise hub.not_on_hub(dataset_id, "dataset", "dataset") from None
         raise ValueError(f"dataset: could not load {dataset_id!r} ({_first_line(error)})") from None
     if isinstance(ds, datasets.DatasetDict):
         raise ValueError(f"slice: name one split of {dataset_id!r}, e.g. 'train[:5000]'")

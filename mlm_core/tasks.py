@@ -33,6 +33,10 @@ class Task:
         """The token each position's logits should predict (IGNORE where none)."""
         return labels
 
+    def labelled_share(self, mlm_probability: float) -> float:
+        """Share of a block's positions that carry a label (where the vocabulary head runs)."""
+        return 1.0
+
     def label_count(self, labels: torch.Tensor) -> int:
         """How many positions of a batch carry a label."""
         return int(self.targets(labels).ne(IGNORE).sum())
@@ -60,6 +64,9 @@ class MaskedLM(Task):
         from .batches import Masker
 
         return Masker(tokenizer, mlm_probability=mlm_probability, whole_word=whole_word, seed=seed)
+
+    def labelled_share(self, mlm_probability: float) -> float:
+        return mlm_probability
 
     def check_tokenizer(self, tokenizer, model: str) -> None:
         if tokenizer.mask_token is None:

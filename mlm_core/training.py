@@ -21,10 +21,11 @@ from .config import TrainConfig
 from .events import Checkpoint, Done, Eval, Event, Probe, Started, Status, Step
 from .inference import predict_masks
 from .meter import Meter, perplexity
-from .modeling import describe_device
+from .memory import check_fits
+from .modeling import default_device, describe_device
 from .objective import LMObjective
 from .run_setup import RunSetup, load_inputs
-from .rundir import COMPLETED, STOPPED, RunDir, RunResults
+from .rundir import COMPLETED, STOPPED, Budget, RunDir, RunResults
 from .session import TrainingSession
 MAX_GRAD_NORM = 1.0
 PROBE_TOP_K = 5
@@ -33,14 +34,16 @@ EVAL_BATCH_FACTOR = 2  # no gradients to keep, so evaluation batches can be larg
 
 def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None,
           stop: threading.Event | None = None, resume: bool = False, head_only_loss: bool = True,
-          probes: Sequence[str] = ()) -> RunResults:
-    """Run (or resume) one fine-tuning run to completion or until `stop` is set; return its results.
+          probes: Sequence[str] = (), budget: Budget | None = None) -> RunResults:
+    """Run (or resume) one fine-tuning run to completion, until `stop` is set or its `budget` is spent.
 
     The run folder is locked while it trains, so no other process (app or CLI) trains it at the same time.
     `probes` are sentences with a mask whose top guesses are re-scored (as Probe events) at every evaluation.
     """
     with TrainingSession(config, resume, on_event) as session:
-        return TrainingRun(config, session.emit, stop, head_only_loss, probes).run(session)
+        run = TrainingRun(config, session.emit, stop, head_only_loss, probes)
+        run.budget = budget or Budget()
+        return run.run(session)
 
 
 def evaluate(config: TrainConfig, on_event: Callable[[Event], None] | None = None) -> Measurement:
@@ -68,6 +71,7 @@ class TrainingRun:
         self.last: Measurement | None = None
         self.eval_size: int | None = None  # chosen once per run, kept across resumes: base and final compare
         self.saved_step = self.eval_step = -1
+        self.budget, self.stopped_because = Budget(), None
 
     @property
     def is_main(self) -> bool:
@@ -79,6 +83,8 @@ class TrainingRun:
         _seed_everything(self.config.seed)  # a checkpoint's RNG state replaces this when resuming
         checkpoint = session.run.checkpoint() if session.resume else None
         setup = load_inputs(self.config, checkpoint, self.emit)
+        check_fits(setup.model, self.config.batch_size, setup.data.block_size,
+                   setup.task.labelled_share(self.config.mlm_probability), default_device())
         self._build(setup)
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -143,7 +149,7 @@ class TrainingRun:
             batches = list(epoch_batches(len(data.train), cfg.batch_size, self.epoch, cfg.seed, self.rank,
                                          self.world))[self.batch_in_epoch:]
             for start in range(0, len(batches), cfg.gradient_accumulation):
-                if self.stop.is_set():
+                if self.stop.is_set() or self._over_budget():
                     return True
                 group = batches[start : start + cfg.gradient_accumulation]
                 self._after_step(self._optimizer_step(group), len(group))
@@ -152,6 +158,14 @@ class TrainingRun:
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             self._checkpoint()
         return False
+
+    def _over_budget(self) -> bool:
+        """Whether the run has used the steps or minutes it was given (it stops, resumable, with a message)."""
+        if not self.budget.exceeded(self.step, self.meter.elapsed):
+            return False
+        self.stopped_because = f"it reached the limit of {self.budget.describe()} a run may train here"
+        self.emit(Status(f"Stopped: {self.stopped_because}."))
+        return True
 
     def _optimizer_step(self, group: list[torch.Tensor]) -> tuple[float, int]:
         """One update from a group of micro-batches; (mean token loss, tokens trained on)."""
@@ -284,7 +298,7 @@ class TrainingRun:
             base_top1=base and base.top1, base_top5=base and base.top5,
             final_eval_loss=final and final.loss, final_perplexity=final and perplexity(final.loss),
             final_top1=final and final.top1, final_top5=final and final.top5,
-            last_eval_loss=self.last and self.last.loss)
+            last_eval_loss=self.last and self.last.loss, message=self.stopped_because)
 
 
 def _plain(measured: Measurement | None) -> dict | None:

@@ -7,7 +7,7 @@ import os
 import gradio as gr
 
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
-from mlm_core.hub import is_online
+from mlm_core.hub import forbid_local_paths, is_online
 from mlm_core.modeling import STARTER, describe_device, preload
 from mlm_core.rundir import runs_root
 from mlm_core.sources import MAX_UPLOAD_MB
@@ -16,7 +16,8 @@ from .access import Access, new_visitor_token
 from .context import Studio
 from .fill_tab import FillTab
 from .runs_tab import RunsTab
-from .text import quiet_component_refusals
+from . import refusals
+from .text import refusal
 from .train_tab import TrainTab
 
 VISITOR_KEY = "mlm-studio-visitor"  # where the browser keeps its visitor secret
@@ -26,8 +27,13 @@ def header(access: Access) -> str:
     """Which device serves, whether the hub is reachable, and who may do what."""
     hub = "🌐 Hugging Face hub reachable" if is_online() else \
         "📴 Hub not reachable: the built-in corpus and starter model are in use"
-    return (f"# MLM Studio\nFine-tune a language model on text you care about, then ask it to fill in words.  \n"
-            f"**Device:** {describe_device()} · {hub}")
+    lines = ["# MLM Studio", "Fine-tune a language model on text you care about, then ask it to fill in words.  ",
+             f"**Device:** {describe_device()} · {hub}"]
+    if access.public:
+        lines.append(f"\n🌍 **Public mode.** Everyone can watch every run and use every finished model; you can stop, "
+                     f"resume, delete, download or push only the runs you started. Limits: {access.limits.describe()}. "
+                     "Models and data come from the hub, the built-in ones, or your own upload.")
+    return "\n".join(lines)
 
 
 def build(studio: Studio, access: Access) -> gr.Blocks:
@@ -39,6 +45,8 @@ def build(studio: Studio, access: Access) -> gr.Blocks:
     with gr.Blocks(title="MLM Studio") as demo:
         visitor = gr.BrowserState("", storage_key=VISITOR_KEY)
         gr.Markdown(header(access))
+        if access.public:
+            owner_panel(access, visitor)
         with gr.Tabs():
             with gr.Tab("Train", id="train"):
                 train = TrainTab(studio, access, visitor, models, default_model)
@@ -50,18 +58,40 @@ def build(studio: Studio, access: Access) -> gr.Blocks:
     return demo
 
 
+def owner_panel(access: Access, visitor: gr.BrowserState) -> None:
+    """Where the Space's owner signs in (Hugging Face sign-in on a Space, or the owner's password) to act on any run."""
+    with gr.Accordion("Owner", open=False):
+        if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true` in its README
+            gr.LoginButton()
+        password = gr.Textbox(label="Owner's password", type="password", max_length=200,
+                              info="Set by MLM_STUDIO_ADMIN_PASSWORD; unlocks the owner's rights in this browser.")
+        unlock = gr.Button("Unlock")
+
+    def unlocked(visitor, password, request: gr.Request):
+        try:
+            access.unlock(access.visitor(visitor, request), password)
+        except ValueError as error:
+            raise refusal(error) from None
+        gr.Info("Unlocked: this browser has the owner's rights until the app restarts.")
+        return ""
+
+    unlock.click(unlocked, [visitor, password], password, api_name="unlock")
+
+
 def _visitor_token(token):
     """The browser's visitor secret, made on its first visit."""
     return token if isinstance(token, str) and len(token) == 32 else new_visitor_token()
 
 
-def main() -> None:
-    """Start the app on this machine's runs folder."""
+def serve(server_token: str | None = None) -> None:
+    """Start the app on this machine's runs folder (`server_token`: the owner's, withdrawn from a public Space)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    quiet_component_refusals()
+    refusals.install()
+    access = Access.from_env(server_token)
+    if access.public:
+        forbid_local_paths()  # names visitors type are hub ids, the built-in ones or runs, never files here
     preload()
     studio = Studio.open(runs_root())
-    access = Access()
     try:
         build(studio, access).queue(default_concurrency_limit=4).launch(
             server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), theme=gr.themes.Soft(), show_error=False,

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from mlm_core.events import Done, Error, Eval, Event, Started, Status, Step
 from mlm_core.rundir import COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED, RunResults
 
+from mlm_core.redact import hide_paths
+
 from .text import escaped
 
 
@@ -60,7 +62,7 @@ def status_line(events: Sequence[Event], status: str, stopping: bool = False, po
     last = events[-1] if events else None
     if status == FAILED or isinstance(last, Error):
         error = _last(events, Error)
-        return "❌ The run failed: " + escaped(error.message if error else "see its events")
+        return "❌ The run failed: " + escaped(hide_paths(error.message) if error else "see its events")
     if status == COMPLETED:
         return "✅ Run completed."
     step = _last(events, Step)
@@ -73,7 +75,7 @@ def status_line(events: Sequence[Event], status: str, stopping: bool = False, po
     message = next((e.message for e in reversed(events) if isinstance(e, Status)), "")
     if _last(events, Started) is not None and _last(events, Eval) is None:
         message = "Measuring the base model's perplexity first."
-    return f"{'⏳ Stopping…' if stopping else '🏃 Training…'} {escaped(message)}".strip()
+    return f"{'⏳ Stopping…' if stopping else '🏃 Training…'} {escaped(hide_paths(message))}".strip()
 
 
 def outcome_text(results: RunResults | None) -> str:
@@ -96,3 +98,13 @@ def results_from(events: Sequence[Event]) -> RunResults | None:
     """The results carried by the run's last Done event."""
     done = _last(events, Done)
     return RunResults.from_dict(done.results) if done is not None else None
+
+
+def owner_note(yours: bool, public: bool) -> str:
+    """Who may act on the run shown, said before anyone clicks (public mode only)."""
+    if not public:
+        return ""
+    if yours:
+        return "<small>This is your run: you can stop it here, and resume, delete or push it in Runs.</small>"
+    return ("<small>Another visitor started this run: you can watch it and use its model in Fill-mask; only they "
+            "can stop it.</small>")

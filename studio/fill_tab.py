@@ -122,15 +122,16 @@ class FillTab:
         from mlm_core.inference import fill_mask
 
         outputs = []
-        for model in (model_a, model_b):
-            if not model:
-                outputs += [None, None]
-                continue
-            try:
-                results = fill_mask(model, text, top_k=int(top_k))
-            except ValueError as error:
-                raise refusal(error) from None
-            outputs += [figures.predictions_figure(results, _short(model)), figures.predictions_table(results)]
+        try:
+            top_k = _whole(top_k, "top_k")
+            for model in (_model(model_a), _model(model_b)):
+                if not model:
+                    outputs += [None, None]
+                    continue
+                results = fill_mask(model, text, top_k=top_k)
+                outputs += [figures.predictions_figure(results, _short(model)), figures.predictions_table(results)]
+        except ValueError as error:
+            raise refusal(error) from None
         return outputs
 
     @gpu
@@ -139,10 +140,33 @@ class FillTab:
         from mlm_core.inference import generate
 
         try:
-            return generate(model, prompt, max_new_tokens=int(max_new_tokens), temperature=temperature, top_p=top_p,
-                            seed=None if seed in (None, "") else int(seed))
+            return generate(_model(model) or "", prompt, max_new_tokens=_whole(max_new_tokens, "max_new_tokens"),
+                            temperature=_number(temperature, "temperature"), top_p=_number(top_p, "top_p"),
+                            seed=None if seed in (None, "") else _whole(seed, "seed"))
         except ValueError as error:
             raise refusal(error) from None
+
+
+def _model(value) -> str | None:
+    """A model name from a dropdown (anything else an API client sent is refused)."""
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError("model: choose a model by its name")
+
+
+def _number(value, name: str) -> float:
+    """A number from a slider or number box."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ValueError(f"{name}: must be a number")
+    return float(value)
+
+
+def _whole(value, name: str) -> int:
+    """A whole number from a slider or number box."""
+    number = _number(value, name)
+    if number != int(number):
+        raise ValueError(f"{name}: must be a whole number")
+    return int(number)
 
 
 def _short(model: str) -> str:

@@ -1,5 +1,5 @@
 """The Runs tab: every run as a history, curves of up to six runs overlaid, and one run's actions (label, resume,
-cancel, delete, download, push)."""
+stop, delete, download, push)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,19 @@ import time
 import gradio as gr
 
 from mlm_core.config import TrainConfig
+from mlm_core.redact import hide_paths
 from mlm_core.rundir import QUEUED, RUNNING, RunDir
 
 from . import board, figures
 from .access import Access
 from .context import Studio
-from .text import refusal
+from .text import escaped, refusal
 
 MAX_COMPARED = 6
 TABLE_HEADERS = ["label", "status", "base model", "data", "base perplexity", "final perplexity", "steps", "duration",
-                 "date", "run"]
+                 "date", "yours", "run"]
 MAX_LABEL_CHARS = 80
+PRIVATE_SETTINGS = {"output_dir", "dataset_file"}  # where a run and its upload live on the server
 
 
 class RunsTab:
@@ -46,6 +48,7 @@ class RunsTab:
                     self.selected = gr.Dropdown(label="Run", allow_custom_value=True, elem_id="selected-run")
                     self.label = gr.Textbox(label="Label", max_length=MAX_LABEL_CHARS, placeholder="a name you choose")
                     self.label_btn = gr.Button("Save label")
+                self.rights = gr.HTML(elem_id="run-rights")
                 with gr.Row():
                     self.resume_btn = gr.Button("Resume training")
                     self.stop_btn = gr.Button("Stop (or take out of the queue)")
@@ -68,14 +71,16 @@ class RunsTab:
     def wire(self, demo: gr.Blocks) -> None:
         """Connect the tab's events."""
         visitor, listing = self.visitor_state, [self.table, self.compared, self.selected]
-        self.tab.select(self.listing, None, listing, api_name=False)
-        self.refresh_btn.click(self.listing, None, listing, api_name=False)
+        self.tab.select(self.listing, visitor, listing, api_name=False)
+        self.refresh_btn.click(self.listing, visitor, listing, api_name=False)
         compare_outputs = [self.compare_loss, self.compare_ppl, self.differences]
         for trigger in (self.compared.change, self.x_axis.change):
             trigger(self.compare, [self.compared, self.x_axis], compare_outputs, api_name=False)
-        gr.Button(visible=False).click(self.compare, [self.compared, self.x_axis], compare_outputs,
-                                       api_name="compare")
-        self.selected.change(self.selected_changed, self.selected, [self.label, self.confirm_row], api_name=False)
+        api_inputs = [gr.Textbox(visible=False), gr.Textbox(visible=False)]  # run names (comma-separated), x axis
+        gr.Button(visible=False).click(self.compare, api_inputs, compare_outputs, api_name="compare")
+        actions = [self.label_btn, self.resume_btn, self.stop_btn, self.delete_btn, self.zip_btn, self.push_btn]
+        self.selected.change(self.selected_changed, [visitor, self.selected],
+                             [self.label, self.confirm_row, self.rights, *actions], api_name=False)
         self.label_btn.click(self.set_label, [visitor, self.selected, self.label], listing, api_name="set_label")
         self.resume_btn.click(self.resume, [visitor, self.selected], listing, api_name="resume")
         self.stop_btn.click(self.stop, [visitor, self.selected], listing, api_name=False)
@@ -86,18 +91,21 @@ class RunsTab:
         self.zip_btn.click(self.export_zip, [visitor, self.selected], self.zip_file, api_name="export_zip")
         self.push_btn.click(self.push, [visitor, self.selected, self.repo_id, self.token, self.private], self.pushed,
                             api_name="push")
-        gr.Button(visible=False).click(self.runs_json, None, gr.Textbox(visible=False), api_name="runs")
+        gr.Button(visible=False).click(self.runs_json, visitor, gr.Textbox(visible=False), api_name="runs")
 
-    def listing(self):
+    def listing(self, visitor=None, request: gr.Request = None):
         """The runs table and the run choices."""
+        visitor = self.access.visitor(visitor, request)
         runs = self.studio.runs()
-        rows = [_row(run) for run in runs]
+        rows = [_row(run, self.access.may_control(visitor, run)) for run in runs]
         choices = [(f"{run.identity().label} ({run.name})", run.name) for run in runs]
         return rows, gr.update(choices=choices), gr.update(choices=choices)
 
     def compare(self, names, x_axis):
         """Loss and perplexity curves of the chosen runs overlaid, and the settings in which they differ."""
-        names = [n for n in (names or []) if isinstance(n, str)] if isinstance(names, list) else []
+        if isinstance(names, str):  # the API takes names separated by commas
+            names = [name.strip() for name in names.split(",") if name.strip()]
+        names = [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
         if len(names) > MAX_COMPARED:
             raise refusal(f"run: choose at most {MAX_COMPARED} runs to compare")
         try:
@@ -110,12 +118,20 @@ class RunsTab:
                                             x_axis)
         return loss, ppl, settings_table(runs)
 
-    def selected_changed(self, run_name):
-        """Show the chosen run's label; close a pending delete question."""
+    def selected_changed(self, visitor, run_name, request: gr.Request):
+        """The chosen run's label, and what this visitor may do with it (said before they click)."""
+        visitor = self.access.visitor(visitor, request)
         try:
-            return self.studio.run(run_name).identity().label, gr.update(visible=False)
+            run = self.studio.run(run_name)
         except ValueError:
-            return "", gr.update(visible=False)
+            return ("", gr.update(visible=False), "", *[gr.update(interactive=False)] * 6)
+        yours = self.access.may_control(visitor, run)
+        rights = "" if not self.access.public else (
+            "This is your run: you can relabel, resume, stop, delete, download and push it." if yours else
+            "Another visitor started this run: you can compare it and use its model in Fill-mask; only they (or the "
+            "owner) can change, download or push it.")
+        return (run.identity().label, gr.update(visible=False), f"<small>{rights}</small>",
+                *[gr.update(interactive=yours)] * 6)
 
     def set_label(self, visitor, run_name, label, request: gr.Request):
         """Rename a run as listed."""
@@ -125,7 +141,7 @@ class RunsTab:
     def resume(self, visitor, run_name, request: gr.Request):
         """Queue a stopped or interrupted run to continue from its checkpoint."""
         run = self._act(visitor, run_name, request, "resume", self.studio.queue.resume)
-        gr.Info(f"Run {run.identity().label} will continue from its checkpoint: watch it in the Train tab.")
+        gr.Info(f"Run {escaped(run.identity().label)} will continue from its checkpoint: watch it in the Train tab.")
         return self.listing()
 
     def stop(self, visitor, run_name, request: gr.Request):
@@ -153,15 +169,15 @@ class RunsTab:
 
         return str(self._act(visitor, run_name, request, "download", zip_run))
 
-    def push(self, visitor, run_name, repo_id, token, private, request: gr.Request):
+    def push(self, visitor, run_name, repo_id, token, private, request: gr.Request,
+             oauth_token: gr.OAuthToken | None = None):
         """Push the run to the hub with its model card; the token is used once and never kept."""
-        import os
-
         from mlm_core.export import push_run
 
         def pushed(run: RunDir) -> str:
-            return push_run(run, repo_id if isinstance(repo_id, str) else "", token or os.environ.get("HF_TOKEN", ""),
-                            private is not False)
+            key = self.access.push_token(self.access.visitor(visitor, request), token,
+                                         oauth_token.token if oauth_token else None)
+            return push_run(run, repo_id if isinstance(repo_id, str) else "", key, private is not False)
 
         return f"Pushed to {self._act(visitor, run_name, request, 'push', pushed)}"
 
@@ -176,26 +192,33 @@ class RunsTab:
             raise refusal(error) from None
         return run if result is None else result
 
-    def runs_json(self) -> str:
+    def runs_json(self, visitor, request: gr.Request) -> str:
         """Every run with its status and figures, as a JSON string (for API clients)."""
+        visitor = self.access.visitor(visitor, request)
         out = []
         for run in self.studio.runs():
             identity, results, status = run.identity(), run.results(), run.status()
-            out.append({"name": run.name, "label": identity.label, "status": status, "model": run.config().model,
-                        "created": identity.created, "resumable": run.resumable(),
+            out.append({"name": run.name, "label": identity.label, "status": status,
+                        "model": hide_paths(run.config().model), "created": identity.created,
+                        "resumable": run.resumable(), "yours": self.access.may_control(visitor, run),
                         "position": self.studio.queue.position(run) if status == QUEUED else None,
-                        "results": results.to_dict() if results and status not in {RUNNING, QUEUED} else None})
+                        "results": _public_results(results) if results and status not in {RUNNING, QUEUED} else None})
         return json.dumps(out)
 
 
-def _row(run: RunDir) -> list[str]:
+def _public_results(results) -> dict:
+    """A run's results for anyone to read (no path of this machine in them)."""
+    return {key: hide_paths(value) if isinstance(value, str) else value for key, value in results.to_dict().items()}
+
+
+def _row(run: RunDir, yours: bool) -> list[str]:
     """One line of the runs table."""
     identity, config, status = run.identity(), run.config(), run.status()
     results = run.results() if status not in {RUNNING, QUEUED} else None
     number = "" if results is None else f"{results.steps:,}"
-    return [identity.label, status, config.model, config.dataset, _fmt(results and results.base_perplexity),
+    return [identity.label, status, hide_paths(config.model), config.dataset, _fmt(results and results.base_perplexity),
             _fmt(results and results.final_perplexity), number, board.duration(results.seconds) if results else "",
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(identity.created)), run.name]
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(identity.created)), "yes" if yours else "", run.name]
 
 
 def _fmt(value: float | None) -> str:
@@ -213,7 +236,7 @@ def _clean_label(label) -> str:
 def settings_table(runs: list[RunDir]) -> dict:
     """The settings in which the runs differ, one row each, one column per run."""
     configs = [run.config().to_dict() for run in runs]
-    names = [name for name in TrainConfig.__dataclass_fields__ if name != "output_dir"]
+    names = [name for name in TrainConfig.__dataclass_fields__ if name not in PRIVATE_SETTINGS]
     differing = [name for name in names if len({json.dumps(c.get(name)) for c in configs}) > 1]
     headers = ["setting", *display_names(runs)]
     return {"headers": headers, "data": [[name, *[str(c.get(name)) for c in configs]] for name in differing]}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import html
 import re
-import sys
 
 import gradio as gr
+
+from mlm_core.redact import hide_paths
 
 # The engine names fields as the CLI spells them ("block_size: ..."); the page names them as its form does.
 FIELD_LABELS = {
@@ -43,36 +44,5 @@ def markdown_escaped(text: object) -> str:
 
 
 def refusal(error: Exception | str) -> gr.Error:
-    """A refused action as an error toast (Gradio renders its message as HTML, so it is escaped)."""
-    return gr.Error(escaped(plain(str(error))), print_exception=False)
-
-
-def quiet_component_refusals() -> None:
-    """Log Gradio's own refusals of bad input (a slider value out of range, a choice not offered) as one line.
-
-    Gradio prints a traceback for them as if they were faults, while the visitor gets a plain message; the log keeps
-    tracebacks for real faults only.
-    """
-    import gradio.queueing as queueing
-
-    real = queueing.traceback
-    if isinstance(real, _QuietTraceback):
-        return
-    queueing.traceback = _QuietTraceback(real)
-
-
-class _QuietTraceback:
-    """The traceback module as gradio.queueing uses it, minus the traceback of a refusal."""
-
-    def __init__(self, real):
-        self._real = real
-
-    def __getattr__(self, name):
-        return getattr(self._real, name)
-
-    def print_exc(self, *args, **kwargs) -> None:
-        error = sys.exc_info()[1]
-        if isinstance(error, gr.Error):
-            print(f"refused: {error.message}", file=sys.stderr)
-        else:
-            self._real.print_exc(*args, **kwargs)
+    """A refused action as an error toast: plain words, no server path, escaped (Gradio renders it as HTML)."""
+    return gr.Error(escaped(hide_paths(plain(str(error)))), print_exception=False)

@@ -9,7 +9,9 @@ import gradio as gr
 
 from mlm_core.config import FILE_DATASET, default_learning_rate
 from mlm_core.modeling import describe_device
+from mlm_core.redact import hide_paths
 from mlm_core.rundir import QUEUED, RUNNING, RunDir, RunIdentity, new_run_name
+from mlm_core.run_setup import check_names
 
 from . import board, figures
 from .access import Access
@@ -31,12 +33,14 @@ class Board:
     ppl_plot: gr.Plot
     probe_table: gr.Dataframe
     outcome: gr.HTML
+    owner: gr.HTML
+    stop_btn: gr.Button
     seen: gr.State
 
     def outputs(self) -> list:
         """The components a board refresh updates, in the order `TrainTab.board` returns them."""
         return [self.run_name, self.status, self.progress, self.loss_plot, self.ppl_plot, self.probe_table,
-                self.outcome, self.seen]
+                self.outcome, self.owner, self.stop_btn, self.seen]
 
 
 class TrainTab:
@@ -51,7 +55,8 @@ class TrainTab:
                 with gr.Row():
                     self.preview_btn = gr.Button("Preview data and estimate", elem_id="preview-button")
                     self.start_btn = gr.Button("Start", variant="primary", elem_id="start-button")
-                    self.stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-button")
+                    stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-button")
+                owner = gr.HTML(elem_id="run-owner")
                 self.form.update(build_settings_fields(default_model))
                 self.probes = gr.Textbox(label="Probe sentences (one per line, each with <mask>)", lines=3,
                                          elem_id="probes",
@@ -67,7 +72,7 @@ class TrainTab:
                     ppl_plot=gr.Plot(label="Perplexity", elem_id="ppl-plot"),
                     probe_table=gr.Dataframe(headers=["step", "probe", "top guesses"], label="Watch it learn",
                                              interactive=False, wrap=True, datatype="str"),
-                    outcome=gr.HTML(elem_id="run-outcome"), seen=gr.State(""))
+                    outcome=gr.HTML(elem_id="run-outcome"), owner=owner, stop_btn=stop_btn, seen=gr.State(""))
 
     def wire(self, demo: gr.Blocks) -> None:
         """Connect the tab's events (API names are the public endpoints)."""
@@ -78,9 +83,9 @@ class TrainTab:
                              api_name=False)
         self.preview_btn.click(self.preview, inputs_kwargs=form,
                                outputs=[self.preview_md, self.example, self.probes, form["text_column"]],
-                               api_name="preview")
+                               api_name="preview", concurrency_limit=1)  # it trains a few real steps
         self.start_btn.click(self.start, [visitor, self.probes], view.outputs(), inputs_kwargs=form, api_name="start")
-        self.stop_btn.click(self.stop, [visitor, view.run_name], view.outputs(), api_name="stop")
+        view.stop_btn.click(self.stop, [visitor, view.run_name], view.outputs(), api_name="stop")
         gr.Timer(POLL_S).tick(self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False,
                               show_progress="hidden")
         demo.load(self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False)
@@ -121,15 +126,16 @@ class TrainTab:
         """Queue a run (it starts at once when the device is free); its dashboard replaces the one shown."""
         visitor = self.access.visitor(visitor, request)
         try:
-            model = form.get("model") if isinstance(form.get("model"), str) else ""
-            data = form.get("hub_dataset") if form.get("dataset") == HUB else form.get("dataset")
-            name = new_run_name(model or "model", data if isinstance(data, str) and data else "data")
+            lines = probes.splitlines() if isinstance(probes, str) else []
+            probes = tuple(line.strip() for line in lines if line.strip())
+            budget = self.access.check_start(visitor, self.studio.runs(), self.studio.root, probes)
+            name = new_run_name(_text(form.get("model")) or "model", _text(form.get("hub_dataset"))
+                                if form.get("dataset") == HUB else _text(form.get("dataset")) or "data")
             config = config_from(form, output_dir=str(self.studio.root / name))
-            probes = tuple(p.strip() for p in (probes or "").splitlines() if p.strip()) \
-                if isinstance(probes, str) else ()
-            run = self.studio.queue.submit(config, RunIdentity(label=_label(config.model, config.dataset),
-                                                               owner=visitor.key, user=visitor.user, source="app",
-                                                               probes=probes))
+            check_names(config)
+            identity = RunIdentity(label=_label(config.model, config.dataset), owner=visitor.key, user=visitor.user,
+                                   source="app", probes=probes, budget=budget)
+            run = self.studio.queue.submit(config, identity)
         except ValueError as error:
             raise refusal(error) from None
         return self.board(run, visitor, seen="")
@@ -172,18 +178,21 @@ class TrainTab:
     def board(self, run: RunDir | None, visitor, seen: str) -> list:
         """The dashboard's component values for a run (None: no run yet)."""
         if run is None:
-            return ["", board.status_line([], "none"), board.progress_html([], "none"), None, None, [], "", "none"]
+            return ["", board.status_line([], "none"), board.progress_html([], "none"), None, None, [], "", "",
+                    gr.update(interactive=False), "none"]
         events, status = self.studio.events(run), run.status()
         position = self.studio.queue.position(run) if status == QUEUED else None
         job = self.studio.queue.active()
         stopping = job is not None and job.run == run and job.stopping
-        key = f"{run.name}:{len(events)}:{status}:{position}:{stopping}"
+        yours = self.access.may_control(visitor, run)
+        key = f"{run.name}:{len(events)}:{status}:{position}:{stopping}:{yours}"
         if key == seen:
-            return [gr.skip()] * 7 + [seen]
+            return [gr.skip()] * 9 + [seen]
         results = board.results_from(events) if status not in {RUNNING, QUEUED} else None
         return [run.name, board.status_line(events, status, stopping, position, self._wait_s(position)),
                 board.progress_html(events, status), figures.loss_figure(events), figures.perplexity_figure(events),
-                figures.probe_table(events), board.outcome_text(results), key]
+                figures.probe_table(events), board.outcome_text(results), board.owner_note(yours, self.access.public),
+                gr.update(interactive=yours and status in {RUNNING, QUEUED}), key]
 
     def _wait_s(self, position: int | None) -> float | None:
         """Seconds until a queued run starts: known only when it is next and the running run has an ETA."""
@@ -199,7 +208,17 @@ class TrainTab:
         status = run.status()
         return json.dumps({"name": run.name, "label": run.identity().label, "status": status,
                            "position": self.studio.queue.position(run) if status == QUEUED else None,
-                           "events": [e.to_dict() for e in self.studio.events(run)]})
+                           "events": [public_event(e) for e in self.studio.events(run)]})
+
+
+def public_event(event) -> dict:
+    """An event as JSON for anyone to read: no path of this machine in its words."""
+    return {key: hide_paths(value) if isinstance(value, str) else value for key, value in event.to_dict().items()}
+
+
+def _text(value) -> str:
+    """A form value that should be text, or nothing."""
+    return value if isinstance(value, str) else ""
 
 
 def _label(model: str, dataset: str) -> str:

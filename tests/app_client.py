@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import time
+import urllib.request
 
 from gradio_client import Client
 
@@ -59,3 +61,16 @@ def count(current: dict, kind: str) -> int:
 def message(error: Exception) -> str:
     """A refusal as the page shows it (Gradio sends toast messages as HTML)."""
     return html.unescape(str(error))
+
+
+def raw_call(url: str, endpoint: str, kwargs: dict) -> dict:
+    """Call an endpoint with raw JSON, as a crafted client would (gradio_client would upload local files first)."""
+    info = json.loads(urllib.request.urlopen(f"{url}gradio_api/info", timeout=10).read())
+    names = [p["parameter_name"] for p in info["named_endpoints"][f"/{endpoint}"]["parameters"]]
+    body = json.dumps({"data": [kwargs.get(name) for name in names]}).encode()  # \ud800 stays an escape
+    request = urllib.request.Request(f"{url}gradio_api/call/{endpoint}", body, {"Content-Type": "application/json"})
+    event = json.loads(urllib.request.urlopen(request, timeout=10).read())["event_id"]
+    stream = urllib.request.urlopen(f"{url}gradio_api/call/{endpoint}/{event}", timeout=60).read().decode()
+    kind = re.findall(r"^event: (\w+)", stream, re.M)[-1]
+    data = re.findall(r"^data: (.*)$", stream, re.M)[-1]
+    return {kind: data}

@@ -104,17 +104,20 @@ PLANTED_TOKEN = "hf_PlantedSecret0123456789abcdefXYZ"  # must never show up in a
 UPLOAD_LIMIT_MB = 1  # small, so a test can upload a file over the limit
 
 
-def start_app(runs: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """`python app.py` as a user starts it (offline, a hub token in its environment), serving `runs`; (process, URL)."""
+def start_app(runs: Path, log: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """`python app.py` as a user starts it (offline, a hub token in its environment), serving `runs`; (process, URL).
+
+    `env` changes its environment; a value of "" removes the variable.
+    """
     import urllib.request
 
     port = _free_port()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "MLM_STUDIO_RUNS": str(runs), "PYTHONPATH": str(ROOT), "HF_TOKEN": PLANTED_TOKEN,
-           "MLM_STUDIO_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB)}
+    base = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
+            "MLM_STUDIO_RUNS": str(runs), "PYTHONPATH": str(ROOT), "HF_TOKEN": PLANTED_TOKEN,
+            "MLM_STUDIO_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB), **env}
     with log.open("a") as out:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                   env={name: value for name, value in base.items() if value != ""})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
     while True:
@@ -136,3 +139,22 @@ def app_server(tmp_path_factory):
     yield {"url": url, "runs": runs, "process": process, "log": log}
     process.terminate()
     process.wait(timeout=30)
+
+
+ADMIN_PASSWORD = "owner-password-for-tests"
+PUBLIC_LIMITS = {"MLM_STUDIO_MAX_RUN_STEPS": "12", "MLM_STUDIO_MAX_ACTIVE_RUNS": "1", "MLM_STUDIO_MAX_PROBES": "20"}
+
+
+@pytest.fixture(scope="module")
+def public_server(tmp_path_factory):
+    """The app in public mode, as a Space runs it: the owner's HF_TOKEN planted, the hub a stand-in on 127.0.0.1."""
+    from .standin_hub import StandInHub
+
+    hub = StandInHub()
+    runs, log = tmp_path_factory.mktemp("public-runs"), tmp_path_factory.mktemp("public-log") / "app.log"
+    process, url = start_app(runs, log, MLM_STUDIO_PUBLIC="1", HF_HUB_OFFLINE="", HF_ENDPOINT=hub.url,
+                             HF_HUB_DISABLE_TELEMETRY="1", MLM_STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, **PUBLIC_LIMITS)
+    yield {"url": url, "runs": runs, "process": process, "log": log, "hub": hub}
+    process.terminate()
+    process.wait(timeout=30)
+    hub.close()

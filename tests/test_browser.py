@@ -91,3 +91,77 @@ def test_train_queue_reload_stop_fill_mask_and_compare_in_a_browser(page, app_se
     assert page.evaluate(_traces("compare-ppl", 0)) >= 2 and page.evaluate(_traces("compare-ppl", 1)) >= 2
     page.locator("#compare-settings").get_by_text("epochs", exact=True).filter(visible=True).first.wait_for()
     page.screenshot(path=ARTIFACTS / "runs.png", full_page=True)
+
+
+class _Pixel:
+    """A web server that counts the requests a page makes to it (a tracking pixel, a phishing link's target)."""
+
+    def __init__(self):
+        from tests.standin_hub import StandInHub
+
+        self.server = StandInHub()
+        self.url = self.server.url
+
+    @property
+    def hits(self) -> list:
+        return self.server.requests
+
+
+def _markdown(pixel: str) -> str:
+    """What an attacker types where the page shows text: a fake message with a link, an image, and raw HTML."""
+    return f"[Your session expired]({pixel}/login) ![t]({pixel}/pixel.gif) <img src={pixel}/tag.gif>"
+
+
+def _assert_shown_as_text(page, pixel: str, visible: bool = True) -> None:
+    """The visitor's text is on the page as typed (when `visible`), and the page made no link or image of it."""
+    if visible:
+        page.get_by_text("[Your session expired]", exact=False).filter(visible=True).first.wait_for()
+    made = page.evaluate(f"() => [...document.querySelectorAll('a[href^=\"{pixel}\"], img[src^=\"{pixel}\"]')]"
+                         ".length")
+    assert made == 0
+
+
+def test_what_a_visitor_typed_shows_as_text_in_another_visitors_browser(public_server, app_server):
+    from gradio_client import Client
+
+    from .app_client import ended, start, wait_for
+
+    pixel = _Pixel()
+    typed = _markdown(pixel.url)
+    try:
+        # Public Space: visitor A names a run and writes a probe with Markdown and HTML in them.
+        a = Client(public_server["url"], verbose=False)
+        run = start(a, probes=f"The <mask> {typed}", max_steps=2)
+        wait_for(a, run, ended, timeout=180)
+        a.predict(visitor="", run_name=run, label=typed, api_name="/set_label")
+        # On your own machine: a model name with Markdown in it (it fails to load, and says so).
+        c = Client(app_server["url"], verbose=False)
+        failed = start(c, model=typed)
+        wait_for(c, failed, ended, timeout=120)
+
+        playwright = pytest.importorskip("playwright.sync_api")
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})  # visitor B
+            page.set_default_timeout(60_000)
+            page.goto(public_server["url"])
+            page.get_by_role("tab", name="Runs").click()
+            page.locator("#runs-table").get_by_text(run).filter(visible=True).first.wait_for()
+            _assert_shown_as_text(page, pixel.url)
+            page.locator("#compare-runs label").filter(has_text=run).click()
+            page.wait_for_function(f"({_traces('compare-ppl', count=True)})() === 1")
+            page.get_by_role("tab", name="Fill-mask").click()
+            page.screenshot(path=ARTIFACTS / "public-markdown.png", full_page=True)
+            _assert_shown_as_text(page, pixel.url, visible=False)
+
+            page.goto(app_server["url"])  # the private app's page shows the failed run with its model name
+            page.get_by_role("tab", name="Runs").click()
+            page.locator("#runs-table").get_by_text(failed).filter(visible=True).first.wait_for()
+            _assert_shown_as_text(page, pixel.url)
+            page.get_by_role("tab", name="Train").click()  # its status line names the model
+            page.locator("#run-status").get_by_text("[Your session expired]", exact=False).wait_for()
+            _assert_shown_as_text(page, pixel.url)
+            browser.close()
+        assert pixel.hits == []
+    finally:
+        pixel.server.close()

@@ -78,7 +78,7 @@ def test_models_without_a_fill_mask_head_are_refused(tiny_clm, tiny_mlm, tmp_pat
 
 
 def test_unknown_model_offline_is_explained():
-    with pytest.raises(ValueError, match="^model: 'nobody/no-such-model' is not a local folder and the hub"):
+    with pytest.raises(ValueError, match="^model: nobody/no-such-model cannot be downloaded because the hub is not"):
         fill_mask("nobody/no-such-model", SENTENCE)
 
 

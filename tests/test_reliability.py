@@ -17,7 +17,7 @@ from mlm_core import checkpoint as ckpt
 from mlm_core.rundir import RunDir
 from mlm_core.storage import TMP_PREFIX
 
-from .app_client import count, ended, message, start, status, train_form, wait_for
+from .app_client import count, ended, message, raw_call, start, status, train_form, wait_for
 from .conftest import UPLOAD_LIMIT_MB, run_cli, start_app
 
 GOOD = "Return the <mask> of the list."
@@ -52,6 +52,8 @@ def files(tmp_path_factory, tiny_mlm, tiny_clm):
         "empty.txt": b"",
         "program.exe": b"MZ\x90\x00",
         "not-an-array.json": b'{"a": 1, "b": 2}',
+        "deep.jsonl": b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n",
+        "deep.json": b"[" * 100_000 + b"]" * 100_000,
     }
     for name, data in made.items():
         (folder / name).write_bytes(data)
@@ -131,6 +133,13 @@ BAD_INPUTS = [
     ("push a run that does not exist", "/push", lambda f: _act("some-run", repo_id="", token="", private=True),
      "there is no run called some-run"),
     ("stop with nothing running", "/stop", lambda f: _act(""), "nothing is running"),
+    ("a model name over 255 characters", "/preview", lambda f: train_form(model="m" * 300), "at most 200 characters"),
+    ("a model sent as an object", "/preview", lambda f: train_form(model={"a": 1}), "Base model: must be text"),
+    ("a model sent as an object to fill-mask", "/fill_mask", lambda f: [GOOD, 3, {"a": 1}, "starter"],
+     "choose a model by its name"),
+    ("deeply nested JSONL", "/preview", lambda f: _upload(f, "deep.jsonl"), "nested too deeply"),
+    ("deeply nested JSON", "/preview", lambda f: _upload(f, "deep.json"), "nested too deeply"),
+    ("a run name ending in a newline", "/export_zip", lambda f: _act("run\n"), "choose a run by its name"),
 ]
 
 
@@ -167,6 +176,8 @@ def test_a_run_that_fails_after_start_says_why_and_the_next_start_works(client, 
     failing = client.predict(**{**_start(), **_upload(files, "broken.jsonl")}, api_name="/start")[0]  # bad data
     failed = wait_for(client, failing, ended, timeout=60)
     assert failed["status"] == "failed" and "line 2 is not valid JSON" in failed["events"][-1]["message"]
+    with pytest.raises(AppError, match="has not completed, so it has no model to export"):
+        client.predict(**_act(failing), api_name="/export_zip")
     assert _fill(client) == reference
     run = start(client, epochs=5)
     wait_for(client, run, lambda s: count(s, "step") >= 1, timeout=120)
@@ -224,7 +235,7 @@ def test_sigkill_mid_run_then_restart_finds_it_interrupted_resumes_it_and_loses_
 
         process, url = start_app(runs, log)
         client = Client(url, verbose=False)
-        listed = {r["name"]: r for r in json.loads(client.predict(api_name="/runs"))}
+        listed = {r["name"]: r for r in json.loads(client.predict(visitor="", api_name="/runs"))}
         assert listed[run_b]["status"] == "interrupted" and listed[run_b]["resumable"]
         assert listed[model_a]["status"] == "completed"
         _assert_nothing_partial_or_corrupt(runs)
@@ -257,3 +268,16 @@ def _assert_nothing_partial_or_corrupt(runs: Path) -> None:
     for path in runs.rglob("events.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():
             assert json.loads(line)["type"]
+
+
+def test_a_lone_surrogate_in_the_text_is_refused_in_words(client, reference, app_server):
+    answer = raw_call(app_server["url"], "fill_mask", {"text": "The <mask> \ud800.", "top_k": 3, "model_a": "starter",
+                                                       "model_b": ""})  # gradio_client cannot send one
+    assert "not valid text" in answer.get("error", ""), answer
+    assert _fill(client) == reference
+
+
+def test_the_log_holds_no_traceback(app_server):
+    log = app_server["log"].read_text(encoding="utf-8", errors="replace")
+    assert "Traceback" not in log, log[log.find("Traceback") - 200:][:2000]
+    assert "refused:" in log  # Gradio's own refusals (a slider out of range) are logged as one line
