@@ -150,6 +150,10 @@ def test_what_a_visitor_typed_shows_as_text_in_another_visitors_browser(public_s
             _assert_shown_as_text(page, pixel.url)
             page.locator("#compare-runs label").filter(has_text=run).click()
             page.wait_for_function(f"({_traces('compare-ppl', count=True)})() === 1")
+            page.locator("#selected-run input").fill(run)  # the page says what B may do before B clicks
+            page.locator("#selected-run input").press("Enter")
+            page.locator("#run-rights").get_by_text("Another visitor started this run").wait_for()
+            assert page.get_by_role("button", name="Delete…").is_disabled()
             page.get_by_role("tab", name="Fill-mask").click()
             page.screenshot(path=ARTIFACTS / "public-markdown.png", full_page=True)
             _assert_shown_as_text(page, pixel.url, visible=False)

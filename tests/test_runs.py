@@ -13,7 +13,7 @@ import pytest
 
 from mlm_core.events import Eval, Probe, Started
 from mlm_core.queue import RunQueue
-from mlm_core.rundir import RunDir, RunIdentity, check_run_name, list_runs
+from mlm_core.rundir import Budget, RunDir, RunIdentity, check_run_name, list_runs
 from mlm_core.runlock import read_lock
 from mlm_core.training import train
 
@@ -172,3 +172,13 @@ def test_run_names_and_the_cli_model_of_a_run(finished_run, tiny_mlm, tmp_path):
     refused = run_cli("fill-mask", "--model", str(unfinished), "A <mask> statement.")
     assert refused.returncode == 2
     assert refused.stderr.strip() == "error: model: run unfinished has not completed (queued), so it has no saved model"
+
+
+def test_a_budget_stops_a_run_in_minutes_and_the_run_can_resume_only_past_it(tiny_mlm, tmp_path):
+    config = _config(tiny_mlm, tmp_path / "budget", epochs=200, slice="train")
+    results = train(config, budget=Budget(minutes=0.03))
+    assert results.status == "stopped" and 0 < results.steps < results.total_steps
+    assert results.message == "it reached the limit of 0.03 minutes a run may train here"
+    assert 1.8 <= results.seconds < 30
+    again = train(RunDir(config.output_dir).resume_config(), resume=True, budget=Budget(minutes=0.03))
+    assert again.steps == results.steps  # the budget is per run, not per session

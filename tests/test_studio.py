@@ -115,3 +115,32 @@ def test_probes_come_from_the_data():
     assert texts[0].startswith(before) and texts[0].endswith(after) and before
     hidden = texts[0][len(before): len(texts[0]) - len(after)]
     assert hidden.isalpha() and len(hidden) >= 4
+
+
+def test_the_public_rules_refuse_in_words_and_keep_the_owners_token_for_the_owner(finished_run, tmp_path):
+    from studio.access import Access, Limits, Visitor
+
+    rules = Access(public=True, limits=Limits(active_runs=1), admin_password="secret", server_token="hf_owner")
+    visitor, other = rules.visitor("a" * 32, None), rules.visitor("b" * 32, None)  # two browsers' secrets
+    owner = Visitor("c" * 32, admin=True)
+    with pytest.raises(ValueError, match="at most 20 probe sentences"):
+        rules.check_start(visitor, [], tmp_path, tuple(f"A <mask> {i}." for i in range(21)))
+    with pytest.raises(ValueError, match="disk is nearly full"):
+        Access(public=True, limits=Limits(min_free_disk_gb=10**9)).check_start(visitor, [], tmp_path, ())
+    assert rules.check_start(visitor, [finished_run], tmp_path, ()).steps == 2000  # a budget for visitors
+    assert rules.check_start(owner, [], tmp_path, ()).steps is None  # none for the owner
+    assert not rules.may_control(other, finished_run) and rules.may_control(owner, finished_run)
+
+    assert rules.push_token(visitor, " hf_typed ", None) == "hf_typed"
+    assert rules.push_token(visitor, "", "hf_signed_in") == "hf_signed_in"
+    with pytest.raises(ValueError, match="only for its owner"):
+        rules.push_token(visitor, "", None)
+    assert rules.push_token(owner, "", None) == "hf_owner"
+
+    for _ in range(5):
+        with pytest.raises(ValueError, match="not the owner's password"):
+            rules.unlock(visitor, "guess")
+    with pytest.raises(ValueError, match="too many wrong passwords"):
+        rules.unlock(visitor, "secret")  # even the right one, after five wrong ones
+    rules.unlock(other, "secret")
+    assert rules.visitor("b" * 32, None).admin and not rules.visitor("a" * 32, None).admin
