@@ -87,12 +87,16 @@ class Eval(Event):
 
 @dataclass(frozen=True)
 class Probe(Event):
-    """A probe sentence re-scored at an evaluation: the top guesses for its first mask, as (word, probability)."""
+    """A probe sentence re-scored at an evaluation: the top guesses for its first mask, as (word, probability), and
+    where the right word ranks when it is known."""
 
     kind: ClassVar[str] = "probe"
     step: int
     text: str
     guesses: list[tuple[str, float]]
+    answer: str | None = None  # the hidden word, when known
+    answer_rank: int | None = None  # its place among the model's guesses (1: the top guess)
+    answer_probability: float | None = None
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ import zipfile
 from pathlib import Path
 
 from .redact import hide_paths
-from .rundir import COMPLETED, RunDir, RunResults
+from .modeling import STARTER
+from .rundir import COMPLETED, RUN_PREFIX, RunDir, RunResults
 from .storage import TMP_PREFIX
 from .tasks import get_task
 
@@ -18,34 +19,32 @@ CARD_FIELDS = ("block_size", "mlm_probability", "whole_word_masking", "epochs", 
 
 
 def model_card(run: RunDir) -> str:
-    """A README.md for the fine-tuned model: base model, data, hyper-parameters and measured perplexities."""
+    """A README.md for the fine-tuned model: base model and data in words, hyper-parameters, measured figures."""
     results = finished(run)
     config = run.config()
     task = get_task(results.task or "mlm")
-    data = config.dataset + (f" ({config.slice})" if config.slice else "")
-    if config.dataset == "file":
-        data = "an uploaded file"
     rows = "\n".join(f"| `{name}` | {getattr(config, name)} |" for name in CARD_FIELDS)
     masks = " with the same masked positions" if task.inference == "fill-mask" else ""
+    hub_base = f"base_model: {config.model}\n" if _is_hub_id(config.model) else ""
     return f"""---
 library_name: transformers
 pipeline_tag: {task.pipeline_tag}
-base_model: {config.model if '/' in config.model else ''}
-tags: [mlm-studio]
+{hub_base}tags: [mlm-studio]
 ---
 # {run.identity().label or run.name}
 
-Fine-tuned with MLM Studio from **{hide_paths(config.model)}** on {data}.
+Fine-tuned with MLM Studio from {describe_model(config.model)} on {describe_data(config)}.
 
-| | perplexity on the held-out text |
-| --- | --- |
-| base model | {_number(results.base_perplexity)} |
-| this model | {_number(results.final_perplexity)} |
+| measured on the same held-out text{masks} | base model | this model |
+| --- | --- | --- |
+| perplexity (lower is better) | {_number(results.base_perplexity)} | {_number(results.final_perplexity)} |
+| words guessed right, top guess | {_share(results.base_top1)} | {_share(results.final_top1)} |
+| words guessed right, among the top 5 | {_share(results.base_top5)} | {_share(results.final_top5)} |
 
-Perplexity is exp(mean loss) on the same held-out blocks{masks}; lower means the model finds the text less
-surprising.
+Perplexity is exp(mean loss); the words are the {"hidden" if masks else "next"} tokens of
+{results.eval_blocks:,} held-out blocks of {results.block_size} tokens.
 
-Trained for {results.steps} steps ({results.epochs} epochs, {results.tokens:,} tokens) in
+Trained for {results.steps:,} steps ({results.epochs} epochs, {results.tokens:,} tokens) in
 {results.seconds / 60:.1f} minutes on {results.device}.
 
 ## Hyper-parameters
@@ -53,6 +52,40 @@ Trained for {results.steps} steps ({results.epochs} epochs, {results.tokens:,} t
 | --- | --- |
 {rows}
 """
+
+
+def describe_model(model: str) -> str:
+    """The base model in words."""
+    if model == STARTER:
+        return ("the MLM Studio starter model (a small ModernBERT pre-trained on the Python standard library's "
+                "docstrings)")
+    if model.startswith(RUN_PREFIX):
+        return f"the model of the MLM Studio run {model.removeprefix(RUN_PREFIX)}"
+    if _is_hub_id(model):
+        return f"[{model}](https://huggingface.co/{model})"
+    return f"a local model ({hide_paths(model)})"
+
+
+def describe_data(config) -> str:
+    """The training text in words, with the rows used."""
+    rows = "all rows" if config.slice == "train" else f"rows `{config.slice}`"
+    if config.dataset == "builtin":
+        return f"the Python language reference that ships with CPython (`pydoc_data.topics`, {rows})"
+    if config.dataset == "builtin-docstrings":
+        return f"the docstrings of the Python standard library ({rows})"
+    if config.dataset == "file":
+        return f"an uploaded file ({rows})"
+    return f"the hub dataset [{config.dataset}](https://huggingface.co/datasets/{config.dataset}) ({rows})"
+
+
+def _is_hub_id(name: str) -> bool:
+    """Whether a model name reads as a hub repository (namespace/name) rather than a folder."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and " " not in name
+
+
+def _share(value: float | None) -> str:
+    """A share of words for the card."""
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def finished(run: RunDir) -> RunResults:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from typing import Any
 
@@ -27,18 +28,45 @@ def fill_mask(model: str, text: str, top_k: int = 5, targets: list[str] | None =
 def predict_masks(tokenizer, lm, text: str, top_k: int = 5, targets: list[str] | None = None,
                   ) -> list[list[dict[str, Any]]]:
     """`fill_mask` on a tokenizer and masked LM already in memory (a training run's probes use it)."""
-    input_ids = _encode_with_masks(tokenizer, text, lm)
+    input_ids, positions, probs = _mask_probabilities(tokenizer, lm, text)
     if not isinstance(top_k, int) or not 1 <= top_k <= len(tokenizer):
         raise ValueError(f"top_k: must be a whole number from 1 to {len(tokenizer)} (got {top_k!r})")
     target_ids = _target_ids(tokenizer, targets) if targets else None
-    positions = input_ids.eq(tokenizer.mask_token_id)
-    with torch.inference_mode():
-        logits = masked_logits(split_masked_lm(lm), input_ids.to(lm.device)[None], positions.to(lm.device)[None])
-    probs = logits.float().softmax(dim=-1).cpu()
     if target_ids is not None:
         probs = probs[:, target_ids]
     values, predictions = probs.topk(min(top_k, probs.shape[-1]))
     return _propositions(tokenizer, input_ids, positions, values, predictions, target_ids)
+
+
+def score_probe(tokenizer, lm, text: str, answer: str | None, top_k: int = 5,
+                ) -> tuple[list[tuple[str, float]], int | None, float | None]:
+    """At the first mask: the top guesses as (word, probability), and the right word's rank (1: the top guess) and
+    probability when it is known and one token."""
+    _, _, probs = _mask_probabilities(tokenizer, lm, text)
+    first = probs[0]
+    values, ids = first.topk(min(top_k, first.shape[-1]))
+    guesses = [(tokenizer.decode([i]).strip(), p) for i, p in zip(ids.tolist(), values.tolist())]
+    tokens = tokenizer.tokenize(f" {answer.strip()}") if answer else []
+    if len(tokens) != 1:
+        return guesses, None, None
+    target = first[tokenizer.convert_tokens_to_ids(tokens[0])]
+    return guesses, int(first.gt(target).sum()) + 1, float(target)
+
+
+def rank_answer(model: str, text: str, answer: str) -> tuple[int, float] | None:
+    """(rank, probability) of `answer` at the first mask of `text`; None when it is not one token of the model."""
+    tokenizer, lm = _masked_lm(model)
+    _, rank, probability = score_probe(tokenizer, lm, text, answer, top_k=1)
+    return None if rank is None else (rank, probability)
+
+
+def _mask_probabilities(tokenizer, lm, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(token ids, mask positions, vocabulary probabilities at each mask [masks, vocab]) of a text."""
+    input_ids = _encode_with_masks(tokenizer, text, lm)
+    positions = input_ids.eq(tokenizer.mask_token_id)
+    with torch.inference_mode():
+        logits = masked_logits(split_masked_lm(lm), input_ids.to(lm.device)[None], positions.to(lm.device)[None])
+    return input_ids, positions, logits.float().softmax(dim=-1).cpu()
 
 
 def _masked_lm(model: str):
@@ -138,3 +166,49 @@ def generate(model: str, prompt: str, max_new_tokens: int = 50, temperature: flo
                              **sampling)
     return tokenizer.decode(output[0], skip_special_tokens=True)
 
+
+
+SURPRISE_BATCH = 32  # copies of the text (one per word) scored in one forward pass
+
+
+def word_surprise(model: str, text: str) -> list[tuple[str, float | None]]:
+    """How surprised the masked LM is by each word of `text`: (word with the spaces after it, bits), where a word's
+    surprise is -log2 of the probability of its tokens when the whole word is hidden (pseudo-log-likelihood per
+    word, Salazar et al. 2020); spaces before the first word come with None."""
+    tokenizer, lm = _masked_lm(model)
+    check_text(text, "text", "paste a paragraph to see how surprised the model is by each word")
+    encoded = tokenizer(text, return_offsets_mapping=True, verbose=False)
+    ids = torch.tensor(encoded["input_ids"])
+    limit = max_block_size(lm.config, tokenizer)
+    if len(ids) > limit:
+        raise ValueError(f"text: {len(ids)} tokens is more than this model reads ({limit}); shorten it")
+    words = [match.span() for match in re.finditer(r"\S+", text)]
+    members = [[i for i, (start, end) in enumerate(encoded["offset_mapping"]) if end > start and a <= start < b]
+               for a, b in words]
+    bits = _hidden_word_bits(lm, tokenizer.mask_token_id, ids, members)
+    pieces = [(text[: words[0][0]], None)] if words and words[0][0] else []
+    for index, (start, _) in enumerate(words):
+        end = words[index + 1][0] if index + 1 < len(words) else len(text)
+        pieces.append((text[start:end], bits[index]))
+    return pieces
+
+
+def _hidden_word_bits(lm, mask_id: int, ids: torch.Tensor, members: list[list[int]]) -> list[float | None]:
+    """For each word (its token positions), -log2 P(its tokens) with all of them masked at once, in batches."""
+    bits: list[float | None] = [None] * len(members)
+    scored = [w for w, positions in enumerate(members) if positions]
+    parts = split_masked_lm(lm)
+    for start in range(0, len(scored), SURPRISE_BATCH):
+        chunk = scored[start : start + SURPRISE_BATCH]
+        copies, hidden = ids.repeat(len(chunk), 1), torch.zeros(len(chunk), len(ids), dtype=torch.bool)
+        for row, word in enumerate(chunk):
+            hidden[row, members[word]] = True
+        copies[hidden] = mask_id
+        with torch.inference_mode():
+            logits = masked_logits(parts, copies.to(lm.device), hidden.to(lm.device))
+        nats = -logits.float().log_softmax(-1).gather(1, ids.expand_as(copies)[hidden].to(lm.device)[:, None])
+        rows = hidden.nonzero()[:, 0]
+        totals = torch.zeros(len(chunk)).index_add_(0, rows, nats[:, 0].cpu())
+        for row, word in enumerate(chunk):
+            bits[word] = float(totals[row]) / math.log(2)
+    return bits

@@ -15,11 +15,13 @@ from .events import Status
 from .memory import check_fits, training_bytes
 from .modeling import default_device
 from .objective import LMObjective
-from .tasks import IGNORE, MASKED, Task
+from .evaluation import FORWARD_COST, eval_every, eval_sample_size
+from .probes import ProbeSentence, block_texts, pick_probes
+from .sources import count_rows
+from .tasks import IGNORE, Task
 from .run_setup import RunSetup, load_inputs
 
 TIMED_STEPS = 2
-EVAL_COST = 1 / 3  # a forward pass costs about a third of forward + backward
 
 
 @dataclass
@@ -33,7 +35,9 @@ class Preview:
     block_size: int
     task: Task
     text_column: str
-    example: list[tuple[str, str | None]]  # (token text, "masked" or None) of the first training block
+    rows_total: int | None  # rows of the data before the slice, when known
+    example: list[tuple[str, str | None]]  # (word with its spaces, "hidden" or None) of the first training block
+    probes: list[ProbeSentence]  # held-out sentences with a word hidden, as a run would watch them
     total_steps: int
     seconds_per_step: float
     estimated_seconds: float
@@ -56,26 +60,36 @@ def preview(config: TrainConfig) -> Preview:
                default_device())
     seconds, memory = _measure_steps(setup, config, batch.input_ids, batch.labels)
     step_seconds = seconds * config.gradient_accumulation
-    evaluations = (config.epochs if not config.max_steps else 1) + 1
-    eval_seconds = evaluations * math.ceil(len(data.eval) / config.batch_size) * seconds * EVAL_COST
+    every = eval_every(config.eval_steps, total_steps)
+    sample = eval_sample_size(len(data.eval), total_steps, config.batch_size * config.gradient_accumulation, every)
+    eval_seconds = (total_steps // every + 2) * sample * seconds / config.batch_size * FORWARD_COST
+    probes = pick_probes(block_texts(setup.tokenizer, data.eval[:200]), setup.tokenizer, seed=config.seed) \
+        if setup.task.inference == "fill-mask" else []
     return Preview(documents=data.documents, tokens=data.tokens, train_blocks=len(data.train),
                    eval_blocks=len(data.eval), block_size=data.block_size, task=setup.task,
-                   text_column=data.text_column, example=_example(setup, batch.input_ids[0], batch.labels[0]),
+                   text_column=data.text_column, rows_total=count_rows(config),
+                   example=example_words(setup.tokenizer, batch.input_ids[0], batch.labels[0]), probes=probes,
                    total_steps=total_steps, seconds_per_step=step_seconds,
                    estimated_seconds=total_steps * step_seconds + eval_seconds, memory_bytes=memory,
                    messages=messages)
 
 
-def _example(setup: RunSetup, input_ids: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str | None]]:
-    """The block's tokens as text; for MLM, masked positions show the hidden original and are labelled."""
-    tokenizer = setup.tokenizer
-    pieces = []
-    for shown, original in zip(input_ids.tolist(), labels.tolist()):
-        if setup.task is MASKED and original != IGNORE:
-            pieces.append((tokenizer.decode([original]), "masked"))
+def example_words(tokenizer, input_ids: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str | None]]:
+    """A block as the words of its text, each marked "hidden" when the model must guess (part of) it."""
+    original = torch.where(labels.ne(IGNORE), labels, input_ids).tolist()
+    hidden = labels.ne(IGNORE).tolist()
+    special = set(tokenizer.all_special_ids)
+    words: list[list] = []
+    for token, masked in zip(original, hidden):
+        if token in special:
+            continue
+        piece = tokenizer.decode([token])
+        if not words or piece[:1].isspace():
+            words.append([piece, masked])
         else:
-            pieces.append((tokenizer.decode([shown]), None))
-    return pieces
+            words[-1][0] += piece
+            words[-1][1] = words[-1][1] or masked
+    return [(text, "hidden" if masked else None) for text, masked in words]
 
 
 def _measure_steps(setup: RunSetup, config: TrainConfig, input_ids: torch.Tensor, labels: torch.Tensor,

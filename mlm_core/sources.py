@@ -32,6 +32,15 @@ def load_records(config: TrainConfig) -> list[Record]:
     return records
 
 
+def count_rows(config: TrainConfig) -> int | None:
+    """Rows of the data before the slice (for the preview's "rows used of"), when cheap to know."""
+    if config.is_builtin_dataset:
+        return len(corpus.builtin_records(config.dataset))
+    if config.dataset == FILE_DATASET:
+        return len(read_file(config.dataset_file))
+    return None
+
+
 def apply_slice(records: list[Record], spec: str) -> list[Record]:
     """Rows selected by `train[a:b]` (integers or percentages) from a one-split source."""
     match = SLICE_PATTERN.match(spec)

@@ -19,16 +19,18 @@ from .batches import epoch_batches
 from .evaluation import Evaluator, Measurement, eval_every, eval_sample_size
 from .config import TrainConfig
 from .events import Checkpoint, Done, Eval, Event, Probe, Started, Status, Step
-from .inference import predict_masks
+from .inference import score_probe
 from .meter import Meter, perplexity
 from .memory import check_fits
 from .modeling import default_device, describe_device
 from .objective import LMObjective
+from .probes import block_texts, parse_probe, pick_probes
 from .run_setup import RunSetup, load_inputs
 from .rundir import COMPLETED, STOPPED, Budget, RunDir, RunResults
 from .session import TrainingSession
 MAX_GRAD_NORM = 1.0
 PROBE_TOP_K = 5
+AUTO_PROBES, AUTO_PROBE_BLOCKS = 5, 200  # held-out sentences watched when none are given, and where they come from
 EVAL_BATCH_FACTOR = 2  # no gradients to keep, so evaluation batches can be larger
 
 
@@ -65,7 +67,7 @@ class TrainingRun:
         self.emit = emit
         self.stop = stop or threading.Event()
         self.head_only_loss = head_only_loss
-        self.probes = [p for p in probes if p.strip()]
+        self.probes = [parse_probe(p) for p in probes if p.strip()]
         self.step = self.epoch = self.batch_in_epoch = self.tokens = 0
         self.base: Measurement | None = None
         self.last: Measurement | None = None
@@ -89,6 +91,7 @@ class TrainingRun:
         if checkpoint is not None:
             self._restore(checkpoint)
         self._make_evaluator()
+        self._pick_probes()
         session.begin_training()
         self.emit(self._started(setup))
         if self.base is None:
@@ -231,14 +234,25 @@ class TrainingRun:
             return
         model = self.accelerator.unwrap_model(self.objective).model
         model.eval()
-        for text in list(self.probes):
+        for probe in list(self.probes):
             try:
-                [first, *_] = predict_masks(self.setup.tokenizer, model, text, top_k=PROBE_TOP_K)
+                guesses, rank, probability = score_probe(self.setup.tokenizer, model, probe.text, probe.answer,
+                                                         top_k=PROBE_TOP_K)
             except ValueError as error:
-                self.probes.remove(text)
-                self.emit(Status(f"Probe {text!r} skipped: {error}"))
+                self.probes.remove(probe)
+                self.emit(Status(f"Probe {probe.text!r} skipped: {error}"))
                 continue
-            self.emit(Probe(step=self.step, text=text, guesses=[(g["token_str"].strip(), g["score"]) for g in first]))
+            self.emit(Probe(step=self.step, text=probe.text, guesses=guesses, answer=probe.answer,
+                            answer_rank=rank, answer_probability=probability))
+
+    def _pick_probes(self) -> None:
+        """With no probes given, whole held-out sentences with a content word hidden, so each has a known answer."""
+        if self.probes or self.setup.task.inference != "fill-mask":
+            return
+        texts = block_texts(self.setup.tokenizer, self.setup.data.eval[:AUTO_PROBE_BLOCKS])
+        self.probes = pick_probes(texts, self.setup.tokenizer, n=AUTO_PROBES, seed=self.config.seed)
+        if self.probes:
+            self.emit(Status(f"Watching {len(self.probes)} held-out sentences, each with a word hidden."))
 
     def _checkpoint(self) -> None:
         """Save a resumable checkpoint of the current step (once per step)."""

@@ -9,34 +9,67 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mlm_core.events import Eval, Event, Probe, Step
+from mlm_core.inference import MASK_SPELLINGS
 
 _LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=40), template="plotly_white",
                legend=dict(orientation="h", y=-0.2))
 
 
-def loss_figure(events: Sequence[Event]) -> go.Figure:
-    """Train loss at every step and eval loss at every evaluation."""
+SMOOTHING = 0.8  # weight of the past in the smoothed train loss (an exponential moving average, bias-corrected)
+
+
+def loss_figure(events: Sequence[Event]) -> go.Figure | None:
+    """Train loss at every step (raw and smoothed) and eval loss at every evaluation; None before any."""
     steps = [e for e in events if isinstance(e, Step)]
     evals = [e for e in events if isinstance(e, Eval)]
+    if not steps and not evals:
+        return None
     figure = go.Figure(layout=dict(title="Loss (lower is better)", xaxis_title="step", yaxis_title="loss", **_LAYOUT))
-    figure.add_scatter(x=[e.step for e in steps], y=[e.loss for e in steps], mode="lines+markers", name="train loss",
-                       marker=dict(size=4))
+    figure.add_scatter(x=[e.step for e in steps], y=[e.loss for e in steps], mode="lines", name="train loss",
+                       line=dict(color="#c7d2fe", width=1))
+    figure.add_scatter(x=[e.step for e in steps], y=smoothed([e.loss for e in steps]), mode="lines",
+                       name="train loss (smoothed)", line=dict(color="#4f46e5", width=2.5))
     figure.add_scatter(x=[e.step for e in evals], y=[e.eval_loss for e in evals], mode="lines+markers",
-                       name="eval loss", marker=dict(size=8))
+                       name="held-out loss", marker=dict(size=7), line=dict(color="#f59e0b"))
     return figure
 
 
-def perplexity_figure(events: Sequence[Event]) -> go.Figure:
-    """Eval perplexity over the run, with the base model's perplexity as a reference line."""
+def smoothed(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
+    """An exponential moving average that starts at the first value (bias-corrected, as TensorBoard's)."""
+    out, average = [], 0.0
+    for count, value in enumerate(values, start=1):
+        average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight**count))
+    return out
+
+
+def perplexity_figure(events: Sequence[Event]) -> go.Figure | None:
+    """Eval perplexity over the run, with the base model's as a reference line; None before the first."""
     evals = [e for e in events if isinstance(e, Eval)]
+    if not evals:
+        return None
     figure = go.Figure(layout=dict(title="Perplexity on held-out text (lower is better)", xaxis_title="step",
                                    yaxis_title="perplexity", **_LAYOUT))
     figure.add_scatter(x=[e.step for e in evals], y=[e.perplexity for e in evals], mode="lines+markers",
-                       name="perplexity", marker=dict(size=8))
+                       name="perplexity", marker=dict(size=7), line=dict(color="#4f46e5"))
     base = next((e for e in evals if e.base), None)
     if base is not None:
         figure.add_hline(y=base.perplexity, line_dash="dash", line_color="gray",
                          annotation_text=f"base model: {base.perplexity:,.1f}")
+    return figure
+
+
+def accuracy_figure(events: Sequence[Event], guessed: str = "hidden words") -> go.Figure | None:
+    """Share of held-out hidden (or next) words the model guesses first, and among its top five; None before any."""
+    evals = [e for e in events if isinstance(e, Eval) and e.top1 is not None]
+    if not evals:
+        return None
+    figure = go.Figure(layout=dict(title=f"Held-out {guessed} guessed right (higher is better)", xaxis_title="step",
+                                   yaxis_title="guessed right", yaxis_tickformat=".0%", **_LAYOUT))
+    for name, values, color in (("top guess", [e.top1 for e in evals], "#4f46e5"),
+                                ("among the top 5", [e.top5 for e in evals], "#10b981")):
+        figure.add_scatter(x=[e.step for e in evals], y=values, mode="lines+markers", name=name,
+                           marker=dict(size=7), line=dict(color=color))
     return figure
 
 
@@ -95,14 +128,49 @@ def _label(token_str: str) -> str:
     return shown if shown else repr(token_str)
 
 
-def predictions_table(results: list[list[dict[str, Any]]]) -> list[list[Any]]:
-    """Rows of (mask, rank, word, probability, filled text) for a table."""
-    return [[m + 1, rank + 1, g["token_str"].strip() or repr(g["token_str"]), round(g["score"], 4), g["sequence"]]
-            for m, guesses in enumerate(results) for rank, g in enumerate(guesses)]
+def predictions_table(results: list[list[dict[str, Any]]], text: str) -> list[list[Any]]:
+    """Rows of (mask, rank, word, probability, the text with that mask filled and any other shown as ___)."""
+    spans = list(MASK_SPELLINGS.finditer(text))
+    rows = []
+    for m, guesses in enumerate(results):
+        for rank, g in enumerate(guesses):
+            filled = _filled(text, spans, m, g["token_str"]) if len(spans) == len(results) else g["sequence"]
+            rows.append([m + 1, rank + 1, _label(g["token_str"]), round(g["score"], 4), filled])
+    return rows
 
 
-def probe_table(events: Sequence[Event]) -> list[list[Any]]:
-    """Rows of (step, probe, top guesses with probabilities) at every evaluation, newest first."""
-    rows = [[p.step, p.text, ", ".join(f"{word or '␣'} {score:.0%}" for word, score in p.guesses)]
-            for p in events if isinstance(p, Probe)]
-    return rows[::-1]
+def _filled(text: str, spans: list, which: int, token: str) -> str:
+    """The text as typed, with mask number `which` replaced by the guessed token and every other mask by ___."""
+    out, end = [], 0
+    for index, span in enumerate(spans):
+        before = text[end:span.start()]
+        if index == which and not token[:1].isspace() and token.strip():  # a piece of the word before it
+            before = before.rstrip()
+        out += [before, token.strip().removeprefix("##") if index == which else "___"]
+        end = span.end()
+    return "".join(out) + text[end:]
+
+
+PROBE_HEADERS = ["probe", "right word", "its rank: start → now", "top guesses now"]
+
+
+def probe_table(events: Sequence[Event]) -> list[list[str]]:
+    """One row per probe: the sentence, the hidden word, where the model ranked it at the start and now, and its
+    top guesses now."""
+    first: dict[str, Probe] = {}
+    last: dict[str, Probe] = {}
+    for event in events:
+        if isinstance(event, Probe):
+            first.setdefault(event.text, event)
+            last[event.text] = event
+    rows = []
+    for text, now in last.items():
+        moved = f"{_rank(first[text])} → {_rank(now)}" if now.answer_rank else ""
+        guesses = ", ".join(f"{word or '␣'} {score:.0%}" for word, score in now.guesses)
+        rows.append([text, now.answer or "", moved, guesses])
+    return rows
+
+
+def _rank(probe: Probe) -> str:
+    """'#3 (12%)': where the right word stood among the model's guesses."""
+    return f"#{probe.answer_rank:,} ({probe.answer_probability:.0%})"

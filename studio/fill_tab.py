@@ -12,7 +12,7 @@ from mlm_core.rundir import COMPLETED, RUN_PREFIX
 from . import figures
 from .access import Access
 from .context import Studio
-from .text import refusal
+from .text import escaped, refusal
 
 try:  # ZeroGPU Spaces lend a GPU per call; elsewhere the decorator is a no-op
     import spaces
@@ -23,9 +23,14 @@ except ImportError:
         """No ZeroGPU here: run as is."""
         return fn
 
-EXAMPLES = ["An assignment statement evaluates the <mask> list.", "The <mask> statement exits the innermost loop.",
-            "A function returns <mask> when it has no return.", "Paris is the <mask> of France.",
-            "The <mask> of the list is changed in place."]
+EXAMPLES = [["An assignment statement evaluates the <mask> list.", "expression"],
+            ["The <mask> statement exits the innermost loop.", "break"],
+            ["A function returns <mask> when it has no return.", "None"],
+            ["Paris is the <mask> of France.", "capital"],
+            ["The <mask> of the list is changed in place.", "order"]]
+SURPRISE_EXAMPLE = ("An assignment statement evaluates the expression list and assigns the single resulting object "
+                    "to each of the target lists, from left to right.")
+SURPRISE_SCALE_BITS = 20  # a word this surprising (or more) is shown in full red
 PREDICTION_HEADERS = ["mask", "rank", "word", "probability", "text"]
 
 
@@ -47,24 +52,43 @@ class FillTab:
         self.studio, self.access = studio, access
         with gr.Tab("Fill-mask", id="fill") as self.tab:
             with gr.Group() as self.mask_view:
-                self.text = gr.Textbox(EXAMPLES[0], label="Text with <mask> (or [MASK]); up to 5 masks", lines=2,
-                                       elem_id="fill-text")
-                gr.Examples(EXAMPLES, inputs=self.text)
+                with gr.Row():
+                    self.text = gr.Textbox(EXAMPLES[0][0], label="Text with <mask> (or [MASK]); up to 5 masks",
+                                           lines=2, elem_id="fill-text", scale=4)
+                    self.answer = gr.Textbox(EXAMPLES[0][1], label="Right word (if you know it)", elem_id="fill-answer",
+                                             info="Shows where each model ranks it.", scale=1)
+                self.examples = gr.Examples(EXAMPLES, inputs=[self.text, self.answer],
+                                            label="Held-out sentences of the built-in corpus, with the hidden word")
                 with gr.Row():
                     self.top_k = gr.Slider(1, 20, 5, step=1, label="top_k", info="How many guesses to show per mask.",
                                            elem_id="top-k")
                     self.model_a = gr.Dropdown(label="Model A", info="Usually the base model.",
-                                               allow_custom_value=True)
+                                               allow_custom_value=True, elem_id="model-a")
                     self.model_b = gr.Dropdown(label="Model B", info="Usually your fine-tuned run.",
-                                               allow_custom_value=True)
+                                               allow_custom_value=True, elem_id="model-b")
                 self.fill_btn = gr.Button("Fill the mask", variant="primary", elem_id="fill-button")
                 with gr.Row():
                     with gr.Column():
+                        self.note_a = gr.HTML(elem_id="note-a")
                         self.plot_a = gr.Plot(label="Model A", elem_id="plot-a")
-                        self.table_a = gr.Dataframe(headers=PREDICTION_HEADERS, datatype="str")
+                        self.table_a = gr.Dataframe(headers=PREDICTION_HEADERS, datatype="str", wrap=True)
                     with gr.Column():
+                        self.note_b = gr.HTML(elem_id="note-b")
                         self.plot_b = gr.Plot(label="Model B", elem_id="plot-b")
-                        self.table_b = gr.Dataframe(headers=PREDICTION_HEADERS, datatype="str")
+                        self.table_b = gr.Dataframe(headers=PREDICTION_HEADERS, datatype="str", wrap=True)
+                with gr.Accordion("Surprise view: how surprised each model is by every word", open=False):
+                    self.paragraph = gr.Textbox(SURPRISE_EXAMPLE, lines=3, label="A paragraph", elem_id="surprise-text",
+                                                info="Each word is hidden in turn; the redder, the more the model "
+                                                     "was surprised by it (bits of surprise).")
+                    self.surprise_btn = gr.Button("Show surprise", elem_id="surprise-button")
+                    with gr.Row():
+                        self.surprise_a = gr.HighlightedText(label="Model A", elem_id="surprise-a",
+                                                             show_legend=False, combine_adjacent=False)
+                        self.surprise_b = gr.HighlightedText(label="Model B", elem_id="surprise-b",
+                                                             show_legend=False, combine_adjacent=False)
+                    self.changes = gr.Dataframe(headers=["word", "surprise under A (bits)", "under B (bits)"],
+                                                datatype="str", label="Words that surprise B least compared with A",
+                                                elem_id="surprise-changes")
             with gr.Group(visible=False) as self.generate_view:
                 gr.Markdown("Model A is a causal model: it continues text instead of filling masks.")
                 self.prompt = gr.Textbox(label="Prompt", lines=2)
@@ -79,15 +103,19 @@ class FillTab:
                 self.generated = gr.Textbox(label="Generated text", lines=6)
 
     def wire(self, demo: gr.Blocks) -> None:
-        """Connect the tab's events."""
+        """Connect the tab's events: results follow the text, top_k and the examples."""
         models = [self.model_a, self.model_b]
         self.tab.select(self.open, None, models, api_name=False)
         demo.load(self.open, None, models, api_name=False)
         self.model_a.change(self.model_a_changed, self.model_a, [self.mask_view, self.generate_view], api_name=False)
-        fill_inputs, fill_outputs = [self.text, self.top_k, *models], [self.plot_a, self.table_a, self.plot_b,
-                                                                       self.table_b]
+        fill_inputs = [self.text, self.top_k, *models, self.answer]
+        fill_outputs = [self.plot_a, self.table_a, self.note_a, self.plot_b, self.table_b, self.note_b]
         self.fill_btn.click(self.fill, fill_inputs, fill_outputs, api_name="fill_mask")
-        self.text.submit(self.fill, fill_inputs, fill_outputs, api_name=False)
+        for trigger in (self.text.submit, self.answer.submit, self.top_k.release):
+            trigger(self.fill, fill_inputs, fill_outputs, api_name=False)
+        self.examples.load_input_event.then(self.fill, fill_inputs, fill_outputs, api_name=False)
+        self.surprise_btn.click(self.surprise, [self.paragraph, *models],
+                                [self.surprise_a, self.surprise_b, self.changes], api_name="surprise")
         self.gen_btn.click(self.generate, [self.model_a, self.prompt, self.new_tokens, self.temperature, self.top_p,
                                            self.seed], self.generated, api_name="generate")
 
@@ -117,22 +145,36 @@ class FillTab:
         return gr.update(visible=not causal), gr.update(visible=causal)
 
     @gpu
-    def fill(self, text, top_k, model_a, model_b):
-        """Fill the masks with two models side by side: charts and tables."""
-        from mlm_core.inference import fill_mask
+    def fill(self, text, top_k, model_a, model_b, answer=""):
+        """Fill the masks with two models side by side: charts, tables, and where each ranks the right word."""
+        from mlm_core.inference import fill_mask, rank_answer
 
         outputs = []
         try:
             top_k = _whole(top_k, "top_k")
+            answer = answer.strip() if isinstance(answer, str) else ""
             for model in (_model(model_a), _model(model_b)):
                 if not model:
-                    outputs += [None, None]
+                    outputs += [None, None, ""]
                     continue
                 results = fill_mask(model, text, top_k=top_k)
-                outputs += [figures.predictions_figure(results, _short(model)), figures.predictions_table(results)]
+                ranked = rank_answer(model, text, answer) if answer and len(results) == 1 else None
+                outputs += [figures.predictions_figure(results, _short(model)),
+                            figures.predictions_table(results, text), answer_note(answer, ranked)]
         except ValueError as error:
             raise refusal(error) from None
         return outputs
+
+    @gpu
+    def surprise(self, text, model_a, model_b):
+        """Each word of a paragraph coloured by how surprised each model is by it, and the biggest changes."""
+        from mlm_core.inference import word_surprise
+
+        try:
+            scored = [word_surprise(model, text) if model else [] for model in (_model(model_a), _model(model_b))]
+        except ValueError as error:
+            raise refusal(error) from None
+        return (*[surprise_highlights(pieces) for pieces in scored], surprise_changes(*scored))
 
     @gpu
     def generate(self, model, prompt, max_new_tokens, temperature, top_p, seed):
@@ -145,6 +187,31 @@ class FillTab:
                             seed=None if seed in (None, "") else _whole(seed, "seed"))
         except ValueError as error:
             raise refusal(error) from None
+
+
+def answer_note(answer: str, ranked: tuple[int, float] | None) -> str:
+    """Where the model ranks the right word (HTML; the word is the visitor's, so it is escaped)."""
+    if not answer:
+        return ""
+    if ranked is None:
+        return f"<small>The right word <b>{escaped(answer)}</b> is not one token of this model.</small>"
+    rank, probability = ranked
+    return f"<small>The right word <b>{escaped(answer)}</b> is guess #{rank:,} ({probability:.1%}).</small>"
+
+
+def surprise_highlights(pieces: list[tuple[str, float | None]]) -> list[tuple[str, float | None]]:
+    """Words with a score from 0 (expected) to 1 (very surprising) for a HighlightedText."""
+    return [(word, None if bits is None else round(min(bits / SURPRISE_SCALE_BITS, 1.0), 3))
+            for word, bits in pieces]
+
+
+def surprise_changes(a: list, b: list, n: int = 8) -> list[list[str]]:
+    """The words model B finds least surprising compared with model A: what fine-tuning taught it."""
+    if not a or not b:
+        return []
+    pairs = [(word.strip(), x, y) for (word, x), (_, y) in zip(a, b) if x is not None and y is not None]
+    pairs.sort(key=lambda pair: pair[2] - pair[1])
+    return [[word, f"{x:.1f}", f"{y:.1f}"] for word, x, y in pairs[:n]]
 
 
 def _model(value) -> str | None:

@@ -95,6 +95,8 @@ def config_from(values: dict[str, Any], output_dir: str) -> TrainConfig:
     settings["max_steps"] = settings.get("max_steps") or None  # 0 on the page: no limit
     settings["text_column"] = settings.get("text_column") or None
     settings["slice"] = settings.get("slice") or "train"
+    if values.get("learning_rate") in (None, ""):  # as the CLI: the default suits the model
+        settings["learning_rate"] = default_learning_rate(settings.get("model") or "")
     return TrainConfig(**{**settings, "output_dir": output_dir})
 
 

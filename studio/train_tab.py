@@ -17,7 +17,7 @@ from . import board, figures
 from .access import Access
 from .context import CANCELLED, Studio
 from .form import HUB, build_data_fields, build_settings_fields, config_from, source_changed
-from .text import markdown_escaped, refusal
+from .text import markdown_escaped, plain, refusal
 
 POLL_S = 1.0
 
@@ -31,6 +31,7 @@ class Board:
     progress: gr.HTML
     loss_plot: gr.Plot
     ppl_plot: gr.Plot
+    accuracy_plot: gr.Plot
     probe_table: gr.Dataframe
     outcome: gr.HTML
     owner: gr.HTML
@@ -39,8 +40,8 @@ class Board:
 
     def outputs(self) -> list:
         """The components a board refresh updates, in the order `TrainTab.board` returns them."""
-        return [self.run_name, self.status, self.progress, self.loss_plot, self.ppl_plot, self.probe_table,
-                self.outcome, self.owner, self.stop_btn, self.seen]
+        return [self.run_name, self.status, self.progress, self.loss_plot, self.ppl_plot, self.accuracy_plot,
+                self.probe_table, self.outcome, self.owner, self.stop_btn, self.seen]
 
 
 class TrainTab:
@@ -58,20 +59,23 @@ class TrainTab:
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-button")
                 owner = gr.HTML(elem_id="run-owner")
                 self.form.update(build_settings_fields(default_model))
-                self.probes = gr.Textbox(label="Probe sentences (one per line, each with <mask>)", lines=3,
-                                         elem_id="probes",
+                self.probes = gr.Textbox(label="Probe sentences (one per line, each with <mask>; add => word to give "
+                                               "the right answer)", lines=3, elem_id="probes",
+                                         placeholder="empty: held-out sentences of your data are picked for you",
                                          info="Re-scored at every evaluation so you can watch the guesses change.")
                 self.preview_md = gr.Markdown(elem_id="preview")
-                self.example = gr.HighlightedText(label="One training block (highlighted: hidden for the model to "
-                                                        "guess)", color_map={"masked": "#f59e0b"},
-                                                  combine_adjacent=False)
+                self.example = gr.HighlightedText(label="One training block: the highlighted words are hidden for "
+                                                        "the model to guess", color_map={"hidden": "#f59e0b"},
+                                                  combine_adjacent=False, show_legend=False, elem_id="example-block")
             with gr.Column(scale=3):
                 self.board_view = Board(
                     run_name=gr.Textbox(visible="hidden", elem_id="watched-run"), status=gr.HTML(elem_id="run-status"),
                     progress=gr.HTML(elem_id="run-progress"), loss_plot=gr.Plot(label="Loss", elem_id="loss-plot"),
                     ppl_plot=gr.Plot(label="Perplexity", elem_id="ppl-plot"),
-                    probe_table=gr.Dataframe(headers=["step", "probe", "top guesses"], label="Watch it learn",
-                                             interactive=False, wrap=True, datatype="str"),
+                    accuracy_plot=gr.Plot(label="Guessed right", elem_id="accuracy-plot"),
+                    probe_table=gr.Dataframe(headers=figures.PROBE_HEADERS, label="Watch it learn: held-out sentences "
+                                             "with a word hidden", interactive=False, wrap=True, datatype="str",
+                                             column_widths=["42%", "12%", "20%", "26%"], elem_id="probe-table"),
                     outcome=gr.HTML(elem_id="run-outcome"), owner=owner, stop_btn=stop_btn, seen=gr.State(""))
 
     def wire(self, demo: gr.Blocks) -> None:
@@ -99,27 +103,23 @@ class TrainTab:
         return gr.update(visible=not is_causal(model)), gr.update(value=default_learning_rate(model or ""))
 
     def preview(self, **form):
-        """Blocks, an example block with its masked tokens, and the time and memory estimate for this device."""
-        from mlm_core.data import extract_texts
+        """Blocks, an example block with its hidden words, probes, and the time and memory estimate for this device."""
         from mlm_core.preflight import preview
-        from mlm_core.probes import suggest_probes
-        from mlm_core.sources import load_records
 
         try:
-            config = config_from(form, output_dir=str(self.studio.root / "preview"))
-            result = preview(config)
-            texts = extract_texts(load_records(config), result.text_column)
+            result = preview(config_from(form, output_dir=str(self.studio.root / "preview")))
         except ValueError as error:
             raise refusal(error) from None
-        memory = result.memory_bytes / 2**30
-        lines = [f"**{result.documents:,} documents → {result.tokens:,} tokens → {result.train_blocks:,} training "
-                 f"and {result.eval_blocks:,} evaluation blocks of {result.block_size} tokens** (text column "
+        rows = f"{result.documents:,} of {result.rows_total:,} rows" if result.rows_total else \
+            f"{result.documents:,} rows"
+        lines = [f"**{rows} → {result.tokens:,} tokens → {result.train_blocks:,} training and "
+                 f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens** (text column "
                  f"{markdown_escaped(result.text_column)}).",
                  f"**Estimate on {describe_device()}:** {result.total_steps:,} steps at {result.seconds_per_step:.2f} "
                  f"s each (measured) → about **{board.duration(result.estimated_seconds)}**, using about "
-                 f"**{memory:.1f} GiB** of memory.",
-                 *[f"ℹ️ {markdown_escaped(m)}" for m in result.messages if "block_size" in m]]
-        probes = "\n".join(suggest_probes(texts)) if result.task.inference == "fill-mask" else ""
+                 f"**{result.memory_bytes / 2**30:.1f} GiB** of memory.",
+                 *[f"ℹ️ {markdown_escaped(hide_paths(plain(m)))}" for m in result.messages if "block_size" in m]]
+        probes = "\n".join(probe.line() for probe in result.probes)
         return "\n\n".join(lines), result.example, probes or gr.skip(), result.text_column
 
     def start(self, visitor, probes, request: gr.Request, **form):
@@ -178,7 +178,7 @@ class TrainTab:
     def board(self, run: RunDir | None, visitor, seen: str) -> list:
         """The dashboard's component values for a run (None: no run yet)."""
         if run is None:
-            return ["", board.status_line([], "none"), board.progress_html([], "none"), None, None, [], "", "",
+            return ["", board.status_line([], "none"), board.progress_html([], "none"), None, None, None, [], "", "",
                     gr.update(interactive=False), "none"]
         events, status = self.studio.events(run), run.status()
         position = self.studio.queue.position(run) if status == QUEUED else None
@@ -187,11 +187,12 @@ class TrainTab:
         yours = self.access.may_control(visitor, run)
         key = f"{run.name}:{len(events)}:{status}:{position}:{stopping}:{yours}"
         if key == seen:
-            return [gr.skip()] * 9 + [seen]
+            return [gr.skip()] * 10 + [seen]
         results = board.results_from(events) if status not in {RUNNING, QUEUED} else None
         return [run.name, board.status_line(events, status, stopping, position, self._wait_s(position)),
                 board.progress_html(events, status), figures.loss_figure(events), figures.perplexity_figure(events),
-                figures.probe_table(events), board.outcome_text(results), board.owner_note(yours, self.access.public),
+                figures.accuracy_figure(events, board.guessed_words(events)), figures.probe_table(events),
+                board.outcome_text(results), board.owner_note(yours, self.access.public),
                 gr.update(interactive=yours and status in {RUNNING, QUEUED}), key]
 
     def _wait_s(self, position: int | None) -> float | None:

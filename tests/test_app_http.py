@@ -1,6 +1,7 @@
 """The launched app over HTTP: start a run, queue another behind it, stop the first, watch the second complete,
 fill a mask with both; a CLI run in the same runs folder is seen running and holds the queue."""
 
+import json
 import os
 import signal
 import subprocess
@@ -8,7 +9,7 @@ import sys
 import time
 
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from .app_client import count, ended, message, start, status, train_form, wait_for
@@ -51,8 +52,10 @@ def test_start_queue_stop_then_the_queued_run_completes_and_fills_masks(client, 
     eval_steps = {e["step"] for e in finished["events"] if e["type"] == "eval"}
     assert probe_steps == eval_steps and len(probe_steps) >= 3  # the probe is re-scored at every evaluation
 
-    plot_a, table_a, plot_b, table_b = client.predict(
-        "The <mask> statement exits the innermost loop.", 3, "starter", f"run:{second}", api_name="/fill_mask")
+    plot_a, table_a, note_a, plot_b, table_b, note_b = client.predict(
+        "The <mask> statement exits the innermost loop.", 3, "starter", f"run:{second}", "break",
+        api_name="/fill_mask")
+    assert "The right word <b>break</b> is guess #" in note_a and "guess #" in note_b
     for table in (table_a, table_b):
         rows = table["data"]
         assert len(rows) == 3 and [r[1] for r in rows] == [1, 2, 3]
@@ -89,7 +92,7 @@ def test_bad_input_is_a_plain_message_and_the_app_keeps_serving(client):
     assert "put <mask>" in message(refused.value)
     with pytest.raises(AppError, match="Block size"):
         client.predict(**train_form(block_size=0), api_name="/preview")
-    _, table, _, _ = client.predict("The <mask> statement.", 2, "starter", "starter", api_name="/fill_mask")
+    table = client.predict("The <mask> statement.", 2, "starter", "starter", api_name="/fill_mask")[1]
     assert len(table["data"]) == 2
 
 
@@ -98,4 +101,25 @@ def test_preview_reports_blocks_an_example_and_an_estimate(client):
     assert "training and" in summary and "Estimate on CPU" in summary and "GiB" in summary
     assert column == "text" and probes.count("<mask>") == len(probes.splitlines()) >= 1
     tokens = example if isinstance(example, list) else example["value"]
-    assert any(t.get("class_or_confidence") == "masked" for t in tokens)
+    assert any(t.get("class_or_confidence") == "hidden" for t in tokens)
+    assert all(" => " in line for line in probes.splitlines())  # each picked probe comes with its answer
+
+
+def test_preview_reads_a_nested_upload_and_says_how_many_rows_it_uses(client, tmp_path):
+    from mlm_core.corpus import reference_records
+
+    upload = tmp_path / "nested.jsonl"
+    upload.write_text("\n".join(json.dumps({"id": i, "meta": {"body": r["text"]}})
+                                for i, r in enumerate(reference_records()[:30])), encoding="utf-8")
+    summary, _, _, column = client.predict(**train_form(dataset="file", dataset_file=handle_file(str(upload)),
+                                                        slice="train[:20]"), api_name="/preview")
+    assert column == "meta.body" and "20 of 30 rows" in summary
+
+
+def test_the_surprise_view_colours_every_word_under_both_models(client):
+    text = "The break statement exits the innermost loop."
+    surprise_a, surprise_b, _ = client.predict(text, "starter", "starter", api_name="/surprise")
+    for shown in (surprise_a, surprise_b):
+        pieces = shown["value"] if isinstance(shown, dict) else shown
+        assert "".join(p["token"] for p in pieces) == text
+        assert all(0 < p["class_or_confidence"] <= 1 for p in pieces)

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from mlm_core.cli import main
+from mlm_core.rundir import RunDir
 
 from .conftest import run_cli
 
@@ -19,6 +20,39 @@ def test_offline_default_run_finishes_and_lowers_perplexity(starter_run):
     assert len(summary) == 1 and summary[0].startswith("completed ") and "perplexity" in summary[0]
     assert "base perplexity" in process.stderr and "step" in process.stderr
     assert "Traceback" not in process.stderr
+
+
+def test_the_default_run_draws_curves_and_evaluating_costs_at_most_15_percent_of_it(starter_run):
+    from mlm_core.events import Eval, Step
+
+    run = RunDir(starter_run["dir"])
+    results, events = run.results(), run.events()
+    evals = [e for e in events if isinstance(e, Eval)]
+    spent = sum(e.seconds for e in evals)
+    print(f"\ndefault run: {results.steps} steps, {len(evals)} evaluations taking {spent:.1f} s of "
+          f"{results.seconds:.1f} s ({spent / results.seconds:.1%}); perplexity {results.base_perplexity:.2f} -> "
+          f"{results.final_perplexity:.2f}, top-1 {results.base_top1:.1%} -> {results.final_top1:.1%}, top-5 "
+          f"{results.base_top5:.1%} -> {results.final_top5:.1%}")
+    assert results.steps >= 50 and len(evals) >= 10 and evals[0].base and evals[-1].step == results.steps
+    assert spent <= 0.15 * results.seconds
+    assert len([e for e in events if isinstance(e, Step)]) == results.steps
+
+
+def test_the_cli_and_the_app_share_their_defaults(tmp_path):
+    from studio.form import config_from
+
+    from mlm_core.cli import build_parser, train_config
+
+    for model in ("starter", "distilbert/distilroberta-base"):
+        cli = train_config(build_parser().parse_args(["train", "--model", model, "--dataset", "builtin",
+                                                      "--output-dir", "x"]))
+        app = config_from({"model": model, "dataset": "builtin"}, output_dir="x")
+        assert cli == app, (cli, app)
+    assert cli.learning_rate == 2e-5 and config_from({"model": "starter"}, "x").learning_rate == 5e-4
+    file = tmp_path / "notes.txt"
+    alone = train_config(build_parser().parse_args(["train", "--model", "starter", "--dataset-file", str(file),
+                                                    "--output-dir", "x"]))
+    assert alone.dataset == "file" and alone.dataset_file == str(file)
 
 
 def test_fill_mask_json_from_a_finished_run(starter_run):

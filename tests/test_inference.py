@@ -109,3 +109,25 @@ def test_starter_puts_a_sensible_word_in_its_top_5():
         [guesses] = fill_mask("starter", text, top_k=5)
         words = {g["token_str"].strip() for g in guesses}
         assert words & sensible, (text, words)
+
+
+def test_word_surprise_scores_every_word_and_fine_tuning_lowers_it(starter_run):
+    from mlm_core.inference import word_surprise
+
+    text = "An assignment statement evaluates the expression list and assigns the single resulting object."
+    base, tuned = word_surprise("starter", text), word_surprise(str(starter_run["dir"]), text)
+    assert "".join(word for word, _ in base) == text and [w for w, _ in base] == [w for w, _ in tuned]
+    assert len(base) == len(text.split()) and all(bits > 0 for _, bits in base)
+    assert sum(bits for _, bits in tuned) < sum(bits for _, bits in base)  # the reference's phrasing is expected now
+    with pytest.raises(ValueError, match="more than this model reads"):
+        word_surprise("starter", "word " * 300)
+
+
+def test_the_right_words_rank_is_where_the_model_puts_it():
+    from mlm_core.inference import fill_mask, rank_answer
+
+    text = "The <mask> statement exits the innermost loop."
+    top = fill_mask("starter", text, top_k=3)[0]
+    assert rank_answer("starter", text, top[0]["token_str"].strip()) == (1, pytest.approx(top[0]["score"]))
+    assert rank_answer("starter", text, top[2]["token_str"].strip())[0] == 3
+    assert rank_answer("starter", text, "antidisestablishmentarianism") is None  # not one token

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 
 import pytest
 
 from mlm_core.events import Done, Error, Eval, Probe, Step
-from mlm_core.export import model_card, push_run, zip_run
+from mlm_core.export import describe_data, describe_model, model_card, push_run, zip_run
 from mlm_core.preflight import preview
-from mlm_core.probes import suggest_probes
+from mlm_core.probes import STOP_WORDS, ProbeSentence, block_texts, one_token, parse_probe, pick_probes
 from mlm_core.rundir import RunDir
 from mlm_core.training import train
 from studio import board, figures
@@ -42,23 +43,33 @@ def test_visitor_text_is_shown_as_text():
 
 
 def test_figures_and_text_from_events():
-    events = [Eval(step=0, epoch=0, eval_loss=2.0, perplexity=7.39, base=True),
+    assert figures.loss_figure([]) is None and figures.perplexity_figure([]) is None  # no empty axes before a run
+    events = [Eval(step=0, epoch=0, eval_loss=2.0, perplexity=7.39, base=True, top1=0.30, top5=0.50),
+              Probe(step=0, text="a <mask> b", guesses=[("x", 0.4)], answer="c", answer_rank=9,
+                    answer_probability=0.02),
               Step(step=1, total_steps=2, epoch=0.5, loss=2.1, learning_rate=1e-4, tokens=64, tokens_per_s=100.0,
                    elapsed_s=1.0, eta_s=1.0),
               Step(step=2, total_steps=2, epoch=1.0, loss=1.9, learning_rate=0.0, tokens=128, tokens_per_s=100.0,
                    elapsed_s=2.0, eta_s=0.0),
-              Eval(step=2, epoch=1, eval_loss=1.5, perplexity=4.48),
-              Probe(step=2, text="a <mask>", guesses=[("b", 0.5)])]
+              Eval(step=2, epoch=1, eval_loss=1.5, perplexity=4.48, top1=0.41, top5=0.62),
+              Probe(step=2, text="a <mask> b", guesses=[("c", 0.5)], answer="c", answer_rank=1, answer_probability=0.5),
+              Probe(step=2, text="typed <mask>", guesses=[("y", 0.25)])]
     loss = figures.loss_figure(events)
-    assert list(loss.data[0].x) == [1, 2] and list(loss.data[1].y) == [2.0, 1.5]
+    assert list(loss.data[0].x) == [1, 2] and list(loss.data[2].y) == [2.0, 1.5]
+    assert loss.data[1].y == pytest.approx([2.1, (0.8 * 0.42 + 0.2 * 1.9) / (1 - 0.8**2)])  # smoothed, from the start
     assert figures.perplexity_figure(events).layout.shapes  # the base reference line
-    assert figures.probe_table(events) == [[2, "a <mask>", "b 50%"]]
+    accuracy = figures.accuracy_figure(events)
+    assert list(accuracy.data[0].y) == [0.30, 0.41] and list(accuracy.data[1].y) == [0.50, 0.62]
+    assert figures.probe_table(events) == [["a <mask> b", "c", "#9 (2%) → #1 (50%)", "c 50%"],
+                                           ["typed <mask>", "", "", "y 25%"]]
     assert 'data-progress="100.0"' in board.progress_html(events, "completed")
     assert "stopped at step 2" in board.progress_html(events, "stopped")
     results = {"status": "completed", "base_perplexity": 7.39, "final_perplexity": 4.48, "tokens": 128,
-               "seconds": 2.0, "steps": 2}
+               "seconds": 2.0, "steps": 2, "base_top1": 0.30, "final_top1": 0.41, "base_top5": 0.5, "final_top5": 0.62}
     text = board.outcome_text(board.results_from([*events, Done(status="completed", results=results)]))
     assert "7.4 → 4.5" in text and "39% less surprised" in text
+    assert "guesses <b>41% of the hidden words</b> of your held-out text right, up from 30%" in text
+    assert "five likeliest guesses 62% of the time, up from 50%" in text
     assert board.status_line(events, "completed").startswith("✅")
     assert board.status_line([], "queued", position=1).startswith("⏳ Queued, position 1")
     failed = board.status_line([*events, Error("text: put <mask> where the word goes")], "failed")
@@ -102,19 +113,25 @@ def test_push_offline_is_refused_in_plain_words_without_echoing_the_token(finish
 def test_preview_counts_blocks_masks_an_example_and_measures_steps(tiny_mlm, tmp_path):
     result = preview(tiny_config(tiny_mlm, tmp_path / "p"))
     assert result.train_blocks > 0 and result.eval_blocks > 0 and result.block_size == 64
-    assert len(result.example) == 64 and any(label == "masked" for _, label in result.example)
+    words = [word for word, _ in result.example]
+    assert 10 < len(words) < 64 and any(label == "hidden" for _, label in result.example)
+    assert all(word[:1].isspace() or i == 0 for i, word in enumerate(words))  # whole words, not word pieces
     assert result.seconds_per_step > 0 and result.estimated_seconds >= result.total_steps * result.seconds_per_step
     assert result.memory_bytes > 0
     assert not (tmp_path / "p").exists(), "a preview writes nothing"
 
 
-def test_probes_come_from_the_data():
-    texts = ["The quick brown fox jumps over the lazy dog near the river bank today.", "short."]
-    [probe] = suggest_probes(texts, n=3)
-    before, after = probe.split("<mask>")
-    assert texts[0].startswith(before) and texts[0].endswith(after) and before
-    hidden = texts[0][len(before): len(texts[0]) - len(after)]
-    assert hidden.isalpha() and len(hidden) >= 4
+def test_probes_are_whole_sentences_with_a_content_word_hidden_and_a_known_answer():
+    from mlm_core.modeling import load_tokenizer
+
+    tokenizer = load_tokenizer("starter")
+    sentence = "The interpreter evaluates the expression and stores the resulting value in the variable."
+    texts = [f"the middle of a sentence cut by the block. {sentence} Too short."]
+    [probe] = pick_probes(texts, tokenizer)
+    assert probe.text.replace("<mask>", probe.answer) == sentence and probe.text.count("<mask>") == 1
+    assert probe.answer.islower() and probe.answer not in STOP_WORDS and one_token(tokenizer, probe.answer)
+    assert parse_probe(probe.line()) == probe and parse_probe("A <mask> b.") == ProbeSentence("A <mask> b.")
+    assert block_texts(tokenizer, [tokenizer(texts[0])["input_ids"]]) == [f"{sentence} Too short."]
 
 
 def test_the_public_rules_refuse_in_words_and_keep_the_owners_token_for_the_owner(finished_run, tmp_path):
@@ -144,3 +161,29 @@ def test_the_public_rules_refuse_in_words_and_keep_the_owners_token_for_the_owne
         rules.unlock(visitor, "secret")  # even the right one, after five wrong ones
     rules.unlock(other, "secret")
     assert rules.visitor("b" * 32, None).admin and not rules.visitor("a" * 32, None).admin
+
+
+def test_each_mask_row_shows_the_text_with_that_mask_filled_and_the_others_blank():
+    from mlm_core.inference import fill_mask
+
+    text = "The event loop repeats the <mask> of [MASK] forever."
+    results = fill_mask("starter", text, top_k=2)
+    rows = figures.predictions_table(results, text)
+    assert [row[:2] for row in rows] == [[1, 1], [1, 2], [2, 1], [2, 2]]
+    for mask, _, word, _, sentence in rows:
+        blank = "The event loop repeats the {} of {} forever."
+        assert sentence == (blank.format(word, "___") if mask == 1 else blank.format("___", word))
+    assert figures._filled("A <mask>s here.", list(re.finditer("<mask>", "A <mask>s here.")), 0, "ing") == "Aings here."
+
+
+def test_the_model_card_names_the_base_model_and_the_data_in_words(finished_run):
+    card = model_card(finished_run)
+    assert "base_model:" not in card  # a local folder is not a hub model
+    assert "the Python language reference that ships with CPython (`pydoc_data.topics`, rows `train[:40]`)" in card
+    assert "words guessed right, top guess" in card
+    config = finished_run.config()
+    assert describe_model("starter").startswith("the MLM Studio starter model")
+    assert describe_model("distilbert/distilroberta-base") == \
+        "[distilbert/distilroberta-base](https://huggingface.co/distilbert/distilroberta-base)"
+    assert describe_data(config.replace(dataset="user/data", slice="train")) == \
+        "the hub dataset [user/data](https://huggingface.co/datasets/user/data) (all rows)"
