@@ -25,17 +25,27 @@ BARS = ("() => { const p = document.querySelector('#plot-a .js-plotly-plot'); "
 
 
 @pytest.fixture(scope="module")
-def page(app_server):
+def browser():
     playwright = pytest.importorskip("playwright.sync_api")
     if not shutil.which(CHROMIUM):
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)")
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(60_000)
-        yield page
+        yield browser
         browser.close()
+
+
+def _new_page(browser, width: int = 1400, height: int = 1000):
+    """A page in a fresh browser context: its own local storage, so another visitor."""
+    page = browser.new_context(viewport={"width": width, "height": height}).new_page()
+    page.set_default_timeout(60_000)
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    return _new_page(browser)
 
 
 def _status(page) -> str:
@@ -121,7 +131,7 @@ def _assert_shown_as_text(page, pixel: str, visible: bool = True) -> None:
     assert made == 0
 
 
-def test_what_a_visitor_typed_shows_as_text_in_another_visitors_browser(public_server, app_server):
+def test_what_a_visitor_typed_shows_as_text_in_another_visitors_browser(browser, public_server, app_server):
     from gradio_client import Client
 
     from .app_client import ended, start, wait_for
@@ -139,33 +149,28 @@ def test_what_a_visitor_typed_shows_as_text_in_another_visitors_browser(public_s
         failed = start(c, model=typed)
         wait_for(c, failed, ended, timeout=120)
 
-        playwright = pytest.importorskip("playwright.sync_api")
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})  # visitor B
-            page.set_default_timeout(60_000)
-            page.goto(public_server["url"])
-            page.get_by_role("tab", name="Runs").click()
-            page.locator("#runs-table").get_by_text(run).filter(visible=True).first.wait_for()
-            _assert_shown_as_text(page, pixel.url)
-            page.locator("#compare-runs label").filter(has_text=run).click()
-            page.wait_for_function(f"({_traces('compare-ppl', count=True)})() === 1")
-            page.locator("#selected-run input").fill(run)  # the page says what B may do before B clicks
-            page.locator("#selected-run input").press("Enter")
-            page.locator("#run-rights").get_by_text("Another visitor started this run").wait_for()
-            assert page.get_by_role("button", name="Delete…").is_disabled()
-            page.get_by_role("tab", name="Fill-mask").click()
-            page.screenshot(path=ARTIFACTS / "public-markdown.png", full_page=True)
-            _assert_shown_as_text(page, pixel.url, visible=False)
+        page = _new_page(browser)  # visitor B
+        page.goto(public_server["url"])
+        page.get_by_role("tab", name="Runs").click()
+        page.locator("#runs-table").get_by_text(run).filter(visible=True).first.wait_for()
+        _assert_shown_as_text(page, pixel.url)
+        page.locator("#compare-runs label").filter(has_text=run).click()
+        page.wait_for_function(f"({_traces('compare-ppl', count=True)})() === 1")
+        page.locator("#selected-run input").fill(run)  # the page says what B may do before B clicks
+        page.locator("#selected-run input").press("Enter")
+        page.locator("#run-rights").get_by_text("Another visitor started this run").wait_for()
+        assert page.get_by_role("button", name="Delete…").is_disabled()
+        page.get_by_role("tab", name="Fill-mask").click()
+        page.screenshot(path=ARTIFACTS / "public-markdown.png", full_page=True)
+        _assert_shown_as_text(page, pixel.url, visible=False)
 
-            page.goto(app_server["url"])  # the private app's page shows the failed run with its model name
-            page.get_by_role("tab", name="Runs").click()
-            page.locator("#runs-table").get_by_text(failed).filter(visible=True).first.wait_for()
-            _assert_shown_as_text(page, pixel.url)
-            page.get_by_role("tab", name="Train").click()  # its status line names the model
-            page.locator("#run-status").get_by_text("[Your session expired]", exact=False).wait_for()
-            _assert_shown_as_text(page, pixel.url)
-            browser.close()
+        page.goto(app_server["url"])  # the private app's page shows the failed run with its model name
+        page.get_by_role("tab", name="Runs").click()
+        page.locator("#runs-table").get_by_text(failed).filter(visible=True).first.wait_for()
+        _assert_shown_as_text(page, pixel.url)
+        page.get_by_role("tab", name="Train").click()  # its status line names the model
+        page.locator("#run-status").get_by_text("[Your session expired]", exact=False).wait_for()
+        _assert_shown_as_text(page, pixel.url)
         assert pixel.hits == []
     finally:
         pixel.server.close()
