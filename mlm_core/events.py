@@ -98,6 +98,10 @@ class Probe(Event):
     answer_rank: int | None = None  # its place among the model's guesses (1: the top guess)
     answer_probability: float | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """As the base, with guesses as JSON lists so a read-back event compares equal."""
+        return {**super().to_dict(), "guesses": [[word, p] for word, p in self.guesses]}
+
 
 @dataclass(frozen=True)
 class Checkpoint(Event):

@@ -111,8 +111,9 @@ class FillTab:
         fill_inputs = [self.text, self.top_k, *models, self.answer]
         fill_outputs = [self.plot_a, self.table_a, self.note_a, self.plot_b, self.table_b, self.note_b]
         self.fill_btn.click(self.fill, fill_inputs, fill_outputs, api_name="fill_mask")
-        for trigger in (self.text.submit, self.answer.submit, self.top_k.release):
+        for trigger in (self.text.submit, self.answer.submit):
             trigger(self.fill, fill_inputs, fill_outputs, api_name=False)
+        self.top_k.change(self.fill, fill_inputs, fill_outputs, api_name=False, trigger_mode="always_last")
         self.examples.load_input_event.then(self.fill, fill_inputs, fill_outputs, api_name=False)
         self.surprise_btn.click(self.surprise, [self.paragraph, *models],
                                 [self.surprise_a, self.surprise_b, self.changes], api_name="surprise")

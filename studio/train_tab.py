@@ -158,8 +158,11 @@ class TrainTab:
     def refresh(self, visitor, run_name, seen, request: gr.Request):
         """The watched run's dashboard; untouched components when nothing changed since the last refresh."""
         visitor = self.access.visitor(visitor, request)
-        run = self._watched(run_name) or self._default_run(visitor)
-        return self.board(run, visitor, seen)
+        watched = self._watched(run_name)
+        values = self.board(watched or self._default_run(visitor), visitor, seen)
+        if watched is not None:  # only Start, Stop and a first look choose the run: a late tick must not undo them
+            values[0] = gr.skip()
+        return values
 
     def _watched(self, name) -> RunDir | None:
         """The run the page shows, if it still exists."""
