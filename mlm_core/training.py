@@ -14,6 +14,7 @@ import torch
 from . import checkpoint as ckpt
 from .batches import Batch, Masker, epoch_batches, fixed_eval_batches
 from .config import TrainConfig
+from .data import PreparationStopped
 from .events import Checkpoint, Done, Error, Eval, Event, EventLog, Probe, Started, Status, Step
 from .inference import predict_masks
 from .meter import Meter, perplexity
@@ -84,7 +85,7 @@ class TrainingRun:
         """Set up, evaluate the base model, train, and finish; errors are emitted as events and re-raised."""
         try:
             _seed_everything(self.config.seed)  # a checkpoint's RNG state replaces this when resuming
-            setup = prepare_run(self.config, self.run_dir, resume, self.emit)
+            setup = prepare_run(self.config, self.run_dir, resume, self.emit, self.stop)
             self._build(setup)
             self._open_log()
             if setup.checkpoint is not None:
@@ -94,6 +95,11 @@ class TrainingRun:
                 self.base_loss = self._evaluate(base=True)
             stopped = self.base_loss is None or self._train()
             return self._finish(stopped)
+        except PreparationStopped:  # stopped before the first step: nothing to save
+            results = {**dict.fromkeys(_RESULT_KEYS), "status": "stopped", "model": self.config.model,
+                       "dataset": self.config.dataset, "steps": 0, "tokens": 0, "seconds": 0.0}
+            self.emit(Done(status="stopped", results=results))
+            return results
         except Exception as error:
             self.emit(Error(str(error) if isinstance(error, ValueError) else f"training failed: {error!r}"))
             raise
@@ -110,7 +116,7 @@ class TrainingRun:
         masker_args = dict(tokenizer=setup.tokenizer, task=setup.task, mlm_probability=cfg.mlm_probability,
                            whole_word=cfg.whole_word_masking)
         self.masker = Masker(seed=cfg.seed + self.rank, **masker_args)
-        self.eval_batches = fixed_eval_batches(masker_args, setup.data.eval, setup.data.eval_offsets,
+        self.eval_batches = fixed_eval_batches(masker_args, setup.data.eval, setup.data.eval_word_starts,
                                                cfg.batch_size * EVAL_BATCH_FACTOR, seed=cfg.seed + 1)
         optimizer = make_optimizer(setup.model.to(self.accelerator.device), cfg)
         objective = LMObjective(setup.model, setup.task, head_only=self.head_only_loss)
@@ -123,7 +129,11 @@ class TrainingRun:
     def _batches_per_epoch(self) -> int:
         """Batches this process takes in one epoch."""
         n = len(self.setup.data.train)
-        return sum(1 for _ in epoch_batches(n, self.config.batch_size, 0, 0, self.rank, self.world))
+        return sum(1 for _ in epoch_batches(n, self.config.batch_size, 0, 0, *self._shard()))
+
+    def _shard(self) -> tuple[int, int]:
+        """(rank, world) for epoch_batches: data prepared per process is this process's alone."""
+        return (0, 1) if self.setup.data.sharded else (self.rank, self.world)
 
     def _open_log(self) -> None:
         """Start writing events.jsonl, beginning with those emitted during set-up."""
@@ -145,8 +155,8 @@ class TrainingRun:
         cfg, data = self.config, self.setup.data
         self.meter = Meter(elapsed_before=self.setup.elapsed_before)
         while self.step < self.total_steps:
-            batches = list(epoch_batches(len(data.train), cfg.batch_size, self.epoch, cfg.seed, self.rank,
-                                         self.world))[self.batch_in_epoch:]
+            batches = list(epoch_batches(len(data.train), cfg.batch_size, self.epoch, cfg.seed,
+                                         *self._shard()))[self.batch_in_epoch:]
             for start in range(0, len(batches), cfg.gradient_accumulation):
                 if self.stop.is_set():
                     return True
@@ -163,8 +173,8 @@ class TrainingRun:
     def _optimizer_step(self, group: list[torch.Tensor]) -> tuple[float, int]:
         """One update from a group of micro-batches; (mean token loss, tokens trained on)."""
         data, device = self.setup.data, self.accelerator.device
-        offsets = data.train_offsets
-        batches = [self.masker(data.train[idx], None if offsets is None else offsets[idx]) for idx in group]
+        starts = data.train_word_starts
+        batches = [self.masker(data.train[idx], None if starts is None else starts[idx]) for idx in group]
         total = max(1, sum(_label_count(b, self.setup.task) for b in batches))
         self.objective.train()
         loss_sum = torch.zeros((), device=device)
@@ -212,7 +222,7 @@ class TrainingRun:
             for i, batch in enumerate(self.eval_batches):
                 if self.stop.is_set():
                     return None
-                if i % self.world == self.rank:
+                if self.setup.data.sharded or i % self.world == self.rank:
                     summed, n = self.objective(*_inputs(batch.to(device)))
                     total, count = total + summed.float(), count + n
         total, count = self.accelerator.reduce(total), self.accelerator.reduce(count)
@@ -303,6 +313,11 @@ class TrainingRun:
             "final_perplexity": perplexity(last) if status == "completed" and last is not None else None,
             "last_eval_loss": last, "model_dir": str(self.run_dir / "model") if status == "completed" else None,
         }
+
+
+_RESULT_KEYS = ("status", "model", "dataset", "task", "device", "steps", "total_steps", "epochs", "tokens", "seconds",
+                "train_blocks", "eval_blocks", "block_size", "base_eval_loss", "base_perplexity", "final_eval_loss",
+                "final_perplexity", "last_eval_loss", "model_dir")
 
 
 def _seed_everything(seed: int) -> None:
