@@ -18,6 +18,10 @@ TARGETS = [
     ("fill_mask_p50_ratio", "fill-mask p50, ours / pipeline (DistilRoBERTa shape)", 0.6, False),
     ("fill_mask_busy_ratio", "fill-mask p50 while training / idle (starter)", 3.0, False),
     ("mfu", "our training FLOP/s / measured matmul peak", 0.6, True),
+    ("scale_speedup_min", "data prep of 10, 40, 160 MB text: guides' time / ours (smallest)", 2.0, True),
+    ("scale_growth", "data prep time, ours, 160 MB / 40 MB (linear: 4)", 4.5, False),
+    ("scale_memory_ratio", "data prep peak memory at 160 MB, ours (with workers) / guides'", 1.0, False),
+    ("scale_memory_ratio_wwm", "the same, ours with whole-word masking / guides'", 1.0, False),
 ]
 
 
@@ -81,6 +85,10 @@ def _section(result: dict) -> str:
     rows = "\n".join(f"| {what} | {'n/a' if v is None else f'{v:.3f}'} | {t} | "
                      f"{'-' if ok is None else 'yes' if ok else '**no**'} |"
                      for what, v, t, ok in verdicts(result["ratios"]))
+    scale = _scale_section(d["data_scale"]) if "data_scale" in d else ""
+    if "train" not in d:  # only the data-scale section was run on this device
+        return f"\n## {where} ({result['mode']} run, {result['date']})\n\n| measure | value | target | met |\n" \
+               f"| --- | --- | --- | --- |\n{rows}\n{scale}"
     tr, st, fm, busy = d["train"], d["starter_train"], d["fill_mask"], d["fill_mask_during_training"]
     prep, mem, fl = d["data_prep"], d["memory"], d["flops"]
     return f"""
@@ -111,4 +119,34 @@ torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}, {m['
 - Compute: {fl['step_flops'] / 1e9:,.1f} GFLOP per training step (counted by `torch.utils.flop_counter`; LM head at
   masked positions only), {fl['achieved_flops_per_s'] / 1e9:,.1f} GFLOP/s achieved vs a {fl['matmul']['size']}²
   {fl['matmul']['dtype']} matmul peak of {fl['matmul']['flops_per_s'] / 1e9:,.1f} GFLOP/s.
+{scale}"""
+
+
+def _gib(value: float) -> str:
+    """Bytes as GiB with two decimals."""
+    return f"{value / 2**30:.2f}"
+
+
+def _scale_section(scale: dict) -> str:
+    """The data-scale table: time and peak memory of both recipes at each size."""
+    wwm = {w["megabytes"]: w["ours"] for w in scale["whole_word"]}
+    lines = []
+    for row in scale["rows"]:
+        guide, ours, w = row["guide"], row["ours"], wwm.get(row["megabytes"])
+        workers = " + ".join(_gib(b) for b in ours["peak_worker_bytes"]) or "none"
+        whole = f"{w['seconds']:.1f} s, {_gib(w['peak_total_bytes'])} GiB" if w else "-"
+        lines.append(f"| {row['megabytes']} MB | {guide['seconds']:.1f} s | {_gib(guide['peak_main_bytes'])} GiB | "
+                     f"{ours['seconds']:.1f} s | {_gib(ours['peak_total_bytes'])} GiB ({_gib(ours['peak_main_bytes'])} "
+                     f"+ workers {workers}) | {row['speedup']:.2f}x | {whole} |")
+    table = "\n".join(lines)
+    return f"""
+### Data preparation at scale ({scale.get('date', '')})
+Generated text files of paragraphs from the built-in corpora, the starter tokenizer, block {scale['block_size']};
+load, tokenize, group and split, each contender in its own process, timed inside it; peak memory is each process's
+own peak resident set (VmHWM), ours adding its tokenizer workers'. The guides' recipe: `load_dataset("text",
+sample_by="paragraph")`, batched `map` of the tokenizer, batched `map` of `group_texts`, `train_test_split`.
+
+| text | guides' time | guides' peak | our time | our peak (main + workers) | speed-up | ours, whole-word masking |
+| --- | --- | --- | --- | --- | --- | --- |
+{table}
 """
