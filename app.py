@@ -82,15 +82,14 @@ def _int(value, name: str) -> int:
 
 def on_preview(*form):
     """Blocks, an example block with its masked tokens, and the time and memory estimate for this device."""
-    from mlm_core.data import extract_texts
+    from mlm_core.data import sample_texts
     from mlm_core.preflight import preview
     from mlm_core.probes import suggest_probes
-    from mlm_core.sources import load_records
 
     try:
         config = config_from(*form)
         result = preview(config)
-        texts = extract_texts(load_records(config), result.text_column)
+        texts = sample_texts(config, result.text_column)
     except ValueError as error:
         raise _refusal(error) from None
     memory = result.memory_bytes / 2**30

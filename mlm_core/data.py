@@ -29,7 +29,7 @@ from .storage import read_json
 from .tokenizing import LocalEncoder, PreparationStopped, WorkerPool, fast_backend, ids_dtype
 
 __all__ = ["LMData", "PreparationStopped", "as_text", "detect_text_column", "extract_texts", "flatten_record",
-           "group_texts", "prepare_data", "process_shard", "split_indices", "tokenize"]
+           "group_texts", "prepare_data", "process_shard", "sample_texts", "split_indices", "tokenize"]
 
 # Column names that usually hold the prose, in order of preference.
 PREFERRED_COLUMNS = ("text", "answers.text", "content", "body", "document", "sentence", "article", "abstract")
@@ -102,6 +102,11 @@ def extract_texts(records: Sequence[Record], column: str) -> list[str]:
     if not texts:
         raise ValueError(f"text_column: column {column!r} holds no text in the selected rows")
     return texts
+
+
+def sample_texts(config: TrainConfig, column: str, limit: int = 500) -> list[str]:
+    """The first `limit` non-empty texts of a run's data (e.g. for probe sentences), without reading the rest."""
+    return [t for t in (text_of(r, column) for r in open_source(config).peek(limit)) if t is not None]
 
 
 def tokenize(tokenizer, texts: Sequence[str], with_offsets: bool = False) -> dict[str, list]:

@@ -136,14 +136,19 @@ class FileSource(Source):
 
     @property
     def range(self) -> slice:
-        """The records of the slice, as positions in the file."""
+        """The records of the slice, as positions in the file (counted first only for percentages or negatives)."""
         if self._range is None:
             self._range = _slice(self.spec, self._count)
-            if self.suffix in (".txt", ".jsonl") and self._range.stop is None:  # counted fast, for progress
-                self._range = slice(self._range.start, self._count())
-            if self._range.stop is not None:
-                self.total = max(0, self._range.stop - (self._range.start or 0))
         return self._range
+
+    @property
+    def total(self) -> int | None:
+        """Records in the slice: known from the slice, or counted for .txt and .jsonl (fast), else None."""
+        start, stop = self.range.start or 0, self.range.stop
+        if stop is None and self.suffix in (".txt", ".jsonl"):
+            self._range = slice(self.range.start, self._count())
+            stop = self._range.stop
+        return None if stop is None else max(0, stop - start)
 
     def _count(self) -> int:
         """Records in the file: paragraphs and non-empty lines are counted fast, other formats are parsed."""
