@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from .config import SLICE_PATTERN
-from .sources import (ARROW_BATCH_RECORDS, STREAM_MB, Record, Source, Want, _bound, check_hub, first_line,
-                      flatten_record, parse_slice, text_value)
+from .columns import Record, flatten_record, text_value
+from .sources import ARROW_BATCH_RECORDS, STREAM_MB, Source, Want, _bound, check_hub, first_line, parse_slice
 
 
 def open_hub_source(dataset_id: str, spec: str) -> Source:

@@ -11,9 +11,9 @@ import itertools
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
 from . import corpus, hub
+from .columns import Record, flatten_record, text_of
 from .config import FILE_DATASET, SLICE_PATTERN, TrainConfig
 from .textfiles import (FILE_SUFFIXES, MAX_FILE_BYTES, MAX_UPLOAD_MB, check_file, file_lines, iter_file_records,
                         txt_paragraphs)
@@ -21,46 +21,11 @@ from .textfiles import (FILE_SUFFIXES, MAX_FILE_BYTES, MAX_UPLOAD_MB, check_file
 __all__ = ["FILE_SUFFIXES", "MAX_FILE_BYTES", "MAX_UPLOAD_MB", "Record", "Source", "apply_slice", "load_records",
            "open_source", "read_file"]
 
-Record = dict[str, Any]
 BATCH_RECORDS = 1000  # records per batch handed to a tokenizer (datasets.map's default batch size)
 BATCH_CHARS = 2 << 20  # ... and at most about this much text, so that long documents keep batches small
 ARROW_BATCH_RECORDS = 256  # hub rows are read by position, so their batches are fixed-size
 STREAM_MB = int(os.environ.get("MLM_STUDIO_STREAM_MB", "1024"))  # hub splits larger than this are streamed
 Want = Callable[[int], bool]
-
-
-def flatten_record(record: Record, prefix: str = "") -> Record:
-    """Nested dicts become dotted keys: {'answers': {'text': [...]}} -> {'answers.text': [...]}."""
-    flat: Record = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_record(value, prefix=f"{name}."))
-        else:
-            flat[name] = value
-    return flat
-
-
-def as_text(value: Any) -> str | None:
-    """A field as one string: text stays, lists of text are joined with spaces, anything else is not text."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)):
-        parts = [as_text(v) for v in value]
-        if parts and all(p is not None for p in parts):
-            return " ".join(p for p in parts if p)
-    return None
-
-
-def text_value(value: Any) -> str | None:
-    """A field's text if it holds some (not only white space), else None."""
-    text = as_text(value)
-    return text if text and text.strip() else None
-
-
-def text_of(record: Record, column: str) -> str | None:
-    """The record's text in `column`, as `text_value`."""
-    return text_value(record.get(column))
 
 
 class Source:

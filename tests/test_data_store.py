@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlm_core import data as data_module
+from mlm_core import preparing
 from mlm_core import datacache
 from mlm_core.batches import Masker
 from mlm_core.config import TrainConfig
@@ -81,7 +81,7 @@ def write_corpus(path, paragraphs: int, seed: int = 0) -> None:
 @pytest.mark.parametrize("whole_word", [False, True])
 def test_worker_processes_make_the_same_store_as_this_process(starter_tokenizer, tmp_path, monkeypatch, whole_word):
     write_corpus(tmp_path / "c.txt", 3000)
-    monkeypatch.setattr(data_module, "WORKER_MIN_BYTES", 0)
+    monkeypatch.setattr(preparing, "WORKER_MIN_BYTES", 0)
     config = TrainConfig(model="starter", dataset="file", dataset_file=str(tmp_path / "c.txt"), slice="train",
                          whole_word_masking=whole_word)
     here = prepare_data(config, starter_tokenizer, 100, processes=1)
@@ -127,8 +127,8 @@ def test_the_cache_key_follows_the_files_content(starter_tokenizer, tmp_path):
 def test_progress_counts_documents_and_stop_ends_preparation_promptly(starter_tokenizer, tmp_path, monkeypatch,
                                                                        processes):
     write_corpus(tmp_path / "c.txt", 40_000)
-    monkeypatch.setattr(data_module, "WORKER_MIN_BYTES", 0)
-    monkeypatch.setattr(data_module, "PROGRESS_S", 0.0)
+    monkeypatch.setattr(preparing, "WORKER_MIN_BYTES", 0)
+    monkeypatch.setattr(preparing, "PROGRESS_S", 0.0)
     config = TrainConfig(model="starter", dataset="file", dataset_file=str(tmp_path / "c.txt"), slice="train")
     seen: list[tuple[int, int | None]] = []
     prepare_data(config, starter_tokenizer, 128, on_progress=lambda d, t: seen.append((d, t)), processes=processes)
