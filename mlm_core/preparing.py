@@ -150,7 +150,8 @@ class _Job:
     def _encoder(self, sample: list[str], folder: Path):
         """Worker processes for a large source and a fast tokenizer, else tokenizing in this process."""
         fast = fast_backend(self.tokenizer, sample, self.with_starts)
-        if fast is not None and self.processes > 1 and (self.source.size_hint or 0) >= WORKER_MIN_BYTES:
+        big = (self.source.size_hint or 0) >= WORKER_MIN_BYTES
+        if fast is not None and self.processes > 1 and big and os.name == "posix":  # workers' pipes need select()
             return WorkerPool(fast[0], self.dtype, self.with_starts, self.processes, folder)
         return LocalEncoder(self.tokenizer, self.dtype, self.with_starts, fast[1] if fast else None)
 
