@@ -96,6 +96,9 @@ def run_data_scale(mode: str, previous: Path | None) -> dict:
     result = read_json(previous) if previous is not None else None
     if not isinstance(result, dict):
         result = {"mode": mode, "date": scale["date"], "machine": report.machine(), "ratios": {}, "details": {}}
+    previous = result["details"].get("data_scale")
+    if previous is not None:  # the run before, so that the page shows the range of two runs
+        scale["previous"] = {k: v for k, v in previous.items() if k != "previous"}
     result["ratios"].update(scale["ratios"])
     result["details"]["data_scale"] = scale
     return result

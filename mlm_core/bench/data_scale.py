@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 BLOCK_SIZE = 128
-SIZES = {"full": (10, 40, 160), "quick": (2, 8, 32)}  # MB of text
-WHOLE_WORD_SIZES = {"full": (40, 160), "quick": (32,)}
+SIZES = {"full": (10, 40, 160), "quick": (2, 8, 32), "test": (0.25, 1)}  # MB of text
+WHOLE_WORD_SIZES = {"full": (40, 160), "quick": (32,), "test": (1,)}
 
 
 def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:

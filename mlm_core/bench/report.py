@@ -122,29 +122,45 @@ torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}, {m['
 {scale}"""
 
 
+def _each(rows: list, value, form: str) -> str:
+    """One figure per run, comma-separated."""
+    return ", ".join(form.format(value(r)) for r in rows)
+
+
 def _gib(value: float) -> str:
     """Bytes as GiB with two decimals."""
     return f"{value / 2**30:.2f}"
 
 
 def _scale_section(scale: dict) -> str:
-    """The data-scale table: time and peak memory of both recipes at each size."""
-    wwm = {w["megabytes"]: w["ours"] for w in scale["whole_word"]}
+    """The data-scale table: time and peak memory of both recipes at each size, over the last two runs."""
+    runs = [r for r in (scale.get("previous"), scale) if r is not None]
     lines = []
-    for row in scale["rows"]:
-        guide, ours, w = row["guide"], row["ours"], wwm.get(row["megabytes"])
-        workers = " + ".join(_gib(b) for b in ours["peak_worker_bytes"]) or "none"
-        whole = f"{w['seconds']:.1f} s, {_gib(w['peak_total_bytes'])} GiB" if w else "-"
-        lines.append(f"| {row['megabytes']} MB | {guide['seconds']:.1f} s | {_gib(guide['peak_main_bytes'])} GiB | "
-                     f"{ours['seconds']:.1f} s | {_gib(ours['peak_total_bytes'])} GiB ({_gib(ours['peak_main_bytes'])} "
-                     f"+ workers {workers}) | {row['speedup']:.2f}x | {whole} |")
+    for i, row in enumerate(scale["rows"]):
+        rows = [r["rows"][i] for r in runs if len(r["rows"]) > i and r["rows"][i]["megabytes"] == row["megabytes"]]
+        wwm = [w["ours"] for r in runs for w in r["whole_word"] if w["megabytes"] == row["megabytes"]]
+        workers = " + ".join(_gib(b) for b in row["ours"]["peak_worker_bytes"]) or "none"
+        whole = (f"{_each(wwm, lambda w: w['seconds'], '{:.1f}')} s, "
+                 f"{_each(wwm, lambda w: w['peak_total_bytes'] / 2**30, '{:.2f}')} GiB") if wwm else "-"
+        lines.append(f"| {row['megabytes']} MB | {_each(rows, lambda r: r['guide']['seconds'], '{:.1f}')} s | "
+                     f"{_each(rows, lambda r: r['guide']['peak_main_bytes'] / 2**30, '{:.2f}')} GiB | "
+                     f"{_each(rows, lambda r: r['ours']['seconds'], '{:.1f}')} s | "
+                     f"{_each(rows, lambda r: r['ours']['peak_total_bytes'] / 2**30, '{:.2f}')} GiB (last run: "
+                     f"{_gib(row['ours']['peak_main_bytes'])} + workers {workers}) | "
+                     f"{_each(rows, lambda r: r['speedup'], '{:.2f}')}x | {whole} |")
     table = "\n".join(lines)
+    if len(runs) > 1:
+        earlier = ", ".join(f"{what.split(':')[0] if ':' in what else what} {v:.3f}" for what, v, _, _ in
+                            verdicts(runs[0]["ratios"]) if v is not None)
+        table += f"\n\nThe earlier run's ratios: {earlier}."
+    dates = " and ".join(r.get("date", "") for r in runs)
     return f"""
-### Data preparation at scale ({scale.get('date', '')})
+### Data preparation at scale ({len(runs)} run{'s' if len(runs) > 1 else ''}: {dates})
 Generated text files of paragraphs from the built-in corpora, the starter tokenizer, block {scale['block_size']};
 load, tokenize, group and split, each contender in its own process, timed inside it; peak memory is each process's
 own peak resident set (VmHWM), ours adding its tokenizer workers'. The guides' recipe: `load_dataset("text",
 sample_by="paragraph")`, batched `map` of the tokenizer, batched `map` of `group_texts`, `train_test_split`.
+Where two runs were made, each cell gives both ("earlier, later"); the targets above are checked on the later one.
 
 | text | guides' time | guides' peak | our time | our peak (main + workers) | speed-up | ours, whole-word masking |
 | --- | --- | --- | --- | --- | --- | --- |
