@@ -98,6 +98,7 @@ class FileSource(Source):
         self.name, self.spec, self.size_hint = FILE_DATASET, spec, self.file.stat().st_size
         self.suffix = self.file.suffix.lower()
         self._range: slice | None = None
+        self._n: int | None = None  # records in the file, once counted
 
     @property
     def range(self) -> slice:
@@ -108,20 +109,22 @@ class FileSource(Source):
 
     @property
     def total(self) -> int | None:
-        """Records in the slice: known from the slice, or counted for .txt and .jsonl (fast), else None."""
-        start, stop = self.range.start or 0, self.range.stop
-        if stop is None and self.suffix in (".txt", ".jsonl"):
-            self._range = slice(self.range.start, self._count())
-            stop = self._range.stop
-        return None if stop is None else max(0, stop - start)
+        """Records in the slice: .txt and .jsonl are counted (fast); other formats are not (None) unless the slice
+        gives its end."""
+        if self.suffix in (".txt", ".jsonl"):
+            return len(range(self._count())[self.range])
+        return None if self.range.stop is None else max(0, self.range.stop - (self.range.start or 0))
 
     def _count(self) -> int:
         """Records in the file: paragraphs and non-empty lines are counted fast, other formats are parsed."""
-        if self.suffix == ".txt":
-            return sum(1 for _ in txt_paragraphs(self.file))
-        if self.suffix == ".jsonl":
-            return sum(1 for line in file_lines(self.file) if line.strip())
-        return sum(1 for _ in iter_file_records(self.file))
+        if self._n is None:
+            if self.suffix == ".txt":
+                self._n = sum(1 for _ in txt_paragraphs(self.file))
+            elif self.suffix == ".jsonl":
+                self._n = sum(1 for line in file_lines(self.file) if line.strip())
+            else:
+                self._n = sum(1 for _ in iter_file_records(self.file))
+        return self._n
 
     def records(self) -> Iterator[Record]:
         rows = ({"text": p} for p in txt_paragraphs(self.file)) if self.suffix == ".txt" \
