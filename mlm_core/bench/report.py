@@ -122,6 +122,12 @@ torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}, {m['
 {scale}"""
 
 
+def _timing(result: dict) -> str:
+    """Wall seconds, and CPU seconds where measured."""
+    cpu = result.get("cpu_seconds")
+    return f"{result['seconds']:.1f} s" + ("" if cpu is None else f" ({cpu:.0f} CPU)")
+
+
 def _each(rows: list, value, form: str) -> str:
     """One figure per run, comma-separated."""
     return ", ".join(form.format(value(r)) for r in rows)
@@ -142,9 +148,9 @@ def _scale_section(scale: dict) -> str:
         workers = " + ".join(_gib(b) for b in row["ours"]["peak_worker_bytes"]) or "none"
         whole = (f"{_each(wwm, lambda w: w['seconds'], '{:.1f}')} s, "
                  f"{_each(wwm, lambda w: w['peak_total_bytes'] / 2**30, '{:.2f}')} GiB") if wwm else "-"
-        lines.append(f"| {row['megabytes']} MB | {_each(rows, lambda r: r['guide']['seconds'], '{:.1f}')} s | "
+        lines.append(f"| {row['megabytes']} MB | {_each(rows, lambda r: _timing(r['guide']), '{}')} | "
                      f"{_each(rows, lambda r: r['guide']['peak_main_bytes'] / 2**30, '{:.2f}')} GiB | "
-                     f"{_each(rows, lambda r: r['ours']['seconds'], '{:.1f}')} s | "
+                     f"{_each(rows, lambda r: _timing(r['ours']), '{}')} | "
                      f"{_each(rows, lambda r: r['ours']['peak_total_bytes'] / 2**30, '{:.2f}')} GiB (last run: "
                      f"{_gib(row['ours']['peak_main_bytes'])} + workers {workers}) | "
                      f"{_each(rows, lambda r: r['speedup'], '{:.2f}')}x | {whole} |")
@@ -154,13 +160,17 @@ def _scale_section(scale: dict) -> str:
                             verdicts(runs[0]["ratios"]) if v is not None)
         table += f"\n\nThe earlier run's ratios: {earlier}."
     dates = " and ".join(r.get("date", "") for r in runs)
+    repeats = scale.get("repeats", 1)
     return f"""
 ### Data preparation at scale ({len(runs)} run{'s' if len(runs) > 1 else ''}: {dates})
 Generated text files of paragraphs from the built-in corpora, the starter tokenizer, block {scale['block_size']};
 load, tokenize, group and split, each contender in its own process, timed inside it; peak memory is each process's
 own peak resident set (VmHWM), ours adding its tokenizer workers'. The guides' recipe: `load_dataset("text",
 sample_by="paragraph")`, batched `map` of the tokenizer, batched `map` of `group_texts`, `train_test_split`.
-Where two runs were made, each cell gives both ("earlier, later"); the targets above are checked on the later one.
+Each contender is measured {repeats} time(s) per size in A-B-B-A order: the shortest time counts (the least disturbed
+by other work on this shared machine), and the highest peak; "CPU" is the CPU seconds of the process and its
+workers. Where two runs were made, each cell gives both ("earlier, later"); the targets above are checked on the
+later one.
 
 | text | guides' time | guides' peak | our time | our peak (main + workers) | speed-up | ours, whole-word masking |
 | --- | --- | --- | --- | --- | --- | --- |
