@@ -232,3 +232,24 @@ def test_every_upload_format_prepares_with_its_text_column(starter_tokenizer, tm
     expected = list_recipe(config.replace(text_column=column), starter_tokenizer, 32)
     assert np.array_equal(data.train[:].numpy(), expected["train"])
     assert np.array_equal(data.eval[:].numpy(), expected["eval"])
+
+
+def test_stop_while_preparing_ends_the_run_as_stopped(tiny_mlm, tmp_path):
+    from mlm_core.events import Done, Status
+    from mlm_core.training import train
+
+    write_corpus(tmp_path / "c.txt", 40_000)
+    config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(tmp_path / "c.txt"), slice="train",
+                         output_dir=str(tmp_path / "runs" / "r"))
+    stop, events = threading.Event(), []
+
+    def listen(event):
+        events.append(event)
+        if isinstance(event, Status) and event.message.startswith("Tokenizing"):
+            stop.set()
+
+    results = train(config, on_event=listen, stop=stop)
+    assert results["status"] == "stopped" and results["steps"] == 0
+    assert isinstance(events[-1], Done) and events[-1].status == "stopped"
+    assert [e.message for e in events if isinstance(e, Status)][-1].startswith("Tokenizing: 0 of 40,000")
+    assert not [p for p in (tmp_path / "runs" / ".data-cache").iterdir() if p.is_dir()]
