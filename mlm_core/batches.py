@@ -25,7 +25,7 @@ class Batch:
 class CausalBatcher:
     """Causal batches: the inputs are their own labels (the model shifts them)."""
 
-    def __call__(self, blocks: torch.Tensor, offsets: torch.Tensor | None = None) -> Batch:
+    def __call__(self, blocks: torch.Tensor, word_starts: torch.Tensor | None = None) -> Batch:
         """A labelled batch from token blocks [batch, block_size]."""
         return Batch(blocks, blocks.clone())
 
@@ -50,9 +50,10 @@ class Masker:
                 tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word)
         self.collator.generator = self.generator
 
-    def __call__(self, blocks: torch.Tensor, offsets: torch.Tensor | None = None) -> Batch:
-        """A labelled batch from token blocks [batch, block_size] (and their offsets for whole words)."""
+    def __call__(self, blocks: torch.Tensor, word_starts: torch.Tensor | None = None) -> Batch:
+        """A labelled batch from token blocks [batch, block_size] (and, for whole words, their word-start flags)."""
         special = torch.isin(blocks, self.special_ids)
+        offsets = None if word_starts is None else word_offsets(word_starts)
         inputs, labels = self.collator.torch_mask_tokens(
             blocks.clone(), special_tokens_mask=special, offset_mapping=offsets)
         return Batch(inputs, labels)
@@ -66,10 +67,18 @@ class Masker:
         self.generator.set_state(state)
 
 
-def fixed_eval_batches(batcher, blocks: torch.Tensor, offsets: torch.Tensor | None,
+def word_offsets(word_starts: torch.Tensor) -> torch.Tensor:
+    """Stand-in character offsets [batch, block_size, 2] from word-start flags: token t starts where token t-1
+    ends unless it starts a word. The collator reads only that comparison (and special tokens), so its whole-word
+    masks, and the random draws behind them, are those that real offsets give."""
+    position = word_starts.to(torch.long).cumsum(dim=1)
+    return torch.stack([position, position], dim=-1)
+
+
+def fixed_eval_batches(batcher, blocks: torch.Tensor, word_starts: torch.Tensor | None,
                        batch_size: int) -> list[Batch]:
     """The eval blocks labelled once by a batcher of their own, so every evaluation scores the same positions."""
-    return [batcher(blocks[i : i + batch_size], None if offsets is None else offsets[i : i + batch_size])
+    return [batcher(blocks[i : i + batch_size], None if word_starts is None else word_starts[i : i + batch_size])
             for i in range(0, len(blocks), batch_size)]
 
 

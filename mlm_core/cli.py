@@ -116,7 +116,14 @@ def _train(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     print(summary(results, config))
-    return 0 if results.status == COMPLETED else EXIT_STOPPED
+    code = 0 if results.status == COMPLETED else EXIT_STOPPED
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under `accelerate launch` every process has finished its work; tearing down the gloo process group at exit
+        # aborted or hung now and then (a peer already gone), so leave without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def summary(results: RunResults, config: TrainConfig) -> str:

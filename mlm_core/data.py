@@ -1,97 +1,75 @@
-"""Text preparation as pure functions: flatten records, pick the text, tokenize, group into blocks, split."""
+"""A run's data: pick the text, tokenize it into a memory-mapped token store, cut blocks, split train/eval.
+
+`prepare_data` streams the source in numbered batches of documents through tokenizer processes into a store on disk
+(`blocks.py`), optionally cached (`datacache.py`), so its memory stays flat whatever the corpus size. Blocks and the
+seeded split are the same as the guides' recipe (`group_texts` over the concatenated documents). The list-based
+helpers below (`tokenize`, `group_texts`, ...) are the reference that tests and the benchmark compare with.
+"""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+import os
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 
+from .blocks import Blocks, TokenStore
+from .columns import Record, as_text, check_column, detect_text_column, flatten_record, text_of
 from .config import TrainConfig
-from .sources import Record, load_records
+from .preparing import token_store
+from .sources import open_source
+from .tokenizing import PreparationStopped
 
-# Column names that usually hold the prose, in order of preference.
-PREFERRED_COLUMNS = ("text", "answers.text", "content", "body", "document", "sentence", "article", "abstract")
+__all__ = ["LMData", "PreparationStopped", "as_text", "detect_text_column", "extract_texts", "flatten_record",
+           "group_texts", "prepare_data", "process_shard", "sample_texts", "split_indices", "tokenize"]
+
 _TOKENIZE_BATCH = 1000
-MAX_NESTING = 32  # levels of fields within fields; deeper is not a record of text (and would exhaust the stack)
 
 
 @dataclass(frozen=True)
 class LMData:
-    """Tokenized blocks of a dataset, split into train and eval."""
+    """Token blocks of a dataset, split into train and eval, memory-mapped.
 
-    train: torch.Tensor  # [n_train, block_size] token ids
-    eval: torch.Tensor  # [n_eval, block_size]
-    train_offsets: torch.Tensor | None  # [n_train, block_size, 2] character offsets, for whole-word masking
-    eval_offsets: torch.Tensor | None
+    `train[idx]` / `eval[idx]` give int64 tensors [k, block_size]; with whole-word masking `train_word_starts[idx]` /
+    `eval_word_starts[idx]` give the matching bool word-start flags (for `batches.Masker`), else they are None.
+    `sharded` is True when this process holds only its share (rank of world): then every block it holds is its own
+    to train or evaluate on, and `train_total` / `eval_total` count the blocks of all processes.
+    """
+
+    train: Blocks
+    eval: Blocks
+    train_word_starts: Blocks | None
+    eval_word_starts: Blocks | None
     text_column: str
     documents: int
     tokens: int
+    sharded: bool = False
+    train_total: int = 0
+    eval_total: int = 0
+    reused: bool = False  # the token store came from the cache
 
     @property
     def block_size(self) -> int:
         """Tokens per block."""
-        return int(self.train.shape[1])
-
-
-def flatten_record(record: Record, prefix: str = "", depth: int = 0) -> Record:
-    """Nested dicts become dotted keys: {'answers': {'text': [...]}} -> {'answers.text': [...]}."""
-    if depth > MAX_NESTING:
-        raise ValueError(f"text_column: records nest fields more than {MAX_NESTING} levels deep")
-    flat: Record = {}
-    for key, value in record.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(flatten_record(value, prefix=f"{name}.", depth=depth + 1))
-        else:
-            flat[name] = value
-    return flat
-
-
-def as_text(value: Any, depth: int = 0) -> str | None:
-    """A field as one string: text stays, lists of text are joined with spaces, anything else is not text."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (list, tuple)) and depth < MAX_NESTING:
-        parts = [as_text(v, depth + 1) for v in value]
-        if parts and all(p is not None for p in parts):
-            return " ".join(p for p in parts if p)
-    return None
-
-
-def detect_text_column(records: Sequence[Record]) -> str:
-    """The column that holds the prose: a preferred name if it holds text, else the longest text column."""
-    sample = records[:200]
-    lengths: dict[str, list[int]] = {}
-    for record in sample:
-        for name, value in record.items():
-            text = as_text(value)
-            if text is not None and any(c.isalpha() for c in text):
-                lengths.setdefault(name, []).append(len(text))
-    # A text column must be text in most rows and hold letters, not only ids or labels.
-    candidates = {name: sum(v) / len(sample) for name, v in lengths.items() if len(v) >= len(sample) / 2}
-    if not candidates:
-        columns = sorted({name for record in sample for name in record})
-        raise ValueError(f"text_column: no column holds text; columns are {', '.join(columns) or 'none'}")
-    for name in PREFERRED_COLUMNS:
-        if name in candidates:
-            return name
-    return max(candidates, key=candidates.get)
+        return self.train.block_size
 
 
 def extract_texts(records: Sequence[Record], column: str) -> list[str]:
     """The non-empty texts of one column, lists joined as the guides do."""
-    if not any(column in record for record in records[:1000]):
-        columns = sorted({name for record in records[:200] for name in record})
-        raise ValueError(f"text_column: no column {column!r}; columns are {', '.join(columns)}")
-    texts = [as_text(record.get(column)) for record in records]
-    texts = [t for t in texts if t and t.strip()]
+    check_column(records, column)
+    texts = [t for t in (text_of(record, column) for record in records) if t is not None]
     if not texts:
         raise ValueError(f"text_column: column {column!r} holds no text in the selected rows")
     return texts
+
+
+def sample_texts(config: TrainConfig, column: str, limit: int = 500) -> list[str]:
+    """The first `limit` non-empty texts of a run's data (e.g. for probe sentences), without reading the rest."""
+    return [t for t in (text_of(r, column) for r in open_source(config).peek(limit)) if t is not None]
 
 
 def tokenize(tokenizer, texts: Sequence[str], with_offsets: bool = False) -> dict[str, list]:
@@ -139,24 +117,48 @@ def split_indices(n_blocks: int, eval_fraction: float, seed: int) -> tuple[torch
     return order[n_eval:].sort().values, order[:n_eval].sort().values
 
 
-def prepare_data(config: TrainConfig, tokenizer, block_size: int) -> LMData:
-    """Load, flatten, tokenize, group and split the data a run trains on."""
-    records = [flatten_record(r) for r in load_records(config)]
-    column = config.text_column or detect_text_column(records)
-    texts = extract_texts(records, column)
-    with_offsets = config.whole_word_masking
-    encoded = tokenize(tokenizer, texts, with_offsets=with_offsets)
-    grouped = group_texts(encoded, block_size)
-    ids = torch.from_numpy(grouped["input_ids"])
-    if ids.shape[0] < 2 or ids.shape[1] < block_size:
-        tokens = int(ids.numel())
-        raise ValueError(f"block_size: the text makes {tokens} tokens, fewer than two blocks of {block_size} "
+def process_shard() -> dict[str, int]:
+    """This process's `rank` and `world` under `accelerate launch` / torchrun (0 and 1 otherwise)."""
+    return {"rank": int(os.environ.get("RANK", 0)), "world": int(os.environ.get("WORLD_SIZE", 1))}
+
+
+def prepare_data(config: TrainConfig, tokenizer, block_size: int, *,
+                 on_progress: Callable[[int, int | None], None] | None = None, stop: threading.Event | None = None,
+                 cache_dir: str | os.PathLike | None = None, rank: int = 0, world: int = 1,
+                 processes: int | None = None) -> LMData:
+    """Load, tokenize, group and split the data a run trains on, into memory-mapped blocks.
+
+    `on_progress(documents_read, total_or_None)` is called about twice a second while tokenizing. `stop` (a
+    threading.Event) ends preparation within about a second with `PreparationStopped`. `cache_dir`: keep the token
+    store there under its fingerprint and reuse it (None: a temporary store, deleted once mapped). `rank`/`world`:
+    under `accelerate launch`, each process tokenizes every world-th batch of documents and then holds only its
+    share of the blocks (the processes must share `cache_dir`, e.g. on one node or a shared runs folder).
+    `processes`: tokenizer worker processes (default: one per core of this process's share of the machine).
+    """
+    store, reused = token_store(config, tokenizer, on_progress=on_progress, stop=stop or threading.Event(),
+                                cache_dir=cache_dir, rank=rank, world=world, processes=processes)
+    return _split(store, config, block_size, rank, world, reused)
+
+
+def _split(store: TokenStore, config: TrainConfig, block_size: int, rank: int, world: int, reused: bool) -> LMData:
+    """Blocks of the store, split train/eval by seed; with several processes, this one's share."""
+    n_blocks = store.tokens // block_size
+    if n_blocks < 2:
+        raise ValueError(f"block_size: the text makes {store.tokens} tokens, fewer than two blocks of {block_size} "
                          "(one to train, one to evaluate); add text or lower block_size")
-    train_idx, eval_idx = split_indices(len(ids), config.eval_fraction, config.seed)
-    offsets = torch.from_numpy(grouped["offset_mapping"]) if with_offsets else None
+    train_idx, eval_idx = (t.numpy() for t in split_indices(n_blocks, config.eval_fraction, config.seed))
+    train_total, eval_total = len(train_idx), len(eval_idx)
+    if world > 1:
+        share = train_total // world
+        if share == 0:
+            raise ValueError(f"block_size: the text makes {n_blocks} blocks of {block_size}, too few to share among "
+                             f"{world} processes; add text or lower block_size")
+        train_idx = train_idx[rank * share : (rank + 1) * share]  # the same number on every process
+        eval_idx = eval_idx[rank * eval_total // world : (rank + 1) * eval_total // world]
+    flags = store.word_starts and config.whole_word_masking
     return LMData(
-        train=ids[train_idx], eval=ids[eval_idx],
-        train_offsets=None if offsets is None else offsets[train_idx],
-        eval_offsets=None if offsets is None else offsets[eval_idx],
-        text_column=column, documents=len(texts), tokens=sum(map(len, encoded["input_ids"])),
-    )
+        train=Blocks(store, train_idx, block_size), eval=Blocks(store, eval_idx, block_size),
+        train_word_starts=Blocks(store, train_idx, block_size, "starts") if flags else None,
+        eval_word_starts=Blocks(store, eval_idx, block_size, "starts") if flags else None,
+        text_column=store.meta["text_column"], documents=int(store.meta["documents"]), tokens=store.tokens,
+        sharded=world > 1, train_total=train_total, eval_total=eval_total, reused=reused)

@@ -41,22 +41,24 @@ class Measurement:
 class Evaluator:
     """Scores the same held-out positions at every evaluation, so all measurements of a run compare like with like."""
 
-    def __init__(self, batcher, blocks, offsets, size: int, batch_size: int, seed: int):
+    def __init__(self, batcher, blocks, word_starts, size: int, batch_size: int, seed: int, own_share: bool = False):
+        """`own_share`: each process holds its own eval blocks (sharded data) and scores all of them."""
         rows = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))[:size].sort().values
-        self.size = size
-        self.batches = fixed_eval_batches(batcher, blocks[rows], None if offsets is None else offsets[rows],
+        self.size, self.own_share = size, own_share
+        self.batches = fixed_eval_batches(batcher, blocks[rows], None if word_starts is None else word_starts[rows],
                                           batch_size)
 
     def __call__(self, objective, accelerator, stop: threading.Event) -> Measurement | None:
         """Loss and accuracy of the model now (batches shared among processes); None if stopped meanwhile."""
         device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes
+        objective = accelerator.unwrap_model(objective)  # no gradients to synchronise; DDP hides labelled_logits
         sums = torch.zeros(4, device=device)  # loss, labelled tokens, top-1 hits, top-k hits
         objective.eval()
         with torch.no_grad():
             for i, batch in enumerate(self.batches):
                 if stop.is_set():
                     return None
-                if i % world == rank:
+                if self.own_share or i % world == rank:
                     batch = batch.to(device)
                     sums += torch.stack(_scores(objective, batch.input_ids, batch.labels))
         loss, count, top1, top5 = accelerator.reduce(sums).tolist()

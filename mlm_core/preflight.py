@@ -52,8 +52,8 @@ def preview(config: TrainConfig) -> Preview:
     data = setup.data
     masker = setup.task.batcher(setup.tokenizer, config.mlm_probability, config.whole_word_masking, seed=config.seed)
     batch_blocks = data.train[: config.batch_size]
-    offsets = None if data.train_offsets is None else data.train_offsets[: config.batch_size]
-    batch = masker(batch_blocks, offsets)
+    starts = None if data.train_word_starts is None else data.train_word_starts[: config.batch_size]
+    batch = masker(batch_blocks, starts)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size / config.gradient_accumulation)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     check_fits(setup.model, config.batch_size, data.block_size, setup.task.labelled_share(config.mlm_probability),

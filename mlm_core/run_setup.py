@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +12,8 @@ from typing import Any
 from . import checkpoint as ckpt
 from . import hub
 from .config import FILE_DATASET, TrainConfig
-from .data import LMData, prepare_data
+from .data import LMData, prepare_data, process_shard
+from .datacache import default_cache_dir
 from .events import Status
 from .modeling import load_config, load_model, load_tokenizer, max_block_size, resolve_source
 from .sources import check_file
@@ -38,7 +41,8 @@ def check_names(config: TrainConfig) -> None:
         check_file(config.dataset_file)
 
 
-def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable) -> RunSetup:
+def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable,
+                stop: threading.Event | None = None) -> RunSetup:
     """Tokenizer, model (from the checkpoint when resuming) and tokenized data of a run."""
     source = checkpoint or config.model
     emit(Status(f"Loading {'checkpoint ' + checkpoint.name if checkpoint else config.model}…"))
@@ -48,12 +52,27 @@ def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable) ->
     task.check_tokenizer(tokenizer, config.model)
     block_size = _block_size(config, model_config, tokenizer, emit)
     emit(Status("Preparing data…"))
-    data = prepare_data(config, tokenizer, block_size)
+    data = prepare_data(config, tokenizer, block_size, on_progress=_progress_status(emit), stop=stop,
+                        cache_dir=default_cache_dir(config.output_dir), **process_shard())
     emit(Status(f"{data.documents:,} documents, {data.tokens:,} tokens: {len(data.train):,} training blocks and "
-                f"{len(data.eval):,} evaluation blocks of {block_size} tokens (column {data.text_column!r})."))
+                f"{len(data.eval):,} evaluation blocks of {block_size} tokens (column {data.text_column!r})"
+                f"{'; prepared earlier, reused' if data.reused else ''}."))
     model = load_model(source, task)
     elapsed = ckpt.load_checkpoint(checkpoint)[1].get("elapsed_s", 0.0) if checkpoint else 0.0
     return RunSetup(tokenizer, model, task, data, checkpoint, elapsed)
+
+
+def _progress_status(emit: Callable, every_s: float = 5.0) -> Callable[[int, int | None], None]:
+    """on_progress for prepare_data: a Status line about every `every_s` seconds, and at the end."""
+    last = [0.0]
+
+    def report(done: int, total: int | None) -> None:
+        if time.monotonic() - last[0] >= every_s or (total is not None and done >= total):
+            last[0] = time.monotonic()
+            of = f" of {total:,} ({done / total:.0%})" if total else ""
+            emit(Status(f"Tokenizing: {done:,}{of} documents…"))
+
+    return report
 
 
 def _block_size(config: TrainConfig, model_config, tokenizer, emit: Callable) -> int:

@@ -18,6 +18,7 @@ from . import checkpoint as ckpt
 from .batches import epoch_batches
 from .evaluation import Evaluator, Measurement, eval_every, eval_sample_size
 from .config import TrainConfig
+from .data import PreparationStopped
 from .events import Checkpoint, Done, Eval, Event, Probe, Started, Status, Step
 from .inference import score_probe
 from .meter import Meter, perplexity
@@ -84,7 +85,10 @@ class TrainingRun:
         """Load, evaluate the base model, train, and finish."""
         _seed_everything(self.config.seed)  # a checkpoint's RNG state replaces this when resuming
         checkpoint = session.run.checkpoint() if session.resume else None
-        setup = load_inputs(self.config, checkpoint, self.emit)
+        try:
+            setup = load_inputs(self.config, checkpoint, self.emit, self.stop)
+        except PreparationStopped:
+            return self._stopped_while_preparing(session)
         check_fits(setup.model, self.config.batch_size, setup.data.block_size,
                    setup.task.labelled_share(self.config.mlm_probability), default_device())
         self._build(setup)
@@ -99,6 +103,16 @@ class TrainingRun:
         stopped = self.base is None or self._train()
         results = self._finish(stopped)
         session.finish(results)
+        self.emit(Done(status=results.status, results=results.to_dict()))
+        self.accelerator.wait_for_everyone()  # under `accelerate launch`, no process exits while another saves
+        return results
+
+    def _stopped_while_preparing(self, session: TrainingSession) -> RunResults:
+        """Stop came before the first step: a new run ends stopped at step 0; a resumed one stays as it was."""
+        results = RunResults(status=STOPPED, model=self.config.model, dataset=self.config.dataset,
+                             message="stopped while preparing the data")
+        if not session.resume:
+            session.finish(results)
         self.emit(Done(status=results.status, results=results.to_dict()))
         return results
 
@@ -129,13 +143,17 @@ class TrainingRun:
         blocks_per_step = cfg.batch_size * cfg.gradient_accumulation * self.world
         self.eval_size = self.eval_size or eval_sample_size(len(data.eval), self.total_steps, blocks_per_step,
                                                             self.eval_every)
-        self.evaluator = Evaluator(self.batcher(seed=cfg.seed + 1), data.eval, data.eval_offsets, self.eval_size,
-                                   cfg.batch_size * EVAL_BATCH_FACTOR, seed=cfg.seed + 2)
+        self.evaluator = Evaluator(self.batcher(seed=cfg.seed + 1), data.eval, data.eval_word_starts, self.eval_size,
+                                   cfg.batch_size * EVAL_BATCH_FACTOR, seed=cfg.seed + 2, own_share=data.sharded)
 
     def _batches_per_epoch(self) -> int:
         """Batches this process takes in one epoch."""
         n = len(self.setup.data.train)
-        return sum(1 for _ in epoch_batches(n, self.config.batch_size, 0, 0, self.rank, self.world))
+        return sum(1 for _ in epoch_batches(n, self.config.batch_size, 0, 0, *self._shard()))
+
+    def _shard(self) -> tuple[int, int]:
+        """(rank, world) for epoch_batches: data prepared per process is this process's alone."""
+        return (0, 1) if self.setup.data.sharded else (self.rank, self.world)
 
     def _started(self, setup: RunSetup) -> Started:
         """The event announcing what is about to train."""
@@ -149,8 +167,8 @@ class TrainingRun:
         cfg, data = self.config, self.setup.data
         self.meter = Meter(elapsed_before=self.setup.elapsed_before)
         while self.step < self.total_steps:
-            batches = list(epoch_batches(len(data.train), cfg.batch_size, self.epoch, cfg.seed, self.rank,
-                                         self.world))[self.batch_in_epoch:]
+            batches = list(epoch_batches(len(data.train), cfg.batch_size, self.epoch, cfg.seed,
+                                         *self._shard()))[self.batch_in_epoch:]
             for start in range(0, len(batches), cfg.gradient_accumulation):
                 if self.stop.is_set() or self._over_budget():
                     return True
@@ -173,8 +191,8 @@ class TrainingRun:
     def _optimizer_step(self, group: list[torch.Tensor]) -> tuple[float, int]:
         """One update from a group of micro-batches; (mean token loss, tokens trained on)."""
         data, device = self.setup.data, self.accelerator.device
-        offsets = data.train_offsets
-        batches = [self.masker(data.train[idx], None if offsets is None else offsets[idx]) for idx in group]
+        starts = data.train_word_starts
+        batches = [self.masker(data.train[idx], None if starts is None else starts[idx]) for idx in group]
         total = max(1, sum(self.setup.task.label_count(b.labels) for b in batches))
         self.objective.train()
         loss_sum = torch.zeros((), device=device)

@@ -27,3 +27,18 @@ def test_fill_mask_latency_compares_identical_predictions(tiny_mlm):
 def test_report_marks_targets_met_and_missed():
     text = report.table({"train_speedup": 1.7, "train_loss_gap": 0.02})
     assert "1.700" in text and "yes" in text and "NO" in text and "n/a" in text
+
+
+def test_data_scale_section_measures_both_recipes_in_their_own_processes(tmp_path):
+    from mlm_core.bench import data_scale
+
+    result = data_scale.compare("test", tmp_path, say=lambda _: None)
+    for row in result["rows"]:
+        for name in ("guide", "ours"):
+            assert row[name]["seconds"] > 0 and row[name]["peak_main_bytes"] > 100 * 2**20
+        assert abs(row["ours"]["blocks"] - row["guide"]["blocks"]) < 0.02 * row["guide"]["blocks"]
+    assert set(result["ratios"]) == {"scale_speedup_min", "scale_growth", "scale_memory_ratio",
+                                     "scale_memory_ratio_wwm"}
+    assert not list(tmp_path.iterdir()), "the generated files are removed"
+    section = report._scale_section({**result, "date": "today", "previous": {**result, "date": "before"}})
+    assert "| 1 MB |" in section and "2 runs: before and today" in section and "earlier run's ratios" in section

@@ -25,6 +25,14 @@ def _started_at(run: RunDir) -> float:
     return next(e.time for e in run.events() if isinstance(e, Started))
 
 
+def _wait_started(run: RunDir, timeout: float = 60) -> None:
+    """Wait until the run has its data and model and trains."""
+    deadline = time.monotonic() + timeout
+    while not any(isinstance(e, Started) for e in run.events()):
+        assert time.monotonic() < deadline, f"{run.name} did not start training"
+        time.sleep(0.05)
+
+
 def test_a_queued_run_completes_with_probes_at_every_evaluation(finished_run):
     events = finished_run.events()
     evals = [e.step for e in events if isinstance(e, Eval)]
@@ -43,7 +51,7 @@ def test_the_queue_trains_in_order_one_at_a_time_and_a_failure_does_not_stop_it(
     try:
         long = queue.submit(_config(tiny_mlm, tmp_path / "runs" / "a-long", epochs=200, slice="train"),
                             RunIdentity(label="long"))
-        wait_status(long, {"running"})
+        _wait_started(long)
         broken = queue.submit(_config(tiny_mlm, tmp_path / "runs" / "b-broken", dataset="file", slice="train",
                                       dataset_file=str(tmp_path / "broken.jsonl")), RunIdentity(label="broken"))
         short = queue.submit(_config(tiny_mlm, tmp_path / "runs" / "c-short", max_steps=2), RunIdentity())

@@ -1,6 +1,7 @@
 """Run every comparison once, print the table, write docs/bench/<device>.json and docs/PERFORMANCE.md.
 
-`--quick` (under five minutes on 2 CPU cores) prints the ratios as one JSON line last.
+`--quick` (under five minutes on 2 CPU cores, plus the data-scale section's two minutes) prints the ratios as one JSON
+line last. `--only data-scale` runs just that section and merges it into the device's existing figures.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 import torch
 
 from ..modeling import preload, quiet_transformers
-from ..storage import write_json
-from . import data_prep, flops, latency, memory, report, subjects, train_speed
+from ..storage import read_json, write_json
+from . import data_prep, data_scale, flops, latency, memory, report, subjects, train_speed
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # (training steps per round, DistilRoBERTa batch, rounds, fill-mask repeats, data-prep repeats)
@@ -28,16 +29,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlm_core.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats: under five minutes on a CPU")
     parser.add_argument("--out", type=Path, help="folder for the JSON and markdown (default: docs/, full runs only)")
+    parser.add_argument("--only", choices=["data-scale"], help="run one section; its figures replace that section's "
+                        "in the device's JSON")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     preload()
     quiet_transformers()
     mode = "quick" if args.quick else "full"
-    result = run(mode)
-    print(report.table(result["ratios"]))
     out = args.out or (DOCS if mode == "full" else None)
+    device = "gpu" if torch.cuda.is_available() else "cpu"
+    if args.only:
+        result = run_data_scale(mode, out / "bench" / f"{device}.json" if out else None)
+    else:
+        result = run(mode)
+    print(report.table(result["ratios"]))
     if out is not None:
-        device = "gpu" if torch.cuda.is_available() else "cpu"
         write_json(out / "bench" / f"{device}.json", result)
         report.write_markdown(out / "bench", out / "PERFORMANCE.md")
         print(f"wrote {out / 'bench' / (device + '.json')} and {out / 'PERFORMANCE.md'}")
@@ -65,19 +71,37 @@ def run(mode: str) -> dict:
         _say("FLOP/s")
         peak = flops.matmul_peak()
         per_step = flops.step_flops(train_speed.bench_config(big.path, steps, batch, work))
+        scale = data_scale.compare(mode, work, say=_say)
     achieved = per_step / train["ours"]["step_seconds"]
     ratios = {
         "train_speedup": train["speedup"], "train_loss_gap": train["loss_gap"],
         "starter_train_speedup": starter_train["speedup"], "group_speedup": prep["group_speedup"],
         "prepare_speedup": prep["prepare_speedup"], "fill_mask_p50_ratio": fill["ratio_p50"],
-        "fill_mask_busy_ratio": busy["ratio_p50"], "mfu": achieved / peak["flops_per_s"],
+        "fill_mask_busy_ratio": busy["ratio_p50"], "mfu": achieved / peak["flops_per_s"], **scale["ratios"],
     }
+    scale["date"] = time.strftime("%Y-%m-%d")
     details = {"model_note": big.note, "steps": steps, "batch_size": batch, "train": train,
                "starter_train": starter_train, "data_prep": prep, "fill_mask": fill,
-               "fill_mask_during_training": busy, "memory": mem,
+               "fill_mask_during_training": busy, "memory": mem, "data_scale": scale,
                "flops": {"matmul": peak, "step_flops": per_step, "achieved_flops_per_s": achieved}}
     return {"mode": mode, "date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "ratios": ratios,
             "details": details}
+
+
+def run_data_scale(mode: str, previous: Path | None) -> dict:
+    """The data-scale section alone, merged into the device's previous figures when there are some."""
+    with tempfile.TemporaryDirectory() as tmp:
+        scale = data_scale.compare(mode, Path(tmp), say=_say)
+    scale["date"] = time.strftime("%Y-%m-%d")
+    result = read_json(previous) if previous is not None else None
+    if not isinstance(result, dict):
+        result = {"mode": mode, "date": scale["date"], "machine": report.machine(), "ratios": {}, "details": {}}
+    previous = result["details"].get("data_scale")
+    if previous is not None:  # the run before, so that the page shows the range of two runs
+        scale["previous"] = {k: v for k, v in previous.items() if k != "previous"}
+    result["ratios"].update(scale["ratios"])
+    result["details"]["data_scale"] = scale
+    return result
 
 
 def _say(what: str) -> None:

@@ -18,6 +18,10 @@ TARGETS = [
     ("fill_mask_p50_ratio", "fill-mask p50, ours / pipeline (DistilRoBERTa shape)", 0.6, False),
     ("fill_mask_busy_ratio", "fill-mask p50 while training / idle (starter)", 3.0, False),
     ("mfu", "our training FLOP/s / measured matmul peak", 0.6, True),
+    ("scale_speedup_min", "data prep of 10, 40, 160 MB text: guides' time / ours (smallest)", 2.0, True),
+    ("scale_growth", "data prep time, ours, 160 MB / 40 MB (linear: 4)", 4.5, False),
+    ("scale_memory_ratio", "data prep peak memory at 160 MB, ours (with workers) / guides'", 1.0, False),
+    ("scale_memory_ratio_wwm", "the same, ours with whole-word masking / guides'", 1.0, False),
 ]
 
 
@@ -81,6 +85,10 @@ def _section(result: dict) -> str:
     rows = "\n".join(f"| {what} | {'n/a' if v is None else f'{v:.3f}'} | {t} | "
                      f"{'-' if ok is None else 'yes' if ok else '**no**'} |"
                      for what, v, t, ok in verdicts(result["ratios"]))
+    scale = _scale_section(d["data_scale"]) if "data_scale" in d else ""
+    if "train" not in d:  # only the data-scale section was run on this device
+        return f"\n## {where} ({result['mode']} run, {result['date']})\n\n| measure | value | target | met |\n" \
+               f"| --- | --- | --- | --- |\n{rows}\n{scale}"
     tr, st, fm, busy = d["train"], d["starter_train"], d["fill_mask"], d["fill_mask_during_training"]
     prep, mem, fl = d["data_prep"], d["memory"], d["flops"]
     return f"""
@@ -111,4 +119,60 @@ torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}, {m['
 - Compute: {fl['step_flops'] / 1e9:,.1f} GFLOP per training step (counted by `torch.utils.flop_counter`; LM head at
   masked positions only), {fl['achieved_flops_per_s'] / 1e9:,.1f} GFLOP/s achieved vs a {fl['matmul']['size']}²
   {fl['matmul']['dtype']} matmul peak of {fl['matmul']['flops_per_s'] / 1e9:,.1f} GFLOP/s.
+{scale}"""
+
+
+def _timing(result: dict) -> str:
+    """Wall seconds, and CPU seconds where measured."""
+    cpu = result.get("cpu_seconds")
+    return f"{result['seconds']:.1f} s" + ("" if cpu is None else f" ({cpu:.0f} CPU)")
+
+
+def _each(rows: list, value, form: str) -> str:
+    """One figure per run, comma-separated."""
+    return ", ".join(form.format(value(r)) for r in rows)
+
+
+def _gib(value: float) -> str:
+    """Bytes as GiB with two decimals."""
+    return f"{value / 2**30:.2f}"
+
+
+def _scale_section(scale: dict) -> str:
+    """The data-scale table: time and peak memory of both recipes at each size, over the last two runs."""
+    runs = [r for r in (scale.get("previous"), scale) if r is not None]
+    lines = []
+    for i, row in enumerate(scale["rows"]):
+        rows = [r["rows"][i] for r in runs if len(r["rows"]) > i and r["rows"][i]["megabytes"] == row["megabytes"]]
+        wwm = [w["ours"] for r in runs for w in r["whole_word"] if w["megabytes"] == row["megabytes"]]
+        workers = " + ".join(_gib(b) for b in row["ours"]["peak_worker_bytes"]) or "none"
+        whole = (f"{_each(wwm, lambda w: w['seconds'], '{:.1f}')} s, "
+                 f"{_each(wwm, lambda w: w['peak_total_bytes'] / 2**30, '{:.2f}')} GiB") if wwm else "-"
+        lines.append(f"| {row['megabytes']} MB | {_each(rows, lambda r: _timing(r['guide']), '{}')} | "
+                     f"{_each(rows, lambda r: r['guide']['peak_main_bytes'] / 2**30, '{:.2f}')} GiB | "
+                     f"{_each(rows, lambda r: _timing(r['ours']), '{}')} | "
+                     f"{_each(rows, lambda r: r['ours']['peak_total_bytes'] / 2**30, '{:.2f}')} GiB (last run: "
+                     f"{_gib(row['ours']['peak_main_bytes'])} + workers {workers}) | "
+                     f"{_each(rows, lambda r: r['speedup'], '{:.2f}')}x | {whole} |")
+    table = "\n".join(lines)
+    if len(runs) > 1:
+        earlier = ", ".join(f"{what.split(':')[0] if ':' in what else what} {v:.3f}" for what, v, _, _ in
+                            verdicts(runs[0]["ratios"]) if v is not None)
+        table += f"\n\nThe earlier run's ratios: {earlier}."
+    dates = " and ".join(r.get("date", "") for r in runs)
+    repeats = scale.get("repeats", 1)
+    return f"""
+### Data preparation at scale ({len(runs)} run{'s' if len(runs) > 1 else ''}: {dates})
+Generated text files of paragraphs from the built-in corpora, the starter tokenizer, block {scale['block_size']};
+load, tokenize, group and split, each contender in its own process, timed inside it; peak memory is each process's
+own peak resident set (VmHWM), ours adding its tokenizer workers'. The guides' recipe: `load_dataset("text",
+sample_by="paragraph")`, batched `map` of the tokenizer, batched `map` of `group_texts`, `train_test_split`.
+Each contender is measured {repeats} time(s) per size in A-B-B-A order: the shortest time counts (the least disturbed
+by other work on this shared machine), and the highest peak; "CPU" is the CPU seconds of the process and its
+workers. Where two runs were made, each cell gives both ("earlier, later"); the targets above are checked on the
+later one.
+
+| text | guides' time | guides' peak | our time | our peak (main + workers) | speed-up | ours, whole-word masking |
+| --- | --- | --- | --- | --- | --- | --- |
+{table}
 """

@@ -60,7 +60,7 @@ def guides_trainer(config: TrainConfig, work: Path) -> Timings:
         disable_tqdm=True, seed=config.seed, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported())
     model = AutoModelForMaskedLM.from_pretrained(config.model, dtype=torch.float32)  # the starter is stored in fp16
     collator = DataCollatorForLanguageModeling(setup.tokenizer, mlm_probability=config.mlm_probability)
-    dataset = Dataset.from_dict({"input_ids": setup.data.train.tolist()})
+    dataset = Dataset.from_dict({"input_ids": setup.data.train[:].tolist()})
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[Clock()])
     trainer.remove_callback(PrinterCallback)  # its log lines would interleave with the benchmark's table
     trainer.train()

@@ -1,0 +1,153 @@
+"""Data preparation at scale: ours against the guides' recipe on generated 10, 40 and 160 MB text files.
+
+Each contender runs in its own process (`python -m mlm_core.bench.data_scale CONTENDER FILE`), which times load ->
+tokenize -> group -> split and reports its own peak resident memory (VmHWM: exact for the process, unlike a child's
+ru_maxrss, which Linux seeds with the parent's). Ours also reports its tokenizer workers' peaks; its memory figure is
+main + workers, an upper bound of what the job held at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BLOCK_SIZE = 128
+SIZES = {"full": (10, 40, 160), "quick": (2, 8, 32), "test": (0.25, 1)}  # MB of text
+WHOLE_WORD_SIZES = {"full": (40, 160), "quick": (32,), "test": (1,)}
+REPEATS = {"full": 2, "quick": 1, "test": 1}  # measurements per contender and size
+
+
+def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
+    """A .txt file of `megabytes` MiB: the built-in corpora's paragraphs, reshuffled on each pass; its size."""
+    from ..corpus import docstring_records, reference_records
+
+    paragraphs = [p.strip() for r in (*reference_records(), *docstring_records())
+                  for p in r["text"].replace("\r\n", "\n").split("\n\n") if p.strip()]
+    rng, target, written = random.Random(seed), int(megabytes * 2**20), 0
+    with path.open("wb") as out:
+        while written < target:
+            rng.shuffle(paragraphs)
+            for p in paragraphs:
+                written += out.write(p.encode("utf-8") + b"\n\n")
+                if written >= target:
+                    break
+    return path.stat().st_size
+
+
+def measure(contender: str, path: Path, whole_word: bool = False, timeout: float = 3600) -> dict:
+    """Seconds and peak memory of one contender preparing one file, in a fresh process."""
+    env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}  # both may use every core
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "mlm_core.bench.data_scale", contender, str(path)]
+    done = subprocess.run(command + (["--whole-word"] if whole_word else []), capture_output=True, text=True,
+                          env=env, timeout=timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"{contender} on {path.name} failed: {done.stderr[-800:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["peak_total_bytes"] = result["peak_main_bytes"] + sum(result["peak_worker_bytes"])
+    return result
+
+
+def compare(mode: str, work: Path, say=print) -> dict:
+    """Both contenders at every size, `REPEATS` times each in A-B-B-A order (the best time counts, the highest
+    memory), then ours with whole-word masking once."""
+    rows, whole_word = [], []
+    for i, megabytes in enumerate(SIZES[mode]):
+        path = work / f"corpus-{megabytes}mb.txt"
+        size = write_corpus(path, megabytes)
+        first, second = ("guide", "ours")[:: 1 if i % 2 == 0 else -1]
+        order = [first, second, second, first][: 2 * REPEATS[mode]]
+        runs: dict[str, list[dict]] = {first: [], second: []}
+        for contender in order:
+            runs[contender].append(measure(contender, path))
+            say(f"data scale: {contender}, {megabytes} MB: {_summary(runs[contender][-1])}")
+        row = {"megabytes": megabytes, "bytes": size, "guide": _best(runs["guide"]), "ours": _best(runs["ours"])}
+        row["speedup"] = row["guide"]["seconds"] / row["ours"]["seconds"]
+        row["memory_ratio"] = row["ours"]["peak_total_bytes"] / row["guide"]["peak_main_bytes"]
+        if megabytes in WHOLE_WORD_SIZES[mode]:
+            whole_word.append({"megabytes": megabytes, "ours": measure("ours", path, whole_word=True),
+                               "guide_peak_bytes": row["guide"]["peak_main_bytes"]})
+            say(f"data scale: ours with whole-word masking, {megabytes} MB: {_summary(whole_word[-1]['ours'])}")
+        rows.append(row)
+        path.unlink()
+    largest, previous = rows[-1], rows[-2]
+    return {"block_size": BLOCK_SIZE, "tokenizer": "starter", "repeats": REPEATS[mode], "rows": rows,
+            "whole_word": whole_word, "ratios": {
+                "scale_speedup_min": min(r["speedup"] for r in rows),
+                "scale_growth": largest["ours"]["seconds"] / previous["ours"]["seconds"],
+                "scale_memory_ratio": largest["memory_ratio"],
+                "scale_memory_ratio_wwm": (whole_word[-1]["ours"]["peak_total_bytes"]
+                                           / whole_word[-1]["guide_peak_bytes"]),
+            }}
+
+
+def _best(runs: list[dict]) -> dict:
+    """Several measurements as one: the shortest times (the least disturbed by other work), the highest peaks."""
+    best = dict(min(runs, key=lambda r: r["seconds"]))
+    best["cpu_seconds"] = min(r["cpu_seconds"] for r in runs)
+    for key in ("peak_main_bytes", "peak_total_bytes"):
+        best[key] = max(r[key] for r in runs)
+    best["all_seconds"] = [r["seconds"] for r in runs]
+    return best
+
+
+def _summary(result: dict) -> str:
+    """Seconds and peak memory of one measurement, for the progress lines."""
+    return (f"{result['seconds']:.1f} s ({result['cpu_seconds']:.1f} s of CPU), "
+            f"{result['peak_total_bytes'] / 2**30:.2f} GiB")
+
+
+def _vm_hwm() -> int:
+    """This process's peak resident memory in bytes (Linux)."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+
+
+def child(contender: str, path: str, whole_word: bool) -> dict:
+    """One contender's preparation of `path`, timed from loading to split; its own figures."""
+    import tempfile
+    import warnings
+
+    warnings.simplefilter("ignore")
+    from transformers import AutoTokenizer
+
+    from ..modeling import STARTER_DIR
+
+    tokenizer = AutoTokenizer.from_pretrained(STARTER_DIR)
+    before = _vm_hwm()  # imports and tokenizer: what preparation starts from
+    cpu_before = sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),))
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        if contender == "guide":
+            from datasets import disable_progress_bars
+
+            from ..guide_recipe import prepare_text_file
+
+            disable_progress_bars()
+            split = prepare_text_file(path, tokenizer, BLOCK_SIZE, cache_dir=tmp)
+            seconds = time.perf_counter() - started
+            blocks, workers = len(split["train"]) + len(split["test"]), []
+        else:
+            from .. import tokenizing
+            from ..config import TrainConfig
+            from ..data import prepare_data
+
+            config = TrainConfig(model="starter", dataset="file", dataset_file=path, slice="train",
+                                 whole_word_masking=whole_word, output_dir=tmp)
+            data = prepare_data(config, tokenizer, BLOCK_SIZE)
+            seconds = time.perf_counter() - started
+            blocks, workers = len(data.train) + len(data.eval), list(tokenizing.last_worker_peaks)
+    used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return {"seconds": seconds, "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in used) - cpu_before,
+            "blocks": blocks, "peak_main_bytes": _vm_hwm(), "peak_worker_bytes": workers, "before_bytes": before}
+
+
+if __name__ == "__main__":
+    arguments = sys.argv[1:]
+    print(json.dumps(child(arguments[0], arguments[1], "--whole-word" in arguments)))
