@@ -14,7 +14,7 @@ DEFAULT_DATASET = "dany0407/eli5_category"
 DEFAULT_HUB_SLICE = "train[:5000]"  # a hub dataset can be huge: the guides' slice is offered for a first run
 BUILTIN_DATASETS = ("builtin", "builtin-docstrings")
 FILE_DATASET = "file"
-STARTER_LEARNING_RATE = 5e-4  # the small built-in model learns from scratch-like weights: larger steps
+STARTER_LEARNING_RATE = 1e-3  # the small built-in model learns from scratch-like weights: larger steps
 
 # `split`, or `split[start:stop]` where start/stop are integers or percentages, as `datasets` accepts them.
 SLICE_PATTERN = re.compile(r"^(?P<split>[A-Za-z_][\w.-]*)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
@@ -108,7 +108,8 @@ class TrainConfig:
 
 
 def default_learning_rate(model: str) -> float:
-    """The guides' 2e-5 for pre-trained hub models; the small starter learns faster with 5e-4."""
+    """The guides' 2e-5 for pre-trained hub models; the small starter learns faster with 1e-3 (of 5e-4, 1e-3 and
+    2e-3, the best held-out accuracy after the default run)."""
     return STARTER_LEARNING_RATE if model.strip() == "starter" else TrainConfig.learning_rate
 
 

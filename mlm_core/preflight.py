@@ -16,7 +16,7 @@ from .memory import check_fits, training_bytes
 from .modeling import default_device
 from .objective import LMObjective
 from .evaluation import FORWARD_COST, eval_every, eval_sample_size
-from .probes import ProbeSentence, block_texts, pick_probes
+from .probes import ProbeSentence, heldout_probes
 from .sources import count_rows
 from .tasks import IGNORE, Task
 from .run_setup import RunSetup, load_inputs
@@ -63,7 +63,7 @@ def preview(config: TrainConfig) -> Preview:
     every = eval_every(config.eval_steps, total_steps)
     sample = eval_sample_size(len(data.eval), total_steps, config.batch_size * config.gradient_accumulation, every)
     eval_seconds = (total_steps // every + 2) * sample * seconds / config.batch_size * FORWARD_COST
-    probes = pick_probes(block_texts(setup.tokenizer, data.eval[:200]), setup.tokenizer, seed=config.seed) \
+    probes = heldout_probes(setup.tokenizer, setup.model.eval(), data, 5, config.seed) \
         if setup.task.inference == "fill-mask" else []
     return Preview(documents=data.documents, tokens=data.tokens, train_blocks=len(data.train),
                    eval_blocks=len(data.eval), block_size=data.block_size, task=setup.task,

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 MASK = "<mask>"
 ANSWER_MARK = "=>"  # "The <mask> statement exits a loop. => break": a typed probe may give its answer
-# A sentence: starts with a capital letter after a sentence end or a line start, ends with . ! or ?, 8 to 25 words.
-SENTENCE = re.compile(r"(?:(?<=[.!?]\s)|(?<=\n)|^)([A-Z][^.!?\n]{20,220}[.!?])(?=\s|$)", re.MULTILINE)
-WORD = re.compile(r"\b[A-Za-z]{4,}\b")
+MIN_WORDS, MAX_WORDS, MIN_LETTERS = 8, 25, 4
+MAX_SENTENCES_TRIED = 60  # each costs the base model a pass per content word
+KNOWN_RANK = 5  # a word the base model already ranks this high has little left to learn: not a probe
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+PLAIN_WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*[,;:]?$")  # no code (x.y, f(), `name`), no numbers
+LAST_WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*[.!?]$")
 STOP_WORDS = frozenset("""
 about above after again against also although among another anything because been before being below between both
-cannot could does doing down during each either else even ever every from further have having here hers herself
-himself however into itself just least less many might more most much must myself neither never none nothing often
-once only other others otherwise ours ourselves over own perhaps quite rather same several shall should since some
-something such than that their theirs them themselves then there therefore these they this those though through thus
-together under unless until upon very were what whatever when whenever where whether which while whom whose will
-with within without would yours yourself yourselves
+cannot could does doing done down during each either else even ever every from further have having here hers herself
+himself however into itself just least less like many might more most much must myself neither never none nothing
+often once only other others otherwise ours ourselves over own perhaps quite rather same several shall should since
+some something such than that their theirs them themselves then there therefore these they this those though through
+thus together under unless until upon used uses using very were what whatever when whenever where whether which
+while whom whose will with within without would yours yourself yourselves
 """.split())
 
 
@@ -46,38 +50,88 @@ def one_token(tokenizer, word: str) -> bool:
     return len(tokenizer.tokenize(f" {word}")) == 1
 
 
-def hide_a_word(sentence: str, tokenizer) -> ProbeSentence | None:
-    """The sentence with its content word nearest the middle hidden (not the first word, not a stop word)."""
-    words = [m for m in WORD.finditer(sentence) if m.start() > 0 and m[0].lower() not in STOP_WORDS
-             and m[0].islower() and one_token(tokenizer, m[0])]
-    if not words:
-        return None
-    middle = len(sentence) / 2
-    word = min(words, key=lambda m: abs((m.start() + m.end()) / 2 - middle))
-    return ProbeSentence(sentence[: word.start()] + MASK + sentence[word.end():], word[0])
+def is_plain_sentence(sentence: str) -> bool:
+    """8 to 25 plain words, a capital first and a full stop (or ? !) last: prose, not code or a heading."""
+    words = sentence.split()
+    return (MIN_WORDS <= len(words) <= MAX_WORDS and words[0][0].isupper()
+            and all(PLAIN_WORD.match(w) for w in words[:-1]) and bool(LAST_WORD.match(words[-1])))
+
+
+def hidden_word_options(sentence: str, tokenizer) -> list[ProbeSentence]:
+    """The sentence once per content word, that word hidden: not the first word, lower case letters only, at least 4
+    of them, not a stop word, one token (so one <mask> stands for it exactly)."""
+    words, options = sentence.split(), []
+    for index in range(1, len(words)):
+        word = words[index].rstrip(",;:.!?")
+        if (word.isalpha() and word.isascii() and word.islower() and len(word) >= MIN_LETTERS
+                and word not in STOP_WORDS and one_token(tokenizer, word)):
+            masked = words[:index] + [MASK + words[index][len(word):]] + words[index + 1:]
+            options.append(ProbeSentence(" ".join(masked), word))
+    return options
 
 
 def whole_sentences(text: str) -> Iterable[str]:
-    """The complete sentences of a text of 8 to 25 words (a text cut out of a longer one loses its first one)."""
-    for match in SENTENCE.finditer(text):
-        sentence = " ".join(match[1].split())
-        if 8 <= len(sentence.split()) <= 25 and MASK not in sentence:
-            yield sentence
+    """The plain sentences of a text, each paragraph (or run of equally indented lines, so that a heading or a term
+    is not read as the start of the sentence after it) cut at sentence ends; white space made single spaces."""
+    for chunk in re.split(r"\n[ \t]*\n", text):
+        for paragraph in _same_indent_runs(chunk):
+            for sentence in SENTENCE_END.split(" ".join(paragraph.split())):
+                if is_plain_sentence(sentence) and MASK not in sentence:
+                    yield sentence
 
 
-def pick_probes(texts: Sequence[str], tokenizer, n: int = 5, seed: int = 0) -> list[ProbeSentence]:
-    """Up to `n` sentences of the texts with a word hidden, each hiding a different word, chosen reproducibly."""
-    candidates = [probe for text in texts for sentence in whole_sentences(text)
-                  if (probe := hide_a_word(sentence, tokenizer)) is not None]
-    random.Random(seed).shuffle(candidates)
+def _same_indent_runs(chunk: str) -> list[str]:
+    """A chunk cut where the indentation of its lines changes."""
+    runs: list[list[str]] = []
+    indent = None
+    for line in chunk.split("\n"):
+        width = len(line) - len(line.lstrip())
+        if runs and width == indent:
+            runs[-1].append(line)
+        else:
+            runs.append([line])
+            indent = width
+    return ["\n".join(run) for run in runs]
+
+
+def pick_probes(texts: Sequence[str], tokenizer, n: int = 5, seed: int = 0, common_words: Counter | None = None,
+                base_rank: Callable[[ProbeSentence], int | None] | None = None) -> list[ProbeSentence]:
+    """Up to `n` sentences of the texts, each with one word hidden and a different answer, chosen reproducibly.
+
+    Of a sentence's content words, those the base model does not guess yet (with `base_rank`: outside its top
+    `KNOWN_RANK`), and of those the one the training text uses most (`common_words`; ties: the last), so that each
+    probe asks for a word of the text's own vocabulary that the model has still to learn.
+    """
+    sentences = [sentence for text in texts for sentence in whole_sentences(text)]
+    random.Random(seed).shuffle(sentences)
+    counts = common_words or Counter()
     picked, answers = [], set()
-    for probe in candidates:
-        if probe.answer not in answers:
+    for sentence in sentences[:MAX_SENTENCES_TRIED]:
+        options = [option for option in hidden_word_options(sentence, tokenizer) if option.answer not in answers]
+        if base_rank is not None:
+            options = [option for option in options if (base_rank(option) or 0) > KNOWN_RANK]
+        if options:
+            probe = max(reversed(options), key=lambda option: counts[option.answer])
             picked.append(probe)
             answers.add(probe.answer)
         if len(picked) == n:
             break
     return picked
+
+
+def word_counts(texts: Iterable[str]) -> Counter:
+    """How often each lower-case word occurs in the texts."""
+    return Counter(word for text in texts for word in re.findall(r"[a-z]+", text))
+
+
+def heldout_probes(tokenizer, model, data, n: int, seed: int, blocks: int = 200) -> list[ProbeSentence]:
+    """Probes from the first `blocks` held-out blocks of `data`, their words counted in ten times as many training
+    blocks and ranked by `model` (the base model)."""
+    from .inference import score_probe
+
+    counts = word_counts(block_texts(tokenizer, data.train[: 10 * blocks]))
+    return pick_probes(block_texts(tokenizer, data.eval[:blocks]), tokenizer, n=n, seed=seed, common_words=counts,
+                       base_rank=lambda probe: score_probe(tokenizer, model, probe.text, probe.answer)[1])
 
 
 def block_texts(tokenizer, blocks) -> list[str]:

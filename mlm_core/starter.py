@@ -1,57 +1,96 @@
-"""`build-starter`: pre-train the small built-in masked LM from scratch on the standard library's docstrings."""
+"""`build-starter`: pre-train the built-in masked LM from scratch on the docstrings of Python and its libraries."""
 
 from __future__ import annotations
 
+import json
+import platform
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .config import TrainConfig
-from .corpus import docstring_records
-from .events import Event
+from .config import STARTER_LEARNING_RATE, TrainConfig
+from .corpus import LIBRARY_PACKAGES, library_versions, pretraining_records
+from .events import Event, Probe
 from .meter import perplexity
 from .modeling import STARTER_DIR
-from .scratch import Shape, init_model, train_tokenizer
 from .rundir import RunDir
-from .storage import atomic_dir
+from .scratch import Shape, init_model, train_tokenizer
+from .storage import atomic_dir, write_json
 
-VOCAB_SIZE = 6000
-SHAPE = Shape(hidden=128, layers=4, heads=2, intermediate=384, max_length=128)
-# Measured on 2 CPU cores (held-out perplexity after 600 steps): ModernBERT at learning rate 1e-3 295, 2e-3 177,
-# 4e-3 441; a RoBERTa of the same size at 1e-3 561, and still ~400 after 1,500 steps at 2e-3.
-EPOCHS = 40
-PRETRAIN = dict(dataset="builtin-docstrings", slice="train", block_size=128, batch_size=32, learning_rate=2e-3,
-                warmup_ratio=0.06, weight_decay=0.01, eval_fraction=0.05, seed=0)
+VOCAB_SIZE = 8192
+SHAPE = Shape(hidden=256, layers=4, heads=4, intermediate=512, max_length=128)
+EPOCHS = 8
+PRETRAIN = dict(slice="train", block_size=128, batch_size=32, learning_rate=1e-3, warmup_ratio=0.06,
+                weight_decay=0.01, eval_fraction=0.02, seed=0)
+# The default run: the app's and the CLI's defaults with the starter on the built-in corpus.
+DEFAULT_RUN = dict(dataset="builtin", slice="train", learning_rate=STARTER_LEARNING_RATE)
+EXAMPLES_FILE = "examples.json"  # the Fill-mask examples: the default run's probes, with their ranks before and after
 
 
 def build_starter(out_dir: Path = STARTER_DIR, epochs: int | None = None,
                   on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
-    """Train tokenizer and model from scratch, save them in fp16 with a model card; return the measured figures."""
+    """Train tokenizer and model from scratch, save them in fp16, measure the default run; return the figures."""
     from .training import evaluate, train
 
     epochs = epochs or EPOCHS
-    texts = [r["text"] for r in docstring_records()]
+    started = time.monotonic()
+    records = pretraining_records()
     with tempfile.TemporaryDirectory() as work:
+        corpus_file = Path(work) / "pretraining.jsonl"
+        with corpus_file.open("w", encoding="utf-8") as file:
+            for record in records:
+                file.write(json.dumps({"text": record["text"]}, ensure_ascii=False) + "\n")
+        pretrain = dict(PRETRAIN, dataset="file", dataset_file=str(corpus_file))
         init_dir = Path(work) / "init"
-        tokenizer = train_tokenizer(texts, VOCAB_SIZE, init_dir, max_length=SHAPE.max_length)
+        tokenizer = train_tokenizer((r["text"] for r in records), VOCAB_SIZE, init_dir, max_length=SHAPE.max_length)
         init_model(tokenizer, SHAPE, init_dir, architecture="modernbert")
-        config = TrainConfig(model=str(init_dir), epochs=epochs, output_dir=str(Path(work) / "run"), **PRETRAIN)
+        config = TrainConfig(model=str(init_dir), epochs=epochs, output_dir=str(Path(work) / "run"), **pretrain)
         results = train(config, on_event=on_event)
-        trained = RunDir(config.output_dir).model_path
         with atomic_dir(out_dir) as tmp:
             figures = {
-                "parameters": _save_fp16(trained, tmp),
-                "pretrain": results,
-                "docstrings_perplexity": perplexity(evaluate(TrainConfig(model=str(tmp), **PRETRAIN)).loss),
-                "reference_perplexity": perplexity(evaluate(TrainConfig(model=str(tmp), dataset="builtin",
-                                                                        slice="train")).loss),
+                "parameters": _save_fp16(RunDir(config.output_dir).model_path, tmp),
+                "pretrain": results.to_dict(), "epochs": epochs,
+                "corpus": {"records": len(records), "characters": sum(len(r["text"]) for r in records),
+                           "libraries": library_versions(), "python": platform.python_version()},
+                "docstrings_perplexity": perplexity(evaluate(TrainConfig(model=str(tmp), **pretrain)).loss),
+                "build_minutes": (time.monotonic() - started) / 60,
             }
-            (tmp / "README.md").write_text(model_card(figures, epochs), encoding="utf-8")
+            write_json(tmp / "build.json", figures)
+            describe_starter(tmp, on_event)
     return figures
+
+
+def describe_starter(folder: Path, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
+    """Run the default run on the starter in `folder`; write its Fill-mask examples and its model card there."""
+    from .training import train
+
+    with tempfile.TemporaryDirectory() as work:
+        run = RunDir(Path(work) / "default-run")
+        train(TrainConfig(model=str(folder), output_dir=str(run.path), **DEFAULT_RUN), on_event=on_event)
+        results, probes = run.results(), [e for e in run.events() if isinstance(e, Probe)]
+    examples = [{"text": first.text, "answer": first.answer, "rank_before": first.answer_rank,
+                 "rank_after": last.answer_rank} for first, last in zip(*first_and_last_scores(probes))]
+    write_json(folder / EXAMPLES_FILE, examples)
+    figures = json.loads((folder / "build.json").read_text(encoding="utf-8"))
+    (folder / "README.md").write_text(model_card(figures, results.to_dict(), examples), encoding="utf-8")
+    return {"default_run": results.to_dict(), "examples": examples}
+
+
+def first_and_last_scores(probes: list[Probe]) -> tuple[list[Probe], list[Probe]]:
+    """The probes as the run's first evaluation scored them, and as its last did (the same sentences, in order)."""
+    steps = sorted({p.step for p in probes})
+    return [p for p in probes if p.step == steps[0]], [p for p in probes if p.step == steps[-1]]
+
+
+def default_examples(folder: Path = STARTER_DIR) -> list[dict[str, Any]]:
+    """The starter's Fill-mask examples (text, answer, ranks before and after the default run); [] if not built."""
+    path = folder / EXAMPLES_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
 
 
 def _save_fp16(trained: Path, out_dir: Path) -> int:
@@ -66,33 +105,50 @@ def _save_fp16(trained: Path, out_dir: Path) -> int:
     return model.num_parameters()
 
 
-def model_card(figures: dict[str, Any], epochs: int) -> str:
+def model_card(figures: dict[str, Any], run: dict[str, Any], examples: list[dict[str, Any]]) -> str:
     """The starter's README: how it was made and what it measures."""
-    pre = figures["pretrain"]
+    pre, corpus = figures["pretrain"], figures["corpus"]
+    versions = ", ".join(f"{name} {version}" for name, version in corpus["libraries"].items())
+    rows = "\n".join(f"| {e['text']} | {e['answer']} | {e['rank_before']:,} | {e['rank_after']:,} |"
+                     for e in examples)
     return f"""# MLM Studio starter model
 
 A small ModernBERT-style masked language model (rotary positions, pre-norm, GeGLU), trained from scratch so that
 MLM Studio works with no internet.
 
-- Made by: `python -m mlm_core build-starter` (tokenizer, then weights).
-- Corpus: the docstrings of the Python standard library, read with `ast` from CPython's own `.py` files
-  ({pre.train_blocks + pre.eval_blocks:,} blocks of {pre.block_size} tokens). The built-in fine-tuning dataset,
-  the Python language reference (`pydoc_data.topics`), is a different text: fine-tuning on it is a real domain
-  adaptation.
+- Made by: `python -m mlm_core build-starter` (tokenizer, then weights; fixed seeds), in
+  {figures['build_minutes']:.0f} minutes on {pre['device']}, the measurements below included.
+- Corpus: docstrings read with `ast` from the `.py` files (nothing imported) of the Python {corpus['python']} standard
+  library and of the installed runtime requirements {', '.join(LIBRARY_PACKAGES)}; a paragraph repeated with only
+  names or code changed is kept once. {corpus['records']:,} docstrings, {corpus['characters'] / 1e6:.1f} million
+  characters, {pre['train_blocks'] + pre['eval_blocks']:,} blocks of {pre['block_size']} tokens. The text depends
+  on the installed versions, so a rebuild matches this one with the same versions: {versions}.
+- Not in the corpus: the Python language reference (`pydoc_data.topics`), the built-in fine-tuning dataset, so
+  fine-tuning on it is a real domain adaptation.
 - Tokenizer: byte-level BPE, {VOCAB_SIZE:,} tokens, RoBERTa special tokens (`<s> <pad> </s> <unk> <mask>`).
 - Model: ModernBERT, {SHAPE.layers} layers, hidden size {SHAPE.hidden}, {SHAPE.heads} heads, feed-forward
   {SHAPE.intermediate}, blocks of up to {SHAPE.max_length} tokens, {figures['parameters'] / 1e6:.1f}M parameters,
   stored in float16 (safetensors).
-- Pre-training: {epochs} epochs, {pre.steps:,} steps of {PRETRAIN['batch_size']} blocks, learning rate
+- Pre-training: {figures['epochs']} epochs, {pre['steps']:,} steps of {PRETRAIN['batch_size']} blocks, learning rate
   {PRETRAIN['learning_rate']} with {PRETRAIN['warmup_ratio']:.0%} warm-up and linear decay, 15% of tokens masked,
-  {pre.seconds / 60:.0f} minutes on {pre.device}.
+  {pre['seconds'] / 60:.0f} minutes. Held-out docstrings ({PRETRAIN['eval_fraction']:.0%} of blocks): perplexity
+  {figures['docstrings_perplexity']:.2f}.
 
-## Measured perplexity (exp of the eval loss on fixed masks)
-| text | perplexity |
-| --- | --- |
-| held-out docstrings (5% of blocks) | {figures['docstrings_perplexity']:.2f} |
-| Python language reference (`--dataset builtin`, 10% eval split): a fine-tuning run's base \
-| {figures['reference_perplexity']:.2f} |
+## The default run
+`python -m mlm_core train --model starter --dataset builtin`, the app's defaults: {run['steps']} steps in
+{run['seconds']:.0f} s on {run['device']}. On the fixed held-out sample of the language reference:
+
+| | perplexity | top-1 accuracy | top-5 accuracy |
+| --- | --- | --- | --- |
+| starter | {run['base_perplexity']:.2f} | {run['base_top1']:.1%} | {run['base_top5']:.1%} |
+| after the default run | {run['final_perplexity']:.2f} | {run['final_top1']:.1%} | {run['final_top5']:.1%} |
+
+The Fill-mask examples are the sentences the default run watches (held-out sentences, a content word hidden); the
+right word's rank among each model's guesses:
+
+| sentence | answer | starter | after the default run |
+| --- | --- | --- | --- |
+{rows}
 
 It is a demonstration model: it knows the words and phrasing of Python documentation, not English at large.
 """

@@ -25,7 +25,7 @@ from .meter import Meter, perplexity
 from .memory import check_fits
 from .modeling import default_device, describe_device
 from .objective import LMObjective
-from .probes import block_texts, parse_probe, pick_probes
+from .probes import heldout_probes, parse_probe
 from .run_setup import RunSetup, load_inputs
 from .rundir import COMPLETED, STOPPED, Budget, RunDir, RunResults
 from .session import TrainingSession
@@ -265,10 +265,11 @@ class TrainingRun:
 
     def _pick_probes(self) -> None:
         """With no probes given, whole held-out sentences with a content word hidden, so each has a known answer."""
-        if self.probes or self.setup.task.inference != "fill-mask":
+        if self.probes or self.setup.task.inference != "fill-mask" or not self.is_main:
             return
-        texts = block_texts(self.setup.tokenizer, self.setup.data.eval[:AUTO_PROBE_BLOCKS])
-        self.probes = pick_probes(texts, self.setup.tokenizer, n=AUTO_PROBES, seed=self.config.seed)
+        model = self.accelerator.unwrap_model(self.objective).model.eval()
+        self.probes = heldout_probes(self.setup.tokenizer, model, self.setup.data, AUTO_PROBES, self.config.seed,
+                                     blocks=AUTO_PROBE_BLOCKS)
         if self.probes:
             self.emit(Status(f"Watching {len(self.probes)} held-out sentences, each with a word hidden."))
 

@@ -8,6 +8,7 @@ from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
 from mlm_core.hub import is_online
 from mlm_core.modeling import STARTER
 from mlm_core.rundir import COMPLETED, RUN_PREFIX
+from mlm_core.starter import default_examples
 
 from . import figures
 from .access import Access
@@ -23,11 +24,9 @@ except ImportError:
         """No ZeroGPU here: run as is."""
         return fn
 
-EXAMPLES = [["An assignment statement evaluates the <mask> list.", "expression"],
-            ["The <mask> statement exits the innermost loop.", "break"],
-            ["A function returns <mask> when it has no return.", "None"],
-            ["Paris is the <mask> of France.", "capital"],
-            ["The <mask> of the list is changed in place.", "order"]]
+# The default run's held-out probe sentences, with their answers (written by `build-starter`).
+EXAMPLES = [[e["text"], e["answer"]] for e in default_examples()] or [
+    ["An assignment statement evaluates the <mask> list.", "expression"]]
 SURPRISE_EXAMPLE = ("An assignment statement evaluates the expression list and assigns the single resulting object "
                     "to each of the target lists, from left to right.")
 SURPRISE_SCALE_BITS = 20  # a word this surprising (or more) is shown in full red

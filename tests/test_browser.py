@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from studio.fill_tab import EXAMPLES
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -86,8 +88,9 @@ def test_train_queue_reload_stop_fill_mask_and_compare_in_a_browser(page, app_se
     page.screenshot(path=ARTIFACTS / "stopped.png", full_page=True)
 
     page.get_by_role("tab", name="Fill-mask").click()
-    page.get_by_text("The <mask> statement exits the innermost loop.").filter(visible=True).first.click()  # example
-    page.locator("#note-a").get_by_text("The right word break is guess #").wait_for()  # results follow it
+    text, answer = EXAMPLES[1]
+    page.get_by_text(text).filter(visible=True).first.click()  # an example: a held-out sentence and its answer
+    page.locator("#note-a").get_by_text(f"The right word {answer} is guess #").wait_for()  # results follow it
     page.locator("#top-k input[type=number]").fill("3")
     page.locator("#top-k input[type=number]").press("Enter")
     page.wait_for_function(f"({BARS})() === 3")  # and follow top_k

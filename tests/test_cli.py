@@ -5,6 +5,7 @@ import json
 import pytest
 
 from mlm_core.cli import main
+from mlm_core.config import STARTER_LEARNING_RATE
 from mlm_core.rundir import RunDir
 
 from .conftest import run_cli
@@ -38,6 +39,21 @@ def test_the_default_run_draws_curves_and_evaluating_costs_at_most_15_percent_of
     assert len([e for e in events if isinstance(e, Step)]) == results.steps
 
 
+def test_the_default_run_is_a_visible_win_on_its_fill_mask_examples(starter_run):
+    from mlm_core.events import Probe
+    from mlm_core.starter import default_examples, first_and_last_scores
+
+    run = RunDir(starter_run["dir"])
+    results = run.results()
+    assert results.final_top5 - results.base_top5 >= 0.10, (results.base_top5, results.final_top5)
+    first, last = first_and_last_scores([e for e in run.events() if isinstance(e, Probe)])
+    # The Fill-mask examples are exactly the held-out sentences this run watched, with their answers.
+    assert [(p.text, p.answer) for p in first] == [(e["text"], e["answer"]) for e in default_examples()]
+    ranks = [(before.answer_rank, after.answer_rank) for before, after in zip(first, last)]
+    print(f"\nFill-mask examples, the right word's rank before -> after the default run: {ranks}")
+    assert len(ranks) == 5 and sum(after < before for before, after in ranks) >= 3
+
+
 def test_the_cli_and_the_app_share_their_defaults(tmp_path):
     from studio.form import config_from
 
@@ -48,7 +64,8 @@ def test_the_cli_and_the_app_share_their_defaults(tmp_path):
                                                       "--output-dir", "x"]))
         app = config_from({"model": model, "dataset": "builtin"}, output_dir="x")
         assert cli == app, (cli, app)
-    assert cli.learning_rate == 2e-5 and config_from({"model": "starter"}, "x").learning_rate == 5e-4
+    assert cli.learning_rate == 2e-5
+    assert config_from({"model": "starter"}, "x").learning_rate == STARTER_LEARNING_RATE == 1e-3
     file = tmp_path / "notes.txt"
     alone = train_config(build_parser().parse_args(["train", "--model", "starter", "--dataset-file", str(file),
                                                     "--output-dir", "x"]))
