@@ -176,7 +176,8 @@ def _fill_mask(args: argparse.Namespace) -> int:
         if len(results) > 1:
             print(f"mask {number}:")
         for guess in guesses:
-            print(f"  {guess['score']:7.2%}  {guess['token_str'].strip()!s:<20}  {guess['sequence']}")
+            word = guess["token_str"].strip() or repr(guess["token_str"])  # a line break shows as '\n', not blank
+            print(f"  {guess['score']:7.2%}  {word:<20}  {guess['sequence']}")
     return 0
 
 
@@ -190,7 +191,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _build_starter(args: argparse.Namespace) -> int:
-    """Pre-train the starter model and print its measured perplexities."""
+    """Pre-train the starter model and print what it and the default run on it measure."""
     from .modeling import STARTER_DIR
     from .progress import ProgressPrinter
     from .starter import build_starter
@@ -198,8 +199,10 @@ def _build_starter(args: argparse.Namespace) -> int:
     out = args.output or STARTER_DIR
     with ProgressPrinter() as printer:
         figures = build_starter(out, epochs=args.epochs, on_event=printer)
-    print(f"starter model in {out}: perplexity {figures['docstrings_perplexity']:.2f} on held-out docstrings, "
-          f"{figures['reference_perplexity']:.2f} on the language reference")
+    run = figures["default_run"]
+    print(f"starter model in {out}: perplexity {figures['docstrings_perplexity']:.2f} on held-out docstrings; the "
+          f"default run takes the language reference from {run['base_perplexity']:.2f} to "
+          f"{run['final_perplexity']:.2f}, top-5 accuracy {run['base_top5']:.1%} to {run['final_top5']:.1%}")
     return 0
 
 

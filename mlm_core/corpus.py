@@ -36,17 +36,23 @@ def reference_records() -> tuple[dict[str, str], ...]:
 def docstring_records() -> tuple[dict[str, str], ...]:
     """Docstrings of the standard library, read with `ast`: the starter model's pre-training corpus."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    records, seen = [], set()
-    for path in sorted(root.rglob("*.py")):
-        relative = path.relative_to(root)
-        if _SKIPPED_DIRS & set(relative.parts):
+    return tuple(_tree_docstrings(root, root, _SKIPPED_DIRS, set()))
+
+
+def _tree_docstrings(files: Path, names_root: Path, skipped: set[str], seen: set[str]) -> list[dict[str, str]]:
+    """Records of the docstrings in the `.py` files under `files` not yet `seen`, named as modules from
+    `names_root`; folders named in `skipped` are left out."""
+    records = []
+    for path in sorted(files.rglob("*.py")):
+        relative = path.relative_to(names_root)
+        if skipped & set(relative.parts):
             continue
         module = ".".join(relative.with_suffix("").parts)
         for name, doc in _docstrings(path):
             if len(doc) >= _MIN_DOCSTRING_CHARS and doc not in seen:
                 seen.add(doc)
                 records.append({"source": f"{module}.{name}" if name else module, "text": doc})
-    return tuple(records)
+    return records
 
 
 def _docstrings(path: Path) -> list[tuple[str, str]]:
@@ -72,15 +78,7 @@ def library_docstring_records(packages: tuple[str, ...] = LIBRARY_PACKAGES) -> t
         if spec is None or not spec.submodule_search_locations:
             raise ValueError(f"package: {package!r} is not installed; install requirements.txt first")
         root = Path(list(spec.submodule_search_locations)[0])
-        for path in sorted(root.rglob("*.py")):
-            relative = path.relative_to(root.parent)
-            if _LIBRARY_SKIPPED_DIRS & set(relative.parts):
-                continue
-            module = ".".join(relative.with_suffix("").parts)
-            for name, doc in _docstrings(path):
-                if len(doc) >= _MIN_DOCSTRING_CHARS and doc not in seen:
-                    seen.add(doc)
-                    records.append({"source": f"{module}.{name}" if name else module, "text": doc})
+        records += _tree_docstrings(root, root.parent, _LIBRARY_SKIPPED_DIRS, seen)
     return tuple(records)
 
 

@@ -61,7 +61,7 @@ def build_starter(out_dir: Path = STARTER_DIR, epochs: int | None = None,
                 "build_minutes": (time.monotonic() - started) / 60,
             }
             write_json(tmp / "build.json", figures)
-            describe_starter(tmp, on_event)
+            figures.update(describe_starter(tmp, on_event))
     return figures
 
 
@@ -117,7 +117,7 @@ A small ModernBERT-style masked language model (rotary positions, pre-norm, GeGL
 MLM Studio works with no internet.
 
 - Made by: `python -m mlm_core build-starter` (tokenizer, then weights; fixed seeds), in
-  {figures['build_minutes']:.0f} minutes on {pre['device']}, the measurements below included.
+  {figures['build_minutes']:.0f} minutes on {pre['device']}.
 - Corpus: docstrings read with `ast` from the `.py` files (nothing imported) of the Python {corpus['python']} standard
   library and of the installed runtime requirements {', '.join(LIBRARY_PACKAGES)}; a paragraph repeated with only
   names or code changed is kept once. {corpus['records']:,} docstrings, {corpus['characters'] / 1e6:.1f} million

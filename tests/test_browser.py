@@ -1,6 +1,7 @@
 """A real browser (Debian chromium via Playwright) clicks through training, the queue, reload, stop, fill-mask and
 the comparison of two runs."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -54,6 +55,15 @@ def _status(page) -> str:
     return page.locator("#run-status").inner_text()
 
 
+def _start(page) -> str:
+    """Click Start and return the run the page then watches (not the one it showed before)."""
+    watched = "document.querySelector('#watched-run textarea').value"
+    before = page.evaluate(f"() => {watched}")
+    page.locator("#start-button").click()
+    page.wait_for_function(f"() => {watched} && {watched} !== {json.dumps(before)}")
+    return page.evaluate(f"() => {watched}")
+
+
 def test_train_queue_reload_stop_fill_mask_and_compare_in_a_browser(page, app_server):
     page.goto(app_server["url"])
     page.get_by_text("MLM Studio").first.wait_for()
@@ -62,15 +72,14 @@ def test_train_queue_reload_stop_fill_mask_and_compare_in_a_browser(page, app_se
     assert start["y"] + start["height"] <= 768  # Start is above the fold of a 1366 x 768 screen
     page.locator("#epochs input").fill("2")
     page.screenshot(path=ARTIFACTS / "train-tab.png")
-    page.locator("#start-button").click()
+    first = _start(page)
     page.wait_for_function(f"({POINTS})() >= 2")
-    first = page.locator("#watched-run textarea").input_value()
 
     page.locator("#epochs input").fill("3")  # a second Start while the first trains: it waits in the queue
-    page.locator("#start-button").click()
+    second = _start(page)
     page.locator("#run-status").get_by_text("Queued, position 1").wait_for()
-    second = page.locator("#watched-run textarea").input_value()
     assert second != first
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=ARTIFACTS / "queued.png")
 
     page.reload()  # the page comes back to the visitor's waiting run, then follows it when it starts

@@ -86,6 +86,7 @@ def _section(result: dict) -> str:
                      f"{'-' if ok is None else 'yes' if ok else '**no**'} |"
                      for what, v, t, ok in verdicts(result["ratios"]))
     scale = _scale_section(d["data_scale"]) if "data_scale" in d else ""
+    scale += f"\n{result['note']}\n" if result.get("note") else ""  # what a reader must know to read this run
     if "train" not in d:  # only the data-scale section was run on this device
         return f"\n## {where} ({result['mode']} run, {result['date']})\n\n| measure | value | target | met |\n" \
                f"| --- | --- | --- | --- |\n{rows}\n{scale}"
@@ -156,8 +157,7 @@ def _scale_section(scale: dict) -> str:
                      f"{_each(rows, lambda r: r['speedup'], '{:.2f}')}x | {whole} |")
     table = "\n".join(lines)
     if len(runs) > 1:
-        earlier = ", ".join(f"{what.split(':')[0] if ':' in what else what} {v:.3f}" for what, v, _, _ in
-                            verdicts(runs[0]["ratios"]) if v is not None)
+        earlier = "; ".join(f"{what}: {v:.3f}" for what, v, _, _ in verdicts(runs[0]["ratios"]) if v is not None)
         table += f"\n\nThe earlier run's ratios: {earlier}."
     dates = " and ".join(r.get("date", "") for r in runs)
     repeats = scale.get("repeats", 1)
