@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+
+from .procfs import proc_bytes
 
 BYTES_PER_PARAM = 16  # fp32 weights, gradients and AdamW's two moments
 # Fitted to the memory two real training steps added on 2 CPU cores (fp32): starter at batch 16/64/256 with blocks of
@@ -34,13 +34,7 @@ def free_bytes(device: torch.device) -> int | None:
     """Memory free for a run on the device: the GPU's free memory, or Linux's MemAvailable; None where unknown."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
+    return proc_bytes("/proc/meminfo", "MemAvailable")
 
 
 def check_fits(model: torch.nn.Module, batch_size: int, block_size: int, labelled_share: float,

@@ -17,6 +17,7 @@ from .modeling import default_device
 from .objective import LMObjective
 from .evaluation import FORWARD_COST, eval_every, eval_sample_size
 from .probes import ProbeSentence, heldout_probes
+from .procfs import peak_rss
 from .sources import count_rows
 from .tasks import IGNORE, Task
 from .run_setup import RunSetup, load_inputs
@@ -121,7 +122,7 @@ def _measure_steps(setup: RunSetup, config: TrainConfig, input_ids: torch.Tensor
     if device.type == "cuda":
         memory = torch.cuda.max_memory_allocated(device)
     else:
-        memory = _peak_rss() or training_bytes(model, *input_ids.shape, labelled_share=1.0)
+        memory = peak_rss() or training_bytes(model, *input_ids.shape, labelled_share=1.0)
     model.to("cpu")
     return sorted(timings[1:])[len(timings[1:]) // 2], memory
 
@@ -132,14 +133,3 @@ def _reset_peak_rss() -> None:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
-
-
-def _peak_rss() -> int | None:
-    """This process's peak resident memory since the last reset, in bytes; None where Linux does not tell."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None

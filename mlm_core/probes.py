@@ -11,7 +11,7 @@ from dataclasses import dataclass
 MASK = "<mask>"
 ANSWER_MARK = "=>"  # "The <mask> statement exits a loop. => break": a typed probe may give its answer
 MIN_WORDS, MAX_WORDS, MIN_LETTERS = 8, 25, 4
-MAX_SENTENCES_TRIED = 60  # each costs the base model a pass per content word
+MAX_BASE_PASSES = 150  # the base model's passes spent on picking probes (a few seconds for DistilRoBERTa on a CPU)
 KNOWN_RANK = 5  # a word the base model already ranks this high has little left to learn: not a probe
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 PLAIN_WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*[,;:]?$")  # no code (x.y, f(), `name`), no numbers
@@ -105,10 +105,13 @@ def pick_probes(texts: Sequence[str], tokenizer, n: int = 5, seed: int = 0, comm
     sentences = [sentence for text in texts for sentence in whole_sentences(text)]
     random.Random(seed).shuffle(sentences)
     counts = common_words or Counter()
-    picked, answers = [], set()
-    for sentence in sentences[:MAX_SENTENCES_TRIED]:
+    picked, answers, passes = [], set(), 0
+    for sentence in sentences:
         options = [option for option in hidden_word_options(sentence, tokenizer) if option.answer not in answers]
         if base_rank is not None:
+            if passes + len(options) > MAX_BASE_PASSES:
+                break
+            passes += len(options)
             options = [option for option in options if (base_rank(option) or 0) > KNOWN_RANK]
         if options:
             probe = max(reversed(options), key=lambda option: counts[option.answer])

@@ -154,8 +154,3 @@ class RunQueue:
         finally:
             job.finished.set()
 
-
-def wait_for(job: Job | None, timeout: float | None = None) -> bool:
-    """Wait for a job to end; True when it has (or there was none)."""
-    return job is None or job.finished.wait(timeout)
-

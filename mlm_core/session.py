@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Callable
 
 from .config import TrainConfig
-from .events import Error, Event, EventLog, Step
+from .events import Error, Event, EventLog, Status, Step
 from .rundir import QUEUED, RESUMABLE, RUNNING, RunBusy, RunDir, RunResults
 from .runlock import RunLock
 from .storage import remove_partial
@@ -58,8 +58,11 @@ class TrainingSession:
             self.run.check_same_run(self.config)
 
     def emit(self, event: Event) -> None:
-        """Record an event in events.jsonl and hand it to the listener (main process only)."""
+        """Record an event in events.jsonl and hand it to the listener; another process of a launch only says what it
+        is doing (its status lines: which share of the data it holds), and writes nothing."""
         if not self.main:
+            if isinstance(event, Status) and self.on_event is not None:
+                self.on_event(event)
             return
         self.trained = self.trained or isinstance(event, Step)
         if self.log is not None:

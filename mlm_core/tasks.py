@@ -16,6 +16,7 @@ class Task:
     title: ClassVar[str]  # in words, for people
     pipeline_tag: ClassVar[str]  # the model card's and the hub's tag
     inference: ClassVar[str]  # what the playground offers: "fill-mask" or "generate"
+    guessed: ClassVar[str]  # what its accuracy counts, in words
     architecture_suffixes: ClassVar[tuple[str, ...]]
 
     def __str__(self) -> str:
@@ -44,15 +45,12 @@ class Task:
     def check_tokenizer(self, tokenizer, model: str) -> None:
         """ValueError in plain words when the tokenizer cannot serve this task."""
 
-    def accuracy_name(self) -> str:
-        """What the accuracy metric counts, in words."""
-        raise NotImplementedError
-
 
 class MaskedLM(Task):
     """Hide some tokens and predict them from both sides (BERT, RoBERTa, ModernBERT)."""
 
     name, title, pipeline_tag, inference = "mlm", "masked language model", "fill-mask", "fill-mask"
+    guessed = "hidden words"
     architecture_suffixes = ("ForMaskedLM",)
 
     def auto_model(self):
@@ -72,14 +70,12 @@ class MaskedLM(Task):
         if tokenizer.mask_token is None:
             raise ValueError(f"model: the tokenizer of {model} has no mask token, so it cannot fill masks")
 
-    def accuracy_name(self) -> str:
-        return "hidden words guessed right"
-
 
 class CausalLM(Task):
     """Predict each next token from the ones before it (GPT-2)."""
 
     name, title, pipeline_tag, inference = "clm", "causal language model", "text-generation", "generate"
+    guessed = "next words"
     architecture_suffixes = ("ForCausalLM", "LMHeadModel")
 
     def auto_model(self):
@@ -95,9 +91,6 @@ class CausalLM(Task):
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
         # Position i predicts token i + 1; the last position predicts nothing (as transformers shifts labels).
         return torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE)
-
-    def accuracy_name(self) -> str:
-        return "next words guessed right"
 
 
 MASKED, CAUSAL = MaskedLM(), CausalLM()

@@ -196,14 +196,13 @@ class _JsonScanner:
     """Incremental JSON reading over text chunks: values are decoded one at a time, consumed text is dropped."""
 
     def __init__(self, chunks: Iterator[str]):
-        self.chunks, self.buf, self.pos, self.lines_before, self.eof = chunks, "", 0, 0, False
+        self.chunks, self.buf, self.pos, self.lines_before = chunks, "", 0, 0
         self.decoder = json.JSONDecoder()
 
     def _fill(self) -> bool:
         """Read one more chunk (dropping what was consumed); False at the end of the file."""
         chunk = next(self.chunks, None)
         if chunk is None:
-            self.eof = True
             return False
         self.lines_before += self.buf.count("\n", 0, self.pos)
         self.buf, self.pos = self.buf[self.pos :] + chunk, 0
@@ -262,8 +261,3 @@ class _JsonScanner:
         """Raise the plain-words error at the current line."""
         line = self.lines_before + self.buf.count("\n", 0, self.pos) + 1
         raise ValueError(f"dataset_file: not valid JSON (line {line})")
-
-
-def count_records(path: str | Path) -> int:
-    """How many records the file holds (a full pass without keeping them)."""
-    return sum(1 for _ in iter_file_records(path))

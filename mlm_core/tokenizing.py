@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .procfs import peak_rss
+
 HEADER = struct.Struct("<QQ")  # request: (texts, bytes); reply: (documents, tokens)
 EDGES = struct.Struct("<qq")  # reply, whole-word only: (first token's start, last token's end), in characters
 IN_FLIGHT = 2  # batches queued per worker, so that none waits while the parent collects
@@ -199,7 +201,7 @@ class WorkerPool:
 
     def close(self, kill: bool = False) -> None:
         """Let the workers finish (or kill them) and wait for them."""
-        last_worker_peaks[:] = [_peak_rss(proc.pid) for proc in self.procs]
+        last_worker_peaks[:] = [peak_rss(proc.pid) or 0 for proc in self.procs]
         for proc, jobs in zip(self.procs, self.queues):
             if kill:
                 proc.kill()
@@ -214,14 +216,6 @@ class WorkerPool:
             proc.stdout.close()
             log.close()
 
-
-def _peak_rss(pid: int) -> int:
-    """A live process's peak resident memory in bytes (0 where Linux's /proc does not tell)."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-    except (OSError, StopIteration, ValueError):
-        return 0
 
 
 class LocalEncoder:

@@ -9,6 +9,7 @@ from mlm_core.events import Done, Error, Eval, Event, Started, Status, Step
 from mlm_core.rundir import COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED, RunResults
 
 from mlm_core.redact import hide_paths
+from mlm_core.tasks import MaskedLM, get_task
 
 from .text import escaped
 
@@ -98,7 +99,7 @@ def accuracy_text(results: RunResults) -> str:
     """' It now guesses 41% of the hidden words right, up from 30% ...' (empty when not measured)."""
     if results.final_top1 is None or results.base_top1 is None:
         return ""
-    words = "next words" if results.task == "clm" else "hidden words"
+    words = _guessed(results.task)
     return (f" It now guesses <b>{results.final_top1:.0%} of the {words}</b> of your held-out text right, "
             f"{_change(results.base_top1, results.final_top1)}; the right word is among its five likeliest guesses "
             f"{results.final_top5:.0%} of the time, {_change(results.base_top5, results.final_top5)}.")
@@ -128,4 +129,9 @@ def owner_note(yours: bool, public: bool) -> str:
 def guessed_words(events: Sequence[Event]) -> str:
     """What the run's accuracy counts: 'hidden words' (masked LM) or 'next words' (causal LM)."""
     started = _last(events, Started)
-    return "next words" if started is not None and started.task == "clm" else "hidden words"
+    return _guessed(started.task if started is not None else None)
+
+
+def _guessed(task: str | None) -> str:
+    """What the accuracy of a run of this task counts (a masked LM's when the task is not known)."""
+    return (get_task(task) if task else MaskedLM).guessed

@@ -19,8 +19,6 @@ from mlm_core.sources import FILE_SUFFIXES, MAX_UPLOAD_MB
 
 BUILTIN, HUB = "builtin", "hub"
 SOURCES = [("Built-in corpus (offline)", BUILTIN), ("Hub dataset", HUB), ("Upload a file", FILE_DATASET)]
-# Form entries that are not TrainConfig fields: where the text comes from is three components on the page.
-EXTRA_FIELDS = ("hub_dataset",)
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 _TYPES = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
 

@@ -13,6 +13,8 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from mlm_core.procfs import peak_rss
+
 from .app_client import ended, message, raw_call, start, status, train_form, wait_for
 from .conftest import ADMIN_PASSWORD, PLANTED_TOKEN, PUBLIC_LIMITS, ROOT
 
@@ -133,10 +135,9 @@ def test_each_limit_holds(public_server):
 
 def _peak_rss_mb(pid: int) -> float:
     """The peak resident memory of a process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
+    peak = peak_rss(pid)
+    assert peak is not None, "no VmHWM"
+    return peak / 2**20
 
 
 def test_no_server_path_in_any_response_or_export_and_exports_leave_nothing_behind(public_server, finished,

@@ -14,6 +14,7 @@ from gradio_client.exceptions import AppError
 
 from mlm_core import checkpoint as ckpt
 
+from mlm_core.procfs import rss
 from mlm_core.rundir import RunDir
 from mlm_core.storage import TMP_PREFIX
 
@@ -212,10 +213,9 @@ def test_load_while_training_concurrent_requests_gapless_events_and_flat_memory(
 
 def _rss_mb(pid: int) -> float:
     """Resident memory of a process, in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+    now = rss(pid)
+    assert now is not None, "no VmRSS"
+    return now / 2**20
 
 
 def test_sigkill_mid_run_then_restart_finds_it_interrupted_resumes_it_and_loses_nothing(tmp_path):

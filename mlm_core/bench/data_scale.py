@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..procfs import peak_rss
+
 BLOCK_SIZE = 128
 SIZES = {"full": (10, 40, 160), "quick": (2, 8, 32), "test": (0.25, 1)}  # MB of text
 WHOLE_WORD_SIZES = {"full": (40, 160), "quick": (32,), "test": (1,)}
@@ -103,11 +105,6 @@ def _summary(result: dict) -> str:
             f"{result['peak_total_bytes'] / 2**30:.2f} GiB")
 
 
-def _vm_hwm() -> int:
-    """This process's peak resident memory in bytes (Linux)."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
-
 
 def child(contender: str, path: str, whole_word: bool) -> dict:
     """One contender's preparation of `path`, timed from loading to split; its own figures."""
@@ -120,7 +117,7 @@ def child(contender: str, path: str, whole_word: bool) -> dict:
     from ..modeling import STARTER_DIR
 
     tokenizer = AutoTokenizer.from_pretrained(STARTER_DIR)
-    before = _vm_hwm()  # imports and tokenizer: what preparation starts from
+    before = peak_rss()  # imports and tokenizer: what preparation starts from
     cpu_before = sum(u.ru_utime + u.ru_stime for u in (resource.getrusage(resource.RUSAGE_SELF),))
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
@@ -145,7 +142,7 @@ def child(contender: str, path: str, whole_word: bool) -> dict:
             blocks, workers = len(data.train) + len(data.eval), list(tokenizing.last_worker_peaks)
     used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     return {"seconds": seconds, "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in used) - cpu_before,
-            "blocks": blocks, "peak_main_bytes": _vm_hwm(), "peak_worker_bytes": workers, "before_bytes": before}
+            "blocks": blocks, "peak_main_bytes": peak_rss(), "peak_worker_bytes": workers, "before_bytes": before}
 
 
 if __name__ == "__main__":
