@@ -1,5 +1,5 @@
 """MLM Studio's engine: data, models, training loop, evaluation, inference, checkpoints and export."""
 
-from .config import TrainConfig
+from mlm_core.config import TrainConfig
 
 __all__ = ["TrainConfig"]

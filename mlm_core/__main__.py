@@ -1,5 +1,5 @@
 """`python -m mlm_core ...`: the headless CLI."""
 
-from .cli import main
+from mlm_core.cli.commands import main
 
 raise SystemExit(main())

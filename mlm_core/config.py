@@ -27,7 +27,8 @@ def _field(default: Any, help: str, **rules: Any) -> Any:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One fine-tuning run: model, data, and every hyper-parameter."""
+    """One fine-tuning run: model, data, and every hyper-parameter; ValueError naming the first bad field on
+    construction."""
 
     model: str = _field(DEFAULT_MODEL, "Base model: a hub id, 'starter' (the built-in model), a finished run as "
                         "'run:NAME', or (on your own machine) a local folder.", max_length=200)
@@ -95,7 +96,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
-        """Build from a dict, refusing unknown keys by name."""
+        """Build from a dict; ValueError naming the first unknown key, or (as construction) the first bad value."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -103,7 +104,7 @@ class TrainConfig:
         return cls(**values)
 
     def replace(self, **changes: Any) -> "TrainConfig":
-        """A validated copy with some fields changed."""
+        """A validated copy with some fields changed; ValueError naming a bad value, TypeError for an unknown name."""
         return dataclasses.replace(self, **changes)
 
 
@@ -114,7 +115,7 @@ def default_learning_rate(model: str) -> float:
 
 
 def field_help(name: str) -> str:
-    """The one-line plain-language hint of a field."""
+    """The one-line plain-language hint of a field; KeyError for a name that is not one."""
     return {f.name: f.metadata["help"] for f in dataclasses.fields(TrainConfig)}[name]
 
 

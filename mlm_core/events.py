@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .storage import trim_torn_tail
+from mlm_core.system.atomic_files import trim_torn_tail
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,8 @@ EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (Status, Started
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:
-    """Rebuild an event from its JSON dict (as written to events.jsonl)."""
+    """Rebuild an event from its JSON dict (as written to events.jsonl); KeyError for a missing or unknown type,
+    TypeError when a field it needs is missing."""
     values = dict(data)
     cls = EVENT_TYPES[values.pop("type")]
     names = {f.name for f in dataclasses.fields(cls)}

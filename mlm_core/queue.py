@@ -8,10 +8,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import TrainConfig
-from .events import Done, Error, Event, Step
-from .modeling import preload
-from .rundir import QUEUED, RUNNING, RunDir, RunIdentity, list_runs
+from mlm_core.config import TrainConfig
+from mlm_core.events import Done, Error, Event, Step
+from mlm_core.models.loading import preload
+from mlm_core.runs.records import QUEUED, RUNNING, RunIdentity
+from mlm_core.runs.run_dir import RunDir, list_runs
+from mlm_core.training.loop import train
 
 POLL_S = 2.0  # how often a waiting queue looks whether another process still trains
 
@@ -69,20 +71,23 @@ class RunQueue:
             self._worker.join(timeout)
 
     def submit(self, config: TrainConfig, identity: RunIdentity) -> RunDir:
-        """Queue a new run in `config.output_dir` (a folder under the root); it trains when its turn comes."""
+        """Queue a new run in `config.output_dir` (a folder under the root); it trains when its turn comes.
+        ValueError naming `output_dir` when that folder already holds files or a run."""
         run = RunDir(config.output_dir)
         run.create(config, dataclasses.replace(identity, queued_at=time.time()))
         self._notify()
         return run
 
     def resume(self, run: RunDir) -> None:
-        """Queue a stopped or interrupted run to continue from its checkpoint."""
+        """Queue a stopped or interrupted run to continue from its checkpoint; ValueError in plain words for any
+        other run."""
         run.resume_config()  # refuses a run that cannot resume
         run.set_identity(dataclasses.replace(run.identity(), queued_at=time.time(), resume=True))
         self._notify()
 
     def cancel(self, run: RunDir) -> None:
-        """Take a waiting run out of the queue: a new run is deleted, a resume goes back to where it stopped."""
+        """Take a waiting run out of the queue: a new run is deleted, a resume goes back to where it stopped.
+        ValueError when the run is not waiting in the queue."""
         if run.status() != QUEUED:
             raise ValueError(f"run: {run.name} is not waiting in the queue")
         identity = run.identity()
@@ -140,8 +145,6 @@ class RunQueue:
 
     def _train(self, run: RunDir) -> None:
         """Train one run; a failure is recorded in the run and the queue goes on."""
-        from .training import train
-
         identity = run.identity()
         job = Job(run, events=run.events())  # a resumed run's page shows its whole history
         self.current = job

@@ -26,12 +26,9 @@ class Task:
         """The transformers Auto class that loads a model with this task's head."""
         raise NotImplementedError
 
-    def batcher(self, tokenizer, mlm_probability: float, whole_word: bool, seed: int):
-        """A callable turning token blocks into a labelled Batch, reproducibly from `seed`."""
-        raise NotImplementedError
-
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
-        """The token each position's logits should predict (IGNORE where none)."""
+        """The token each position's logits should predict (IGNORE where none): [batch, block] from labels
+        [batch, block]."""
         return labels
 
     def labelled_share(self, mlm_probability: float) -> float:
@@ -39,7 +36,7 @@ class Task:
         return 1.0
 
     def label_count(self, labels: torch.Tensor) -> int:
-        """How many positions of a batch carry a label."""
+        """How many positions of a batch's labels [batch, block] carry a label."""
         return int(self.targets(labels).ne(IGNORE).sum())
 
     def check_tokenizer(self, tokenizer, model: str) -> None:
@@ -54,19 +51,17 @@ class MaskedLM(Task):
     architecture_suffixes = ("ForMaskedLM",)
 
     def auto_model(self):
+        """AutoModelForMaskedLM."""
         from transformers import AutoModelForMaskedLM
 
         return AutoModelForMaskedLM
 
-    def batcher(self, tokenizer, mlm_probability: float, whole_word: bool, seed: int):
-        from .batches import Masker
-
-        return Masker(tokenizer, mlm_probability=mlm_probability, whole_word=whole_word, seed=seed)
-
     def labelled_share(self, mlm_probability: float) -> float:
+        """The masking probability: only the hidden tokens carry a label."""
         return mlm_probability
 
     def check_tokenizer(self, tokenizer, model: str) -> None:
+        """ValueError naming `model` when the tokenizer has no mask token to fill."""
         if tokenizer.mask_token is None:
             raise ValueError(f"model: the tokenizer of {model} has no mask token, so it cannot fill masks")
 
@@ -79,16 +74,13 @@ class CausalLM(Task):
     architecture_suffixes = ("ForCausalLM", "LMHeadModel")
 
     def auto_model(self):
+        """AutoModelForCausalLM."""
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM
 
-    def batcher(self, tokenizer, mlm_probability: float, whole_word: bool, seed: int):
-        from .batches import CausalBatcher
-
-        return CausalBatcher()
-
     def targets(self, labels: torch.Tensor) -> torch.Tensor:
+        """The labels [batch, block] shifted left by one, IGNORE at the last position: [batch, block]."""
         # Position i predicts token i + 1; the last position predicts nothing (as transformers shifts labels).
         return torch.nn.functional.pad(labels[:, 1:], (0, 1), value=IGNORE)
 
@@ -98,7 +90,7 @@ TASKS: dict[str, Task] = {task.name: task for task in (MASKED, CAUSAL)}
 
 
 def get_task(name: str | Task) -> Task:
-    """The task called `name` ('mlm' or 'clm')."""
+    """The task called `name` ('mlm' or 'clm'); ValueError naming `task` for any other name."""
     if isinstance(name, Task):
         return name
     try:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import gradio as gr
 
-from mlm_core.rundir import QUEUED, RUNNING, Budget, RunDir
+from mlm_core.runs.records import QUEUED, RUNNING, Budget
+from mlm_core.runs.run_dir import RunDir
 
 from .environment import public_mode
 
@@ -64,7 +65,7 @@ class Limits:
 
     @classmethod
     def from_env(cls) -> Limits:
-        """The defaults above, changed by the environment."""
+        """The defaults above, changed by the environment; ValueError for a setting that is not a number."""
         return cls(run_steps=_env_number("MLM_STUDIO_MAX_RUN_STEPS", cls.run_steps, int),
                    run_minutes=_env_number("MLM_STUDIO_MAX_RUN_MINUTES", cls.run_minutes),
                    active_runs=_env_number("MLM_STUDIO_MAX_ACTIVE_RUNS", cls.active_runs, int),
@@ -97,7 +98,8 @@ class Access:
 
     @classmethod
     def from_env(cls, server_token: str | None) -> Access:
-        """The mode, owner and limits this process runs with."""
+        """The mode, owner and limits this process runs with; ValueError (public mode) for a limit that is not a
+        number."""
         admins = {name.strip() for name in os.environ.get("MLM_STUDIO_ADMINS", "").split(",") if name.strip()}
         if os.environ.get("SPACE_AUTHOR_NAME"):
             admins.add(os.environ["SPACE_AUTHOR_NAME"])
@@ -144,7 +146,8 @@ class Access:
                              f"{action} it")
 
     def check_start(self, visitor: Visitor, runs: list[RunDir], root, probes: tuple[str, ...]) -> Budget:
-        """Whether the visitor may queue another run now; the budget it gets."""
+        """Whether the visitor may queue another run now; the budget it gets. ValueError in plain words for too many
+        or too long probes, a nearly full disk, or (the owner excepted) too many runs waiting or training."""
         limits = self.limits
         if len(probes) > limits.probes:
             raise ValueError(f"probes: at most {limits.probes} probe sentences (got {len(probes):,})")
@@ -161,7 +164,8 @@ class Access:
         return limits.budget
 
     def push_token(self, visitor: Visitor, typed: object, signed_in: str | None) -> str:
-        """The token a push uses: the one typed, else the visitor's own sign-in, else (owner only) the server's."""
+        """The token a push uses: the one typed, else the visitor's own sign-in, else (owner only) the server's;
+        ValueError in public mode when there is none this visitor may use."""
         if isinstance(typed, str) and typed.strip():
             return typed.strip()
         if signed_in:

@@ -7,16 +7,17 @@ import os
 import gradio as gr
 
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
-from mlm_core.hub import forbid_local_paths, is_online
-from mlm_core.modeling import STARTER, describe_device, preload
-from mlm_core.rundir import runs_root
-from mlm_core.sources import MAX_UPLOAD_MB
+from mlm_core.data.text_files import MAX_UPLOAD_MB
+from mlm_core.models.loading import describe_device, preload
+from mlm_core.runs.model_sources import STARTER
+from mlm_core.runs.records import runs_root
+from mlm_core.system.hub_access import forbid_local_paths, is_online
 
+from . import refusals
 from .access import Access, new_visitor_token
 from .context import Studio
 from .fill_tab import FillTab
 from .runs_tab import RunsTab
-from . import refusals
 from .text import refusal
 from .train_tab import TrainTab
 
@@ -59,7 +60,8 @@ def build(studio: Studio, access: Access) -> gr.Blocks:
 
 
 def owner_panel(access: Access, visitor: gr.BrowserState) -> None:
-    """Where the Space's owner signs in (Hugging Face sign-in on a Space, or the owner's password) to act on any run."""
+    """Where the Space's owner signs in (Hugging Face sign-in on a Space, or the owner's password) to act on any run;
+    a wrong password gets a `refusal` toast."""
     with gr.Accordion("Owner", open=False):
         if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true` in its README
             gr.LoginButton()
@@ -68,6 +70,7 @@ def owner_panel(access: Access, visitor: gr.BrowserState) -> None:
         unlock = gr.Button("Unlock")
 
     def unlocked(visitor, password, request: gr.Request):
+        """Give this browser the owner's rights; gr.Error (a `refusal`) for a wrong password or too many tries."""
         try:
             access.unlock(access.visitor(visitor, request), password)
         except ValueError as error:
@@ -84,7 +87,8 @@ def _visitor_token(token):
 
 
 def serve(server_token: str | None = None) -> None:
-    """Start the app on this machine's runs folder (`server_token`: the owner's, withdrawn from a public Space)."""
+    """Start the app on this machine's runs folder (`server_token`: the owner's, withdrawn from a public Space);
+    ValueError in public mode for a limit in the environment that is not a number (see `Limits.from_env`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     refusals.install()
     access = Access.from_env(server_token)

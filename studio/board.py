@@ -6,9 +6,8 @@ import html
 from collections.abc import Sequence
 
 from mlm_core.events import Done, Error, Eval, Event, Started, Status, Step
-from mlm_core.rundir import COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED, RunResults
-
-from mlm_core.redact import hide_paths
+from mlm_core.runs.records import COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED, RunResults
+from mlm_core.system.redact import hide_paths
 from mlm_core.tasks import MaskedLM, get_task
 
 from .text import escaped

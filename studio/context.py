@@ -9,7 +9,8 @@ from pathlib import Path
 
 from mlm_core.events import Event
 from mlm_core.queue import RunQueue
-from mlm_core.rundir import QUEUED, RUNNING, RunDir, list_runs, recover_runs, run_in
+from mlm_core.runs.records import QUEUED, RUNNING
+from mlm_core.runs.run_dir import RunDir, list_runs, recover_runs, run_in
 
 CANCELLED, STOPPING = "cancelled", "stopping"
 EVENT_CACHE_RUNS = 16  # runs whose parsed events are kept (the ones visitors watch or compare)
@@ -51,7 +52,8 @@ class Studio:
         return next((run for run in self.runs() if run.status() == RUNNING), None)
 
     def stop(self, run: RunDir) -> str:
-        """Ask a training run to stop after its current step, or take a waiting one out of the queue."""
+        """Ask a training run to stop after its current step, or take a waiting one out of the queue; ValueError in
+        plain words when it neither waits nor trains, or another process trains it."""
         status = run.status()
         if status == QUEUED:
             self.queue.cancel(run)

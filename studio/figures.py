@@ -9,7 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mlm_core.events import Eval, Event, Probe, Step
-from mlm_core.inference import MASK_SPELLINGS
+from mlm_core.models.inference import MASK_SPELLINGS
 
 _LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=40), template="plotly_white",
                legend=dict(orientation="h", y=-0.2))

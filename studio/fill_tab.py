@@ -5,10 +5,13 @@ from __future__ import annotations
 import gradio as gr
 
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
-from mlm_core.hub import is_online
-from mlm_core.modeling import STARTER
-from mlm_core.rundir import COMPLETED, RUN_PREFIX
-from mlm_core.starter import default_examples
+from mlm_core.models.inference import fill_mask, generate, rank_answer, word_surprise
+from mlm_core.models.loading import load_config
+from mlm_core.models.starter import default_examples
+from mlm_core.runs.model_sources import STARTER
+from mlm_core.runs.records import COMPLETED, RUN_PREFIX
+from mlm_core.system.hub_access import is_online
+from mlm_core.tasks import detect_task
 
 from . import figures
 from .access import Access
@@ -35,9 +38,6 @@ PREDICTION_HEADERS = ["mask", "rank", "word", "probability", "text"]
 
 def is_causal(model: str) -> bool:
     """Whether `model` is a causal LM (unknown models count as masked until they load)."""
-    from mlm_core.modeling import load_config
-    from mlm_core.tasks import detect_task
-
     try:
         return bool(model) and detect_task(load_config(model)).inference == "generate"
     except (ValueError, OSError):
@@ -146,9 +146,8 @@ class FillTab:
 
     @gpu
     def fill(self, text, top_k, model_a, model_b, answer=""):
-        """Fill the masks with two models side by side: charts, tables, and where each ranks the right word."""
-        from mlm_core.inference import fill_mask, rank_answer
-
+        """Fill the masks with two models side by side: charts, tables, and where each ranks the right word;
+        gr.Error (a `refusal`) in plain words for bad input or a model that cannot fill masks."""
         outputs = []
         try:
             top_k = _whole(top_k, "top_k")
@@ -167,9 +166,8 @@ class FillTab:
 
     @gpu
     def surprise(self, text, model_a, model_b):
-        """Each word of a paragraph coloured by how surprised each model is by it, and the biggest changes."""
-        from mlm_core.inference import word_surprise
-
+        """Each word of a paragraph coloured by how surprised each model is by it, and the biggest changes;
+        gr.Error (a `refusal`) in plain words for bad input or a model that cannot fill masks."""
         try:
             scored = [word_surprise(model, text) if model else [] for model in (_model(model_a), _model(model_b))]
         except ValueError as error:
@@ -178,9 +176,8 @@ class FillTab:
 
     @gpu
     def generate(self, model, prompt, max_new_tokens, temperature, top_p, seed):
-        """Continue a prompt with a causal model."""
-        from mlm_core.inference import generate
-
+        """Continue a prompt with a causal model; gr.Error (a `refusal`) in plain words for bad input or a model
+        that cannot generate."""
         try:
             return generate(_model(model) or "", prompt, max_new_tokens=_whole(max_new_tokens, "max_new_tokens"),
                             temperature=_number(temperature, "temperature"), top_p=_number(top_p, "top_p"),

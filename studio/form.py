@@ -8,14 +8,8 @@ from typing import Any
 
 import gradio as gr
 
-from mlm_core.config import (
-    DEFAULT_HUB_SLICE,
-    FILE_DATASET,
-    TrainConfig,
-    default_learning_rate,
-    field_help,
-)
-from mlm_core.sources import FILE_SUFFIXES, MAX_UPLOAD_MB
+from mlm_core.config import DEFAULT_HUB_SLICE, FILE_DATASET, TrainConfig, default_learning_rate, field_help
+from mlm_core.data.text_files import FILE_SUFFIXES, MAX_UPLOAD_MB
 
 BUILTIN, HUB = "builtin", "hub"
 SOURCES = [("Built-in corpus (offline)", BUILTIN), ("Hub dataset", HUB), ("Upload a file", FILE_DATASET)]

@@ -35,6 +35,7 @@ class _QuietTraceback:
         return getattr(self._real, name)
 
     def print_exc(self, *args, **kwargs) -> None:
+        """As `traceback.print_exc`, but a refusal is one line on stderr."""
         error = sys.exc_info()[1]
         if _is_refusal(error):
             print(f"refused: {getattr(error, 'message', None) or error}", file=sys.stderr)
@@ -46,6 +47,7 @@ def _plain_payload(real):
     """Gradio's error payload, with a file path nobody uploaded refused in words instead of a generic error."""
 
     def payload(error, show_error):
+        """Gradio's payload for `error`, a path nobody uploaded refused in words."""
         if isinstance(error, InvalidPathError):
             error = gr.Error(NOT_UPLOADED, print_exception=False)
         return real(error, show_error)

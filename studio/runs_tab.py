@@ -9,8 +9,10 @@ import time
 import gradio as gr
 
 from mlm_core.config import TrainConfig
-from mlm_core.redact import hide_paths
-from mlm_core.rundir import QUEUED, RUNNING, RunDir
+from mlm_core.runs.export import push_run, zip_run
+from mlm_core.runs.records import QUEUED, RUNNING
+from mlm_core.runs.run_dir import RunDir
+from mlm_core.system.redact import hide_paths
 
 from . import board, figures
 from .access import Access
@@ -102,7 +104,8 @@ class RunsTab:
         return rows, gr.update(choices=choices), gr.update(choices=choices)
 
     def compare(self, names, x_axis):
-        """Loss and perplexity curves of the chosen runs overlaid, and the settings in which they differ."""
+        """Loss and perplexity curves of the chosen runs overlaid, and the settings in which they differ; gr.Error
+        (a `refusal`) for too many runs or a name that is not a run."""
         if isinstance(names, str):  # the API takes names separated by commas
             names = [name.strip() for name in names.split(",") if name.strip()]
         names = [n for n in names if isinstance(n, str)] if isinstance(names, list) else []
@@ -134,23 +137,25 @@ class RunsTab:
                 *[gr.update(interactive=yours)] * 6)
 
     def set_label(self, visitor, run_name, label, request: gr.Request):
-        """Rename a run as listed."""
+        """Rename a run as listed; gr.Error (a refusal) when the visitor may not, or the label is empty."""
         self._act(visitor, run_name, request, "relabel", lambda run: run.set_label(_clean_label(label)))
         return self.listing()
 
     def resume(self, visitor, run_name, request: gr.Request):
-        """Queue a stopped or interrupted run to continue from its checkpoint."""
+        """Queue a stopped or interrupted run to continue from its checkpoint; gr.Error (a refusal) when the visitor
+        may not, or the run cannot resume."""
         run = self._act(visitor, run_name, request, "resume", self.studio.queue.resume)
         gr.Info(f"Run {escaped(run.identity().label)} will continue from its checkpoint: watch it in the Train tab.")
         return self.listing()
 
     def stop(self, visitor, run_name, request: gr.Request):
-        """Stop a training run after its current step (it keeps its checkpoint), or take a waiting one out."""
+        """Stop a training run after its current step (it keeps its checkpoint), or take a waiting one out; gr.Error
+        (a refusal) when the visitor may not, or there is nothing this process can stop."""
         self._act(visitor, run_name, request, "stop", self.studio.stop)
         return self.listing()
 
     def ask_delete(self, run_name):
-        """The confirmation question before deleting."""
+        """The confirmation question before deleting; gr.Error (a `refusal`) for a name that is not a run."""
         try:
             run = self.studio.run(run_name)
         except ValueError as error:
@@ -159,22 +164,21 @@ class RunsTab:
                                          "undone.")
 
     def delete(self, visitor, run_name, request: gr.Request):
-        """Delete a run and everything it saved."""
+        """Delete a run and everything it saved; gr.Error (a refusal) when the visitor may not, or it is training."""
         self._act(visitor, run_name, request, "delete", RunDir.delete)
         return self.listing()
 
     def export_zip(self, visitor, run_name, request: gr.Request):
-        """A zip of the run's model, card and results to download."""
-        from mlm_core.export import zip_run
-
+        """A zip of the run's model, card and results to download; gr.Error (a refusal) when the visitor may not, or
+        the run has not completed."""
         return str(self._act(visitor, run_name, request, "download", zip_run))
 
     def push(self, visitor, run_name, repo_id, token, private, request: gr.Request,
              oauth_token: gr.OAuthToken | None = None):
-        """Push the run to the hub with its model card; the token is used once and never kept."""
-        from mlm_core.export import push_run
-
+        """Push the run to the hub with its model card; the token is used once and never kept. gr.Error (a refusal)
+        in plain words when the visitor may not, has no token to use, or the push fails."""
         def pushed(run: RunDir) -> str:
+            """Push with the token this visitor may use; its URL (ValueError as `push_token` and `push_run`)."""
             key = self.access.push_token(self.access.visitor(visitor, request), token,
                                          oauth_token.token if oauth_token else None)
             return push_run(run, repo_id if isinstance(repo_id, str) else "", key, private is not False)

@@ -7,7 +7,7 @@ import re
 
 import gradio as gr
 
-from mlm_core.redact import hide_paths
+from mlm_core.system.redact import hide_paths
 
 # The engine names fields as the CLI spells them ("block_size: ..."); the page names them as its form does.
 FIELD_LABELS = {
@@ -44,5 +44,6 @@ def markdown_escaped(text: object) -> str:
 
 
 def refusal(error: Exception | str) -> gr.Error:
-    """A refused action as an error toast: plain words, no server path, escaped (Gradio renders it as HTML)."""
+    """A refused action as an error toast (a gr.Error, for the handler to raise): plain words, no server path,
+    escaped (Gradio renders it as HTML)."""
     return gr.Error(escaped(hide_paths(plain(str(error)))), print_exception=False)

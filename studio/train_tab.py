@@ -8,14 +8,17 @@ from dataclasses import dataclass
 import gradio as gr
 
 from mlm_core.config import FILE_DATASET, default_learning_rate
-from mlm_core.modeling import describe_device
-from mlm_core.redact import hide_paths
-from mlm_core.rundir import QUEUED, RUNNING, RunDir, RunIdentity, new_run_name
-from mlm_core.run_setup import check_names
+from mlm_core.models.loading import describe_device
+from mlm_core.runs.records import QUEUED, RUNNING, RunIdentity, new_run_name
+from mlm_core.runs.run_dir import RunDir
+from mlm_core.system.redact import hide_paths
+from mlm_core.training.preflight import preview
+from mlm_core.training.setup import check_names
 
 from . import board, figures
 from .access import Access
 from .context import CANCELLED, Studio
+from .fill_tab import is_causal
 from .form import HUB, build_data_fields, build_settings_fields, config_from, source_changed
 from .text import markdown_escaped, plain, refusal
 
@@ -98,14 +101,11 @@ class TrainTab:
 
     def model_changed(self, model: str):
         """Hide the masking knob for causal models and suggest a learning rate for the model."""
-        from .fill_tab import is_causal
-
         return gr.update(visible=not is_causal(model)), gr.update(value=default_learning_rate(model or ""))
 
     def preview(self, **form):
-        """Blocks, an example block with its hidden words, probes, and the time and memory estimate for this device."""
-        from mlm_core.preflight import preview
-
+        """Blocks, an example block with its hidden words, probes, and the time and memory estimate for this device;
+        gr.Error (a `refusal`) in plain words when the settings, model or data cannot be used."""
         try:
             result = preview(config_from(form, output_dir=str(self.studio.root / "preview")))
         except ValueError as error:
@@ -123,7 +123,8 @@ class TrainTab:
         return "\n\n".join(lines), result.example, probes or gr.skip(), result.text_column
 
     def start(self, visitor, probes, request: gr.Request, **form):
-        """Queue a run (it starts at once when the device is free); its dashboard replaces the one shown."""
+        """Queue a run (it starts at once when the device is free); its dashboard replaces the one shown. gr.Error
+        (a `refusal`) in plain words when the visitor may not start one or the settings cannot be used."""
         visitor = self.access.visitor(visitor, request)
         try:
             lines = probes.splitlines() if isinstance(probes, str) else []
@@ -141,7 +142,8 @@ class TrainTab:
         return self.board(run, visitor, seen="")
 
     def stop(self, visitor, run_name, request: gr.Request):
-        """Stop the watched run after its current step (it keeps its checkpoint), or take it out of the queue."""
+        """Stop the watched run after its current step (it keeps its checkpoint), or take it out of the queue.
+        gr.Error (a `refusal`) made from the ValueError that refused it: nothing to stop, or not the visitor's."""
         visitor = self.access.visitor(visitor, request)
         try:
             run = self.studio.run(run_name) if run_name else self.studio.running()

@@ -27,8 +27,8 @@ def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subpro
 
 def _tiny_model(folder: Path, causal: bool) -> Path:
     """A tiny RoBERTa (or GPT-2) with a 600-token BPE trained on the built-in corpus."""
-    from mlm_core.corpus import reference_records
-    from mlm_core.scratch import Shape, init_model, train_tokenizer
+    from mlm_core.data.builtin_corpus import reference_records
+    from mlm_core.models.scratch import Shape, init_model, train_tokenizer
 
     texts = [r["text"] for r in reference_records()]
     tokenizer = train_tokenizer(texts, 600, folder, causal=causal, max_length=TINY["max_length"])
@@ -70,7 +70,7 @@ def wait_status(run, wanted: set[str], timeout: float = 120) -> str:
 def finished_run(tiny_mlm, tmp_path_factory):
     """A completed tiny run with probes, trained through the queue as the app does."""
     from mlm_core.queue import RunQueue
-    from mlm_core.rundir import RunIdentity
+    from mlm_core.runs.records import RunIdentity
 
     root = tmp_path_factory.mktemp("runs")
     queue = RunQueue(root).start()

@@ -21,6 +21,7 @@ def client(app_server):
     return Client(app_server["url"], verbose=False)
 
 
+@pytest.mark.slow
 def test_start_queue_stop_then_the_queued_run_completes_and_fills_masks(client, app_server):
     probes = "The <mask> statement exits the innermost loop."
     first = start(client, probes, epochs=5)
@@ -63,6 +64,7 @@ def test_start_queue_stop_then_the_queued_run_completes_and_fills_masks(client, 
     assert table_a["data"] != table_b["data"]  # fine-tuning changed the predictions
 
 
+@pytest.mark.slow
 def test_a_cli_run_in_the_apps_folder_is_seen_running_is_not_trained_twice_and_holds_the_queue(client, app_server):
     folder = app_server["runs"] / "from-the-cli"
     cli = subprocess.Popen([sys.executable, "-m", "mlm_core", "train", "--model", "starter", "--dataset", "builtin",
@@ -106,7 +108,7 @@ def test_preview_reports_blocks_an_example_and_an_estimate(client):
 
 
 def test_preview_reads_a_nested_upload_and_says_how_many_rows_it_uses(client, tmp_path):
-    from mlm_core.corpus import reference_records
+    from mlm_core.data.builtin_corpus import reference_records
 
     upload = tmp_path / "nested.jsonl"
     upload.write_text("\n".join(json.dumps({"id": i, "meta": {"body": r["text"]}})

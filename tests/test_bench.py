@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mlm_core.bench import data_prep, latency, report, subjects, train_speed
 
 
+@pytest.mark.slow
 def test_training_comparison_runs_both_recipes_to_similar_losses(tiny_mlm):
     result = train_speed.compare(str(tiny_mlm), steps=4, batch_size=4, rounds=1)
     for name in ("ours", "trainer"):
@@ -29,6 +32,7 @@ def test_report_marks_targets_met_and_missed():
     assert "1.700" in text and "yes" in text and "NO" in text and "n/a" in text
 
 
+@pytest.mark.slow
 def test_data_scale_section_measures_both_recipes_in_their_own_processes(tmp_path):
     from mlm_core.bench import data_scale
 

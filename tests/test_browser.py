@@ -9,6 +9,7 @@ import pytest
 
 from studio.fill_tab import EXAMPLES
 
+pytestmark = pytest.mark.slow  # a real browser driving real runs: minutes
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

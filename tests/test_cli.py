@@ -4,13 +4,14 @@ import json
 
 import pytest
 
-from mlm_core.cli import main
+from mlm_core.cli.commands import main
 from mlm_core.config import STARTER_LEARNING_RATE
-from mlm_core.rundir import RunDir
+from mlm_core.runs.run_dir import RunDir
 
 from .conftest import run_cli
 
 
+@pytest.mark.slow
 def test_offline_default_run_finishes_and_lowers_perplexity(starter_run):
     process = starter_run["process"]
     assert process.returncode == 0, process.stderr[-2000:]
@@ -23,6 +24,7 @@ def test_offline_default_run_finishes_and_lowers_perplexity(starter_run):
     assert "Traceback" not in process.stderr
 
 
+@pytest.mark.slow
 def test_the_default_run_draws_curves_and_evaluating_costs_at_most_15_percent_of_it(starter_run):
     from mlm_core.events import Eval, Step
 
@@ -39,9 +41,11 @@ def test_the_default_run_draws_curves_and_evaluating_costs_at_most_15_percent_of
     assert len([e for e in events if isinstance(e, Step)]) == results.steps
 
 
+@pytest.mark.slow
 def test_the_default_run_is_a_visible_win_on_its_fill_mask_examples(starter_run):
     from mlm_core.events import Probe
-    from mlm_core.starter import default_examples, first_and_last_scores
+    from mlm_core.models.starter import default_examples
+    from mlm_core.training.starter_recipe import first_and_last_scores
 
     run = RunDir(starter_run["dir"])
     results = run.results()
@@ -55,9 +59,8 @@ def test_the_default_run_is_a_visible_win_on_its_fill_mask_examples(starter_run)
 
 
 def test_the_cli_and_the_app_share_their_defaults(tmp_path):
+    from mlm_core.cli.commands import build_parser, train_config
     from studio.form import config_from
-
-    from mlm_core.cli import build_parser, train_config
 
     for model in ("starter", "distilbert/distilroberta-base"):
         cli = train_config(build_parser().parse_args(["train", "--model", model, "--dataset", "builtin",
@@ -72,6 +75,7 @@ def test_the_cli_and_the_app_share_their_defaults(tmp_path):
     assert alone.dataset == "file" and alone.dataset_file == str(file)
 
 
+@pytest.mark.slow
 def test_fill_mask_json_from_a_finished_run(starter_run):
     model = starter_run["dir"] / "model"
     process = run_cli("fill-mask", "--model", str(model), "--top-k", "4", "--json",

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from mlm_core.config import TrainConfig
-from mlm_core.corpus import docstring_records, reference_records
-from mlm_core.data import as_text, detect_text_column, extract_texts, flatten_record, group_texts, prepare_data
-from mlm_core.guide_recipe import make_group_texts
-from mlm_core.sources import apply_slice, load_records, read_file
+from mlm_core.data.builtin_corpus import docstring_records, reference_records
+from mlm_core.data.columns import as_text, detect_text_column, flatten_record
+from mlm_core.data.guide_recipe import make_group_texts
+from mlm_core.data.lm_data import extract_texts, group_texts, prepare_data
+from mlm_core.data.sources import apply_slice, load_records, read_file
 
 
 def test_builtin_corpora_are_real_and_disjoint():

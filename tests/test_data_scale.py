@@ -31,6 +31,7 @@ def corpus_20mb(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("whole_word", [False, True])
 def test_a_20_mb_upload_is_prepared_in_flat_memory(corpus_20mb, whole_word):
     result = data_scale.measure("ours", corpus_20mb, whole_word=whole_word)
@@ -42,13 +43,14 @@ def test_a_20_mb_upload_is_prepared_in_flat_memory(corpus_20mb, whole_word):
     assert result["peak_main_bytes"] < CEILING_MAIN and result["peak_total_bytes"] < CEILING_TOTAL
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_each_train_on_half_the_blocks(tiny_mlm, tmp_path):
     """`accelerate launch` with 2 CPU processes (Accelerate 1.15 launches several CPU processes through its
     torchrun path, `--multi_gpu`, with ACCELERATE_USE_CPU; `--cpu` alone starts one)."""
     from transformers import AutoTokenizer
 
     from mlm_core.config import TrainConfig
-    from mlm_core.data import prepare_data
+    from mlm_core.data.lm_data import prepare_data
 
     launcher = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
     run = tmp_path / "runs" / "two"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mlm_core.inference import fill_mask, generate
+from mlm_core.models.inference import fill_mask, generate
 
 SENTENCE = "Return the <mask> of the list."
 
@@ -12,7 +12,7 @@ SENTENCE = "Return the <mask> of the list."
 def pipeline():
     from transformers import pipeline as make_pipeline
 
-    from mlm_core.modeling import STARTER_DIR
+    from mlm_core.runs.model_sources import STARTER_DIR
 
     return make_pipeline("fill-mask", model=str(STARTER_DIR), dtype=torch.float32, device="cpu")
 
@@ -112,7 +112,7 @@ def test_starter_puts_a_sensible_word_in_its_top_5():
 
 
 def test_word_surprise_scores_every_word_and_fine_tuning_lowers_it(starter_run):
-    from mlm_core.inference import word_surprise
+    from mlm_core.models.inference import word_surprise
 
     text = "An assignment statement evaluates the expression list and assigns the single resulting object."
     base, tuned = word_surprise("starter", text), word_surprise(str(starter_run["dir"]), text)
@@ -124,7 +124,7 @@ def test_word_surprise_scores_every_word_and_fine_tuning_lowers_it(starter_run):
 
 
 def test_the_right_words_rank_is_where_the_model_puts_it():
-    from mlm_core.inference import fill_mask, rank_answer
+    from mlm_core.models.inference import fill_mask, rank_answer
 
     text = "The <mask> statement exits the innermost loop."
     top = fill_mask("starter", text, top_k=3)[0]

@@ -13,7 +13,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from mlm_core.procfs import peak_rss
+from mlm_core.system.process_memory import peak_rss
 
 from .app_client import ended, message, raw_call, start, status, train_form, wait_for
 from .conftest import ADMIN_PASSWORD, PLANTED_TOKEN, PUBLIC_LIMITS, ROOT
@@ -60,6 +60,7 @@ def test_a_visitors_action_never_sends_the_servers_token_and_only_the_owner_may(
     assert f"Bearer {PLANTED_TOKEN}" in hub.tokens()  # the owner may push with the server's token
 
 
+@pytest.mark.slow
 def test_a_second_visitor_cannot_control_the_first_visitors_run(public_server):
     first, second = Client(public_server["url"], verbose=False), Client(public_server["url"], verbose=False)
     run = start(first, epochs=50)
@@ -112,6 +113,7 @@ def test_a_folder_that_exists_and_one_that_does_not_get_the_same_words(public_se
     assert existing.replace("starter-mlm", "X") == missing.replace("no-such-folder", "X")
 
 
+@pytest.mark.slow
 def test_each_limit_holds(public_server):
     visitor = Client(public_server["url"], verbose=False)
     probes = "\n".join(f"Probe number {i} has a <mask> in it." for i in range(21))

@@ -12,11 +12,10 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
-from mlm_core import checkpoint as ckpt
-
-from mlm_core.procfs import rss
-from mlm_core.rundir import RunDir
-from mlm_core.storage import TMP_PREFIX
+from mlm_core.runs import checkpoint as ckpt
+from mlm_core.runs.run_dir import RunDir
+from mlm_core.system.atomic_files import TMP_PREFIX
+from mlm_core.system.process_memory import rss
 
 from .app_client import count, ended, message, raw_call, start, status, train_form, wait_for
 from .conftest import UPLOAD_LIMIT_MB, run_cli, start_app
@@ -186,6 +185,7 @@ def test_a_run_that_fails_after_start_says_why_and_the_next_start_works(client, 
     assert wait_for(client, run, lambda s: s["status"] == "stopped", timeout=60)["events"][-1]["type"] == "done"
 
 
+@pytest.mark.slow
 def test_load_while_training_concurrent_requests_gapless_events_and_flat_memory(client, reference, app_server):
     run = start(client, epochs=5)
     wait_for(client, run, lambda s: count(s, "step") >= 3, timeout=120)
@@ -218,6 +218,7 @@ def _rss_mb(pid: int) -> float:
     return now / 2**20
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_restart_finds_it_interrupted_resumes_it_and_loses_nothing(tmp_path):
     runs, log = tmp_path / "runs", tmp_path / "app.log"
     process, url = start_app(runs, log)

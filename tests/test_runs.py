@@ -13,11 +13,13 @@ import pytest
 
 from mlm_core.events import Eval, Probe, Started
 from mlm_core.queue import RunQueue
-from mlm_core.rundir import Budget, RunDir, RunIdentity, check_run_name, list_runs
-from mlm_core.runlock import read_lock
-from mlm_core.training import train
+from mlm_core.runs.lock import read_lock
+from mlm_core.runs.records import Budget, RunIdentity, check_run_name
+from mlm_core.runs.run_dir import RunDir, list_runs
+from mlm_core.training.loop import train
 
-from .conftest import ROOT, run_cli, tiny_config as _config, wait_status
+from .conftest import ROOT, run_cli, wait_status
+from .conftest import tiny_config as _config
 
 
 def _started_at(run: RunDir) -> float:

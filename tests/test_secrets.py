@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
-from mlm_core.inference import fill_mask
+from mlm_core.models.inference import fill_mask
 
 from .app_client import ended, start, wait_for
 from .conftest import PLANTED_TOKEN
@@ -20,6 +20,7 @@ from .conftest import PLANTED_TOKEN
 TYPED_TOKEN = "hf_TypedIntoThePasswordField987654321"
 
 
+@pytest.mark.slow
 def test_planted_tokens_appear_in_no_output(app_server, tmp_path):
     client = Client(app_server["url"], verbose=False)
     run = start(client, epochs=1)

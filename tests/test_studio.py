@@ -8,11 +8,11 @@ import zipfile
 import pytest
 
 from mlm_core.events import Done, Error, Eval, Probe, Step
-from mlm_core.export import describe_data, describe_model, model_card, push_run, zip_run
-from mlm_core.preflight import preview
-from mlm_core.probes import STOP_WORDS, ProbeSentence, block_texts, one_token, parse_probe, pick_probes
-from mlm_core.rundir import RunDir
-from mlm_core.training import train
+from mlm_core.runs.export import describe_data, describe_model, model_card, push_run, zip_run
+from mlm_core.runs.run_dir import RunDir
+from mlm_core.training.loop import train
+from mlm_core.training.preflight import preview
+from mlm_core.training.probes import STOP_WORDS, ProbeSentence, block_texts, one_token, parse_probe, pick_probes
 from studio import board, figures
 from studio.form import config_from
 from studio.runs_tab import settings_table
@@ -122,7 +122,7 @@ def test_preview_counts_blocks_masks_an_example_and_measures_steps(tiny_mlm, tmp
 
 
 def test_probes_are_whole_sentences_with_a_content_word_hidden_and_a_known_answer():
-    from mlm_core.modeling import load_tokenizer
+    from mlm_core.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer("starter")
     sentence = "The interpreter evaluates the expression and stores the resulting value in the variable."
@@ -164,7 +164,7 @@ def test_the_public_rules_refuse_in_words_and_keep_the_owners_token_for_the_owne
 
 
 def test_each_mask_row_shows_the_text_with_that_mask_filled_and_the_others_blank():
-    from mlm_core.inference import fill_mask
+    from mlm_core.models.inference import fill_mask
 
     text = "The event loop repeats the <mask> of [MASK] forever."
     results = fill_mask("starter", text, top_k=2)

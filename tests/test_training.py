@@ -6,11 +6,11 @@ import threading
 import pytest
 import torch
 
-from mlm_core.checkpoint import checkpoint_dirs
-from mlm_core.rundir import RunDir
 from mlm_core.config import TrainConfig
 from mlm_core.events import Eval, Step, read_events
-from mlm_core.training import evaluate, train
+from mlm_core.runs.checkpoint import checkpoint_dirs
+from mlm_core.runs.run_dir import RunDir
+from mlm_core.training.loop import evaluate, train
 
 from .conftest import run_cli
 
@@ -47,9 +47,9 @@ def test_loss_equals_the_models_own_loss_for_20_steps(tiny_mlm, tmp_path):
 def test_head_only_loss_matches_a_direct_model_call(tiny_mlm):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from mlm_core.batches import Masker
-    from mlm_core.objective import LMObjective
     from mlm_core.tasks import MASKED
+    from mlm_core.training.batches import Masker
+    from mlm_core.training.objective import LMObjective
 
     model = AutoModelForMaskedLM.from_pretrained(tiny_mlm).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_mlm)

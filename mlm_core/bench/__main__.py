@@ -15,9 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..modeling import preload, quiet_transformers
-from ..storage import read_json, write_json
-from . import data_prep, data_scale, flops, latency, memory, report, subjects, train_speed
+from mlm_core.bench import data_prep, data_scale, flops, latency, preview_memory, report, subjects, train_speed
+from mlm_core.models.loading import preload, quiet_transformers
+from mlm_core.system.atomic_files import read_json, write_json
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # (training steps per round, DistilRoBERTa batch, rounds, fill-mask repeats, data-prep repeats)
@@ -25,7 +25,7 @@ SIZES = {"quick": (4, 8, 2, 20, 1), "full": (8, 16, 3, 50, 3)}
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Benchmark, report, write."""
+    """Benchmark, report, write; RuntimeError when a measured child process fails."""
     parser = argparse.ArgumentParser(prog="python -m mlm_core.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats: under five minutes on a CPU")
     parser.add_argument("--out", type=Path, help="folder for the JSON and markdown (default: docs/, full runs only)")
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(mode: str) -> dict:
-    """Every measurement of one benchmark run."""
+    """Every measurement of one benchmark run; RuntimeError when a measured child process fails."""
     steps, batch, rounds, repeats, prep_repeats = SIZES[mode]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -67,7 +67,7 @@ def run(mode: str) -> dict:
         fill = latency.versus_pipeline(big.path, repeats)
         busy = latency.during_training(small.path, repeats, train_steps=1000)
         _say("peak memory")
-        mem = memory.training_peak(train_speed.bench_config(big.path, 2, batch, work))
+        mem = preview_memory.training_peak(train_speed.bench_config(big.path, 2, batch, work))
         _say("FLOP/s")
         peak = flops.matmul_peak()
         per_step = flops.step_flops(train_speed.bench_config(big.path, steps, batch, work))
@@ -89,7 +89,8 @@ def run(mode: str) -> dict:
 
 
 def run_data_scale(mode: str, previous: Path | None) -> dict:
-    """The data-scale section alone, merged into the device's previous figures when there are some."""
+    """The data-scale section alone, merged into the device's previous figures when there are some; RuntimeError
+    when a contender's process fails."""
     with tempfile.TemporaryDirectory() as tmp:
         scale = data_scale.compare(mode, Path(tmp), say=_say)
     scale["date"] = time.strftime("%Y-%m-%d")

@@ -15,14 +15,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from .data_scale import write_corpus
+from mlm_core.bench.data_scale import write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def one_step(corpus: Path, run_dir: Path, whole_word: bool) -> dict:
-    """Seconds and peak memory of one CLI run, measured from a fresh child process of its own."""
-    probe = ("import runpy, sys; from mlm_core.procfs import peak_rss; sys.argv = ['mlm_core', *sys.argv[1:]]\n"
+    """Seconds and peak memory (bytes) of one CLI run, measured from a fresh child process of its own;
+    RuntimeError with the end of its stderr when the run fails."""
+    probe = ("import runpy, sys; from mlm_core.system.process_memory import peak_rss\n"
+             "sys.argv = ['mlm_core', *sys.argv[1:]]\n"
              "try:\n    runpy.run_module('mlm_core', run_name='__main__')\n"
              "finally:\n    print('peak_rss', peak_rss(), file=sys.stderr)")
     command = [sys.executable, "-c", probe, "train", "--model", "starter", "--dataset-file", str(corpus),
@@ -38,7 +40,8 @@ def one_step(corpus: Path, run_dir: Path, whole_word: bool) -> dict:
 
 
 def main(megabytes: float = 160) -> None:
-    """Write the corpus, run the CLI on it twice, print the figures."""
+    """Write the corpus (`megabytes` MiB), run the CLI on it twice, print the figures; RuntimeError when a run
+    fails."""
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / f"corpus-{megabytes:g}mb.txt"
         write_corpus(corpus, megabytes)

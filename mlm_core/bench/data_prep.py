@@ -6,15 +6,17 @@ import time
 
 import numpy as np
 
-from ..data import extract_texts, flatten_record, group_texts, tokenize
-from ..guide_recipe import make_group_texts, make_preprocess_function
-from ..modeling import load_tokenizer
+from mlm_core.data.columns import flatten_record
+from mlm_core.data.guide_recipe import make_group_texts, make_preprocess_function
+from mlm_core.data.lm_data import extract_texts, group_texts, tokenize
+from mlm_core.models.loading import load_tokenizer
 
 MAP_BATCH = 1000  # datasets.map's default batch size, which the guides keep
 
 
 def compare(model: str, records: list[dict], block_size: int = 128, repeats: int = 3) -> dict:
-    """Best-of-`repeats` seconds of grouping alone and of the whole preparation, interleaved; outputs checked equal."""
+    """Best-of-`repeats` seconds of grouping alone and of the whole preparation, interleaved; outputs checked equal.
+    ValueError in plain words when the model cannot load or the records hold no 'answers.text'."""
     tokenizer = load_tokenizer(model)
     texts = extract_texts([flatten_record(r) for r in records], "answers.text")
     encoded = dict(tokenizer(texts, verbose=False))  # input_ids and attention_mask, as the guides' map produces

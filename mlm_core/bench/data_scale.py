@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..procfs import peak_rss
+from mlm_core.system.process_memory import peak_rss
 
 BLOCK_SIZE = 128
 SIZES = {"full": (10, 40, 160), "quick": (2, 8, 32), "test": (0.25, 1)}  # MB of text
@@ -26,8 +26,9 @@ REPEATS = {"full": 2, "quick": 1, "test": 1}  # measurements per contender and s
 
 
 def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
-    """A .txt file of `megabytes` MiB: the built-in corpora's paragraphs, reshuffled on each pass; its size."""
-    from ..corpus import docstring_records, reference_records
+    """A .txt file of `megabytes` MiB: the built-in corpora's paragraphs, reshuffled on each pass; its size in
+    bytes."""
+    from mlm_core.data.builtin_corpus import docstring_records, reference_records  # lazy: see `child`
 
     paragraphs = [p.strip() for r in (*reference_records(), *docstring_records())
                   for p in r["text"].replace("\r\n", "\n").split("\n\n") if p.strip()]
@@ -43,7 +44,8 @@ def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
 
 
 def measure(contender: str, path: Path, whole_word: bool = False, timeout: float = 3600) -> dict:
-    """Seconds and peak memory of one contender preparing one file, in a fresh process."""
+    """Seconds and peak memory (bytes) of one contender preparing one file, in a fresh process; RuntimeError with
+    the end of its stderr when it fails, subprocess.TimeoutExpired after `timeout` seconds."""
     env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}  # both may use every core
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "mlm_core.bench.data_scale", contender, str(path)]
@@ -58,7 +60,7 @@ def measure(contender: str, path: Path, whole_word: bool = False, timeout: float
 
 def compare(mode: str, work: Path, say=print) -> dict:
     """Both contenders at every size, `REPEATS` times each in A-B-B-A order (the best time counts, the highest
-    memory), then ours with whole-word masking once."""
+    memory), then ours with whole-word masking once; RuntimeError when a contender's process fails."""
     rows, whole_word = [], []
     for i, megabytes in enumerate(SIZES[mode]):
         path = work / f"corpus-{megabytes}mb.txt"
@@ -107,14 +109,16 @@ def _summary(result: dict) -> str:
 
 
 def child(contender: str, path: str, whole_word: bool) -> dict:
-    """One contender's preparation of `path`, timed from loading to split; its own figures."""
+    """One contender's preparation of `path`, timed from loading to split; its own figures (seconds, bytes).
+    ValueError in plain words when our preparation refuses the file."""
+    # Imports happen here, in the contender's own process, so that its peak memory counts only what it uses.
     import tempfile
     import warnings
 
     warnings.simplefilter("ignore")
     from transformers import AutoTokenizer
 
-    from ..modeling import STARTER_DIR
+    from mlm_core.runs.model_sources import STARTER_DIR
 
     tokenizer = AutoTokenizer.from_pretrained(STARTER_DIR)
     before = peak_rss()  # imports and tokenizer: what preparation starts from
@@ -124,16 +128,16 @@ def child(contender: str, path: str, whole_word: bool) -> dict:
         if contender == "guide":
             from datasets import disable_progress_bars
 
-            from ..guide_recipe import prepare_text_file
+            from mlm_core.data.guide_recipe import prepare_text_file
 
             disable_progress_bars()
             split = prepare_text_file(path, tokenizer, BLOCK_SIZE, cache_dir=tmp)
             seconds = time.perf_counter() - started
             blocks, workers = len(split["train"]) + len(split["test"]), []
         else:
-            from .. import tokenizing
-            from ..config import TrainConfig
-            from ..data import prepare_data
+            from mlm_core.config import TrainConfig
+            from mlm_core.data import tokenizing
+            from mlm_core.data.lm_data import prepare_data
 
             config = TrainConfig(model="starter", dataset="file", dataset_file=path, slice="train",
                                  whole_word_masking=whole_word, output_dir=tmp)

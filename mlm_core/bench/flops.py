@@ -8,10 +8,11 @@ import time
 import torch
 from torch.utils import flop_counter
 
-from ..config import TrainConfig
-from ..modeling import default_device
-from ..objective import LMObjective
-from ..run_setup import load_inputs
+from mlm_core.config import TrainConfig
+from mlm_core.models.loading import default_device
+from mlm_core.training.batches import batcher_for
+from mlm_core.training.objective import LMObjective
+from mlm_core.training.setup import load_inputs
 
 MATMUL_SIZE = 4096
 
@@ -37,11 +38,13 @@ def matmul_peak(repeats: int = 5) -> dict:
 
 
 def step_flops(config: TrainConfig, batches: int = 3) -> float:
-    """FLOPs our objective's forward and backward execute per step (LM head at masked positions only), averaged."""
+    """FLOPs our objective's forward and backward execute per step (LM head at masked positions only), averaged;
+    ValueError in plain words when the model or data cannot be used."""
     setup = load_inputs(config, None, lambda _: None)
     device = default_device()
     objective = LMObjective(setup.model.to(device), setup.task).train()
-    masker = setup.task.batcher(setup.tokenizer, config.mlm_probability, config.whole_word_masking, seed=config.seed)
+    masker = batcher_for(setup.task, setup.tokenizer, config.mlm_probability, config.whole_word_masking,
+                         seed=config.seed)
     counts = []
     for i in range(batches):
         batch = masker(setup.data.train[i * config.batch_size : (i + 1) * config.batch_size]).to(device)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig
-from ..events import Step
-from ..inference import fill_mask
-from ..training import train
+from mlm_core.config import TrainConfig
+from mlm_core.events import Step
+from mlm_core.models.inference import fill_mask
+from mlm_core.training.loop import train
 
 SENTENCE = "The <mask> statement exits the innermost enclosing loop and goes on with the next statement."
 TOP_K = 5
@@ -21,7 +21,7 @@ WARMUP = 3
 
 
 def percentiles(seconds: list[float]) -> dict[str, float]:
-    """p50 and p95 in milliseconds."""
+    """p50 and p95 in milliseconds of timings in seconds; StatisticsError when there are none."""
     ordered = sorted(seconds)
     return {"p50_ms": 1000 * statistics.median(ordered),
             "p95_ms": 1000 * ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]}
@@ -35,7 +35,8 @@ def _timed(fn) -> float:
 
 
 def versus_pipeline(model: str, repeats: int) -> dict:
-    """Interleaved calls of our fill-mask and `pipeline("fill-mask")` on one model, and whether their top-k agree."""
+    """Interleaved calls of our fill-mask and `pipeline("fill-mask")` on one model, and whether their top-k agree
+    (times in ms); ValueError in plain words when our fill-mask refuses the model."""
     from transformers import pipeline
 
     cuda = torch.cuda.is_available()
@@ -57,7 +58,8 @@ def versus_pipeline(model: str, repeats: int) -> dict:
 
 
 def during_training(model: str, repeats: int, train_steps: int) -> dict:
-    """Our fill-mask p50 idle, then while `train()` runs in a thread of this process (as in the app)."""
+    """Our fill-mask p50 (ms) idle, then while `train()` runs in a thread of this process (as in the app);
+    ValueError in plain words when fill-mask refuses the model, StatisticsError when training ends before a timing."""
     query = lambda: fill_mask(model, SENTENCE, top_k=TOP_K)  # noqa: E731
     for _ in range(WARMUP):
         query()

@@ -6,9 +6,9 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import hub
-from ..corpus import builtin_records
-from ..modeling import STARTER_DIR
+from mlm_core.data.builtin_corpus import builtin_records
+from mlm_core.runs.model_sources import STARTER_DIR
+from mlm_core.system import hub_access
 
 DISTILROBERTA = "distilbert/distilroberta-base"
 # DistilRoBERTa's dimensions; offline the weights are random and token ids come from the starter's tokenizer.
@@ -28,7 +28,7 @@ class Subject:
 
 def distilroberta(work: Path) -> Subject:
     """The real DistilRoBERTa when the hub answers, else a randomly initialised model of its exact shape."""
-    if hub.is_online():
+    if hub_access.is_online():
         return Subject("DistilRoBERTa", DISTILROBERTA, "real weights from the hub")
     import torch
     from transformers import AutoTokenizer, RobertaConfig, RobertaForMaskedLM

@@ -10,29 +10,30 @@ from pathlib import Path
 
 import torch
 
-from ..config import TrainConfig
-from ..events import Step
-from ..run_setup import load_inputs
-from ..training import evaluate, train
+from mlm_core.config import TrainConfig
+from mlm_core.events import Step
+from mlm_core.training.loop import evaluate, train
+from mlm_core.training.setup import load_inputs
 
 
 @dataclass
 class Timings:
-    """Step intervals (warm-up step excluded) and the eval loss after the run, for one contender."""
+    """Step intervals in seconds (warm-up step excluded) and the eval loss after the run, for one contender."""
 
     seconds: list[float]
     eval_loss: float
 
 
 def bench_config(model: str, steps: int, batch_size: int, work: Path) -> TrainConfig:
-    """Hyper-parameters both contenders share: a short run on part of the built-in corpus."""
+    """Hyper-parameters both contenders share: a short run on part of the built-in corpus; ValueError naming a bad
+    `steps` or `batch_size`."""
     return TrainConfig(model=model, dataset="builtin", slice="train", block_size=128, batch_size=batch_size,
                        max_steps=steps, learning_rate=1e-4, weight_decay=0.01, warmup_ratio=0.0,
                        eval_fraction=0.01, seed=0, output_dir=str(work / "ours"))
 
 
 def ours(config: TrainConfig) -> Timings:
-    """Our `train()`, timed between its step events."""
+    """Our `train()`, timed between its step events; raises as `train`."""
     stamps: list[float] = []
     results = train(config, on_event=lambda e: stamps.append(time.perf_counter()) if isinstance(e, Step) else None)
     intervals = [b - a for a, b in zip(stamps, stamps[1:])]
@@ -40,16 +41,24 @@ def ours(config: TrainConfig) -> Timings:
 
 
 def guides_trainer(config: TrainConfig, work: Path) -> Timings:
-    """The guides' recipe on the same blocks: `Trainer` with `DataCollatorForLanguageModeling`, timed per step."""
+    """The guides' recipe on the same blocks: `Trainer` with `DataCollatorForLanguageModeling`, timed per step;
+    ValueError in plain words when the model or data cannot be used."""
     from datasets import Dataset
-    from transformers import (AutoModelForMaskedLM, DataCollatorForLanguageModeling, PrinterCallback, Trainer,
-                              TrainerCallback, TrainingArguments)
+    from transformers import (
+        AutoModelForMaskedLM,
+        DataCollatorForLanguageModeling,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     setup = load_inputs(config, None, lambda _: None)
     stamps: list[float] = []
 
     class Clock(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
+            """Stamp the time each step ends."""
             stamps.append(time.perf_counter())
 
     cuda = torch.cuda.is_available()
@@ -73,7 +82,8 @@ def guides_trainer(config: TrainConfig, work: Path) -> Timings:
 
 
 def compare(model: str, steps: int, batch_size: int, rounds: int) -> dict:
-    """Interleaved rounds of both contenders from the same weights; tokens/s medians and final eval losses."""
+    """Interleaved rounds of both contenders from the same weights; tokens/s medians and final eval losses.
+    ValueError in plain words when the model or data cannot be used."""
     timed: dict[str, list[Timings]] = {"ours": [], "trainer": []}
     for round_ in range(rounds):
         order = ["ours", "trainer"] if round_ % 2 == 0 else ["trainer", "ours"]

@@ -1,0 +1,1 @@
+"""The command line (`python -m mlm_core`): commands and the progress bar."""

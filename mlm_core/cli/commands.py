@@ -1,0 +1,221 @@
+"""Headless CLI over the same functions the app uses: train, fill-mask, generate, build-starter, info."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+from mlm_core.cli.progress_bar import ProgressPrinter
+from mlm_core.config import FILE_DATASET, TrainConfig, default_learning_rate
+from mlm_core.models.inference import fill_mask, generate
+from mlm_core.models.loading import describe_device
+from mlm_core.runs.model_sources import STARTER_DIR
+from mlm_core.runs.records import COMPLETED, STOPPED, RunResults, runs_root
+from mlm_core.runs.run_dir import RunDir, list_runs
+from mlm_core.system import hub_access
+from mlm_core.training.loop import train
+from mlm_core.training.starter_recipe import build_starter
+
+EXIT_BAD_INPUT = 2
+EXIT_STOPPED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument as one line and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Print the message as one line on stderr and raise SystemExit(2)."""
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's parser; train options come from TrainConfig's fields and their help."""
+    parser = _Parser(prog="python -m mlm_core", description="Fine-tune and use masked and causal language models.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = commands.add_parser("train", help="fine-tune a model; progress on stderr, summary on stdout")
+    for f in dataclasses.fields(TrainConfig):
+        flag, kind = "--" + f.name.replace("_", "-"), str(f.type)
+        if kind == "bool":
+            train.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=_escaped(f.metadata["help"]))
+        else:
+            convert = int if kind.startswith("int") else float if kind.startswith("float") else str
+            train.add_argument(flag, type=convert, default=argparse.SUPPRESS, help=_escaped(f.metadata["help"]))
+    train.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its checkpoint")
+    fill = commands.add_parser("fill-mask", help="predict the words behind <mask>")
+    fill.add_argument("--model", required=True, help="a run folder (its saved model), a model folder, 'starter', or a "
+                                                     "hub id")
+    fill.add_argument("--top-k", type=int, default=5, help="how many guesses per mask")
+    fill.add_argument("--targets", help="comma-separated candidate words to score instead of the whole vocabulary")
+    fill.add_argument("--json", action="store_true", help="print the pipeline-shaped results as JSON")
+    fill.add_argument("text", help="text with one or more <mask> (or [MASK])")
+    gen = commands.add_parser("generate", help="continue a prompt with a causal model")
+    gen.add_argument("--model", required=True)
+    gen.add_argument("--max-new-tokens", type=int, default=50)
+    gen.add_argument("--temperature", type=float, default=1.0)
+    gen.add_argument("--top-p", type=float, default=0.95)
+    gen.add_argument("--top-k", type=int, default=50)
+    gen.add_argument("--greedy", action="store_true", help="always take the likeliest token")
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("prompt")
+    starter = commands.add_parser("build-starter", help="pre-train the built-in starter model from scratch")
+    starter.add_argument("--output", type=Path, help="folder to write it to (default: assets/starter-mlm)")
+    starter.add_argument("--epochs", type=int, help="passes over the docstrings (default: the committed recipe's)")
+    runs = commands.add_parser("runs", help="list the runs of a runs folder with their status")
+    runs.add_argument("--root", type=Path, help="the runs folder (default: MLM_STUDIO_RUNS, /data/mlm-studio-runs "
+                                                "on a Space, else ./runs)")
+    commands.add_parser("info", help="device, hub reachability and the offline defaults")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; bad input is one line on stderr and exit code 2, never a traceback.
+
+    A bad argument raises SystemExit(2) (and --help SystemExit(0)); other errors are one line and exit code 1, or,
+    with MLM_STUDIO_DEBUG=1, re-raised with their traceback.
+    """
+    if not os.environ.get("MLM_STUDIO_DEBUG"):
+        warnings.simplefilter("ignore")
+    args = build_parser().parse_args(argv)
+    handlers = {"train": _train, "fill-mask": _fill_mask, "generate": _generate, "build-starter": _build_starter,
+                "runs": _runs, "info": _info}
+    try:
+        return handlers[args.command](args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Exception as error:  # the user gets one line; MLM_STUDIO_DEBUG=1 shows the traceback
+        if os.environ.get("MLM_STUDIO_DEBUG"):
+            raise
+        print(f"error: {type(error).__name__}: {error}".splitlines()[0], file=sys.stderr)
+        return 1
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """TrainConfig from the given options and the app's defaults; with --resume, the run's saved settings.
+    ValueError naming the field when a required option is missing or a value (given or saved) is not valid."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
+    if args.resume:
+        if "output_dir" not in given:
+            raise ValueError("output_dir: --resume needs --output-dir, the folder of the run to continue")
+        run = RunDir(given["output_dir"])
+        return TrainConfig.from_dict({**(run.config().to_dict() if run.is_run() else {}), **given})
+    if "dataset_file" in given:
+        given.setdefault("dataset", FILE_DATASET)
+    for name in ("model", "dataset"):
+        if name not in given:
+            raise ValueError(f"{name}: --{name.replace('_', '-')} is required (see --help)")
+    given.setdefault("learning_rate", default_learning_rate(given["model"]))
+    return TrainConfig.from_dict(given)
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Train with a progress bar on stderr and a one-line summary on stdout; Ctrl-C stops cleanly."""
+    config = train_config(args)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())  # a second Ctrl-C is left to the default
+    try:
+        with ProgressPrinter() as printer:
+            results = train(config, on_event=printer, stop=stop, resume=args.resume)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    print(summary(results, config))
+    code = 0 if results.status == COMPLETED else EXIT_STOPPED
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under `accelerate launch` every process has finished its work; tearing down the gloo process group at exit
+        # aborted or hung now and then (a peer already gone), so leave without it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def summary(results: RunResults, config: TrainConfig) -> str:
+    """One line that says how the run went."""
+    if results.status == STOPPED and not results.steps:
+        return f"stopped before the first step; nothing was saved, so {config.output_dir} can be used again"
+    rate = results.tokens / results.seconds if results.seconds else 0.0
+    head = (f"{results.status} {config.output_dir}: {results.steps:,} steps, {results.tokens:,} tokens "
+            f"in {results.seconds:.1f} s ({rate:,.0f} tokens/s)")
+    if results.status == COMPLETED:
+        return (f"{head}; perplexity {results.base_perplexity:.2f} -> {results.final_perplexity:.2f}; model in "
+                f"{RunDir(config.output_dir).model_path}")
+    return f"{head}; resume with: python -m mlm_core train --output-dir {config.output_dir} --resume"
+
+
+def _runs(args: argparse.Namespace) -> int:
+    """Print every run of the runs folder with its status and perplexities, newest first."""
+    root = args.root or runs_root()
+    runs = list_runs(root)
+    if not runs:
+        print(f"no runs in {root}")
+        return 0
+    print(f"{'run':<48} {'status':<12} {'steps':>7} {'perplexity':>19}  label")
+    for run in runs:
+        results, identity = run.results(), run.identity()
+        steps = f"{results.steps:,}" if results else ""
+        base, final = (results.base_perplexity, results.final_perplexity) if results else (None, None)
+        ppl = f"{_number(base)} -> {_number(final)}" if base is not None else ""
+        print(f"{run.name:<48} {run.status():<12} {steps:>7} {ppl:>19}  {identity.label}")
+    return 0
+
+
+def _number(value: float | None) -> str:
+    """A perplexity in a column."""
+    return "–" if value is None else f"{value:,.2f}"
+
+
+def _fill_mask(args: argparse.Namespace) -> int:
+    """Print the top guesses for each mask, as a table or as JSON."""
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
+    results = fill_mask(args.model, args.text, top_k=args.top_k, targets=targets)
+    if args.json:
+        print(json.dumps(results, ensure_ascii=False))
+        return 0
+    for number, guesses in enumerate(results, start=1):
+        if len(results) > 1:
+            print(f"mask {number}:")
+        for guess in guesses:
+            word = guess["token_str"].strip() or repr(guess["token_str"])  # a line break shows as '\n', not blank
+            print(f"  {guess['score']:7.2%}  {word:<20}  {guess['sequence']}")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """Print the prompt's continuation."""
+    print(generate(args.model, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                   top_p=args.top_p, top_k=args.top_k, do_sample=not args.greedy, seed=args.seed))
+    return 0
+
+
+def _build_starter(args: argparse.Namespace) -> int:
+    """Pre-train the starter model and print what it and the default run on it measure."""
+    out = args.output or STARTER_DIR
+    with ProgressPrinter() as printer:
+        figures = build_starter(out, epochs=args.epochs, on_event=printer)
+    run = figures["default_run"]
+    print(f"starter model in {out}: perplexity {figures['docstrings_perplexity']:.2f} on held-out docstrings; the "
+          f"default run takes the language reference from {run['base_perplexity']:.2f} to "
+          f"{run['final_perplexity']:.2f}, top-5 accuracy {run['base_top5']:.1%} to {run['final_top5']:.1%}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    """Print the device, whether the hub is reachable, and the offline defaults."""
+    online = hub_access.is_online()
+    print(f"device: {describe_device()}")
+    print(f"hub: {'reachable' if online else 'not reachable: use --model starter --dataset builtin'}")
+    print(f"starter model: {STARTER_DIR if STARTER_DIR.is_dir() else 'missing (python -m mlm_core build-starter)'}")
+    return 0
+
+
+def _escaped(help_text: str) -> str:
+    """Help text safe for argparse, which treats '%' as a format character."""
+    return help_text.replace("%", "%%")

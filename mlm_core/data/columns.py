@@ -1,0 +1,76 @@
+"""Records and their text: nested fields flattened to dotted names, the text column found, lists of text joined."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Record = dict[str, Any]
+# Column names that usually hold the prose, in order of preference.
+PREFERRED_COLUMNS = ("text", "answers.text", "content", "body", "document", "sentence", "article", "abstract")
+MAX_NESTING = 32  # levels of fields within fields; deeper is not a record of text (and would exhaust the stack)
+
+
+def flatten_record(record: Record, prefix: str = "", depth: int = 0) -> Record:
+    """Nested dicts become dotted keys: {'answers': {'text': [...]}} -> {'answers.text': [...]}; ValueError naming
+    `text_column` when fields nest more than MAX_NESTING levels deep."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"text_column: records nest fields more than {MAX_NESTING} levels deep")
+    flat: Record = {}
+    for key, value in record.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_record(value, prefix=f"{name}.", depth=depth + 1))
+        else:
+            flat[name] = value
+    return flat
+
+
+def as_text(value: Any, depth: int = 0) -> str | None:
+    """A field as one string: text stays, lists of text are joined with spaces, anything else is not text."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, tuple)) and depth < MAX_NESTING:
+        parts = [as_text(v, depth + 1) for v in value]
+        if parts and all(p is not None for p in parts):
+            return " ".join(p for p in parts if p)
+    return None
+
+
+def text_value(value: Any) -> str | None:
+    """A field's text if it holds some (not only white space), else None."""
+    text = as_text(value)
+    return text if text and text.strip() else None
+
+
+def text_of(record: Record, column: str) -> str | None:
+    """The record's text in `column`, as `text_value`."""
+    return text_value(record.get(column))
+
+
+def detect_text_column(records: Sequence[Record]) -> str:
+    """The column that holds the prose: a preferred name if it holds text, else the longest text column; ValueError
+    listing the columns when none holds text."""
+    sample = records[:200]
+    lengths: dict[str, list[int]] = {}
+    for record in sample:
+        for name, value in record.items():
+            text = as_text(value)
+            if text is not None and any(c.isalpha() for c in text):
+                lengths.setdefault(name, []).append(len(text))
+    # A text column must be text in most rows and hold letters, not only ids or labels.
+    candidates = {name: sum(v) / len(sample) for name, v in lengths.items() if len(v) >= len(sample) / 2}
+    if not candidates:
+        columns = sorted({name for record in sample for name in record})
+        raise ValueError(f"text_column: no column holds text; columns are {', '.join(columns) or 'none'}")
+    for name in PREFERRED_COLUMNS:
+        if name in candidates:
+            return name
+    return max(candidates, key=candidates.get)
+
+
+def check_column(records: Sequence[Record], column: str) -> None:
+    """ValueError naming the columns when none of the first records has `column`."""
+    if not any(column in record for record in records[:1000]):
+        columns = sorted({name for record in records[:200] for name in record})
+        raise ValueError(f"text_column: no column {column!r}; columns are {', '.join(columns)}")

@@ -1,0 +1,173 @@
+"""A run's data: pick the text, tokenize it into a memory-mapped token store, cut blocks, split train/eval.
+
+`prepare_data` streams the source in numbered batches of documents through tokenizer processes into a store on disk
+(`token_store.py`), optionally cached (`store_cache.py`), so its memory stays flat whatever the corpus size. Blocks
+and the seeded split are the same as the guides' recipe (`group_texts` over the concatenated documents). The list-based
+helpers below (`tokenize`, `group_texts`, ...) are the reference that tests and the benchmark compare with.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mlm_core.config import TrainConfig
+from mlm_core.data.columns import Record, as_text, check_column, detect_text_column, flatten_record, text_of
+from mlm_core.data.sources import open_source
+from mlm_core.data.store_builder import token_store
+from mlm_core.data.token_store import Blocks, TokenStore
+from mlm_core.data.tokenizing import PreparationStopped
+
+__all__ = ["LMData", "PreparationStopped", "as_text", "detect_text_column", "extract_texts", "flatten_record",
+           "group_texts", "prepare_data", "process_shard", "sample_texts", "split_indices", "tokenize"]
+
+_TOKENIZE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class LMData:
+    """Token blocks of a dataset, split into train and eval, memory-mapped.
+
+    `train[idx]` / `eval[idx]` give int64 tensors [k, block_size]; with whole-word masking `train_word_starts[idx]` /
+    `eval_word_starts[idx]` give the matching bool word-start flags (for `batches.Masker`), else they are None.
+    `sharded` is True when this process holds only its share (rank of world): then every block it holds is its own
+    to train or evaluate on, and `train_total` / `eval_total` count the blocks of all processes.
+    """
+
+    train: Blocks
+    eval: Blocks
+    train_word_starts: Blocks | None
+    eval_word_starts: Blocks | None
+    text_column: str
+    documents: int
+    tokens: int
+    sharded: bool = False
+    train_total: int = 0
+    eval_total: int = 0
+    reused: bool = False  # the token store came from the cache
+
+    @property
+    def block_size(self) -> int:
+        """Tokens per block."""
+        return self.train.block_size
+
+
+def extract_texts(records: Sequence[Record], column: str) -> list[str]:
+    """The non-empty texts of one column, lists joined as the guides do; ValueError naming `text_column` when no
+    record has the column or it holds no text."""
+    check_column(records, column)
+    texts = [t for t in (text_of(record, column) for record in records) if t is not None]
+    if not texts:
+        raise ValueError(f"text_column: column {column!r} holds no text in the selected rows")
+    return texts
+
+
+def sample_texts(config: TrainConfig, column: str, limit: int = 500) -> list[str]:
+    """The first `limit` non-empty texts of a run's data (e.g. for probe sentences), without reading the rest;
+    ValueError in plain words when the data cannot be opened or read (as `open_source`)."""
+    return [t for t in (text_of(r, column) for r in open_source(config).peek(limit)) if t is not None]
+
+
+def tokenize(tokenizer, texts: Sequence[str], with_offsets: bool = False) -> dict[str, list]:
+    """Token ids (and character offsets) of each text, special tokens added, no truncation: per text, a list of
+    [tokens] ids under 'input_ids' (and of [tokens] (start, end) character pairs under 'offset_mapping')."""
+    columns: dict[str, list] = {"input_ids": []}
+    if with_offsets:
+        columns["offset_mapping"] = []
+    for start in range(0, len(texts), _TOKENIZE_BATCH):
+        batch = tokenizer(list(texts[start : start + _TOKENIZE_BATCH]), return_attention_mask=False,
+                          return_offsets_mapping=with_offsets, verbose=False)
+        for key in columns:
+            columns[key].extend(batch[key])
+    return columns
+
+
+def group_texts(examples: dict[str, list], block_size: int) -> dict[str, np.ndarray]:
+    """The guides' `group_texts` in linear time: concatenate each column and cut it into `block_size` rows, as int64
+    arrays [blocks, block_size] (an offsets column: [blocks, block_size, 2]).
+
+    Like the guides, a remainder shorter than a block is dropped, unless the whole text is shorter than one block,
+    which then becomes a single short row.
+    """
+    grouped = {}
+    for key, sequences in examples.items():
+        flat = _concatenate(sequences)
+        total = len(flat)
+        width = block_size if total >= block_size else total
+        rows = total // width if width else 0
+        grouped[key] = flat[: rows * width].reshape(rows, width, *flat.shape[1:])
+    return grouped
+
+
+def _concatenate(sequences: Sequence[Sequence]) -> np.ndarray:
+    """One array of all items of all sequences, in order, without quadratic list concatenation."""
+    total = sum(len(s) for s in sequences)
+    first = next((s[0] for s in sequences if len(s)), None)
+    if first is None or np.isscalar(first):
+        return np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=total)
+    return np.asarray(list(itertools.chain.from_iterable(sequences)), dtype=np.int64).reshape(total, -1)
+
+
+def split_indices(n_blocks: int, eval_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random split of block indices into train and eval, each at least one block: sorted index tensors
+    [n_train] and [n_eval]."""
+    order = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed))
+    n_eval = min(max(1, round(n_blocks * eval_fraction)), n_blocks - 1)
+    return order[n_eval:].sort().values, order[:n_eval].sort().values
+
+
+def process_shard() -> dict[str, int]:
+    """This process's `rank` and `world` under `accelerate launch` / torchrun (0 and 1 otherwise)."""
+    return {"rank": int(os.environ.get("RANK", 0)), "world": int(os.environ.get("WORLD_SIZE", 1))}
+
+
+def prepare_data(config: TrainConfig, tokenizer, block_size: int, *,
+                 on_progress: Callable[[int, int | None], None] | None = None, stop: threading.Event | None = None,
+                 cache_dir: str | os.PathLike | None = None, rank: int = 0, world: int = 1,
+                 processes: int | None = None) -> LMData:
+    """Load, tokenize, group and split the data a run trains on, into memory-mapped blocks.
+
+    `on_progress(documents_read, total_or_None)` is called about twice a second while tokenizing. `stop` (a
+    threading.Event) ends preparation within about a second with `PreparationStopped`. `cache_dir`: keep the token
+    store there under its fingerprint and reuse it (None: a temporary store, deleted once mapped). `rank`/`world`:
+    under `accelerate launch`, each process tokenizes every world-th batch of documents and then holds only its
+    share of the blocks (the processes must share `cache_dir`, e.g. on one node or a shared runs folder).
+    `processes`: tokenizer worker processes (default: one per core of this process's share of the machine).
+
+    Raises ValueError in plain words when the data cannot be opened or read, holds no text, or makes fewer than two
+    blocks (or too few to share among `world` processes); PreparationStopped when stopped; RuntimeError when a
+    tokenizer process fails or, under a launch, the other processes' data never comes.
+    """
+    store, reused = token_store(config, tokenizer, on_progress=on_progress, stop=stop or threading.Event(),
+                                cache_dir=cache_dir, rank=rank, world=world, processes=processes)
+    return _split(store, config, block_size, rank, world, reused)
+
+
+def _split(store: TokenStore, config: TrainConfig, block_size: int, rank: int, world: int, reused: bool) -> LMData:
+    """Blocks of the store, split train/eval by seed; with several processes, this one's share."""
+    n_blocks = store.tokens // block_size
+    if n_blocks < 2:
+        raise ValueError(f"block_size: the text makes {store.tokens} tokens, fewer than two blocks of {block_size} "
+                         "(one to train, one to evaluate); add text or lower block_size")
+    train_idx, eval_idx = (t.numpy() for t in split_indices(n_blocks, config.eval_fraction, config.seed))
+    train_total, eval_total = len(train_idx), len(eval_idx)
+    if world > 1:
+        share = train_total // world
+        if share == 0:
+            raise ValueError(f"block_size: the text makes {n_blocks} blocks of {block_size}, too few to share among "
+                             f"{world} processes; add text or lower block_size")
+        train_idx = train_idx[rank * share : (rank + 1) * share]  # the same number on every process
+        eval_idx = eval_idx[rank * eval_total // world : (rank + 1) * eval_total // world]
+    flags = store.word_starts and config.whole_word_masking
+    return LMData(
+        train=Blocks(store, train_idx, block_size), eval=Blocks(store, eval_idx, block_size),
+        train_word_starts=Blocks(store, train_idx, block_size, "starts") if flags else None,
+        eval_word_starts=Blocks(store, eval_idx, block_size, "starts") if flags else None,
+        text_column=store.meta["text_column"], documents=int(store.meta["documents"]), tokens=store.tokens,
+        sharded=world > 1, train_total=train_total, eval_total=eval_total, reused=reused)

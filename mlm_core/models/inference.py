@@ -1,0 +1,223 @@
+"""Fill-mask (logits only at the masks) and text generation on cached models."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+from typing import Any
+
+import numpy as np
+import torch
+
+from mlm_core.models.heads import masked_logits, split_masked_lm
+from mlm_core.models.loading import has_trained_mlm_head, load_for_inference, max_block_size
+
+MASK_SPELLINGS = re.compile(r"<mask>|\[MASK\]")
+MAX_TEXT_CHARS = 20_000
+MAX_MASKS = 5
+MAX_NEW_TOKENS = 512
+
+
+def fill_mask(model: str, text: str, top_k: int = 5, targets: list[str] | None = None) -> list[list[dict[str, Any]]]:
+    """For each mask in `text`, the `top_k` likeliest tokens as transformers' pipeline reports them; ValueError in
+    plain words for a model that cannot load or fill masks, a text without masks, with too many or too long, a bad
+    `top_k`, or `targets` none of which the model knows."""
+    tokenizer, lm = _masked_lm(model)
+    return predict_masks(tokenizer, lm, text, top_k, targets)
+
+
+def predict_masks(tokenizer, lm, text: str, top_k: int = 5, targets: list[str] | None = None,
+                  ) -> list[list[dict[str, Any]]]:
+    """`fill_mask` on a tokenizer and masked LM already in memory (a training run's probes use it); ValueError in
+    plain words as `fill_mask` for the text, `top_k` and `targets`."""
+    input_ids, positions, probs = _mask_probabilities(tokenizer, lm, text)
+    if not isinstance(top_k, int) or not 1 <= top_k <= len(tokenizer):
+        raise ValueError(f"top_k: must be a whole number from 1 to {len(tokenizer)} (got {top_k!r})")
+    target_ids = _target_ids(tokenizer, targets) if targets else None
+    if target_ids is not None:
+        probs = probs[:, target_ids]
+    values, predictions = probs.topk(min(top_k, probs.shape[-1]))
+    return _propositions(tokenizer, input_ids, positions, values, predictions, target_ids)
+
+
+def score_probe(tokenizer, lm, text: str, answer: str | None, top_k: int = 5,
+                ) -> tuple[list[tuple[str, float]], int | None, float | None]:
+    """At the first mask: the top guesses as (word, probability), and the right word's rank (1: the top guess) and
+    probability when it is known and one token; ValueError in plain words for a text without a mask, with too many,
+    or longer than the model reads."""
+    _, _, probs = _mask_probabilities(tokenizer, lm, text)
+    first = probs[0]
+    values, ids = first.topk(min(top_k, first.shape[-1]))
+    guesses = [(tokenizer.decode([i]).strip(), p) for i, p in zip(ids.tolist(), values.tolist())]
+    tokens = tokenizer.tokenize(f" {answer.strip()}") if answer else []
+    if len(tokens) != 1:
+        return guesses, None, None
+    target = first[tokenizer.convert_tokens_to_ids(tokens[0])]
+    return guesses, int(first.gt(target).sum()) + 1, float(target)
+
+
+def rank_answer(model: str, text: str, answer: str) -> tuple[int, float] | None:
+    """(rank, probability) of `answer` at the first mask of `text`; None when it is not one token of the model.
+    ValueError in plain words as `fill_mask` for the model and the text."""
+    tokenizer, lm = _masked_lm(model)
+    _, rank, probability = score_probe(tokenizer, lm, text, answer, top_k=1)
+    return None if rank is None else (rank, probability)
+
+
+def _mask_probabilities(tokenizer, lm, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(token ids [tokens], bool mask positions [tokens], vocabulary probabilities at each mask [masks, vocab]) of a
+    text."""
+    input_ids = _encode_with_masks(tokenizer, text, lm)
+    positions = input_ids.eq(tokenizer.mask_token_id)
+    with torch.inference_mode():
+        logits = masked_logits(split_masked_lm(lm), input_ids.to(lm.device)[None], positions.to(lm.device)[None])
+    return input_ids, positions, logits.float().softmax(dim=-1).cpu()
+
+
+def _masked_lm(model: str):
+    """(tokenizer, model) of a masked LM with a trained fill-mask head; ValueError naming `model` otherwise."""
+    tokenizer, lm, task = load_for_inference(model)
+    if task.inference != "fill-mask":
+        raise ValueError(f"model: {model} is a {task.title}; it generates text but cannot fill masks")
+    if not has_trained_mlm_head(lm.config) or split_masked_lm(lm) is None:
+        raise ValueError(f"model: {model!r} has no fill-mask head; choose a masked language model")
+    return tokenizer, lm
+
+
+def _encode_with_masks(tokenizer, text: str, lm) -> torch.Tensor:
+    """Token ids [tokens] of the text with `<mask>`/`[MASK]` mapped to the model's mask token, checked for length."""
+    check_text(text, "text", "type a sentence with <mask> where a word is missing")
+    text = MASK_SPELLINGS.sub(tokenizer.mask_token, text)
+    n_masks = text.count(tokenizer.mask_token)
+    if n_masks == 0:
+        raise ValueError(f"text: put <mask> (or {tokenizer.mask_token}) where the missing word goes")
+    if n_masks > MAX_MASKS:
+        raise ValueError(f"text: {n_masks} masks is too many; use at most {MAX_MASKS}")
+    input_ids = torch.tensor(tokenizer(text, verbose=False)["input_ids"])
+    limit = max_block_size(lm.config, tokenizer)
+    if len(input_ids) > limit:
+        raise ValueError(f"text: {len(input_ids)} tokens is more than this model reads ({limit}); shorten it")
+    return input_ids
+
+
+def check_text(text: object, field: str, hint: str) -> None:
+    """ValueError in plain words unless `text` is non-empty, valid Unicode text of a sensible length."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{field}: {hint}")
+    if len(text) > MAX_TEXT_CHARS:
+        raise ValueError(f"{field}: {len(text):,} characters is too long; use at most {MAX_TEXT_CHARS:,}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{field}: holds characters that are not valid text (a lone surrogate)") from None
+
+
+def _target_ids(tokenizer, targets: list[str]) -> np.ndarray:
+    """Token ids of the candidate words, resolved as the pipeline does (first sub-token if not in the vocab)."""
+    vocab = tokenizer.get_vocab()
+    ids = []
+    for target in targets:
+        id_ = vocab.get(target)
+        if id_ is None:
+            pieces = tokenizer(target, add_special_tokens=False)["input_ids"]
+            if not pieces:
+                continue
+            id_ = pieces[0]
+        ids.append(id_)
+    if not ids:
+        raise ValueError("targets: none of the candidate words is in the model's vocabulary")
+    return np.array(sorted(set(ids)))
+
+
+def _propositions(tokenizer, input_ids, positions, values, predictions, target_ids) -> list[list[dict[str, Any]]]:
+    """Pipeline-shaped results: score, token, token_str, and the text with that token filled in."""
+    mask_index = positions.nonzero().squeeze(-1).tolist()
+    single = len(mask_index) == 1
+    results = []
+    for index, scores, ids in zip(mask_index, values.tolist(), predictions.tolist()):
+        row = []
+        for score, token in zip(scores, ids):
+            token = int(target_ids[token]) if target_ids is not None else token
+            filled = input_ids.clone()
+            filled[index] = token
+            row.append({"score": score, "token": token, "token_str": tokenizer.decode([token]),
+                        "sequence": tokenizer.decode(filled, skip_special_tokens=single)})
+        results.append(row)
+    return results
+
+
+def generate(model: str, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0, top_p: float = 0.95,
+             top_k: int = 50, do_sample: bool = True, seed: int | None = None) -> str:
+    """The prompt continued by a causal LM, as text; ValueError in plain words for a model that cannot load or
+    generate, an empty or too long prompt, `max_new_tokens` out of range, or sampling settings that cannot sample."""
+    tokenizer, lm, task = load_for_inference(model)
+    if task.inference != "generate":
+        raise ValueError(f"model: {model} is a {task.title}; it fills masks but cannot generate text")
+    check_text(prompt, "prompt", "type the beginning of a text to continue")
+    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
+        raise ValueError(f"max_new_tokens: must be a whole number from 1 to {MAX_NEW_TOKENS}")
+    if do_sample and not (temperature > 0 and 0 < top_p <= 1 and top_k >= 1):
+        raise ValueError("temperature: must be above 0, with top_p in (0, 1] and top_k at least 1")
+    input_ids = torch.tensor([tokenizer(prompt, verbose=False)["input_ids"]], device=lm.device)
+    room = max_block_size(lm.config, tokenizer) - input_ids.shape[1]
+    if room < 1:
+        raise ValueError("prompt: too long for this model; shorten it")
+    sampling = {"temperature": temperature, "top_p": top_p, "top_k": top_k} if do_sample else {}
+    cuda = [lm.device.index or 0] if lm.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda) if seed is not None else contextlib.nullcontext():
+        if seed is not None:
+            torch.manual_seed(seed)
+        output = lm.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=do_sample,
+                             max_new_tokens=min(max_new_tokens, room), pad_token_id=tokenizer.eos_token_id,
+                             **sampling)
+    return tokenizer.decode(output[0], skip_special_tokens=True)
+
+
+
+SURPRISE_BATCH = 32  # copies of the text (one per word) scored in one forward pass
+
+
+def word_surprise(model: str, text: str) -> list[tuple[str, float | None]]:
+    """How surprised the masked LM is by each word of `text`: (word with the spaces after it, bits), where a word's
+    surprise is -log2 of the probability of its tokens when the whole word is hidden (pseudo-log-likelihood per
+    word, Salazar et al. 2020); spaces before the first word come with None. ValueError in plain words for a model
+    that cannot load or fill masks, or a text that is empty or longer than the model reads."""
+    tokenizer, lm = _masked_lm(model)
+    check_text(text, "text", "paste a paragraph to see how surprised the model is by each word")
+    encoded = tokenizer(text, return_offsets_mapping=True, verbose=False)
+    ids = torch.tensor(encoded["input_ids"])
+    limit = max_block_size(lm.config, tokenizer)
+    if len(ids) > limit:
+        raise ValueError(f"text: {len(ids)} tokens is more than this model reads ({limit}); shorten it")
+    words = [match.span() for match in re.finditer(r"\S+", text)]
+    members = [[i for i, (start, end) in enumerate(encoded["offset_mapping"]) if end > start and a <= start < b]
+               for a, b in words]
+    bits = _hidden_word_bits(lm, tokenizer.mask_token_id, ids, members)
+    pieces = [(text[: words[0][0]], None)] if words and words[0][0] else []
+    for index, (start, _) in enumerate(words):
+        end = words[index + 1][0] if index + 1 < len(words) else len(text)
+        pieces.append((text[start:end], bits[index]))
+    return pieces
+
+
+def _hidden_word_bits(lm, mask_id: int, ids: torch.Tensor, members: list[list[int]]) -> list[float | None]:
+    """For each word (its positions in `ids` [tokens]), -log2 P(its tokens) in bits, with all of them masked at once,
+    in batches."""
+    bits: list[float | None] = [None] * len(members)
+    scored = [w for w, positions in enumerate(members) if positions]
+    parts = split_masked_lm(lm)
+    for start in range(0, len(scored), SURPRISE_BATCH):
+        chunk = scored[start : start + SURPRISE_BATCH]
+        copies, hidden = ids.repeat(len(chunk), 1), torch.zeros(len(chunk), len(ids), dtype=torch.bool)
+        for row, word in enumerate(chunk):
+            hidden[row, members[word]] = True
+        copies[hidden] = mask_id
+        with torch.inference_mode():
+            logits = masked_logits(parts, copies.to(lm.device), hidden.to(lm.device))
+        nats = -logits.float().log_softmax(-1).gather(1, ids.expand_as(copies)[hidden].to(lm.device)[:, None])
+        rows = hidden.nonzero()[:, 0]
+        totals = torch.zeros(len(chunk)).index_add_(0, rows, nats[:, 0].cpu())
+        for row, word in enumerate(chunk):
+            bits[word] = float(totals[row]) / math.log(2)
+    return bits

@@ -1,0 +1,102 @@
+"""Batches of blocks with their labels: masked on the fly for masked LMs, inputs as labels for causal LMs."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from mlm_core.tasks import MaskedLM, Task
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Model inputs and labels of one batch."""
+
+    input_ids: torch.Tensor  # [batch, block] token ids
+    labels: torch.Tensor  # [batch, block] token ids to predict, IGNORE where nothing is
+
+    def to(self, device: torch.device) -> "Batch":
+        """The batch on another device."""
+        return Batch(self.input_ids.to(device, non_blocking=True), self.labels.to(device, non_blocking=True))
+
+
+class CausalBatcher:
+    """Causal batches: the inputs are their own labels (the model shifts them)."""
+
+    def __call__(self, blocks: torch.Tensor, word_starts: torch.Tensor | None = None) -> Batch:
+        """A labelled batch from token blocks [batch, block_size]."""
+        return Batch(blocks, blocks.clone())
+
+    def state(self) -> None:
+        """Nothing random to save."""
+
+    def set_state(self, state) -> None:
+        """Nothing random to restore."""
+
+
+class Masker:
+    """Makes labelled masked-LM batches with transformers' collator and its own seeded generator."""
+
+    def __init__(self, tokenizer, mlm_probability: float, whole_word: bool, seed: int):
+        from transformers import DataCollatorForLanguageModeling
+
+        self.generator = torch.Generator().manual_seed(seed)
+        self.special_ids = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=torch.long)
+        with warnings.catch_warnings():  # whole-word masking warns that it replaces by <mask> only
+            warnings.simplefilter("ignore")
+            self.collator = DataCollatorForLanguageModeling(
+                tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word)
+        self.collator.generator = self.generator
+
+    def __call__(self, blocks: torch.Tensor, word_starts: torch.Tensor | None = None) -> Batch:
+        """A labelled batch from token blocks [batch, block_size] (and, for whole words, their bool word-start flags
+        [batch, block_size])."""
+        special = torch.isin(blocks, self.special_ids)
+        offsets = None if word_starts is None else word_offsets(word_starts)
+        inputs, labels = self.collator.torch_mask_tokens(
+            blocks.clone(), special_tokens_mask=special, offset_mapping=offsets)
+        return Batch(inputs, labels)
+
+    def state(self) -> torch.Tensor:
+        """The masking generator's state, for checkpoints."""
+        return self.generator.get_state()
+
+    def set_state(self, state: torch.Tensor) -> None:
+        """Restore the masking generator from a checkpoint."""
+        self.generator.set_state(state)
+
+
+def word_offsets(word_starts: torch.Tensor) -> torch.Tensor:
+    """Stand-in character offsets [batch, block_size, 2] from word-start flags [batch, block_size]: token t starts
+    where token t-1 ends unless it starts a word. The collator reads only that comparison (and special tokens), so
+    its whole-word masks, and the random draws behind them, are those that real offsets give."""
+    position = word_starts.to(torch.long).cumsum(dim=1)
+    return torch.stack([position, position], dim=-1)
+
+
+def fixed_eval_batches(batcher, blocks: torch.Tensor, word_starts: torch.Tensor | None,
+                       batch_size: int) -> list[Batch]:
+    """The eval blocks labelled once by a batcher of their own, so every evaluation scores the same positions:
+    blocks (and word starts) [n, block] in, batches of [batch_size, block] out (the last may be smaller)."""
+    return [batcher(blocks[i : i + batch_size], None if word_starts is None else word_starts[i : i + batch_size])
+            for i in range(0, len(blocks), batch_size)]
+
+
+def epoch_batches(n_blocks: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
+                  world: int = 1) -> Iterator[torch.Tensor]:
+    """Block indices [batch_size] (the last may be fewer) of each batch this process trains on in an epoch; the order
+    depends on (seed, epoch) only."""
+    order = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed + epoch))
+    batches = list(order.split(batch_size))
+    usable = len(batches) - len(batches) % world  # every process must take the same number of steps
+    yield from batches[rank:usable:world]
+
+
+def batcher_for(task: Task, tokenizer, mlm_probability: float, whole_word: bool, seed: int) -> Masker | CausalBatcher:
+    """How `task` labels blocks: a callable from blocks `[batch, block]` to a `Batch`, reproducible from `seed`."""
+    if isinstance(task, MaskedLM):
+        return Masker(tokenizer, mlm_probability=mlm_probability, whole_word=whole_word, seed=seed)
+    return CausalBatcher()

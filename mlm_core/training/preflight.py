@@ -1,0 +1,140 @@
+"""Before a run: how many blocks the data makes, one example block as the model will see it, and time and memory
+estimated from training steps measured on this device."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from mlm_core.config import TrainConfig
+from mlm_core.data.sources import count_rows
+from mlm_core.events import Status
+from mlm_core.models.loading import default_device
+from mlm_core.system.process_memory import peak_rss
+from mlm_core.tasks import IGNORE, Task
+from mlm_core.training.batches import batcher_for
+from mlm_core.training.evaluation import FORWARD_COST, eval_every, eval_sample_size
+from mlm_core.training.memory_check import check_fits, training_bytes
+from mlm_core.training.objective import LMObjective
+from mlm_core.training.optimizer import make_optimizer
+from mlm_core.training.probes import ProbeSentence, heldout_probes
+from mlm_core.training.setup import RunSetup, load_inputs
+
+TIMED_STEPS = 2
+
+
+@dataclass
+class Preview:
+    """What a run would train on and roughly what it would cost."""
+
+    documents: int
+    tokens: int
+    train_blocks: int
+    eval_blocks: int
+    block_size: int
+    task: Task
+    text_column: str
+    rows_total: int | None  # rows of the data before the slice, when known
+    example: list[tuple[str, str | None]]  # (word with its spaces, "hidden" or None) of the first training block
+    probes: list[ProbeSentence]  # held-out sentences with a word hidden, as a run would watch them
+    total_steps: int
+    seconds_per_step: float
+    estimated_seconds: float
+    memory_bytes: int
+    messages: list[str] = field(default_factory=list)
+
+
+def preview(config: TrainConfig) -> Preview:
+    """Load model and data as a run would, mask one block, and time a few real training steps; ValueError in plain
+    words when the model or data cannot be used or a step would not fit in memory."""
+    messages: list[str] = []
+    setup = load_inputs(config, None, lambda e: messages.append(e.message) if isinstance(e, Status) else None)
+    data = setup.data
+    masker = batcher_for(setup.task, setup.tokenizer, config.mlm_probability, config.whole_word_masking,
+                         seed=config.seed)
+    batch_blocks = data.train[: config.batch_size]
+    starts = None if data.train_word_starts is None else data.train_word_starts[: config.batch_size]
+    batch = masker(batch_blocks, starts)
+    steps_per_epoch = math.ceil(len(data.train) / config.batch_size / config.gradient_accumulation)
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    check_fits(setup.model, config.batch_size, data.block_size, setup.task.labelled_share(config.mlm_probability),
+               default_device())
+    seconds, memory = _measure_steps(setup, config, batch.input_ids, batch.labels)
+    step_seconds = seconds * config.gradient_accumulation
+    every = eval_every(config.eval_steps, total_steps)
+    sample = eval_sample_size(len(data.eval), total_steps, config.batch_size * config.gradient_accumulation, every)
+    eval_seconds = (total_steps // every + 2) * sample * seconds / config.batch_size * FORWARD_COST
+    probes = heldout_probes(setup.tokenizer, setup.model.eval(), data, 5, config.seed) \
+        if setup.task.inference == "fill-mask" else []
+    return Preview(documents=data.documents, tokens=data.tokens, train_blocks=len(data.train),
+                   eval_blocks=len(data.eval), block_size=data.block_size, task=setup.task,
+                   text_column=data.text_column, rows_total=count_rows(config),
+                   example=example_words(setup.tokenizer, batch.input_ids[0], batch.labels[0]), probes=probes,
+                   total_steps=total_steps, seconds_per_step=step_seconds,
+                   estimated_seconds=total_steps * step_seconds + eval_seconds, memory_bytes=memory,
+                   messages=messages)
+
+
+def example_words(tokenizer, input_ids: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str | None]]:
+    """A block (`input_ids` and `labels` [block]) as the words of its text, each marked "hidden" when the model must
+    guess (part of) it."""
+    original = torch.where(labels.ne(IGNORE), labels, input_ids).tolist()
+    hidden = labels.ne(IGNORE).tolist()
+    special = set(tokenizer.all_special_ids)
+    words: list[list] = []
+    for token, masked in zip(original, hidden):
+        if token in special:
+            continue
+        piece = tokenizer.decode([token])
+        if not words or piece[:1].isspace():
+            words.append([piece, masked])
+        else:
+            words[-1][0] += piece
+            words[-1][1] = words[-1][1] or masked
+    return [(text, "hidden" if masked else None) for text, masked in words]
+
+
+def _measure_steps(setup: RunSetup, config: TrainConfig, input_ids: torch.Tensor, labels: torch.Tensor,
+                   ) -> tuple[float, int]:
+    """(seconds per micro-batch step, peak bytes) from real steps on this device, after one warm-up step;
+    `input_ids` and `labels` are one batch [batch, block]."""
+
+    device = default_device()
+    model = setup.model.to(device)
+    objective = LMObjective(model, setup.task, head_only=True).train()
+    optimizer = make_optimizer(model, config)
+    input_ids, labels = input_ids.to(device), labels.to(device)
+    bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        _reset_peak_rss()
+    timings = []
+    for _ in range(1 + TIMED_STEPS):
+        started = time.perf_counter()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            summed, count = objective(input_ids, labels)
+        (summed / count.clamp(min=1)).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings.append(time.perf_counter() - started)
+    if device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated(device)
+    else:
+        memory = peak_rss() or training_bytes(model, *input_ids.shape, labelled_share=1.0)
+    model.to("cpu")
+    return sorted(timings[1:])[len(timings[1:]) // 2], memory
+
+
+def _reset_peak_rss() -> None:
+    """Restart Linux's record of this process's peak resident memory (a no-op elsewhere)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass

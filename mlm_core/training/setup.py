@@ -1,0 +1,90 @@
+"""Everything a run needs before its first step: model, tokenizer and data."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlm_core.config import FILE_DATASET, TrainConfig
+from mlm_core.data.lm_data import LMData, prepare_data, process_shard
+from mlm_core.data.store_cache import default_cache_dir
+from mlm_core.data.text_files import check_file
+from mlm_core.events import Status
+from mlm_core.models.loading import load_config, load_model, load_tokenizer, max_block_size
+from mlm_core.runs import checkpoint as ckpt
+from mlm_core.runs.model_sources import resolve_source
+from mlm_core.system import hub_access
+from mlm_core.tasks import Task, detect_task
+
+
+@dataclass
+class RunSetup:
+    """The loaded pieces of a run; `elapsed_before`: seconds trained before a resume."""
+
+    tokenizer: Any
+    model: Any
+    task: Task
+    data: LMData
+    checkpoint: Path | None
+    elapsed_before: float
+
+
+def check_names(config: TrainConfig) -> None:
+    """What can be checked before anything loads: the model and data are names this process may use; ValueError in
+    plain words when one is refused, missing or (an uploaded file) not usable."""
+    resolve_source(config.model)
+    if not config.is_builtin_dataset and config.dataset != FILE_DATASET:
+        hub_access.check_hub_name(config.dataset, "dataset", "dataset")
+    elif config.dataset_file:
+        check_file(config.dataset_file)
+
+
+def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable,
+                stop: threading.Event | None = None) -> RunSetup:
+    """Tokenizer, model (from the checkpoint when resuming) and tokenized data of a run.
+
+    Raises ValueError in plain words when the model or data cannot be used (as `load_model` and `prepare_data`),
+    PreparationStopped when `stop` is set while preparing, RuntimeError when a tokenizer process fails.
+    """
+    source = checkpoint or config.model
+    emit(Status(f"Loading {'checkpoint ' + checkpoint.name if checkpoint else config.model}…"))
+    tokenizer = load_tokenizer(source)
+    model_config = load_config(source)
+    task = detect_task(model_config, tokenizer)
+    task.check_tokenizer(tokenizer, config.model)
+    block_size = _block_size(config, model_config, tokenizer, emit)
+    emit(Status("Preparing data…"))
+    data = prepare_data(config, tokenizer, block_size, on_progress=_progress_status(emit), stop=stop,
+                        cache_dir=default_cache_dir(config.output_dir), **process_shard())
+    emit(Status(f"{data.documents:,} documents, {data.tokens:,} tokens: {len(data.train):,} training blocks and "
+                f"{len(data.eval):,} evaluation blocks of {block_size} tokens (column {data.text_column!r})"
+                f"{'; prepared earlier, reused' if data.reused else ''}."))
+    model = load_model(source, task)
+    elapsed = ckpt.load_checkpoint(checkpoint)[1].get("elapsed_s", 0.0) if checkpoint else 0.0
+    return RunSetup(tokenizer, model, task, data, checkpoint, elapsed)
+
+
+def _progress_status(emit: Callable, every_s: float = 5.0) -> Callable[[int, int | None], None]:
+    """on_progress for prepare_data: a Status line about every `every_s` seconds, and at the end."""
+    last = [0.0]
+
+    def report(done: int, total: int | None) -> None:
+        """A Status line of documents tokenized, when one is due."""
+        if time.monotonic() - last[0] >= every_s or (total is not None and done >= total):
+            last[0] = time.monotonic()
+            of = f" of {total:,} ({done / total:.0%})" if total else ""
+            emit(Status(f"Tokenizing: {done:,}{of} documents…"))
+
+    return report
+
+
+def _block_size(config: TrainConfig, model_config, tokenizer, emit: Callable) -> int:
+    """The block size, clamped to what the model can read, with a message when clamped."""
+    limit = max_block_size(model_config, tokenizer)
+    if config.block_size > limit:
+        emit(Status(f"block_size {config.block_size} is more than this model reads; using its maximum, {limit}."))
+    return min(config.block_size, limit)

@@ -1,0 +1,148 @@
+"""`build-starter`: pre-train the built-in masked LM from scratch on the docstrings of Python and its libraries."""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mlm_core.config import STARTER_LEARNING_RATE, TrainConfig
+from mlm_core.data.builtin_corpus import LIBRARY_PACKAGES, library_versions, pretraining_records
+from mlm_core.events import Event, Probe
+from mlm_core.models.scratch import Shape, init_model, train_tokenizer
+from mlm_core.models.starter import EXAMPLES_FILE
+from mlm_core.runs.model_sources import STARTER_DIR
+from mlm_core.runs.run_dir import RunDir
+from mlm_core.system.atomic_files import atomic_dir, write_json
+from mlm_core.training.loop import evaluate, train
+from mlm_core.training.meter import perplexity
+
+VOCAB_SIZE = 8192
+SHAPE = Shape(hidden=256, layers=4, heads=4, intermediate=512, max_length=128)
+EPOCHS = 8
+PRETRAIN = dict(slice="train", block_size=128, batch_size=32, learning_rate=1e-3, warmup_ratio=0.06,
+                weight_decay=0.01, eval_fraction=0.02, seed=0)
+# The default run: the app's and the CLI's defaults with the starter on the built-in corpus.
+DEFAULT_RUN = dict(dataset="builtin", slice="train", learning_rate=STARTER_LEARNING_RATE)
+
+
+def build_starter(out_dir: Path = STARTER_DIR, epochs: int | None = None,
+                  on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
+    """Train tokenizer and model from scratch, save them in fp16, measure the default run; return the figures.
+    ValueError in plain words when a library it reads is not installed or a run refuses its data."""
+    epochs = epochs or EPOCHS
+    started = time.monotonic()
+    records = pretraining_records()
+    with tempfile.TemporaryDirectory() as work:
+        corpus_file = Path(work) / "pretraining.jsonl"
+        with corpus_file.open("w", encoding="utf-8") as file:
+            for record in records:
+                file.write(json.dumps({"text": record["text"]}, ensure_ascii=False) + "\n")
+        pretrain = dict(PRETRAIN, dataset="file", dataset_file=str(corpus_file))
+        init_dir = Path(work) / "init"
+        tokenizer = train_tokenizer((r["text"] for r in records), VOCAB_SIZE, init_dir, max_length=SHAPE.max_length)
+        init_model(tokenizer, SHAPE, init_dir, architecture="modernbert")
+        config = TrainConfig(model=str(init_dir), epochs=epochs, output_dir=str(Path(work) / "run"), **pretrain)
+        results = train(config, on_event=on_event)
+        with atomic_dir(out_dir) as tmp:
+            figures = {
+                "parameters": _save_fp16(RunDir(config.output_dir).model_path, tmp),
+                "pretrain": results.to_dict(), "epochs": epochs,
+                "corpus": {"records": len(records), "characters": sum(len(r["text"]) for r in records),
+                           "libraries": library_versions(), "python": platform.python_version()},
+                "docstrings_perplexity": perplexity(evaluate(TrainConfig(model=str(tmp), **pretrain)).loss),
+                "build_minutes": (time.monotonic() - started) / 60,
+            }
+            write_json(tmp / "build.json", figures)
+            figures.update(describe_starter(tmp, on_event))
+    return figures
+
+
+def describe_starter(folder: Path, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
+    """Run the default run on the starter in `folder`; write its Fill-mask examples and its model card there.
+    ValueError in plain words when the run refuses the starter (as `train`)."""
+    with tempfile.TemporaryDirectory() as work:
+        run = RunDir(Path(work) / "default-run")
+        train(TrainConfig(model=str(folder), output_dir=str(run.path), **DEFAULT_RUN), on_event=on_event)
+        results, probes = run.results(), [e for e in run.events() if isinstance(e, Probe)]
+    examples = [{"text": first.text, "answer": first.answer, "rank_before": first.answer_rank,
+                 "rank_after": last.answer_rank} for first, last in zip(*first_and_last_scores(probes))]
+    write_json(folder / EXAMPLES_FILE, examples)
+    figures = json.loads((folder / "build.json").read_text(encoding="utf-8"))
+    (folder / "README.md").write_text(model_card(figures, results.to_dict(), examples), encoding="utf-8")
+    return {"default_run": results.to_dict(), "examples": examples}
+
+
+def first_and_last_scores(probes: list[Probe]) -> tuple[list[Probe], list[Probe]]:
+    """The probes as the run's first evaluation scored them, and as its last did (the same sentences, in order);
+    IndexError when there are none."""
+    steps = sorted({p.step for p in probes})
+    return [p for p in probes if p.step == steps[0]], [p for p in probes if p.step == steps[-1]]
+
+
+def _save_fp16(trained: Path, out_dir: Path) -> int:
+    """Save the trained model in half precision (the asset must stay small) with its tokenizer; its parameter count."""
+    from transformers import AutoModelForMaskedLM
+
+    model = AutoModelForMaskedLM.from_pretrained(trained, dtype=torch.float32, use_safetensors=True)
+    model.half().save_pretrained(out_dir)
+    for file in trained.iterdir():
+        if file.name.startswith("tokenizer") or file.name in {"vocab.json", "merges.txt", "special_tokens_map.json"}:
+            shutil.copy(file, out_dir / file.name)
+    return model.num_parameters()
+
+
+def model_card(figures: dict[str, Any], run: dict[str, Any], examples: list[dict[str, Any]]) -> str:
+    """The starter's README: how it was made and what it measures."""
+    pre, corpus = figures["pretrain"], figures["corpus"]
+    versions = ", ".join(f"{name} {version}" for name, version in corpus["libraries"].items())
+    rows = "\n".join(f"| {e['text']} | {e['answer']} | {e['rank_before']:,} | {e['rank_after']:,} |"
+                     for e in examples)
+    return f"""# MLM Studio starter model
+
+A small ModernBERT-style masked language model (rotary positions, pre-norm, GeGLU), trained from scratch so that
+MLM Studio works with no internet.
+
+- Made by: `python -m mlm_core build-starter` (tokenizer, then weights; fixed seeds), in
+  {figures['build_minutes']:.0f} minutes on {pre['device']}.
+- Corpus: docstrings read with `ast` from the `.py` files (nothing imported) of the Python {corpus['python']} standard
+  library and of the installed runtime requirements {', '.join(LIBRARY_PACKAGES)}; a paragraph repeated with only
+  names or code changed is kept once. {corpus['records']:,} docstrings, {corpus['characters'] / 1e6:.1f} million
+  characters, {pre['train_blocks'] + pre['eval_blocks']:,} blocks of {pre['block_size']} tokens. The text depends
+  on the installed versions, so a rebuild matches this one with the same versions: {versions}.
+- Not in the corpus: the Python language reference (`pydoc_data.topics`), the built-in fine-tuning dataset, so
+  fine-tuning on it is a real domain adaptation.
+- Tokenizer: byte-level BPE, {VOCAB_SIZE:,} tokens, RoBERTa special tokens (`<s> <pad> </s> <unk> <mask>`).
+- Model: ModernBERT, {SHAPE.layers} layers, hidden size {SHAPE.hidden}, {SHAPE.heads} heads, feed-forward
+  {SHAPE.intermediate}, blocks of up to {SHAPE.max_length} tokens, {figures['parameters'] / 1e6:.1f}M parameters,
+  stored in float16 (safetensors).
+- Pre-training: {figures['epochs']} epochs, {pre['steps']:,} steps of {PRETRAIN['batch_size']} blocks, learning rate
+  {PRETRAIN['learning_rate']} with {PRETRAIN['warmup_ratio']:.0%} warm-up and linear decay, 15% of tokens masked,
+  {pre['seconds'] / 60:.0f} minutes. Held-out docstrings ({PRETRAIN['eval_fraction']:.0%} of blocks): perplexity
+  {figures['docstrings_perplexity']:.2f}.
+
+## The default run
+`python -m mlm_core train --model starter --dataset builtin`, the app's defaults: {run['steps']} steps in
+{run['seconds']:.0f} s on {run['device']}. On the fixed held-out sample of the language reference:
+
+| | perplexity | top-1 accuracy | top-5 accuracy |
+| --- | --- | --- | --- |
+| starter | {run['base_perplexity']:.2f} | {run['base_top1']:.1%} | {run['base_top5']:.1%} |
+| after the default run | {run['final_perplexity']:.2f} | {run['final_top1']:.1%} | {run['final_top5']:.1%} |
+
+The Fill-mask examples are the sentences the default run watches (held-out sentences, a content word hidden); the
+right word's rank among each model's guesses:
+
+| sentence | answer | starter | after the default run |
+| --- | --- | --- | --- |
+{rows}
+
+It is a demonstration model: it knows the words and phrasing of Python documentation, not English at large.
+"""
