@@ -111,6 +111,7 @@ def test_starter_puts_a_sensible_word_in_its_top_5():
         assert words & sensible, (text, words)
 
 
+@pytest.mark.slow  # needs the default run (a minute of training)
 def test_word_surprise_scores_every_word_and_fine_tuning_lowers_it(starter_run):
     from mlm_core.models.inference import word_surprise
 
