@@ -8,13 +8,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from mlm_core.system.redact import hide_paths
 from mlm_core.runs.model_sources import STARTER
 from mlm_core.runs.records import COMPLETED, RUN_PREFIX, RunResults
 from mlm_core.runs.run_dir import RunDir
 from mlm_core.system.atomic_files import TMP_PREFIX
-from mlm_core.tasks import get_task
 from mlm_core.system.hub_access import is_online
+from mlm_core.system.redact import hide_paths
+from mlm_core.tasks import get_task
 
 CARD_FIELDS = ("block_size", "mlm_probability", "whole_word_masking", "epochs", "max_steps", "learning_rate",
                "weight_decay", "warmup_ratio", "batch_size", "gradient_accumulation", "eval_fraction", "seed")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlm_core.system import hub_access
 from mlm_core.runs.records import RUN_PREFIX, runs_root
 from mlm_core.runs.run_dir import RunDir, run_in
+from mlm_core.system import hub_access
 
 STARTER = "starter"
 STARTER_DIR = Path(__file__).resolve().parents[2] / "assets" / "starter-mlm"

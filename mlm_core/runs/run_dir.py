@@ -7,11 +7,21 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from mlm_core.runs import checkpoint as ckpt
 from mlm_core.config import TrainConfig
 from mlm_core.events import Event, EventLog, read_events
+from mlm_core.runs import checkpoint as ckpt
 from mlm_core.runs.lock import LockInfo, RunLock, read_lock
-from mlm_core.runs.records import COMPLETED, FAILED, INTERRUPTED, QUEUED, RESUMABLE, RUN_NAME, RUN_PREFIX, RUNNING, STOPPED, Budget, RunIdentity, RunResults, check_run_name, new_run_name, runs_root
+from mlm_core.runs.records import (
+    COMPLETED,
+    INTERRUPTED,
+    QUEUED,
+    RESUMABLE,
+    RUN_NAME,
+    RUNNING,
+    RunIdentity,
+    RunResults,
+    check_run_name,
+)
 from mlm_core.system.atomic_files import read_json, remove_partial, trim_torn_tail, write_json
 
 # Settings that may change when a run is resumed; any other change would make it a different run.

@@ -8,9 +8,9 @@ from collections.abc import Callable
 
 from mlm_core.config import TrainConfig
 from mlm_core.events import Error, Event, EventLog, Status, Step
+from mlm_core.runs.lock import RunLock
 from mlm_core.runs.records import QUEUED, RESUMABLE, RUNNING, RunResults
 from mlm_core.runs.run_dir import RunBusy, RunDir
-from mlm_core.runs.lock import RunLock
 from mlm_core.system.atomic_files import remove_partial
 
 

@@ -1,0 +1,1 @@
+"""The run folder: identity, results, status, lock, a training session's hold, checkpoints, export, model names."""
