@@ -46,3 +46,72 @@ def test_data_scale_section_measures_both_recipes_in_their_own_processes(tmp_pat
     assert not list(tmp_path.iterdir()), "the generated files are removed"
     section = report._scale_section({**result, "date": "today", "previous": {**result, "date": "before"}})
     assert "| 1 MB |" in section and "2 runs: before and today" in section and "earlier run's ratios" in section
+
+
+def test_our_timed_steps_include_no_evaluation(tiny_mlm, tmp_path):
+    """Evaluations (and the probes scored with them) between Step events would be counted as training time."""
+    from mlm_core.events import Eval, Step
+    from mlm_core.training.loop import train
+
+    kinds: list[str] = []
+    train(train_speed.bench_config(str(tiny_mlm), 4, 4, tmp_path),
+          on_event=lambda e: kinds.append(type(e).__name__) if isinstance(e, (Step, Eval)) else None)
+    timed = kinds[kinds.index("Step"): len(kinds) - kinds[::-1].index("Step")]
+    assert timed == ["Step"] * 4, kinds
+
+
+def test_both_recipes_train_alike_with_the_same_draws(tiny_mlm, tmp_path):
+    """Same blocks in the same order, same masks, no dropout: our loop and the Trainer end at the same eval loss.
+
+    Catches a real divergence (schedule, warmup, weight decay, optimizer, clipping, loss, dtype, eval sample), which
+    the noisy one-seed `loss_gap` of the benchmark cannot tell from the two recipes' different random draws.
+    """
+    import json
+    import shutil
+    from dataclasses import replace
+
+    import torch
+    from datasets import Dataset
+    from torch.utils.data import SequentialSampler
+    from transformers import AutoModelForMaskedLM, PrinterCallback, Trainer, TrainingArguments
+
+    from mlm_core.training.batches import batcher_for, epoch_batches
+    from mlm_core.training.loop import evaluate
+    from mlm_core.training.setup import load_inputs
+
+    model = tmp_path / "no-dropout"
+    shutil.copytree(tiny_mlm, model)
+    settings = json.loads((model / "config.json").read_text())
+    settings.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (model / "config.json").write_text(json.dumps(settings))
+    steps = 4  # a larger step than the benchmark's 1e-4, so that any difference in the updates shows in the loss
+    config = replace(train_speed.bench_config(str(model), steps, 4, tmp_path), learning_rate=1e-3)
+    ours = train_speed.ours(config).eval_loss
+
+    setup = load_inputs(config, None, lambda _: None)
+    order = torch.cat(list(epoch_batches(len(setup.data.train), config.batch_size, 0, config.seed))[:steps])
+    masker = batcher_for(setup.task, setup.tokenizer, config.mlm_probability, config.whole_word_masking,
+                         seed=config.seed)
+
+    def collate(rows):
+        batch = masker(torch.tensor([r["input_ids"] for r in rows]), None)
+        return {"input_ids": batch.input_ids, "labels": batch.labels}
+
+    class InOrder(Trainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return SequentialSampler(self.train_dataset)
+
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=config.batch_size, max_steps=steps,
+        learning_rate=config.learning_rate, weight_decay=config.weight_decay, warmup_steps=0,
+        lr_scheduler_type="linear", save_strategy="no", report_to="none", disable_tqdm=True, seed=config.seed,
+        use_cpu=True)
+    trainer = InOrder(model=AutoModelForMaskedLM.from_pretrained(str(model), dtype=torch.float32), args=args,
+                      train_dataset=Dataset.from_dict({"input_ids": torch.as_tensor(setup.data.train[order]).tolist()}),
+                      data_collator=collate)
+    trainer.remove_callback(PrinterCallback)
+    trainer.train()
+    trainer.save_model(str(tmp_path / "trained"))
+    setup.tokenizer.save_pretrained(tmp_path / "trained")
+    theirs = evaluate(replace(config, model=str(tmp_path / "trained"))).loss
+    assert abs(ours / theirs - 1) < 1e-6, (ours, theirs)

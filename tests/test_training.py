@@ -55,10 +55,12 @@ def test_head_only_loss_matches_a_direct_model_call(tiny_mlm):
     tokenizer = AutoTokenizer.from_pretrained(tiny_mlm)
     blocks = torch.randint(5, len(tokenizer), (4, 64))
     batch = Masker(tokenizer, 0.15, False, seed=0)(blocks)
-    summed, count = LMObjective(model, MASKED)(batch.input_ids, batch.labels)
+    objective = LMObjective(model, MASKED)
     expected = model(input_ids=batch.input_ids, labels=batch.labels).loss
-    assert count == batch.labels.ne(-100).sum() > 0
-    assert (summed / count).item() == pytest.approx(expected.item(), abs=1e-5)
+    assert batch.count == batch.labels.ne(-100).sum() > 0 and len(batch.positions) == len(batch.targets) == batch.count
+    for summed in (objective(batch.input_ids, batch.labels, batch.positions, batch.targets),
+                   objective(batch.input_ids, batch.labels)):  # positions found from the labels
+        assert (summed / batch.count).item() == pytest.approx(expected.item(), abs=1e-5)
 
 
 def test_results_events_and_saved_model(tiny_mlm, tmp_path):
@@ -148,3 +150,67 @@ def test_causal_model_trains_through_the_cli_and_generates(tiny_clm, tmp_path):
     assert generated.returncode == 0, generated.stderr
     text = generated.stdout.strip()
     assert text.startswith("The for statement") and len(text) > len("The for statement") + 5
+
+
+SYNC_CALLS = ("item", "tolist", "nonzero", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__")
+
+
+def test_a_training_step_never_makes_the_host_wait_for_the_device(tiny_mlm, tmp_path, monkeypatch):
+    """Every call that would make the host wait for a GPU (reading a value back, `nonzero`, a boolean index, `if`
+    on a tensor) is counted while the training thread is inside a step, whoever makes it; there are none. The
+    masking thread (which prepares the next batches on the host) is not inside the step."""
+    from mlm_core.training import loop
+
+    inside, calls = threading.local(), []
+
+    def counted(name, original):
+        def wrapper(*args, **kwargs):
+            if getattr(inside, "step", False):
+                calls.append(name)
+            return original(*args, **kwargs)
+        return wrapper
+
+    for name in SYNC_CALLS:
+        monkeypatch.setattr(torch.Tensor, name, counted(name, getattr(torch.Tensor, name)))
+    for name in ("nonzero", "masked_select", "unique"):
+        monkeypatch.setattr(torch, name, counted(f"torch.{name}", getattr(torch, name)))
+    getitem = torch.Tensor.__getitem__
+
+    def indexed(tensor, index):
+        keys = index if isinstance(index, tuple) else (index,)
+        if getattr(inside, "step", False) and any(isinstance(k, torch.Tensor) and k.dtype == torch.bool for k in keys):
+            calls.append("boolean index")
+        return getitem(tensor, index)
+
+    monkeypatch.setattr(torch.Tensor, "__getitem__", indexed)
+    step = loop.TrainingRun._optimizer_step
+
+    def watched(self, batches):
+        inside.step = True
+        try:
+            return step(self, batches)
+        finally:
+            inside.step = False
+
+    monkeypatch.setattr(loop.TrainingRun, "_optimizer_step", watched)
+    results, events = _run(_config(tiny_mlm, tmp_path / "run", max_steps=6, gradient_accumulation=2))
+    assert results.status == "completed" and len(_losses(events)) == 6
+    assert calls == [], calls
+    indexed(torch.zeros(3), torch.tensor([True, False, True]))  # the double sees what it should see ...
+    inside.step = True
+    torch.zeros(2).sum().item()
+    inside.step = False
+    assert calls == ["item"]  # ... once inside a step
+
+
+def test_losses_read_back_late_come_out_as_every_step_reported_them(tiny_mlm, tmp_path, monkeypatch):
+    """On a GPU losses stay on the device and are read back together: the events are the same, in the same order."""
+    from mlm_core.training import loop
+
+    config = _config(tiny_mlm, tmp_path / "now", max_steps=8, eval_steps=4)
+    _, now = _run(config)
+    monkeypatch.setattr(loop.TrainingRun, "_report_due", lambda self: False)
+    _, late = _run(config.replace(output_dir=str(tmp_path / "late")))
+    kinds = [type(e).__name__ for e in now if isinstance(e, (Step, Eval))]
+    assert kinds == [type(e).__name__ for e in late if isinstance(e, (Step, Eval))] and kinds.count("Step") == 8
+    assert _losses(late) == pytest.approx(_losses(now), abs=1e-6)

@@ -15,13 +15,24 @@ from pathlib import Path
 
 import torch
 
-from mlm_core.bench import data_prep, data_scale, flops, latency, preview_memory, report, subjects, train_speed
+from mlm_core.bench import (
+    data_prep,
+    data_scale,
+    flops,
+    host_overhead,
+    latency,
+    preview_memory,
+    report,
+    subjects,
+    train_speed,
+)
 from mlm_core.models.loading import preload, quiet_transformers
 from mlm_core.system.atomic_files import read_json, write_json
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # (training steps per round, DistilRoBERTa batch, rounds, fill-mask repeats, data-prep repeats)
-SIZES = {"quick": (4, 8, 2, 20, 1), "full": (8, 16, 3, 50, 3)}
+SIZES = {"quick": (4, 8, 3, 20, 1), "full": (8, 16, 5, 50, 3)}
+HOST_STEPS = {"quick": 30, "full": 100}  # steps of the tiny model per contender and round
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         result = run(mode)
     print(report.table(result["ratios"]))
     if out is not None:
+        _keep_previous(result, out / "bench" / f"{device}.json")
         write_json(out / "bench" / f"{device}.json", result)
         report.write_markdown(out / "bench", out / "PERFORMANCE.md")
         print(f"wrote {out / 'bench' / (device + '.json')} and {out / 'PERFORMANCE.md'}")
@@ -61,6 +73,8 @@ def run(mode: str) -> dict:
         train = train_speed.compare(big.path, steps, batch, rounds)
         _say("training: ours vs Trainer on the starter")
         starter_train = train_speed.compare(small.path, 5 * steps, 16, rounds)
+        _say("host work per step: ours vs a bare loop on a tiny model")
+        host = host_overhead.compare(work, HOST_STEPS[mode], rounds=rounds)
         _say("data preparation")
         prep = data_prep.compare(big.path, subjects.eli5_like_records(), repeats=prep_repeats)
         _say("fill-mask latency")
@@ -75,13 +89,14 @@ def run(mode: str) -> dict:
     achieved = per_step / train["ours"]["step_seconds"]
     ratios = {
         "train_speedup": train["speedup"], "train_loss_gap": train["loss_gap"],
-        "starter_train_speedup": starter_train["speedup"], "group_speedup": prep["group_speedup"],
-        "prepare_speedup": prep["prepare_speedup"], "fill_mask_p50_ratio": fill["ratio_p50"],
+        "starter_train_speedup": starter_train["speedup"], "host_overhead_ratio": host["ratio"],
+        "group_speedup": prep["group_speedup"], "prepare_speedup": prep["prepare_speedup"],
+        "fill_mask_p50_ratio": fill["ratio_p50"],
         "fill_mask_busy_ratio": busy["ratio_p50"], "mfu": achieved / peak["flops_per_s"], **scale["ratios"],
     }
     scale["date"] = time.strftime("%Y-%m-%d")
     details = {"model_note": big.note, "steps": steps, "batch_size": batch, "train": train,
-               "starter_train": starter_train, "data_prep": prep, "fill_mask": fill,
+               "starter_train": starter_train, "host_overhead": host, "data_prep": prep, "fill_mask": fill,
                "fill_mask_during_training": busy, "memory": mem, "data_scale": scale,
                "flops": {"matmul": peak, "step_flops": per_step, "achieved_flops_per_s": achieved}}
     return {"mode": mode, "date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "ratios": ratios,
@@ -103,6 +118,14 @@ def run_data_scale(mode: str, previous: Path | None) -> dict:
     result["ratios"].update(scale["ratios"])
     result["details"]["data_scale"] = scale
     return result
+
+
+def _keep_previous(result: dict, path: Path) -> None:
+    """Keep the ratios of the run written before this one (same mode), so the page shows the range of two runs."""
+    old = read_json(path) if path.exists() else None
+    if isinstance(old, dict) and old.get("mode") == result["mode"] and "train" in old.get("details", {}) \
+            and "train" in result["details"]:
+        result["previous"] = {"date": old["date"], "ratios": old["ratios"]}
 
 
 def _say(what: str) -> None:

@@ -14,8 +14,11 @@ import random
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import psutil
 
 from mlm_core.system.process_memory import peak_rss
 
@@ -73,10 +76,10 @@ def compare(mode: str, work: Path, say=print) -> dict:
             say(f"data scale: {contender}, {megabytes} MB: {_summary(runs[contender][-1])}")
         row = {"megabytes": megabytes, "bytes": size, "guide": _best(runs["guide"]), "ours": _best(runs["ours"])}
         row["speedup"] = row["guide"]["seconds"] / row["ours"]["seconds"]
-        row["memory_ratio"] = row["ours"]["peak_total_bytes"] / row["guide"]["peak_main_bytes"]
+        row["memory_ratio"] = row["ours"]["peak_total_bytes"] / row["guide"]["peak_total_bytes"]
         if megabytes in WHOLE_WORD_SIZES[mode]:
             whole_word.append({"megabytes": megabytes, "ours": measure("ours", path, whole_word=True),
-                               "guide_peak_bytes": row["guide"]["peak_main_bytes"]})
+                               "guide_peak_bytes": row["guide"]["peak_total_bytes"]})
             say(f"data scale: ours with whole-word masking, {megabytes} MB: {_summary(whole_word[-1]['ours'])}")
         rows.append(row)
         path.unlink()
@@ -108,6 +111,34 @@ def _summary(result: dict) -> str:
 
 
 
+class ChildPeaks:
+    """Watches this process's children while it is entered: each one's peak resident bytes (VmHWM), as last seen."""
+
+    def __init__(self, every_s: float = 0.1):
+        self.every_s, self.seen, self._done = every_s, {}, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self) -> None:
+        me = psutil.Process()
+        while not self._done.wait(self.every_s):
+            for kid in me.children(recursive=True):
+                peak = peak_rss(kid.pid)
+                if peak:
+                    self.seen[kid.pid] = max(peak, self.seen.get(kid.pid, 0))
+
+    def __enter__(self) -> ChildPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def peaks(self) -> list[int]:
+        """Each child's peak resident bytes, largest first."""
+        return sorted(self.seen.values(), reverse=True)
+
+
 def child(contender: str, path: str, whole_word: bool) -> dict:
     """One contender's preparation of `path`, timed from loading to split; its own figures (seconds, bytes).
     ValueError in plain words when our preparation refuses the file."""
@@ -131,9 +162,10 @@ def child(contender: str, path: str, whole_word: bool) -> dict:
             from mlm_core.data.guide_recipe import prepare_text_file
 
             disable_progress_bars()
-            split = prepare_text_file(path, tokenizer, BLOCK_SIZE, cache_dir=tmp)
+            with ChildPeaks() as pool:  # the `num_proc` processes of `datasets.map`
+                split = prepare_text_file(path, tokenizer, BLOCK_SIZE, cache_dir=tmp)
             seconds = time.perf_counter() - started
-            blocks, workers = len(split["train"]) + len(split["test"]), []
+            blocks, workers = len(split["train"]) + len(split["test"]), pool.peaks()
         else:
             from mlm_core.config import TrainConfig
             from mlm_core.data import tokenizing

@@ -49,7 +49,7 @@ def step_flops(config: TrainConfig, batches: int = 3) -> float:
     for i in range(batches):
         batch = masker(setup.data.train[i * config.batch_size : (i + 1) * config.batch_size]).to(device)
         with flop_counter.FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
-            summed, _ = objective(batch.input_ids, batch.labels)
+            summed = objective(batch.input_ids, batch.labels, batch.positions, batch.targets)
             summed.backward()
         counts.append(counter.get_total_flops())
         objective.zero_grad(set_to_none=True)

@@ -13,8 +13,9 @@ TARGETS = [
     ("train_speedup", "training tokens/s, ours / Trainer recipe (DistilRoBERTa shape)", 1.6, True),
     ("train_loss_gap", "final eval loss, |ours / Trainer - 1|", 0.01, False),
     ("starter_train_speedup", "training tokens/s, ours / Trainer recipe (starter)", 1.0, True),
+    ("host_overhead_ratio", "step time of a tiny model, our loop / a bare loop on ready batches", 1.5, False),
     ("group_speedup", "grouping time, guides' group_texts / ours (5,000 documents)", 10.0, True),
-    ("prepare_speedup", "tokenize + group time, guides' / ours", 1.0, True),
+    ("prepare_speedup", "tokenize + group time, guides' (num_proc=4) / ours", 1.0, True),
     ("fill_mask_p50_ratio", "fill-mask p50, ours / pipeline (DistilRoBERTa shape)", 0.6, False),
     ("fill_mask_busy_ratio", "fill-mask p50 while training / idle (starter)", 3.0, False),
     ("mfu", "our training FLOP/s / measured matmul peak", 0.6, True),
@@ -48,9 +49,27 @@ def verdicts(ratios: dict) -> list[tuple[str, float | None, str, bool | None]]:
     rows = []
     for key, what, target, higher in TARGETS:
         value = ratios.get(key)
-        met = None if value is None else (value >= target if higher else value <= target)
-        rows.append((what, value, f"{'≥' if higher else '≤'} {target:g}", met))
+        rows.append((what, value, f"{'≥' if higher else '≤'} {target:g}", _met(value, target, higher)))
     return rows
+
+
+def _met(value: float | None, target: float, higher: bool) -> bool | None:
+    """Whether `value` meets `target` (None when not measured)."""
+    return None if value is None else (value >= target if higher else value <= target)
+
+
+def _rows(result: dict) -> str:
+    """The verdict table's rows; with an earlier run of the same mode, both values ("earlier, later"), met when
+    both meet the target."""
+    earlier = (result.get("previous") or {}).get("ratios", {})
+    lines = []
+    for key, what, target, higher in TARGETS:
+        values = [v for v in (earlier.get(key), result["ratios"].get(key)) if v is not None]
+        shown = ", ".join(f"{v:.3f}" for v in values) or "n/a"
+        met = [_met(v, target, higher) for v in values]
+        verdict = "-" if not met else "yes" if all(met) else "**no**"
+        lines.append(f"| {what} | {shown} | {'≥' if higher else '≤'} {target:g} | {verdict} |")
+    return "\n".join(lines)
 
 
 def table(ratios: dict) -> str:
@@ -82,18 +101,26 @@ def _section(result: dict) -> str:
     """One device's figures as markdown."""
     m, d = result["machine"], result["details"]
     where = m.get("gpu") or f"{m['cpu']}, {m['cpu_threads_torch']} torch threads"
-    rows = "\n".join(f"| {what} | {'n/a' if v is None else f'{v:.3f}'} | {t} | "
-                     f"{'-' if ok is None else 'yes' if ok else '**no**'} |"
-                     for what, v, t, ok in verdicts(result["ratios"]))
+    rows = _rows(result)
+    runs = f"2 {result['mode']} runs: {result['previous']['date']} and {result['date']}" if result.get("previous") \
+        else f"{result['mode']} run, {result['date']}"
     scale = _scale_section(d["data_scale"]) if "data_scale" in d else ""
     scale += f"\n{result['note']}\n" if result.get("note") else ""  # what a reader must know to read this run
     if "train" not in d:  # only the data-scale section was run on this device
-        return f"\n## {where} ({result['mode']} run, {result['date']})\n\n| measure | value | target | met |\n" \
+        return f"\n## {where} ({runs})\n\n| measure | value | target | met |\n" \
                f"| --- | --- | --- | --- |\n{rows}\n{scale}"
     tr, st, fm, busy = d["train"], d["starter_train"], d["fill_mask"], d["fill_mask_during_training"]
     prep, mem, fl = d["data_prep"], d["memory"], d["flops"]
+    spread = (f" ({tr['rounds']} interleaved rounds, seed r in round r: the ratio is the median of the rounds' "
+              f"ratios, range {tr['speedup_range'][0]:.2f}-{tr['speedup_range'][1]:.2f}; losses are the rounds' "
+              f"means)") if "speedup_range" in tr else ""
+    host = d.get("host_overhead")
+    host_line = (f"\n- Host work per step (a {host['steps']}-step run of a 1-layer, 16-unit model, batch "
+                 f"{host['batch_size']}, {host['rounds']} rounds): our loop {host['ours_step_ms']:.1f} ms vs a bare "
+                 f"loop on batches masked and moved beforehand {host['bare_step_ms']:.1f} ms ({host['extra_ms']:+.1f} "
+                 f"ms a step; ratio range {host['ratio_range'][0]:.2f}-{host['ratio_range'][1]:.2f}).") if host else ""
     return f"""
-## {where} ({result['mode']} run, {result['date']})
+## {where} ({runs})
 torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}, {m['platform']}. Model: {d['model_note']}.
 
 | measure | value | target | met |
@@ -102,11 +129,11 @@ torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}, {m['
 
 - Training, block 128, batch {d['batch_size']}, {tr['ours']['timed_steps']} timed steps each: ours
   {tr['ours']['tokens_per_s']:,.0f} tokens/s vs Trainer {tr['trainer']['tokens_per_s']:,.0f}; eval loss after
-  {d['steps']} steps {tr['ours']['eval_loss']:.4f} vs {tr['trainer']['eval_loss']:.4f}. Starter: ours
-  {st['ours']['tokens_per_s']:,.0f} vs {st['trainer']['tokens_per_s']:,.0f} tokens/s.
+  {d['steps']} steps {tr['ours']['eval_loss']:.4f} vs {tr['trainer']['eval_loss']:.4f}{spread}. Starter: ours
+  {st['ours']['tokens_per_s']:,.0f} vs {st['trainer']['tokens_per_s']:,.0f} tokens/s.{host_line}
 - Data preparation, {prep['documents']:,} ELI5-shaped documents ({prep['tokens']:,} tokens): grouping
   {prep['group_ours'] * 1000:,.1f} ms vs {prep['group_guide'] * 1000:,.1f} ms; tokenize + group
-  {prep['prepare_ours']:.2f} s vs {prep['prepare_guide']:.2f} s (datasets.map, one process); same blocks:
+  {prep['prepare_ours']:.2f} s vs {prep['prepare_guide']:.2f} s (datasets.map, num_proc=4); same blocks:
   {prep['identical']}.
 - Fill-mask, one sentence, top 5: ours p50 {fm['ours']['p50_ms']:.1f} ms / p95 {fm['ours']['p95_ms']:.1f} ms,
   pipeline p50 {fm['pipeline']['p50_ms']:.1f} ms / p95 {fm['pipeline']['p95_ms']:.1f} ms; same predictions:
@@ -150,7 +177,7 @@ def _scale_section(scale: dict) -> str:
         whole = (f"{_each(wwm, lambda w: w['seconds'], '{:.1f}')} s, "
                  f"{_each(wwm, lambda w: w['peak_total_bytes'] / 2**30, '{:.2f}')} GiB") if wwm else "-"
         lines.append(f"| {row['megabytes']} MB | {_each(rows, lambda r: _timing(r['guide']), '{}')} | "
-                     f"{_each(rows, lambda r: r['guide']['peak_main_bytes'] / 2**30, '{:.2f}')} GiB | "
+                     f"{_each(rows, lambda r: r['guide']['peak_total_bytes'] / 2**30, '{:.2f}')} GiB | "
                      f"{_each(rows, lambda r: _timing(r['ours']), '{}')} | "
                      f"{_each(rows, lambda r: r['ours']['peak_total_bytes'] / 2**30, '{:.2f}')} GiB (last run: "
                      f"{_gib(row['ours']['peak_main_bytes'])} + workers {workers}) | "
@@ -166,7 +193,8 @@ def _scale_section(scale: dict) -> str:
 Generated text files of paragraphs from the built-in corpora, the starter tokenizer, block {scale['block_size']};
 load, tokenize, group and split, each contender in its own process, timed inside it; peak memory is each process's
 own peak resident set (VmHWM), ours adding its tokenizer workers'. The guides' recipe: `load_dataset("text",
-sample_by="paragraph")`, batched `map` of the tokenizer, batched `map` of `group_texts`, `train_test_split`.
+sample_by="paragraph")`, batched `map` of the tokenizer, batched `map` of `group_texts` (both `num_proc=4`, as the
+guides write them; the guides' peak adds its map processes' peaks), `train_test_split`.
 Each contender is measured {repeats} time(s) per size in A-B-B-A order: the shortest time counts (the least disturbed
 by other work on this shared machine), and the highest peak; "CPU" is the CPU seconds of the process and its
 workers. Where two runs were made, each cell gives both ("earlier, later"); the targets above are checked on the

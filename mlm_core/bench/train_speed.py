@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from mlm_core.config import TrainConfig
-from mlm_core.events import Step
+from mlm_core.events import Eval, Step
 from mlm_core.training.loop import evaluate, train
 from mlm_core.training.setup import load_inputs
 
@@ -26,17 +26,23 @@ class Timings:
 
 def bench_config(model: str, steps: int, batch_size: int, work: Path) -> TrainConfig:
     """Hyper-parameters both contenders share: a short run on part of the built-in corpus; ValueError naming a bad
-    `steps` or `batch_size`."""
+    `steps` or `batch_size`. One evaluation, after the last step: between timed steps it would count as training
+    (the cause of the "30% slower" quick benchmark after runs got ten evaluations each)."""
     return TrainConfig(model=model, dataset="builtin", slice="train", block_size=128, batch_size=batch_size,
                        max_steps=steps, learning_rate=1e-4, weight_decay=0.01, warmup_ratio=0.0,
-                       eval_fraction=0.01, seed=0, output_dir=str(work / "ours"))
+                       eval_fraction=0.01, eval_steps=steps, seed=0, output_dir=str(work / "ours"))
 
 
 def ours(config: TrainConfig) -> Timings:
-    """Our `train()`, timed between its step events; raises as `train`."""
-    stamps: list[float] = []
-    results = train(config, on_event=lambda e: stamps.append(time.perf_counter()) if isinstance(e, Step) else None)
-    intervals = [b - a for a, b in zip(stamps, stamps[1:])]
+    """Our `train()`, timed between its step events; raises as `train`, and AssertionError when an evaluation ran
+    between two timed steps (the Trainer contender makes none: its time would count as training)."""
+    stamps: list[tuple[type, float]] = []
+    results = train(config, on_event=lambda e: stamps.append((type(e), time.perf_counter()))
+                    if isinstance(e, (Step, Eval)) else None)
+    steps = [i for i, (kind, _) in enumerate(stamps) if kind is Step]
+    if any(stamps[i][0] is Eval for i in range(steps[0], steps[-1])):
+        raise AssertionError("an evaluation ran between timed steps: its time would count as training")
+    intervals = [stamps[b][1] - stamps[a][1] for a, b in zip(steps, steps[1:])]
     return Timings(intervals, results.final_eval_loss)
 
 
@@ -82,21 +88,27 @@ def guides_trainer(config: TrainConfig, work: Path) -> Timings:
 
 
 def compare(model: str, steps: int, batch_size: int, rounds: int) -> dict:
-    """Interleaved rounds of both contenders from the same weights; tokens/s medians and final eval losses.
-    ValueError in plain words when the model or data cannot be used."""
+    """Interleaved rounds of both contenders from the same weights, round r with seed r (data order, masks,
+    dropout): the speed-up as the median of the rounds' ratios with their range, and the eval-loss gap of the
+    rounds' mean losses (one seed's gap is mostly the luck of its draws). ValueError in plain words when the model
+    or data cannot be used."""
     timed: dict[str, list[Timings]] = {"ours": [], "trainer": []}
     for round_ in range(rounds):
         order = ["ours", "trainer"] if round_ % 2 == 0 else ["trainer", "ours"]
         for name in order:
             with tempfile.TemporaryDirectory() as tmp:
-                config = bench_config(model, steps, batch_size, Path(tmp))
+                config = replace(bench_config(model, steps, batch_size, Path(tmp)), seed=round_)
                 timed[name].append(ours(config) if name == "ours" else guides_trainer(config, Path(tmp)))
     tokens_per_step = config.batch_size * config.block_size
-    result: dict = {"tokens_per_step": tokens_per_step}
+    result: dict = {"tokens_per_step": tokens_per_step, "rounds": rounds}
     for name, runs in timed.items():
         seconds = statistics.median(s for t in runs for s in t.seconds)
         result[name] = {"tokens_per_s": tokens_per_step / seconds, "step_seconds": seconds,
-                        "eval_loss": runs[0].eval_loss, "timed_steps": sum(len(t.seconds) for t in runs)}
-    result["speedup"] = result["ours"]["tokens_per_s"] / result["trainer"]["tokens_per_s"]
+                        "eval_loss": statistics.mean(t.eval_loss for t in runs),
+                        "timed_steps": sum(len(t.seconds) for t in runs)}
+    ratios = [statistics.median(t.seconds) / statistics.median(o.seconds)
+              for o, t in zip(timed["ours"], timed["trainer"])]
+    result["speedup"] = statistics.median(ratios)
+    result["speedup_range"] = [min(ratios), max(ratios)]
     result["loss_gap"] = abs(result["ours"]["eval_loss"] / result["trainer"]["eval_loss"] - 1)
     return result

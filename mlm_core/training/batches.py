@@ -2,33 +2,53 @@
 
 from __future__ import annotations
 
+import functools
+import queue
+import threading
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
-from mlm_core.tasks import MaskedLM, Task
+from mlm_core.tasks import IGNORE, MaskedLM, Task
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Model inputs and labels of one batch."""
+    """Model inputs and labels of one batch, with what the step needs known on the host before it runs.
+
+    `positions` and `targets` are made with the masks, on the host: the step gathers hidden states at known indices
+    (`index_select`) instead of a boolean index whose output size the host would have to wait for.
+    """
 
     input_ids: torch.Tensor  # [batch, block] token ids
     labels: torch.Tensor  # [batch, block] token ids to predict, IGNORE where nothing is
+    count: int  # labelled tokens: where the loss counts
+    positions: torch.Tensor | None = None  # [count] flat indices (row * block + column) of the labelled tokens
+    targets: torch.Tensor | None = None  # [count] the token at each of `positions`
 
-    def to(self, device: torch.device) -> "Batch":
-        """The batch on another device."""
-        return Batch(self.input_ids.to(device, non_blocking=True), self.labels.to(device, non_blocking=True))
+    def to(self, device: torch.device) -> Batch:
+        """The batch on another device (asynchronously from pinned memory)."""
+        move = functools.partial(torch.Tensor.to, device=device, non_blocking=True)
+        return Batch(move(self.input_ids), move(self.labels), self.count,
+                     None if self.positions is None else move(self.positions),
+                     None if self.targets is None else move(self.targets))
+
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked host memory, so that copying it to a GPU overlaps with compute."""
+        pin = torch.Tensor.pin_memory
+        return Batch(pin(self.input_ids), pin(self.labels), self.count,
+                     None if self.positions is None else pin(self.positions),
+                     None if self.targets is None else pin(self.targets))
 
 
 class CausalBatcher:
     """Causal batches: the inputs are their own labels (the model shifts them)."""
 
     def __call__(self, blocks: torch.Tensor, word_starts: torch.Tensor | None = None) -> Batch:
-        """A labelled batch from token blocks [batch, block_size]."""
-        return Batch(blocks, blocks.clone())
+        """A labelled batch from token blocks [batch, block_size]: every position but the last predicts the next."""
+        return Batch(blocks, blocks.clone(), count=blocks.shape[0] * (blocks.shape[1] - 1))
 
     def state(self) -> None:
         """Nothing random to save."""
@@ -58,7 +78,8 @@ class Masker:
         offsets = None if word_starts is None else word_offsets(word_starts)
         inputs, labels = self.collator.torch_mask_tokens(
             blocks.clone(), special_tokens_mask=special, offset_mapping=offsets)
-        return Batch(inputs, labels)
+        positions = labels.view(-1).ne(IGNORE).nonzero().squeeze(1)  # on the host, before the step needs it
+        return Batch(inputs, labels, count=len(positions), positions=positions, targets=labels.view(-1)[positions])
 
     def state(self) -> torch.Tensor:
         """The masking generator's state, for checkpoints."""
@@ -100,3 +121,48 @@ def batcher_for(task: Task, tokenizer, mlm_probability: float, whole_word: bool,
     if isinstance(task, MaskedLM):
         return Masker(tokenizer, mlm_probability=mlm_probability, whole_word=whole_word, seed=seed)
     return CausalBatcher()
+
+
+class Prefetcher:
+    """Labels the next batches on a thread of its own while the current step runs (and pins them for a GPU).
+
+    Batches come out in the order of `indices`, masked by `batcher` exactly as without prefetching. `state` is the
+    batcher's random state after the last batch taken out (not after the ones masked ahead): what a checkpoint saves.
+    """
+
+    def __init__(self, batcher, blocks, word_starts, indices: list[torch.Tensor], depth: int = 2,
+                 pin: bool = False):
+        self.state = batcher.state()
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._work, args=(batcher, blocks, word_starts, indices, pin),
+                                        name="batch-prefetch", daemon=True)
+        self._thread.start()
+
+    def _work(self, batcher, blocks, word_starts, indices, pin: bool) -> None:
+        try:
+            for idx in indices:
+                batch = batcher(blocks[idx], None if word_starts is None else word_starts[idx])
+                self._put((batch.pin_memory() if pin else batch, batcher.state(), None))
+        except Exception as error:  # handed to the training thread, which raises it
+            self._put((None, None, error))
+
+    def _put(self, item) -> None:
+        while not self._closed.is_set():
+            try:
+                return self._queue.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+
+    def take(self) -> Batch:
+        """The next batch; raises what labelling it raised."""
+        batch, state, error = self._queue.get()
+        if error is not None:
+            raise error
+        self.state = state
+        return batch
+
+    def close(self) -> None:
+        """Stop masking ahead and wait for the thread."""
+        self._closed.set()
+        self._thread.join()

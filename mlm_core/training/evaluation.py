@@ -61,19 +61,17 @@ class Evaluator:
                     return None
                 if self.own_share or i % world == rank:
                     batch = batch.to(device)
-                    sums += torch.stack(_scores(objective, batch.input_ids, batch.labels))
+                    sums += torch.stack(_scores(objective, batch))
         loss, count, top1, top5 = accelerator.reduce(sums).tolist()
         count = max(count, 1.0)
         return Measurement(loss=loss / count, top1=top1 / count, top5=top5 / count)
 
 
-def _scores(objective, input_ids: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(loss sum, labelled tokens, top-1 hits, top-k hits) of one batch (`input_ids`, `labels` [batch, block]), each a
-    0-d tensor."""
-    logits, targets = objective.labelled_logits(input_ids, labels)
-    keep = targets.ne(IGNORE)
-    logits, targets = logits[keep].float(), targets[keep]
-    loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
-    best = logits.topk(min(TOP_K, logits.shape[-1]), dim=-1).indices
-    hits = best.eq(targets[:, None])
-    return loss, loss.new_tensor(float(targets.numel())), hits[:, 0].sum().float(), hits.any(-1).sum().float()
+def _scores(objective, batch) -> tuple[torch.Tensor, ...]:
+    """(loss sum, labelled tokens, top-1 hits, top-k hits) of one batch, as 0-d tensors on its device."""
+    logits, targets = objective.labelled_logits(batch.input_ids, batch.labels, batch.positions, batch.targets)
+    keep = targets.ne(IGNORE)  # [n]: all True where the head ran at the labelled positions only
+    loss = torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum")
+    best = logits.topk(min(TOP_K, logits.shape[-1]), dim=-1).indices  # [n, k]
+    hits = best.eq(targets[:, None]) & keep[:, None]
+    return loss, keep.sum().float(), hits[:, 0].sum().float(), hits.any(-1).sum().float()

@@ -23,7 +23,7 @@ from mlm_core.runs import checkpoint as ckpt
 from mlm_core.runs.records import COMPLETED, STOPPED, Budget, RunResults
 from mlm_core.runs.run_dir import RunDir
 from mlm_core.runs.session import TrainingSession
-from mlm_core.training.batches import batcher_for, epoch_batches
+from mlm_core.training.batches import Batch, Prefetcher, batcher_for, epoch_batches
 from mlm_core.training.evaluation import Evaluator, Measurement, eval_every, eval_sample_size
 from mlm_core.training.memory_check import check_fits
 from mlm_core.training.meter import Meter, perplexity
@@ -36,6 +36,7 @@ MAX_GRAD_NORM = 1.0
 PROBE_TOP_K = 5
 AUTO_PROBES, AUTO_PROBE_BLOCKS = 5, 200  # held-out sentences watched when none are given, and where they come from
 EVAL_BATCH_FACTOR = 2  # no gradients to keep, so evaluation batches can be larger
+REPORT_EVERY_S = 0.5  # on a GPU, step losses are read back at most this often (each read waits for the device)
 
 
 def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None,
@@ -82,6 +83,8 @@ class TrainingRun:
         self.last: Measurement | None = None
         self.eval_size: int | None = None  # chosen once per run, kept across resumes: base and final compare
         self.saved_step = self.eval_step = -1
+        self.unreported: list[tuple[torch.Tensor, Step]] = []  # steps whose loss is still on the device
+        self.reported_at = time.monotonic()
         self.budget, self.stopped_because = Budget(), None
 
     @property
@@ -137,6 +140,7 @@ class TrainingRun:
         self.batcher = functools.partial(batcher_for, setup.task, setup.tokenizer, cfg.mlm_probability,
                                          cfg.whole_word_masking)
         self.masker = self.batcher(seed=cfg.seed + self.rank)
+        self.mask_state = self.masker.state()  # the masks' random state after the last batch trained on
         optimizer = make_optimizer(setup.model.to(self.accelerator.device), cfg)
         objective = LMObjective(setup.model, setup.task, head_only=self.head_only_loss)
         self.objective, self.optimizer = self.accelerator.prepare(objective, optimizer)
@@ -173,68 +177,99 @@ class TrainingRun:
 
     def _train(self) -> bool:
         """Train until the last step; True when stopped early."""
-        cfg, data = self.config, self.setup.data
         self.meter = Meter(elapsed_before=self.setup.elapsed_before)
-        while self.step < self.total_steps:
-            batches = list(epoch_batches(len(data.train), cfg.batch_size, self.epoch, cfg.seed,
-                                         *self._shard()))[self.batch_in_epoch:]
+        try:
+            while self.step < self.total_steps:
+                if self._train_epoch():
+                    return True
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                self._checkpoint()
+            return False
+        finally:
+            self._report_steps()
+
+    def _train_epoch(self) -> bool:
+        """Train the rest of the current epoch, its batches labelled ahead by a `Prefetcher`; True when stopped."""
+        cfg, data = self.config, self.setup.data
+        batches = list(epoch_batches(len(data.train), cfg.batch_size, self.epoch, cfg.seed,
+                                     *self._shard()))[self.batch_in_epoch:]
+        self.prefetcher = Prefetcher(self.masker, data.train, data.train_word_starts, batches,
+                                     pin=self.accelerator.device.type == "cuda")
+        try:
             for start in range(0, len(batches), cfg.gradient_accumulation):
                 if self.stop.is_set() or self._over_budget():
                     return True
-                group = batches[start : start + cfg.gradient_accumulation]
-                self._after_step(self._optimizer_step(group), len(group))
+                n = len(batches[start : start + cfg.gradient_accumulation])
+                self._after_step(*self._optimizer_step([self.prefetcher.take() for _ in range(n)]), n)
                 if self.step >= self.total_steps:
                     return False
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            self._checkpoint()
-        return False
+            return False
+        finally:
+            self.prefetcher.close()
 
     def _over_budget(self) -> bool:
         """Whether the run has used the steps or minutes it was given (it stops, resumable, with a message)."""
         if not self.budget.exceeded(self.step, self.meter.elapsed):
             return False
         self.stopped_because = f"it reached the limit of {self.budget.describe()} a run may train here"
+        self._report_steps()
         self.emit(Status(f"Stopped: {self.stopped_because}."))
         return True
 
-    def _optimizer_step(self, group: list[torch.Tensor]) -> tuple[float, int]:
-        """One update from a group of micro-batches; (mean token loss, tokens trained on)."""
-        data, device = self.setup.data, self.accelerator.device
-        starts = data.train_word_starts
-        batches = [self.masker(data.train[idx], None if starts is None else starts[idx]) for idx in group]
-        total = max(1, sum(self.setup.task.label_count(b.labels) for b in batches))
+    def _optimizer_step(self, batches: list[Batch]) -> tuple[torch.Tensor, int]:
+        """One update from a group of micro-batches; (mean token loss as a 0-d tensor left on the device, tokens
+        trained on). Nothing in it makes the host wait for the device: counts are known on the host, labelled
+        positions are gathered by index, and the loss is read back later (`_report_steps`)."""
+        device = self.accelerator.device
+        total = max(1, sum(b.count for b in batches))
         self.objective.train()
         loss_sum = torch.zeros((), device=device)
         for i, batch in enumerate(batches):
             batch = batch.to(device)
             last = i == len(batches) - 1
             with contextlib.nullcontext() if last else self.accelerator.no_sync(self.objective):
-                summed, count = self.objective(batch.input_ids, batch.labels)
-                if count:
+                summed = self.objective(batch.input_ids, batch.labels, batch.positions, batch.targets)
+                if batch.count:
                     self.accelerator.backward(summed / total)
             loss_sum += summed.detach()
         self.accelerator.clip_grad_norm_(self.objective.parameters(), MAX_GRAD_NORM)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        mean = self.accelerator.reduce(loss_sum / total, reduction="mean").item()
+        mean = self.accelerator.reduce(loss_sum / total, reduction="mean")
         return mean, sum(b.input_ids.numel() for b in batches) * self.world
 
-    def _after_step(self, result: tuple[float, int], n_batches: int) -> None:
-        """Advance the position, emit the step, and evaluate or save when due."""
-        loss, tokens = result
+    def _after_step(self, loss: torch.Tensor, tokens: int, n_batches: int) -> None:
+        """Advance the position, record the step, and report, evaluate or save when due."""
         self.step, self.batch_in_epoch, self.tokens = self.step + 1, self.batch_in_epoch + n_batches, \
             self.tokens + tokens
+        self.mask_state = self.prefetcher.state
         self.meter.update(tokens)
-        self.emit(Step(step=self.step, total_steps=self.total_steps, epoch=self._epoch_progress(), loss=loss,
-                       learning_rate=self.scheduler.get_last_lr()[0], tokens=self.tokens,
-                       tokens_per_s=self.meter.tokens_per_s, elapsed_s=self.meter.elapsed,
-                       eta_s=self.meter.eta(self.total_steps - self.step)))
+        self.unreported.append((loss, Step(
+            step=self.step, total_steps=self.total_steps, epoch=self._epoch_progress(), loss=math.nan,
+            learning_rate=self.scheduler.get_last_lr()[0], tokens=self.tokens, tokens_per_s=self.meter.tokens_per_s,
+            elapsed_s=self.meter.elapsed, eta_s=self.meter.eta(self.total_steps - self.step))))
+        if self._report_due():
+            self._report_steps()
         cfg = self.config
         if self.step % self.eval_every == 0 and self.step < self.total_steps:
             self._evaluate()  # a stop during it is seen by the loop before the next step; the last step's comes later
         if cfg.save_steps and self.step % cfg.save_steps == 0:
             self._checkpoint()
+
+    def _report_due(self) -> bool:
+        """Reading a loss back costs nothing on a CPU (every step is reported at once); on a GPU it waits for the
+        device to finish its queued work, so at most every `REPORT_EVERY_S`."""
+        return self.accelerator.device.type == "cpu" or time.monotonic() - self.reported_at >= REPORT_EVERY_S
+
+    def _report_steps(self) -> None:
+        """Emit the recorded steps with their losses, read back from the device in one transfer."""
+        if self.unreported:
+            losses = torch.stack([loss for loss, _ in self.unreported]).tolist()
+            for value, (_, step) in zip(losses, self.unreported):
+                self.emit(dataclasses.replace(step, loss=value))
+            self.unreported = []
+        self.reported_at = time.monotonic()
 
     def _epoch_progress(self) -> float:
         """Epochs done, with the current one as a fraction."""
@@ -242,6 +277,7 @@ class TrainingRun:
 
     def _evaluate(self, base: bool = False) -> Measurement | None:
         """Loss and accuracy on the fixed held-out sample, emitted with perplexity; None if stopped meanwhile."""
+        self._report_steps()  # the steps before it come first in the events
         started = time.perf_counter()
         measured = self.evaluator(self.objective, self.accelerator, self.stop)
         if measured is None:
@@ -286,10 +322,11 @@ class TrainingRun:
         """Save a resumable checkpoint of the current step (once per step)."""
         if self.saved_step == self.step or self.step == 0:
             return
+        self._report_steps()
         if self.is_main:
             model = self.accelerator.unwrap_model(self.objective).model
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "rng": ckpt.rng_state(), "mask_rng": self.masker.state()}
+                     "rng": ckpt.rng_state(), "mask_rng": self.mask_state}
             progress = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                         "tokens": self.tokens, "elapsed_s": self.meter.elapsed, "eval_step": self.eval_step,
                         "eval_size": self.eval_size, "base": _plain(self.base), "last": _plain(self.last)}
@@ -306,6 +343,7 @@ class TrainingRun:
         self.scheduler.load_state_dict(state["scheduler"])
         ckpt.set_rng_state(state["rng"])
         self.masker.set_state(state["mask_rng"])
+        self.mask_state = state["mask_rng"]
         self.step, self.epoch = progress["step"], progress["epoch"]
         self.batch_in_epoch, self.tokens = progress["batch_in_epoch"], progress["tokens"]
         self.base, self.last = _measurement(progress.get("base")), _measurement(progress.get("last"))

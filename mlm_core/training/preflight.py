@@ -16,7 +16,7 @@ from mlm_core.events import Status
 from mlm_core.models.loading import default_device
 from mlm_core.system.process_memory import peak_rss
 from mlm_core.tasks import IGNORE, Task
-from mlm_core.training.batches import batcher_for
+from mlm_core.training.batches import Batch, batcher_for
 from mlm_core.training.evaluation import FORWARD_COST, eval_every, eval_sample_size
 from mlm_core.training.memory_check import check_fits, training_bytes
 from mlm_core.training.objective import LMObjective
@@ -63,7 +63,7 @@ def preview(config: TrainConfig) -> Preview:
     total_steps = config.max_steps or config.epochs * steps_per_epoch
     check_fits(setup.model, config.batch_size, data.block_size, setup.task.labelled_share(config.mlm_probability),
                default_device())
-    seconds, memory = _measure_steps(setup, config, batch.input_ids, batch.labels)
+    seconds, memory = _measure_steps(setup, config, batch)
     step_seconds = seconds * config.gradient_accumulation
     every = eval_every(config.eval_steps, total_steps)
     sample = eval_sample_size(len(data.eval), total_steps, config.batch_size * config.gradient_accumulation, every)
@@ -98,16 +98,15 @@ def example_words(tokenizer, input_ids: torch.Tensor, labels: torch.Tensor) -> l
     return [(text, "hidden" if masked else None) for text, masked in words]
 
 
-def _measure_steps(setup: RunSetup, config: TrainConfig, input_ids: torch.Tensor, labels: torch.Tensor,
-                   ) -> tuple[float, int]:
+def _measure_steps(setup: RunSetup, config: TrainConfig, batch: Batch) -> tuple[float, int]:
     """(seconds per micro-batch step, peak bytes) from real steps on this device, after one warm-up step;
-    `input_ids` and `labels` are one batch [batch, block]."""
+    `batch` is one labelled batch ([batch, block])."""
 
     device = default_device()
     model = setup.model.to(device)
     objective = LMObjective(model, setup.task, head_only=True).train()
     optimizer = make_optimizer(model, config)
-    input_ids, labels = input_ids.to(device), labels.to(device)
+    batch = batch.to(device)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -117,8 +116,8 @@ def _measure_steps(setup: RunSetup, config: TrainConfig, input_ids: torch.Tensor
     for _ in range(1 + TIMED_STEPS):
         started = time.perf_counter()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            summed, count = objective(input_ids, labels)
-        (summed / count.clamp(min=1)).backward()
+            summed = objective(batch.input_ids, batch.labels, batch.positions, batch.targets)
+        (summed / max(1, batch.count)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if device.type == "cuda":
@@ -127,7 +126,7 @@ def _measure_steps(setup: RunSetup, config: TrainConfig, input_ids: torch.Tensor
     if device.type == "cuda":
         memory = torch.cuda.max_memory_allocated(device)
     else:
-        memory = peak_rss() or training_bytes(model, *input_ids.shape, labelled_share=1.0)
+        memory = peak_rss() or training_bytes(model, *batch.input_ids.shape, labelled_share=1.0)
     model.to("cpu")
     return sorted(timings[1:])[len(timings[1:]) // 2], memory
 
