@@ -112,19 +112,26 @@ def _summary(result: dict) -> str:
 
 
 class ChildPeaks:
-    """Watches this process's children while it is entered: each one's peak resident bytes (VmHWM), as last seen."""
+    """Watches this process's children while it is entered: the most memory they held of their own (USS) at once.
+
+    `datasets.map(num_proc=...)` forks its workers: their resident sets count every page they share with this
+    process, so summing those would count this process's memory once per worker. Only unique pages are theirs.
+    """
 
     def __init__(self, every_s: float = 0.1):
-        self.every_s, self.seen, self._done = every_s, {}, threading.Event()
+        self.every_s, self.peak, self._done = every_s, 0, threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
     def _watch(self) -> None:
         me = psutil.Process()
         while not self._done.wait(self.every_s):
+            together = 0
             for kid in me.children(recursive=True):
-                peak = peak_rss(kid.pid)
-                if peak:
-                    self.seen[kid.pid] = max(peak, self.seen.get(kid.pid, 0))
+                try:
+                    together += kid.memory_full_info().uss
+                except psutil.Error:  # it ended meanwhile
+                    continue
+            self.peak = max(self.peak, together)
 
     def __enter__(self) -> ChildPeaks:
         self._thread.start()
@@ -135,8 +142,8 @@ class ChildPeaks:
         self._thread.join()
 
     def peaks(self) -> list[int]:
-        """Each child's peak resident bytes, largest first."""
-        return sorted(self.seen.values(), reverse=True)
+        """[the children's largest sampled sum of unique bytes], or [] when none was seen."""
+        return [self.peak] if self.peak else []
 
 
 def child(contender: str, path: str, whole_word: bool) -> dict:
