@@ -91,7 +91,7 @@ def write_markdown(json_dir: Path, out: Path) -> None:
 
 HEADER = """# Performance
 
-Measured by `python -m mlm_core.bench` (full run; `--quick` is the under-five-minute version). Each section is one
+Measured by `python -m mlm_core.bench` (full run; `--quick` is the seven-minute version). Each section is one
 run on one machine: every ratio compares contenders measured in that run, interleaved, on the same model, data and
 hyper-parameters. Re-run it to refresh this page; the raw figures are in `docs/bench/<device>.json`.
 """
