@@ -9,7 +9,7 @@ def main() -> None:
     from studio.environment import withdraw_server_token
 
     server_token = withdraw_server_token()  # first: huggingface_hub must never see it in a public Space
-    from studio.app import serve
+    from studio.page import serve
 
     serve(server_token)
 

@@ -38,7 +38,7 @@ HOST_STEPS = {"quick": 30, "full": 100}  # steps of the tiny model per contender
 def main(argv: list[str] | None = None) -> int:
     """Benchmark, report, write; RuntimeError when a measured child process fails."""
     parser = argparse.ArgumentParser(prog="python -m mlm_core.bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats: about seven minutes on 2 CPU cores")
+    parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (about 7 minutes on 2 cores)")
     parser.add_argument("--out", type=Path, help="folder for the JSON and markdown (default: docs/, full runs only)")
     parser.add_argument("--only", choices=["data-scale"], help="run one section; its figures replace that section's "
                         "in the device's JSON")
