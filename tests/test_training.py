@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 
 import pytest
 import torch
@@ -214,3 +215,40 @@ def test_losses_read_back_late_come_out_as_every_step_reported_them(tiny_mlm, tm
     kinds = [type(e).__name__ for e in now if isinstance(e, (Step, Eval))]
     assert kinds == [type(e).__name__ for e in late if isinstance(e, (Step, Eval))] and kinds.count("Step") == 8
     assert _losses(late) == pytest.approx(_losses(now), abs=1e-6)
+
+
+def test_the_prefetcher_stops_masking_when_closed_and_hands_over_errors():
+    from mlm_core.training.batches import Batch, Prefetcher
+
+    class Slow:
+        calls = 0
+
+        def __call__(self, blocks, word_starts=None):
+            Slow.calls += 1
+            if Slow.calls == 50:
+                raise ValueError("bad block")
+            time.sleep(0.01)
+            return Batch(blocks, blocks.clone(), count=0)
+
+        def state(self):
+            return Slow.calls
+
+    blocks = torch.arange(1000).reshape(500, 2)
+    indices = [torch.tensor([i]) for i in range(500)]
+    prefetcher = Prefetcher(Slow(), blocks, None, indices)
+    assert prefetcher.take().input_ids.tolist() == [[0, 1]] and prefetcher.state == 1
+    started = time.monotonic()
+    prefetcher.close()
+    assert time.monotonic() - started < 1 and Slow.calls < 10  # not the 499 left
+    Slow.calls = 40
+    prefetcher = Prefetcher(Slow(), blocks, None, indices)
+    with pytest.raises(ValueError, match="bad block"):
+        for _ in range(20):
+            prefetcher.take()
+    prefetcher.close()
+
+
+def test_a_run_that_ends_mid_epoch_counts_a_fraction_of_an_epoch_and_writes_no_checkpoint(tiny_mlm, tmp_path):
+    results, events = _run(_config(tiny_mlm, tmp_path / "run", max_steps=2))
+    assert results.steps == 2 and 0 < results.epochs < 1
+    assert not [e for e in events if type(e).__name__ == "Checkpoint"]

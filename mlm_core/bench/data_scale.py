@@ -118,7 +118,7 @@ class ChildPeaks:
     process, so summing those would count this process's memory once per worker. Only unique pages are theirs.
     """
 
-    def __init__(self, every_s: float = 0.1):
+    def __init__(self, every_s: float = 0.5):  # reading smaps costs CPU that the contender would miss
         self.every_s, self.peak, self._done = every_s, 0, threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 

@@ -19,9 +19,9 @@ TARGETS = [
     ("fill_mask_p50_ratio", "fill-mask p50, ours / pipeline (DistilRoBERTa shape)", 0.6, False),
     ("fill_mask_busy_ratio", "fill-mask p50 while training / idle (starter)", 3.0, False),
     ("mfu", "our training FLOP/s / measured matmul peak", 0.6, True),
-    ("scale_speedup_min", "data prep of 10, 40, 160 MB text: guides' time / ours (smallest)", 2.0, True),
-    ("scale_growth", "data prep time, ours, 160 MB / 40 MB (linear: 4)", 4.5, False),
-    ("scale_memory_ratio", "data prep peak memory at 160 MB, ours (with workers) / guides'", 1.0, False),
+    ("scale_speedup_min", "data prep of three text sizes (table below): guides' time / ours (smallest)", 2.0, True),
+    ("scale_growth", "data prep time, ours, largest / middle size (linear: 4)", 4.5, False),
+    ("scale_memory_ratio", "data prep peak memory at the largest size, ours (with workers) / guides'", 1.0, False),
     ("scale_memory_ratio_wwm", "the same, ours with whole-word masking / guides'", 1.0, False),
 ]
 
@@ -194,7 +194,8 @@ Generated text files of paragraphs from the built-in corpora, the starter tokeni
 load, tokenize, group and split, each contender in its own process, timed inside it; peak memory is each process's
 own peak resident set (VmHWM), ours adding its tokenizer workers'. The guides' recipe: `load_dataset("text",
 sample_by="paragraph")`, batched `map` of the tokenizer, batched `map` of `group_texts` (both `num_proc=4`, as the
-guides write them; the guides' peak adds its map processes' peaks), `train_test_split`.
+guides write them; the guides' peak adds the most unique memory (USS) its map processes held at once, sampled every
+0.5 s), `train_test_split`.
 Each contender is measured {repeats} time(s) per size in A-B-B-A order: the shortest time counts (the least disturbed
 by other work on this shared machine), and the highest peak; "CPU" is the CPU seconds of the process and its
 workers. Where two runs were made, each cell gives both ("earlier, later"); the targets above are checked on the

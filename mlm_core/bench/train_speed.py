@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
@@ -12,6 +13,7 @@ import torch
 
 from mlm_core.config import TrainConfig
 from mlm_core.events import Eval, Step
+from mlm_core.training import loop
 from mlm_core.training.loop import evaluate, train
 from mlm_core.training.setup import load_inputs
 
@@ -33,12 +35,25 @@ def bench_config(model: str, steps: int, batch_size: int, work: Path) -> TrainCo
                        eval_fraction=0.01, eval_steps=steps, seed=0, output_dir=str(work / "ours"))
 
 
+@contextlib.contextmanager
+def every_step_read_back():
+    """Each step's event as soon as its loss is read back, so its time stamp is the step's end on a GPU too (where
+    the loop otherwise reads losses back twice a second, in bursts). That costs one wait for the device per step,
+    as the Trainer's default NaN check of each step's loss does."""
+    saved, loop.REPORT_EVERY_S = loop.REPORT_EVERY_S, 0.0
+    try:
+        yield
+    finally:
+        loop.REPORT_EVERY_S = saved
+
+
 def ours(config: TrainConfig) -> Timings:
     """Our `train()`, timed between its step events; raises as `train`, and AssertionError when an evaluation ran
     between two timed steps (the Trainer contender makes none: its time would count as training)."""
     stamps: list[tuple[type, float]] = []
-    results = train(config, on_event=lambda e: stamps.append((type(e), time.perf_counter()))
-                    if isinstance(e, (Step, Eval)) else None)
+    with every_step_read_back():
+        results = train(config, on_event=lambda e: stamps.append((type(e), time.perf_counter()))
+                        if isinstance(e, (Step, Eval)) else None)
     steps = [i for i, (kind, _) in enumerate(stamps) if kind is Step]
     if any(stamps[i][0] is Eval for i in range(steps[0], steps[-1])):
         raise AssertionError("an evaluation ran between timed steps: its time would count as training")

@@ -142,6 +142,8 @@ class Prefetcher:
     def _work(self, batcher, blocks, word_starts, indices, pin: bool) -> None:
         try:
             for idx in indices:
+                if self._closed.is_set():  # a stop, the last step or an error: the rest is not needed
+                    return
                 batch = batcher(blocks[idx], None if word_starts is None else word_starts[idx])
                 self._put((batch.pin_memory() if pin else batch, batcher.state(), None))
         except Exception as error:  # handed to the training thread, which raises it

@@ -181,12 +181,15 @@ class TrainingRun:
         try:
             while self.step < self.total_steps:
                 if self._train_epoch():
-                    return True
-                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                self._checkpoint()
-            return False
-        finally:
-            self._report_steps()
+                    break
+                if self.step < self.total_steps:  # an epoch ended with steps to go (the last step ends the run)
+                    self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                    self._checkpoint()
+        except BaseException:
+            self._report_steps(failing=True)  # the steps taken still count (a failed run keeps its folder)
+            raise
+        self._report_steps()
+        return self.step < self.total_steps
 
     def _train_epoch(self) -> bool:
         """Train the rest of the current epoch, its batches labelled ahead by a `Prefetcher`; True when stopped."""
@@ -262,10 +265,16 @@ class TrainingRun:
         device to finish its queued work, so at most every `REPORT_EVERY_S`."""
         return self.accelerator.device.type == "cpu" or time.monotonic() - self.reported_at >= REPORT_EVERY_S
 
-    def _report_steps(self) -> None:
-        """Emit the recorded steps with their losses, read back from the device in one transfer."""
+    def _report_steps(self, failing: bool = False) -> None:
+        """Emit the recorded steps with their losses, read back from the device in one transfer; while a failure
+        passes through, a device that cannot be read gives them NaN losses rather than a second error."""
         if self.unreported:
-            losses = torch.stack([loss for loss, _ in self.unreported]).tolist()
+            try:
+                losses = torch.stack([loss for loss, _ in self.unreported]).tolist()
+            except Exception:
+                if not failing:
+                    raise
+                losses = [math.nan] * len(self.unreported)
             for value, (_, step) in zip(losses, self.unreported):
                 self.emit(dataclasses.replace(step, loss=value))
             self.unreported = []
