@@ -35,10 +35,6 @@ class Task:
         """Share of a block's positions that carry a label (where the vocabulary head runs)."""
         return 1.0
 
-    def label_count(self, labels: torch.Tensor) -> int:
-        """How many positions of a batch's labels [batch, block] carry a label."""
-        return int(self.targets(labels).ne(IGNORE).sum())
-
     def check_tokenizer(self, tokenizer, model: str) -> None:
         """ValueError in plain words when the tokenizer cannot serve this task."""
 
