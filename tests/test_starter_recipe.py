@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from mlm_core.cli.commands import main
 from mlm_core.data import builtin_corpus
 from mlm_core.models.scratch import Shape
@@ -10,6 +12,7 @@ from mlm_core.training import starter_recipe
 from mlm_core.training.probes import KNOWN_RANK
 
 
+@pytest.mark.slow
 def test_build_starter_writes_a_model_its_examples_and_a_card_with_the_default_runs_figures(
         tmp_path, monkeypatch, capsys):
     records = builtin_corpus.pretraining_records()[:400]

@@ -139,6 +139,7 @@ def test_whole_word_masking_trains(tiny_mlm, tmp_path):
     assert results.status == "completed" and results.steps == 3
 
 
+@pytest.mark.slow
 def test_causal_model_trains_through_the_cli_and_generates(tiny_clm, tmp_path):
     out = tmp_path / "clm"
     trained = run_cli("train", "--model", str(tiny_clm), "--dataset", "builtin", "--slice", "train[:40]",
