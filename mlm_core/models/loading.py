@@ -71,26 +71,27 @@ _NOT_FOUND = re.compile(r"not a valid model identifier|couldn't connect to|Repos
 def load_config(name: str | Path):
     """The model's transformers config; ValueError in plain words (from `resolve_source` or `_load_error`) when the
     name is refused or the config cannot be loaded."""
-    quiet_transformers()
     from transformers import AutoConfig
 
-    source = resolve_source(name)
-    try:
-        return AutoConfig.from_pretrained(source, **_hub_kwargs(source))
-    except Exception as error:  # hub and file errors come in many types; the user needs one line
-        raise _load_error(name, source, error) from None
+    return _from_pretrained(AutoConfig, name)
 
 
 def load_tokenizer(name: str | Path):
     """The model's (fast) tokenizer; ValueError in plain words (from `resolve_source` or `_load_error`) when the
     name is refused or the tokenizer cannot be loaded."""
-    quiet_transformers()
     from transformers import AutoTokenizer
 
+    return _from_pretrained(AutoTokenizer, name)
+
+
+def _from_pretrained(auto_class, name: str | Path, **kwargs):
+    """`auto_class.from_pretrained` on what `name` resolves to, offline where it must be; one plain ValueError for
+    whatever goes wrong (hub and file errors come in many types; the user needs one line)."""
+    quiet_transformers()
     source = resolve_source(name)
     try:
-        return AutoTokenizer.from_pretrained(source, **_hub_kwargs(source))
-    except Exception as error:  # see load_config
+        return auto_class.from_pretrained(source, **kwargs, **_hub_kwargs(source))
+    except Exception as error:
         raise _load_error(name, source, error) from None
 
 
@@ -102,12 +103,8 @@ def has_trained_mlm_head(config) -> bool:
 def load_model(name: str | Path, task: Task, dtype: torch.dtype = torch.float32):
     """The model with its task's head, in `dtype`, on the CPU; weights from safetensors only. ValueError in plain
     words (from `resolve_source` or `_load_error`) when the name is refused or the model cannot be loaded."""
-    source = resolve_source(name)
-    try:
-        with _LOADING:
-            return task.auto_model().from_pretrained(source, dtype=dtype, use_safetensors=True, **_hub_kwargs(source))
-    except Exception as error:  # see load_config
-        raise _load_error(name, source, error) from None
+    with _LOADING:
+        return _from_pretrained(task.auto_model(), name, dtype=dtype, use_safetensors=True)
 
 
 def max_block_size(config, tokenizer) -> int:
