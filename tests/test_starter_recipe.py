@@ -5,7 +5,7 @@ import json
 import pytest
 
 from mlm_core.cli.commands import main
-from mlm_core.data import builtin_corpus
+from mlm_core.data import builtin_corpus, everyday_corpus
 from mlm_core.models.scratch import Shape
 from mlm_core.models.starter import default_examples
 from mlm_core.training import starter_recipe
@@ -15,8 +15,8 @@ from mlm_core.training.probes import KNOWN_RANK
 @pytest.mark.slow
 def test_build_starter_writes_a_model_its_examples_and_a_card_with_the_default_runs_figures(
         tmp_path, monkeypatch, capsys):
-    records = builtin_corpus.pretraining_records()[:400]
-    monkeypatch.setattr(starter_recipe, "pretraining_records", lambda: records)
+    records = list(builtin_corpus.pretraining_records()[:300]) + everyday_corpus.everyday_records()[:100]
+    monkeypatch.setattr(starter_recipe, "corpus_records", lambda: records)
     monkeypatch.setattr(starter_recipe, "SHAPE", Shape(hidden=32, layers=1, heads=2, intermediate=64, max_length=128))
     monkeypatch.setattr(starter_recipe, "VOCAB_SIZE", 1000)
     monkeypatch.setattr(starter_recipe, "DEFAULT_RUN", {**starter_recipe.DEFAULT_RUN, "max_steps": 4})

@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("prompt")
     starter = commands.add_parser("build-starter", help="pre-train the built-in starter model from scratch")
     starter.add_argument("--output", type=Path, help="folder to write it to (default: assets/starter-mlm)")
-    starter.add_argument("--epochs", type=int, help="passes over the docstrings (default: the committed recipe's)")
+    starter.add_argument("--epochs", type=int, help="passes over the corpus (default: the committed recipe's)")
+    starter.add_argument("--work-dir", type=Path, help="keep the corpus, tokenizer and pre-training run here and "
+                                                      "resume it from its newest checkpoint (default: a temp folder)")
     runs = commands.add_parser("runs", help="list the runs of a runs folder with their status")
     runs.add_argument("--root", type=Path, help="the runs folder (default: MLM_STUDIO_RUNS, /data/mlm-studio-runs "
                                                 "on a Space, else ./runs)")
@@ -199,7 +201,7 @@ def _build_starter(args: argparse.Namespace) -> int:
     """Pre-train the starter model and print what it and the default run on it measure."""
     out = args.output or STARTER_DIR
     with ProgressPrinter() as printer:
-        figures = build_starter(out, epochs=args.epochs, on_event=printer)
+        figures = build_starter(out, epochs=args.epochs, on_event=printer, work_dir=args.work_dir)
     run = figures["default_run"]
     print(f"starter model in {out}: perplexity {figures['docstrings_perplexity']:.2f} on held-out docstrings; the "
           f"default run takes the language reference from {run['base_perplexity']:.2f} to "

@@ -19,6 +19,7 @@ from mlm_core.data.sources import open_source
 from mlm_core.data.token_store import META, PartWriter, TokenStore, merge_parts, part_done
 from mlm_core.data.tokenizing import LocalEncoder, PreparationStopped, WorkerPool, fast_backend, ids_dtype
 from mlm_core.system.atomic_files import read_json
+from mlm_core.system.container_limits import usable_cores
 
 WORKER_MIN_BYTES = 4 << 20  # smaller sources are tokenized in this process (starting workers costs ~0.3 s)
 PROGRESS_S = 0.5  # at most this often on_progress is called
@@ -182,10 +183,8 @@ def _vocabulary(tokenizer) -> int:
 
 
 def _default_processes(world: int) -> int:
-    """Tokenizer processes for this process: the cores it may use, shared with the other processes on its node."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
+    """Tokenizer processes for this process: the cores it may use (CPU quota included), shared with the other
+    processes on its node."""
+    cores = usable_cores()
     local = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     return max(1, min(8, cores // max(1, local)))

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import psutil
+from filelock import FileLock
 
 from mlm_core.system.atomic_files import read_json, write_json
 
 LOCK_FILE = "lock.json"
+GUARD_FILE = ".lock.json.guard"  # held for a few file operations, so that two processes never both take the lock
 HEARTBEAT_S = 5.0
 STALE_AFTER_S = 60.0  # a trainer on another host that has not beaten for this long is taken for dead
 
@@ -27,7 +29,7 @@ class LockInfo:
     host: str
     started: float
     heartbeat: float
-    process_start: str | None = None  # the kernel's start time of pid, to tell a reused pid apart
+    process_start: str | None = None  # the start time of pid, to tell a reused pid apart
 
     @property
     def live(self) -> bool:
@@ -36,7 +38,7 @@ class LockInfo:
             return False
         if self.host != socket.gethostname():
             return True
-        return _process_start(self.pid) == self.process_start if _alive(self.pid) else False
+        return _process_start(self.pid) == self.process_start
 
     def describe(self) -> str:
         """'process 1234 on this machine' or 'process 1234 on host-b'."""
@@ -68,7 +70,7 @@ class RunLock:
     def acquire(cls, folder: Path, on_busy: Callable[[LockInfo], Exception]) -> RunLock:
         """Take the lock of `folder` (created if missing); raises `on_busy(holder)` while a live process holds it."""
         folder.mkdir(parents=True, exist_ok=True)
-        with _exclusive(folder):  # two processes checking at once would both find the lock free
+        with _guard(folder):  # two processes checking at once would both find the lock free
             held = read_lock(folder)
             if held is not None and held.live:
                 raise on_busy(held)
@@ -81,7 +83,7 @@ class RunLock:
     def _beat(self) -> None:
         """Refresh the heartbeat until released."""
         while not self._stop.wait(HEARTBEAT_S):
-            with _exclusive(self.folder):
+            with _guard(self.folder):
                 if _same_holder(read_lock(self.folder), self.info):
                     self.info = LockInfo(**{**asdict(self.info), "heartbeat": time.time()})
                     write_json(self.folder / LOCK_FILE, asdict(self.info))
@@ -91,7 +93,7 @@ class RunLock:
         self._stop.set()
         if self._thread is not threading.current_thread():
             self._thread.join()
-        with _exclusive(self.folder):
+        with _guard(self.folder):
             if _same_holder(read_lock(self.folder), self.info):
                 (self.folder / LOCK_FILE).unlink(missing_ok=True)
 
@@ -107,32 +109,14 @@ def _same_holder(found: LockInfo | None, ours: LockInfo) -> bool:
     return found is not None and (found.pid, found.host, found.started) == (ours.pid, ours.host, ours.started)
 
 
-@contextlib.contextmanager
-def _exclusive(folder: Path) -> Iterator[None]:
-    """An advisory lock on the folder itself, held for a few file operations."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    """Whether a process with this id exists on this machine."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _guard(folder: Path) -> FileLock:
+    """An inter-process lock beside the lock file (filelock: fcntl on POSIX, msvcrt on Windows)."""
+    return FileLock(folder / GUARD_FILE)
 
 
 def _process_start(pid: int) -> str | None:
-    """The start time of a process in clock ticks since boot (Linux), or None where it cannot be read."""
+    """When a process on this machine started (seconds since the epoch, as text), or None when it does not exist."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return f"{psutil.Process(pid).create_time():.2f}"
+    except psutil.Error:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]

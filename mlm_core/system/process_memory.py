@@ -1,25 +1,25 @@
-"""Memory figures Linux keeps in /proc; imports nothing heavy, since tokenizer workers load it too."""
+"""Memory figures of processes (psutil); imports nothing heavy, since tokenizer workers load it too."""
 
 from __future__ import annotations
 
+import psutil
 
-def proc_bytes(path: str, key: str) -> int | None:
-    """The `key:  N kB` line of a /proc file, in bytes; None where the file or the line is missing (not Linux)."""
+
+def rss(pid: int | None = None) -> int | None:
+    """A process's resident memory now, in bytes (this process when `pid` is None); None when it has ended."""
     try:
-        with open(path, encoding="ascii") as file:
+        return psutil.Process(pid).memory_info().rss
+    except psutil.Error:
+        return None
+
+
+def peak_rss(pid: int | None = None) -> int | None:
+    """A process's peak resident memory in bytes (Linux's VmHWM; psutil has no peak there); None elsewhere."""
+    try:
+        with open(f"/proc/{pid or 'self'}/status", encoding="ascii") as file:
             for line in file:
-                if line.startswith(f"{key}:"):
+                if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return None
-
-
-def peak_rss(pid: int | str = "self") -> int | None:
-    """A process's peak resident memory in bytes (VmHWM)."""
-    return proc_bytes(f"/proc/{pid}/status", "VmHWM")
-
-
-def rss(pid: int | str = "self") -> int | None:
-    """A process's resident memory now, in bytes (VmRSS)."""
-    return proc_bytes(f"/proc/{pid}/status", "VmRSS")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mlm_core.system.process_memory import proc_bytes
+from mlm_core.system.container_limits import free_memory_bytes
 
 BYTES_PER_PARAM = 16  # fp32 weights, gradients and AdamW's two moments
 # Fitted to the memory two real training steps added on 2 CPU cores (fp32): starter at batch 16/64/256 with blocks of
@@ -31,10 +31,11 @@ def training_bytes(model: torch.nn.Module, batch_size: int, block_size: int, lab
 
 
 def free_bytes(device: torch.device) -> int | None:
-    """Memory free for a run on the device: the GPU's free memory, or Linux's MemAvailable; None where unknown."""
+    """Memory free for a run on the device: the GPU's free memory, or what the host and the container's cgroup limit
+    leave (the smaller)."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
-    return proc_bytes("/proc/meminfo", "MemAvailable")
+    return free_memory_bytes()
 
 
 def check_fits(model: torch.nn.Module, batch_size: int, block_size: int, labelled_share: float,
