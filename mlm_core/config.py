@@ -1,10 +1,11 @@
-"""TrainConfig: every hyper-parameter of a run, validated on construction."""
+"""TrainConfig: every hyper-parameter of a run, validated on construction, and the command line that repeats it."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -170,3 +171,29 @@ def _check_range(name: str, value: Any, rules: dict) -> None:
         lo_txt = f"above {lo}" if open_lo else f"at least {lo}"
         hi_txt = "" if hi is None else (f" and below {hi}" if open_hi else f" and at most {hi}")
         raise ValueError(f"{name}: must be {lo_txt}{hi_txt} (got {value!r})")
+
+
+PROGRAM = ("python", "-m", "mlm_core")
+_ALWAYS_GIVEN = {"model", "dataset", "learning_rate"}
+
+
+def train_arguments(config: TrainConfig) -> list[str]:
+    """The options that give `config` back through the CLI: model, dataset and learning rate always (the CLI asks
+    for the first two, and its learning rate depends on the model), then each setting that differs from its
+    default."""
+    arguments = []
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(config, f.name)
+        if value is None or (value == f.default and f.name not in _ALWAYS_GIVEN):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            arguments += [flag] if value else []
+        else:
+            arguments += [flag, str(value)]
+    return arguments
+
+
+def train_command(config: TrainConfig, command: str = "train") -> str:
+    """The shell line that runs `command` (train, preview) with these settings, quoted for a POSIX shell."""
+    return shlex.join([*PROGRAM, command, *train_arguments(config)])

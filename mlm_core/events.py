@@ -162,8 +162,13 @@ def read_events(path: Path) -> list[Event]:
     """Every complete event of an events.jsonl; a line torn by a crash is skipped."""
     if not path.is_file():
         return []
+    return parse_events(path.read_text(encoding="utf-8").splitlines())
+
+
+def parse_events(lines: list[str]) -> list[Event]:
+    """The events of events.jsonl lines; a line that is not a complete event is skipped."""
     events = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in lines:
         try:
             events.append(event_from_dict(json.loads(line)))
         except (ValueError, KeyError, TypeError):

@@ -1,45 +1,44 @@
-"""RunQueue: runs wait in a FIFO (kept on disk, so it survives a restart); one trains at a time on a worker thread."""
+"""RunQueue: runs wait in a FIFO (kept on disk, so it survives a restart); one trains at a time, each in a child
+process (`python -m mlm_core train-queued RUN`), so that no run's crash or out-of-memory can take the app down."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlm_core.children import child_command, child_environment
 from mlm_core.config import TrainConfig
-from mlm_core.events import Done, Error, Event, Step
-from mlm_core.models.loading import preload
-from mlm_core.runs.records import QUEUED, RUNNING, RunIdentity
+from mlm_core.events import Error, Step
+from mlm_core.runs.records import FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED, RunIdentity, RunResults
 from mlm_core.runs.run_dir import RunDir, list_runs
-from mlm_core.training.loop import train
+from mlm_core.system.container_limits import oom_kills
 
 POLL_S = 2.0  # how often a waiting queue looks whether another process still trains
+WATCH_S = 0.2  # how often the worker looks at its child
+STOP_GRACE_S = float(os.environ.get("MLM_STUDIO_STOP_GRACE_S", "60"))  # after Stop, a child is killed past this
+PROCESS_LOG = "process.log"  # the child's own output (a traceback, if Python itself failed)
 
 
 @dataclass
 class Job:
-    """The run this process trains now: its events so far (for the page) and its stop flag."""
+    """The run this queue trains now in a child process, and its stop flag."""
 
     run: RunDir
     stop_flag: threading.Event = field(default_factory=threading.Event)
-    events: list[Event] = field(default_factory=list)
     finished: threading.Event = field(default_factory=threading.Event)
-
-    def record(self, event: Event) -> None:
-        """Keep an event (list.append is atomic, so readers on other threads see a consistent prefix)."""
-        self.events.append(event)
+    process: subprocess.Popen | None = None
 
     @property
     def stopping(self) -> bool:
         """Stop was asked and the run has not ended yet."""
         return self.stop_flag.is_set() and not self.finished.is_set()
-
-    def eta_s(self) -> float | None:
-        """Seconds until the run ends, at its recent pace (None before its first step)."""
-        step = next((e for e in reversed(self.events) if isinstance(e, Step)), None)
-        return None if step is None or step.eta_s != step.eta_s else step.eta_s
 
 
 class RunQueue:
@@ -50,17 +49,18 @@ class RunQueue:
         self._wake = threading.Condition()
         self._closed = False
         self._worker: threading.Thread | None = None
+        self._picking = threading.Lock()  # taking the next run and cancelling a waiting one exclude each other
         self.current: Job | None = None
 
     def start(self) -> RunQueue:
         """Start the worker thread (runs queued before a restart start training again)."""
-        preload()  # before the worker thread exists: transformers' lazy imports are not thread-safe
         self._worker = threading.Thread(target=self._work, name="mlm-queue", daemon=True)
         self._worker.start()
         return self
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop the running run and the worker."""
+        """Stop the running run (its child ends after its current step, or is killed past the grace period) and the
+        worker."""
         with self._wake:
             self._closed = True
             self._wake.notify_all()
@@ -87,22 +87,29 @@ class RunQueue:
 
     def cancel(self, run: RunDir) -> None:
         """Take a waiting run out of the queue: a new run is deleted, a resume goes back to where it stopped.
-        ValueError when the run is not waiting in the queue."""
-        if run.status() != QUEUED:
-            raise ValueError(f"run: {run.name} is not waiting in the queue")
-        identity = run.identity()
-        if identity.resume:
-            run.set_identity(dataclasses.replace(identity, queued_at=None, resume=False))
-        else:
-            run.delete()
+        ValueError when the run is not waiting in the queue (or its turn has just come: stop it instead)."""
+        with self._picking:
+            if run.status() != QUEUED or self._training(run):
+                raise ValueError(f"run: {run.name} is not waiting in the queue")
+            identity = run.identity()
+            if identity.resume:
+                run.set_identity(dataclasses.replace(identity, queued_at=None, resume=False))
+            else:
+                run.delete()
 
     def stop(self, run: RunDir) -> bool:
-        """Ask the run to stop after its current step; False when this process is not training it."""
+        """Ask the run to stop after its current step (also while its process starts); False when this queue is not
+        training it."""
+        with self._picking:
+            if not self._training(run):
+                return False
+            self.current.stop_flag.set()
+            return True
+
+    def _training(self, run: RunDir) -> bool:
+        """Whether this queue's job is `run` and has not ended."""
         job = self.current
-        if job is None or job.run != run or job.finished.is_set():
-            return False
-        job.stop_flag.set()
-        return True
+        return job is not None and job.run == run and not job.finished.is_set()
 
     def waiting(self) -> list[RunDir]:
         """The queued runs, first to train first."""
@@ -124,16 +131,23 @@ class RunQueue:
             self._wake.notify_all()
 
     def _work(self) -> None:
-        """Train queued runs one after another, for as long as the queue is open."""
+        """Train queued runs one after another, for as long as the queue is open; nothing that happens to one run
+        stops the worker."""
         while True:
             with self._wake:
                 if self._closed:
                     return
-                run = self._next()
+                with self._picking:
+                    run = self._next()
+                    if run is not None:
+                        self.current = Job(run)
                 if run is None:
                     self._wake.wait(POLL_S)
                     continue
-            self._train(run)
+            try:
+                self._train(self.current)
+            except Exception as error:  # a bug must not leave the queue without a worker: say it, go on
+                print(f"queue: {run.name}: {error!r}", file=sys.stderr)
 
     def _next(self) -> RunDir | None:
         """The next run to train, when the device is free (no run of this folder trains, here or elsewhere)."""
@@ -143,17 +157,73 @@ class RunQueue:
         waiting = self.waiting()
         return waiting[0] if waiting else None
 
-    def _train(self, run: RunDir) -> None:
-        """Train one run; a failure is recorded in the run and the queue goes on."""
-        identity = run.identity()
-        job = Job(run, events=run.events())  # a resumed run's page shows its whole history
-        self.current = job
+    def _train(self, job: Job) -> None:
+        """Train the job's run in a child process and watch it; a death the child could not record is recorded
+        here."""
+        run = job.run
+        started, kills_before = time.time(), oom_kills()
         try:
-            train(run.config(), on_event=job.record, stop=job.stop_flag, resume=identity.resume,
-                  probes=identity.probes, budget=identity.budget)
-        except Exception as error:  # recorded by the session as an Error event and in results.json
-            if not any(isinstance(e, (Done, Error)) for e in job.events):
-                job.record(Error(str(error) if isinstance(error, ValueError) else f"training failed: {error!r}"))
+            with (run.path / PROCESS_LOG).open("ab") as log:
+                job.process = subprocess.Popen(
+                    child_command("train-queued", str(run.path.resolve())),
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=child_environment(),
+                    start_new_session=True)  # a Ctrl-C in the app's terminal reaches the app, which stops the run
+            _watch(job)
+            record_death(run, job.process.returncode, started, oom_kills() > kills_before, job.stop_flag.is_set())
+        except Exception as error:  # the queue goes on, whatever happened to this run
+            record_death(run, None, started, False, False, f"the training process could not run: {error!r}")
         finally:
             job.finished.set()
 
+
+def _watch(job: Job) -> None:
+    """Wait for the child; Stop sends it SIGTERM (it stops after its step, with a checkpoint), SIGKILL past the grace
+    period."""
+    process, asked = job.process, None
+    while process.poll() is None:
+        if job.stop_flag.is_set():
+            if asked is None:
+                asked = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+            elif time.monotonic() - asked > STOP_GRACE_S:
+                process.kill()
+        job.stop_flag.wait(WATCH_S) if not job.stop_flag.is_set() else time.sleep(WATCH_S)
+
+
+def record_death(run: RunDir, returncode: int | None, started: float, out_of_memory: bool, stop_asked: bool,
+                 reason: str | None = None) -> None:
+    """If the child ended without recording an outcome (killed, crashed in Python itself, never started), say why
+    in the run's events and results: `stopped` when Stop was asked, `interrupted` (it can resume) when it was
+    killed, `failed` otherwise. Nothing for a run deleted meanwhile."""
+    results = run.results_path
+    recorded = results.is_file() and results.stat().st_mtime >= started and run.status() != QUEUED
+    if returncode == 0 or recorded or not run.is_run():
+        return
+    steps = max((e.step for e in run.events() if isinstance(e, Step)), default=0)
+    if reason is None and returncode is not None and returncode < 0:
+        name = signal.Signals(-returncode).name
+        cause = "the system ran out of memory" if out_of_memory else f"it received {name}"
+        reason = (f"the training process was killed at step {steps:,} ({cause}); resume continues from its last "
+                  "checkpoint")
+    elif reason is None:
+        tail = _last_line(run.path / PROCESS_LOG)
+        reason = f"the training process ended with exit code {returncode} at step {steps:,}" + (
+            f": {tail}" if tail else "")
+    status = INTERRUPTED if returncode is not None and returncode < 0 else FAILED
+    if stop_asked:
+        status, reason = STOPPED, f"stopped at step {steps:,} before it could save one"
+    config = run.config()
+    run.event_log().write(Error(reason))
+    run.write_results(RunResults(status=status, model=config.model, dataset=config.dataset, steps=steps,
+                                 message=reason))
+    if run.identity().queued_at is not None:  # it never got to claim the run: take it out of the queue
+        run.set_identity(dataclasses.replace(run.identity(), queued_at=None, resume=False))
+
+
+def _last_line(path: Path) -> str:
+    """The last non-empty line of a log, at most 300 characters."""
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1][-300:] if lines else ""

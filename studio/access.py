@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -10,7 +11,9 @@ import secrets
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 
@@ -20,7 +23,10 @@ from mlm_core.runs.run_dir import RunDir
 from .environment import public_mode
 
 _TOKEN = re.compile(r"[0-9a-f]{32}")
-UNLOCK_TRIES, UNLOCK_WINDOW_S = 5, 600  # wrong owner passwords allowed per visitor in ten minutes
+UNLOCK_WINDOW_S = 600
+UNLOCK_TRIES = 5  # wrong owner passwords allowed per client address in ten minutes ...
+UNLOCK_TRIES_TOTAL = 30  # ... and from all addresses together (a script with many addresses meets this one)
+SALT_FILE = ".visitor-salt"  # in the runs folder: client addresses are kept only as salted hashes
 
 
 def new_visitor_token() -> str:
@@ -30,9 +36,12 @@ def new_visitor_token() -> str:
 
 @dataclass(frozen=True)
 class Visitor:
-    """One visitor: `key` is what runs record as their owner (a hash: the browser's secret never reaches disk)."""
+    """One visitor: `key` is what runs record as their owner (a hash: the browser's secret never reaches disk);
+    `address` (a salted hash of the client address the server sees) and `user` are what limits count on, since a
+    script can send a fresh browser secret with every call but not a fresh address or account."""
 
     key: str
+    address: str = ""
     user: str | None = None  # the Hugging Face user name, when signed in
     admin: bool = False  # the Space's owner (or anyone, in private mode)
 
@@ -40,6 +49,48 @@ class Visitor:
         """Whether the visitor started the run (in this browser, or signed in as the same user)."""
         identity = run.identity()
         return identity.owner == self.key or (self.user is not None and identity.user == self.user)
+
+    def counts(self, run: RunDir) -> bool:
+        """Whether the run counts against this visitor's limits: theirs, or started from their address."""
+        return self.owns(run) or (bool(self.address) and run.identity().address == self.address)
+
+
+def signed_in_profile(request: gr.Request | None) -> gr.OAuthProfile | None:
+    """The Hugging Face profile of a visitor signed in with OAuth (`gr.LoginButton`), read from the signed session
+    cookie as Gradio does when it injects a `gr.OAuthProfile` argument; None when not signed in or expired."""
+    try:
+        info = request.request.session.get("oauth_info")  # type: ignore[union-attr]
+    except (AttributeError, AssertionError):  # no request, or no session middleware (OAuth not enabled)
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("userinfo"), dict):
+        return None
+    if (info.get("expires_at") or float("inf")) < time.time():
+        return None
+    try:
+        return gr.OAuthProfile(info["userinfo"])
+    except KeyError:
+        return None
+
+
+def forwarded_address(headers, peer: str, trusted_proxies: int) -> str:
+    """With `trusted_proxies` proxies in front (a Space has one), the address the outermost trusted proxy put in
+    X-Forwarded-For (entries a client adds itself come before it); else the connection's `peer`."""
+    forwarded = [part.strip() for part in (headers.get("x-forwarded-for") or "").split(",") if part.strip()]
+    if trusted_proxies and len(forwarded) >= trusted_proxies:
+        return forwarded[-trusted_proxies]
+    return peer
+
+
+def _salt(root: Path) -> bytes:
+    """The runs folder's secret salt for address hashes, made on first use (readable by this user only)."""
+    path = root / SALT_FILE
+    if not path.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as file:
+                file.write(secrets.token_bytes(16))
+    return path.read_bytes()
 
 
 def _env_number(name: str, default: float | None, kind=float) -> float | None:
@@ -58,7 +109,8 @@ class Limits:
 
     run_steps: int | None = 2000  # MLM_STUDIO_MAX_RUN_STEPS
     run_minutes: float | None = 30.0  # MLM_STUDIO_MAX_RUN_MINUTES
-    active_runs: int | None = 1  # MLM_STUDIO_MAX_ACTIVE_RUNS: queued or training, per visitor
+    active_runs: int | None = 1  # MLM_STUDIO_MAX_ACTIVE_RUNS: queued or training, per visitor and per address
+    queued_runs: int | None = 8  # MLM_STUDIO_MAX_QUEUED_RUNS: waiting in the queue, from everyone together
     probes: int = 20  # MLM_STUDIO_MAX_PROBES
     probe_chars: int = 300
     min_free_disk_gb: float | None = 2.0  # MLM_STUDIO_MIN_FREE_DISK_GB: new runs wait for room on the disk
@@ -69,6 +121,7 @@ class Limits:
         return cls(run_steps=_env_number("MLM_STUDIO_MAX_RUN_STEPS", cls.run_steps, int),
                    run_minutes=_env_number("MLM_STUDIO_MAX_RUN_MINUTES", cls.run_minutes),
                    active_runs=_env_number("MLM_STUDIO_MAX_ACTIVE_RUNS", cls.active_runs, int),
+                   queued_runs=_env_number("MLM_STUDIO_MAX_QUEUED_RUNS", cls.queued_runs, int),
                    probes=int(_env_number("MLM_STUDIO_MAX_PROBES", cls.probes, int) or cls.probes),
                    min_free_disk_gb=_env_number("MLM_STUDIO_MIN_FREE_DISK_GB", cls.min_free_disk_gb))
 
@@ -80,6 +133,7 @@ class Limits:
     def describe(self) -> str:
         """The limits in one line, for the page."""
         runs = f"{self.active_runs} waiting or training run per visitor" if self.active_runs else "no run limit"
+        runs += f", {self.queued_runs} waiting in all" if self.queued_runs else ""
         return f"each run trains for at most {self.budget.describe()}; {runs}; up to {self.probes} probe sentences"
 
 
@@ -92,47 +146,60 @@ class Access:
     admins: frozenset[str] = frozenset()  # Hugging Face user names with the owner's rights
     admin_password: str | None = None
     server_token: str | None = None  # the owner's HF_TOKEN; in public mode it is not in the environment
+    trusted_proxies: int = 0  # MLM_STUDIO_TRUSTED_PROXIES: proxies in front of the app (1 on a Space)
+    salt: bytes = field(default_factory=lambda: secrets.token_bytes(16))
     _unlocked: set[str] = field(default_factory=set)
     _tries: dict[str, list[float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _admitting: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def from_env(cls, server_token: str | None) -> Access:
-        """The mode, owner and limits this process runs with; ValueError (public mode) for a limit that is not a
-        number."""
+    def from_env(cls, server_token: str | None, root: Path | None = None) -> Access:
+        """The mode, owner and limits this process runs with (the address salt kept in the runs folder `root`, so
+        that limits hold across restarts); ValueError (public mode) for a limit that is not a number."""
         admins = {name.strip() for name in os.environ.get("MLM_STUDIO_ADMINS", "").split(",") if name.strip()}
         if os.environ.get("SPACE_AUTHOR_NAME"):
             admins.add(os.environ["SPACE_AUTHOR_NAME"])
         public = public_mode()
-        return cls(public=public, limits=Limits.from_env() if public else Limits(None, None, None),
+        proxies = int(_env_number("MLM_STUDIO_TRUSTED_PROXIES", 1 if os.environ.get("SPACE_ID") else 0, int) or 0)
+        return cls(public=public, limits=Limits.from_env() if public else Limits(None, None, None, None),
                    admins=frozenset(admins), admin_password=os.environ.get("MLM_STUDIO_ADMIN_PASSWORD") or None,
-                   server_token=server_token if public else None)
+                   server_token=server_token if public else None, trusted_proxies=proxies,
+                   salt=_salt(root) if root is not None else secrets.token_bytes(16))
 
     def visitor(self, token: object, request: gr.Request | None) -> Visitor:
-        """The visitor behind a request: its browser's secret, else (API clients) its session."""
+        """The visitor behind a request: its browser's secret, else (API clients) its session; the user signed in
+        with Hugging Face (OAuth) or through the app's `auth=`."""
         secret = token if isinstance(token, str) and _TOKEN.fullmatch(token) else None
         if secret is None:
             secret = f"session:{getattr(request, 'session_hash', None) or 'anonymous'}"
         key = hashlib.sha256(secret.encode()).hexdigest()[:32]
-        user = getattr(request, "username", None)
+        user = getattr(signed_in_profile(request), "username", None) or getattr(request, "username", None)
         user = user if isinstance(user, str) and user else None
+        address = self.address_key(request.headers, str(getattr(getattr(request, "client", None), "host", None)
+                                                        or "unknown")) if request is not None else ""
         admin = not self.public or (user is not None and user in self.admins) or key in self._unlocked
-        return Visitor(key=key, user=user, admin=admin)
+        return Visitor(key=key, address=address, user=user, admin=admin)
 
     def unlock(self, visitor: Visitor, password: object) -> None:
-        """Give this browser the owner's rights if the password is the owner's; ValueError otherwise."""
+        """Give this browser the owner's rights if the password is the owner's (compared in constant time); ValueError
+        otherwise, and for every try past UNLOCK_TRIES wrong ones from the address (or UNLOCK_TRIES_TOTAL from all)
+        in ten minutes."""
         if not self.admin_password:
             raise ValueError("password: the owner has not set MLM_STUDIO_ADMIN_PASSWORD, so nobody can unlock here")
         now = time.monotonic()
         with self._lock:
-            tries = [t for t in self._tries.get(visitor.key, []) if now - t < UNLOCK_WINDOW_S]
-            if len(tries) >= UNLOCK_TRIES:
-                raise ValueError("password: too many wrong passwords; wait ten minutes")
+            recent = {key: [t for t in times if now - t < UNLOCK_WINDOW_S] for key, times in self._tries.items()}
+            self._tries = {key: times for key, times in recent.items() if times}
+            if len(self._tries.get(visitor.address, [])) >= UNLOCK_TRIES:
+                raise ValueError("password: too many wrong passwords from your address; wait ten minutes")
+            if sum(map(len, self._tries.values())) >= UNLOCK_TRIES_TOTAL:
+                raise ValueError("password: too many wrong passwords were tried here lately; wait ten minutes (the "
+                                 "owner can sign in with Hugging Face instead)")
             if isinstance(password, str) and hmac.compare_digest(password.encode(), self.admin_password.encode()):
                 self._unlocked.add(visitor.key)
-                self._tries.pop(visitor.key, None)
                 return
-            self._tries[visitor.key] = [*tries, now]
+            self._tries.setdefault(visitor.address, []).append(now)
         raise ValueError("password: that is not the owner's password")
 
     def may_control(self, visitor: Visitor, run: RunDir) -> bool:
@@ -145,9 +212,21 @@ class Access:
             raise ValueError(f"run: {run.name} was started by another visitor; only they (or the owner) can "
                              f"{action} it")
 
-    def check_start(self, visitor: Visitor, runs: list[RunDir], root, probes: tuple[str, ...]) -> Budget:
-        """Whether the visitor may queue another run now; the budget it gets. ValueError in plain words for too many
-        or too long probes, a nearly full disk, or (the owner excepted) too many runs waiting or training."""
+    def address_key(self, headers, peer: str) -> str:
+        """The salted hash a visitor's limits count on, from a request's headers and peer address."""
+        address = forwarded_address(headers, peer, self.trusted_proxies)
+        return hmac.new(self.salt, address.encode(), "sha256").hexdigest()[:32]
+
+    @contextlib.contextmanager
+    def admitting(self) -> Iterator[None]:
+        """Held from `check_start` until the run is queued, so that concurrent calls cannot all pass the check."""
+        with self._admitting:
+            yield
+
+    def check_start(self, visitor: Visitor, runs: list[RunDir], root, probes: tuple[str, ...] = ()) -> Budget:
+        """Whether the visitor may make a run active now (Start or Resume); the budget a new run gets. ValueError in
+        plain words for too many or too long probes, a nearly full disk, or (the owner excepted) too many runs
+        waiting or training from the visitor, their address or their account, or too many waiting in all."""
         limits = self.limits
         if len(probes) > limits.probes:
             raise ValueError(f"probes: at most {limits.probes} probe sentences (got {len(probes):,})")
@@ -157,10 +236,15 @@ class Access:
             raise ValueError("run: the server's disk is nearly full; delete old runs or try again later")
         if visitor.admin:
             return Budget()
-        active = [run for run in runs if run.status() in {QUEUED, RUNNING} and visitor.owns(run)]
+        statuses = {run: run.status() for run in runs}
+        active = [run for run, status in statuses.items() if status in {QUEUED, RUNNING} and visitor.counts(run)]
         if limits.active_runs is not None and len(active) >= limits.active_runs:
             raise ValueError(f"run: you already have {len(active)} run waiting or training; here each visitor may "
                              f"have {limits.active_runs} at a time, so wait for it or stop it")
+        queued = sum(status == QUEUED for status in statuses.values())
+        if limits.queued_runs is not None and queued >= limits.queued_runs:
+            raise ValueError(f"run: {queued} runs are already waiting in the queue, the most this Space takes; try "
+                             "again when some have trained")
         return limits.budget
 
     def push_token(self, visitor: Visitor, typed: object, signed_in: str | None) -> str:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mlm_core.events import Event
+from mlm_core.events import Event, Step, parse_events
+from mlm_core.models.loading import forget_models
 from mlm_core.queue import RunQueue
 from mlm_core.runs.records import QUEUED, RUNNING
 from mlm_core.runs.run_dir import RunDir, list_runs, recover_runs, run_in
@@ -22,7 +24,7 @@ class Studio:
 
     root: Path
     queue: RunQueue
-    _events: OrderedDict[Path, tuple[tuple[float, int], list[Event]]] = field(default_factory=OrderedDict)
+    _events: OrderedDict[Path, EventTail] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -54,34 +56,75 @@ class Studio:
     def stop(self, run: RunDir) -> str:
         """Ask a training run to stop after its current step, or take a waiting one out of the queue; ValueError in
         plain words when it neither waits nor trains, or another process trains it."""
+        if self.queue.stop(run):  # also a run whose child process is starting (still queued on disk)
+            return STOPPING
         status = run.status()
         if status == QUEUED:
-            self.queue.cancel(run)
+            try:
+                self.queue.cancel(run)
+            except ValueError:  # its turn came meanwhile
+                if self.queue.stop(run):
+                    return STOPPING
+                raise
             return CANCELLED
         if status != RUNNING:
             raise ValueError(f"run: {run.name} is {status}, so there is nothing to stop")
-        if not self.queue.stop(run):
-            raise ValueError(f"run: {run.name} is trained by another process; stop it there")
-        return STOPPING
+        raise ValueError(f"run: {run.name} is trained by another process; stop it there")
+
+    def delete(self, run: RunDir) -> None:
+        """Delete a run, and drop its events and its model from every cache at once; ValueError while it trains."""
+        run.delete()
+        forget_models(run.path)
+        with self._lock:
+            self._events.pop(run.path, None)
+
+    def stop_all(self, runs: list[RunDir]) -> int:
+        """Stop the training one of `runs` and take the waiting ones out of the queue; how many it acted on."""
+        acted = 0
+        for run in runs:
+            if run.status() in {QUEUED, RUNNING}:
+                with contextlib.suppress(ValueError):  # ended meanwhile, or trained by another process
+                    self.stop(run)
+                    acted += 1
+        return acted
 
     def events(self, run: RunDir) -> list[Event]:
-        """The run's events: live from the training job, else from events.jsonl (re-read only when it changed)."""
-        job = self.queue.current
-        if job is not None and job.run == run and job.events:
-            return job.events
+        """The run's events from its events.jsonl; a growing file is read from where the last call stopped."""
         try:
-            stat = run.events_path.stat()
+            size = run.events_path.stat().st_size
         except OSError:
             return []
-        stamp = (stat.st_mtime, stat.st_size)
         with self._lock:
             cached = self._events.get(run.path)
-            if cached is not None and cached[0] == stamp:
-                return cached[1]
-        events = run.events()
-        with self._lock:
-            self._events[run.path] = (stamp, events)
+            if cached is None or cached.offset > size:  # new, or rewritten (a deleted run's name reused)
+                cached = self._events[run.path] = EventTail()
             self._events.move_to_end(run.path)
             while len(self._events) > EVENT_CACHE_RUNS:
                 self._events.popitem(last=False)
-        return events
+            return cached.read(run.events_path, size)
+
+    def eta_s(self, run: RunDir) -> float | None:
+        """Seconds until a training run ends, at its recent pace (None before its first step)."""
+        step = next((e for e in reversed(self.events(run)) if isinstance(e, Step)), None)
+        return None if step is None or step.eta_s != step.eta_s else step.eta_s
+
+
+@dataclass
+class EventTail:
+    """The events of one events.jsonl read so far, and where reading stopped (after the last complete line)."""
+
+    offset: int = 0
+    events: list[Event] = field(default_factory=list)
+
+    def read(self, path: Path, size: int) -> list[Event]:
+        """Parse the complete lines added since the last read; the event list (a new list object when it grew)."""
+        if size == self.offset:
+            return self.events
+        with path.open("rb") as file:
+            file.seek(self.offset)
+            chunk = file.read(size - self.offset)
+        complete = chunk[:chunk.rfind(b"\n") + 1]
+        if complete:
+            self.events = self.events + parse_events(complete.decode("utf-8", errors="replace").splitlines())
+            self.offset += len(complete)
+        return self.events

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,18 +76,20 @@ def accuracy_figure(events: Sequence[Event], guessed: str = "hidden words") -> g
 
 def compare_figures(runs: Sequence[tuple[str, Sequence[Event]]], x: str = "steps") -> tuple[go.Figure, go.Figure]:
     """Train loss and eval perplexity of several runs overlaid, against steps, tokens or epochs."""
-    loss = go.Figure(layout=dict(title="Train loss (lower is better)", xaxis_title=x, yaxis_title="loss", **_LAYOUT))
+    # The legend says which run is which, even for one run (Plotly hides a lone trace's legend by default).
+    loss = go.Figure(layout=dict(title="Train loss (lower is better)", xaxis_title=x, yaxis_title="loss",
+                                 showlegend=True, **_LAYOUT))
     ppl = go.Figure(layout=dict(title="Perplexity on held-out text (lower is better)", xaxis_title=x,
-                                yaxis_title="perplexity", **_LAYOUT))
+                                yaxis_title="perplexity", showlegend=True, **_LAYOUT))
     for index, (label, events) in enumerate(runs):
         color = _PALETTE[index % len(_PALETTE)]
         steps = [e for e in events if isinstance(e, Step)]
         evals = [e for e in events if isinstance(e, Eval)]
         position = _positions(steps, x)
         loss.add_scatter(x=[position(e.step, e.epoch) for e in steps], y=[e.loss for e in steps], mode="lines",
-                         name=label, line=dict(color=color))
+                         name=as_plot_text(label), line=dict(color=color))
         ppl.add_scatter(x=[position(e.step, e.epoch) for e in evals], y=[e.perplexity for e in evals],
-                        mode="lines+markers", name=label, line=dict(color=color))
+                        mode="lines+markers", name=as_plot_text(label), line=dict(color=color))
     return loss, ppl
 
 
@@ -111,15 +114,22 @@ def predictions_figure(results: list[list[dict[str, Any]]], title: str) -> go.Fi
                            vertical_spacing=0.12 if n > 1 else 0.0)
     for row, guesses in enumerate(results, start=1):
         guesses = guesses[::-1]
-        figure.add_bar(x=[g["score"] for g in guesses], y=[_label(g["token_str"]) for g in guesses], orientation="h",
+        figure.add_bar(x=[g["score"] for g in guesses], y=[as_plot_text(_label(g["token_str"])) for g in guesses],
+                       orientation="h",
                        text=[f"{g['score']:.1%}" for g in guesses], textposition="auto", row=row, col=1,
                        showlegend=False, marker_color="#4f46e5")
         top = max((g["score"] for g in guesses), default=1.0)
         figure.update_xaxes(range=[0, min(1.0, top * 1.2)], tickformat=".0%", row=row, col=1)
     rows = max((len(g) for g in results), default=1)
-    figure.update_layout(title=title, template="plotly_white", height=120 + n * (40 + 24 * rows),
+    figure.update_layout(title=as_plot_text(title), template="plotly_white", height=120 + n * (40 + 24 * rows),
                          margin=dict(l=110, r=20, t=60, b=30))
     return figure
+
+
+def as_plot_text(text: str) -> str:
+    """Text for a Plotly legend, title, axis label or hover: shown as typed. Plotly renders a subset of HTML there
+    (links, styles, line breaks) and decodes entities after reading tags, so escaped text stays text."""
+    return html.escape(text, quote=False)
 
 
 def _label(token_str: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
 from mlm_core.data.text_files import MAX_UPLOAD_MB
@@ -20,6 +21,7 @@ from .fill_tab import FillTab
 from .runs_tab import RunsTab
 from .text import refusal
 from .train_tab import TrainTab
+from .upload_quota import CACHE_SWEEP_S, UPLOADS_EXPIRE_S, UploadQuota
 
 VISITOR_KEY = "mlm-studio-visitor"  # where the browser keeps its visitor secret
 
@@ -43,9 +45,15 @@ def build(studio: Studio, access: Access) -> gr.Blocks:
     models = [STARTER, DEFAULT_MODEL, DEFAULT_CAUSAL_MODEL, "google-bert/bert-base-uncased",
               "FacebookAI/roberta-base"] if online else [STARTER]
     default_model = DEFAULT_MODEL if online else STARTER
-    with gr.Blocks(title="MLM Studio") as demo:
+    expiry = (CACHE_SWEEP_S, UPLOADS_EXPIRE_S) if access.public else None  # uploads and downloads expire
+    with gr.Blocks(title="MLM Studio", delete_cache=expiry) as demo:
         visitor = gr.BrowserState("", storage_key=VISITOR_KEY)
         gr.Markdown(header(access))
+        if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true` in its README
+            with gr.Row():
+                gr.LoginButton(scale=0, elem_id="sign-in")
+                gr.Markdown("Sign in with Hugging Face and your runs follow you to any browser; the Space's owner "
+                            "(and the accounts in MLM_STUDIO_ADMINS) get the owner's rights.")
         if access.public:
             owner_panel(access, visitor)
         with gr.Tabs():
@@ -60,11 +68,9 @@ def build(studio: Studio, access: Access) -> gr.Blocks:
 
 
 def owner_panel(access: Access, visitor: gr.BrowserState) -> None:
-    """Where the Space's owner signs in (Hugging Face sign-in on a Space, or the owner's password) to act on any run;
-    a wrong password gets a `refusal` toast."""
+    """Where the Space's owner unlocks the owner's rights with a password (or signs in above) to act on any run; a
+    wrong password gets a `refusal` toast."""
     with gr.Accordion("Owner", open=False):
-        if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true` in its README
-            gr.LoginButton()
         password = gr.Textbox(label="Owner's password", type="password", max_length=200,
                               info="Set by MLM_STUDIO_ADMIN_PASSWORD; unlocks the owner's rights in this browser.")
         unlock = gr.Button("Unlock")
@@ -91,14 +97,17 @@ def serve(server_token: str | None = None) -> None:
     ValueError in public mode for a limit in the environment that is not a number (see `Limits.from_env`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     refusals.install()
-    access = Access.from_env(server_token)
+    root = runs_root()
+    access = Access.from_env(server_token, root)
     if access.public:
         forbid_local_paths()  # names visitors type are hub ids, the built-in ones or runs, never files here
     preload()
-    studio = Studio.open(runs_root())
+    studio = Studio.open(root)
     try:
+        public = dict(app_kwargs={"middleware": [Middleware(UploadQuota, address_of=access.address_key)]}) \
+            if access.public else {}
         build(studio, access).queue(default_concurrency_limit=4).launch(
             server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), theme=gr.themes.Soft(), show_error=False,
-            max_file_size=f"{MAX_UPLOAD_MB}mb")
+            max_file_size=f"{MAX_UPLOAD_MB}mb", **public)
     finally:
         studio.close()

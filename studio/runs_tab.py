@@ -69,6 +69,10 @@ class RunsTab:
                     self.private = gr.Checkbox(True, label="Private")
                 self.push_btn = gr.Button("Push to the hub")
                 self.pushed = gr.Markdown()
+            with gr.Accordion("Owner", open=False, visible=access.public):
+                with gr.Row():
+                    self.stop_source_btn = gr.Button("Stop every run from the chosen run's visitor and address")
+                    self.clear_queue_btn = gr.Button("Clear the queue (every waiting run)")
 
     def wire(self, demo: gr.Blocks) -> None:
         """Connect the tab's events."""
@@ -94,6 +98,8 @@ class RunsTab:
         self.push_btn.click(self.push, [visitor, self.selected, self.repo_id, self.token, self.private], self.pushed,
                             api_name="push")
         gr.Button(visible=False).click(self.runs_json, visitor, gr.Textbox(visible=False), api_name="runs")
+        self.stop_source_btn.click(self.stop_source, [visitor, self.selected], listing, api_name="stop_source")
+        self.clear_queue_btn.click(self.clear_queue, visitor, listing, api_name="clear_queue")
 
     def listing(self, visitor=None, request: gr.Request = None):
         """The runs table and the run choices."""
@@ -144,7 +150,12 @@ class RunsTab:
     def resume(self, visitor, run_name, request: gr.Request):
         """Queue a stopped or interrupted run to continue from its checkpoint; gr.Error (a refusal) when the visitor
         may not, or the run cannot resume."""
-        run = self._act(visitor, run_name, request, "resume", self.studio.queue.resume)
+        def resume(run: RunDir) -> None:
+            with self.access.admitting():  # a resumed run is active too: the same limits as Start
+                self.access.check_start(self.access.visitor(visitor, request), self.studio.runs(), self.studio.root)
+                self.studio.queue.resume(run)
+
+        run = self._act(visitor, run_name, request, "resume", resume)
         gr.Info(f"Run {escaped(run.identity().label)} will continue from its checkpoint: watch it in the Train tab.")
         return self.listing()
 
@@ -153,6 +164,34 @@ class RunsTab:
         (a refusal) when the visitor may not, or there is nothing this process can stop."""
         self._act(visitor, run_name, request, "stop", self.studio.stop)
         return self.listing()
+
+    def stop_source(self, visitor, run_name, request: gr.Request):
+        """Owner only: stop or take out of the queue every run of the chosen run's visitor, account or address;
+        gr.Error (a refusal) for anyone else or a name that is not a run."""
+        try:
+            self._check_owner(visitor, request)
+            chosen = self.studio.run(run_name).identity()
+            same = [run for run in self.studio.runs() if _same_source(run.identity(), chosen)]
+            count = self.studio.stop_all(same)
+        except ValueError as error:
+            raise refusal(error) from None
+        gr.Info(f"Stopped or cancelled {count} run(s).")
+        return self.listing(visitor, request)
+
+    def clear_queue(self, visitor, request: gr.Request):
+        """Owner only: take every waiting run out of the queue; gr.Error (a refusal) for anyone else."""
+        try:
+            self._check_owner(visitor, request)
+            count = self.studio.stop_all([run for run in self.studio.runs() if run.status() == QUEUED])
+        except ValueError as error:
+            raise refusal(error) from None
+        gr.Info(f"Took {count} waiting run(s) out of the queue.")
+        return self.listing(visitor, request)
+
+    def _check_owner(self, visitor, request) -> None:
+        """ValueError in plain words unless the visitor has the owner's rights."""
+        if not self.access.visitor(visitor, request).admin:
+            raise ValueError("owner: only the Space's owner can act on other visitors' runs")
 
     def ask_delete(self, run_name):
         """The confirmation question before deleting; gr.Error (a `refusal`) for a name that is not a run."""
@@ -165,7 +204,7 @@ class RunsTab:
 
     def delete(self, visitor, run_name, request: gr.Request):
         """Delete a run and everything it saved; gr.Error (a refusal) when the visitor may not, or it is training."""
-        self._act(visitor, run_name, request, "delete", RunDir.delete)
+        self._act(visitor, run_name, request, "delete", self.studio.delete)
         return self.listing()
 
     def export_zip(self, visitor, run_name, request: gr.Request):
@@ -208,6 +247,12 @@ class RunsTab:
                         "position": self.studio.queue.position(run) if status == QUEUED else None,
                         "results": _public_results(results) if results and status not in {RUNNING, QUEUED} else None})
         return json.dumps(out)
+
+
+def _same_source(identity, chosen) -> bool:
+    """Whether a run came from the same browser, account or address as the chosen one."""
+    return any(value is not None and value == getattr(chosen, name)
+               for name in ("owner", "user", "address") if (value := getattr(identity, name)))
 
 
 def _public_results(results) -> dict:

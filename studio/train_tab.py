@@ -7,12 +7,12 @@ from dataclasses import dataclass
 
 import gradio as gr
 
+from mlm_core.children import preview_in_child
 from mlm_core.config import FILE_DATASET, default_learning_rate
 from mlm_core.models.loading import describe_device
 from mlm_core.runs.records import QUEUED, RUNNING, RunIdentity, new_run_name
 from mlm_core.runs.run_dir import RunDir
 from mlm_core.system.redact import hide_paths
-from mlm_core.training.preflight import preview
 from mlm_core.training.setup import check_names
 
 from . import board, figures
@@ -107,7 +107,7 @@ class TrainTab:
         """Blocks, an example block with its hidden words, probes, and the time and memory estimate for this device;
         gr.Error (a `refusal`) in plain words when the settings, model or data cannot be used."""
         try:
-            result = preview(config_from(form, output_dir=str(self.studio.root / "preview")))
+            result = preview_in_child(config_from(form, output_dir=str(self.studio.root / "preview")))
         except ValueError as error:
             raise refusal(error) from None
         rows = f"{result.documents:,} of {result.rows_total:,} rows" if result.rows_total else \
@@ -129,14 +129,16 @@ class TrainTab:
         try:
             lines = probes.splitlines() if isinstance(probes, str) else []
             probes = tuple(line.strip() for line in lines if line.strip())
-            budget = self.access.check_start(visitor, self.studio.runs(), self.studio.root, probes)
             name = new_run_name(_text(form.get("model")) or "model", _text(form.get("hub_dataset"))
                                 if form.get("dataset") == HUB else _text(form.get("dataset")) or "data")
             config = config_from(form, output_dir=str(self.studio.root / name))
             check_names(config)
-            identity = RunIdentity(label=_label(config.model, config.dataset), owner=visitor.key, user=visitor.user,
-                                   source="app", probes=probes, budget=budget)
-            run = self.studio.queue.submit(config, identity)
+            with self.access.admitting():
+                budget = self.access.check_start(visitor, self.studio.runs(), self.studio.root, probes)
+                identity = RunIdentity(label=_label(config.model, config.dataset), owner=visitor.key,
+                                       user=visitor.user, address=visitor.address, source="app", probes=probes,
+                                       budget=budget)
+                run = self.studio.queue.submit(config, identity)
         except ValueError as error:
             raise refusal(error) from None
         return self.board(run, visitor, seen="")
@@ -202,8 +204,8 @@ class TrainTab:
 
     def _wait_s(self, position: int | None) -> float | None:
         """Seconds until a queued run starts: known only when it is next and the running run has an ETA."""
-        job = self.studio.queue.active()
-        return job.eta_s() if position == 1 and job is not None else None
+        running = self.studio.running() if position == 1 else None
+        return self.studio.eta_s(running) if running is not None else None
 
     def status_json(self, run_name) -> str:
         """A run's status and events as JSON (a string, so that clients do not take paths for files)."""

@@ -74,3 +74,23 @@ def raw_call(url: str, endpoint: str, kwargs: dict) -> dict:
     kind = re.findall(r"^event: (\w+)", stream, re.M)[-1]
     data = re.findall(r"^data: (.*)$", stream, re.M)[-1]
     return {kind: data}
+
+
+def visitor_at(url: str, address: str, user: str | None = None) -> Client:
+    """An API client coming from `address` (as the Space's proxy reports it), signed in as `user` when given: the
+    session cookie Gradio's sign-in sets, signed with the Space's OAuth secret as Gradio signs it."""
+    headers = {"X-Forwarded-For": address}
+    if user is not None:
+        import base64
+        import hashlib
+
+        from itsdangerous import TimestampSigner
+
+        from .conftest import OAUTH_SECRET
+
+        session = {"oauth_info": {"userinfo": {"preferred_username": user, "name": user, "picture": "",
+                                               "profile": f"https://huggingface.co/{user}"},
+                                  "expires_at": int(time.time()) + 3600, "access_token": "hf_oauth_for_tests"}}
+        signer = TimestampSigner(hashlib.sha256(f"{OAUTH_SECRET}-v4".encode()).hexdigest())
+        headers["Cookie"] = "session=" + signer.sign(base64.b64encode(json.dumps(session).encode())).decode()
+    return Client(url, verbose=False, headers=headers)

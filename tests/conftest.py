@@ -141,18 +141,27 @@ def app_server(tmp_path_factory):
 
 
 ADMIN_PASSWORD = "owner-password-for-tests"
-PUBLIC_LIMITS = {"MLM_STUDIO_MAX_RUN_STEPS": "12", "MLM_STUDIO_MAX_ACTIVE_RUNS": "1", "MLM_STUDIO_MAX_PROBES": "20"}
+PUBLIC_LIMITS = {"MLM_STUDIO_MAX_RUN_STEPS": "12", "MLM_STUDIO_MAX_ACTIVE_RUNS": "1", "MLM_STUDIO_MAX_PROBES": "20",
+                 "MLM_STUDIO_MAX_QUEUED_RUNS": "3", "MLM_STUDIO_UPLOAD_MB_PER_HOUR": "2"}
+SPACE_AUTHOR, OAUTH_SECRET = "space-author", "oauth-client-secret-for-tests"
+# What a Space with `hf_oauth: true` sets (the sign-in provider is the stand-in hub; nothing here calls it).
+SPACE_OAUTH = {"SYSTEM": "spaces", "GRADIO_SSR_MODE": "False", "SPACE_ID": f"{SPACE_AUTHOR}/mlm-studio",
+               "SPACE_AUTHOR_NAME": SPACE_AUTHOR,
+               "OAUTH_CLIENT_ID": "client-id-for-tests", "OAUTH_CLIENT_SECRET": OAUTH_SECRET,
+               "OAUTH_SCOPES": "openid profile"}
 
 
 @pytest.fixture(scope="module")
 def public_server(tmp_path_factory):
-    """The app in public mode, as a Space runs it: the owner's HF_TOKEN planted, the hub a stand-in on 127.0.0.1."""
+    """The app in public mode, as a Space runs it: the owner's HF_TOKEN planted, Hugging Face sign-in enabled, one
+    trusted proxy in front (clients say their address in X-Forwarded-For), the hub a stand-in on 127.0.0.1."""
     from .standin_hub import StandInHub
 
     hub = StandInHub()
     runs, log = tmp_path_factory.mktemp("public-runs"), tmp_path_factory.mktemp("public-log") / "app.log"
     process, url = start_app(runs, log, MLM_STUDIO_PUBLIC="1", HF_HUB_OFFLINE="", HF_ENDPOINT=hub.url,
-                             HF_HUB_DISABLE_TELEMETRY="1", MLM_STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, **PUBLIC_LIMITS)
+                             HF_HUB_DISABLE_TELEMETRY="1", MLM_STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, **PUBLIC_LIMITS,
+                             **SPACE_OAUTH, OPENID_PROVIDER_URL=hub.url)
     yield {"url": url, "runs": runs, "process": process, "log": log, "hub": hub}
     process.terminate()
     process.wait(timeout=30)

@@ -158,7 +158,8 @@ def test_what_a_visitor_typed_shows_as_text_in_another_visitors_browser(browser,
         a = Client(public_server["url"], verbose=False)
         run = start(a, probes=f"The <mask> {typed}", max_steps=2)
         wait_for(a, run, ended, timeout=180)
-        a.predict(visitor="", run_name=run, label=typed, api_name="/set_label")
+        a.predict(visitor="", run_name=run, label=f'<a href="{pixel.url}/a">[Your session expired]</a>',
+                  api_name="/set_label")  # Plotly renders links in legends
         # On your own machine: a model name with Markdown in it (it fails to load, and says so).
         c = Client(app_server["url"], verbose=False)
         failed = start(c, model=typed)
@@ -171,6 +172,9 @@ def test_what_a_visitor_typed_shows_as_text_in_another_visitors_browser(browser,
         _assert_shown_as_text(page, pixel.url)
         page.locator("#compare-runs label").filter(has_text=run).click()
         page.wait_for_function(f"({_traces('compare-ppl', count=True)})() === 1")
+        legend = page.evaluate("() => document.querySelector('#compare-ppl .legendtext').textContent")
+        assert legend.startswith('<a href="') and "[Your session expired]</a>" in legend  # as typed, no link made
+        assert page.evaluate("() => document.querySelectorAll('.js-plotly-plot svg a').length") == 0
         page.locator("#selected-run input").fill(run)  # the page says what B may do before B clicks
         page.locator("#selected-run input").press("Enter")
         page.locator("#run-rights").get_by_text("Another visitor started this run").wait_for()

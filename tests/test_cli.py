@@ -128,3 +128,15 @@ def test_every_command_prints_its_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
     assert exit_.value.code == 0 and "usage: python -m mlm_core" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("changes", [{}, {"model": "starter", "dataset": "file", "dataset_file": "/tmp/my text.txt",
+                                          "whole_word_masking": True, "max_steps": 5, "learning_rate": 5e-4,
+                                          "text_column": "answers.text", "slice": "train[:10%]"}])
+def test_the_command_line_of_a_run_gives_its_settings_back(changes):
+    from mlm_core.cli.commands import build_parser, train_config
+    from mlm_core.config import TrainConfig, train_arguments, train_command
+
+    config = TrainConfig(output_dir="runs/x", **changes)
+    assert train_config(build_parser().parse_args(["train", *train_arguments(config)])) == config
+    assert train_command(config).startswith("python -m mlm_core train --model ")

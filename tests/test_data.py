@@ -1,6 +1,7 @@
 """Data preparation: sources, slices, flattening, text columns, the guides' grouping in linear time."""
 
 import json
+import os
 import random
 import time
 
@@ -143,3 +144,32 @@ def test_text_shorter_than_two_blocks_is_refused(tiny_mlm, tmp_path):
     config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(tmp_path / "short.txt"), slice="train")
     with pytest.raises(ValueError, match="^block_size: the text makes .* fewer than two blocks"):
         prepare_data(config, AutoTokenizer.from_pretrained(tiny_mlm), 128)
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_free_memory_and_workers_follow_the_containers_cgroup_limits(tmp_path, version):
+    from mlm_core.system import container_limits
+
+    gib = 2**30
+    if version == "v2":
+        (tmp_path / "memory.max").write_text(f"{3 * gib}\n")
+        (tmp_path / "memory.current").write_text(f"{2 * gib}\n")
+        (tmp_path / "cpu.max").write_text("150000 100000\n")
+        (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 2\noom_kill 2\n")
+    else:
+        (tmp_path / "memory").mkdir()
+        (tmp_path / "cpu").mkdir()
+        (tmp_path / "memory" / "memory.limit_in_bytes").write_text(f"{3 * gib}\n")
+        (tmp_path / "memory" / "memory.usage_in_bytes").write_text(f"{2 * gib}\n")
+        (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("150000\n")
+        (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+        (tmp_path / "memory" / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
+    assert container_limits.free_memory_bytes(tmp_path) == gib  # the host has far more free
+    assert container_limits.cpu_quota(tmp_path) == 1.5
+    assert container_limits.usable_cores(tmp_path) == min(2, len(os.sched_getaffinity(0)))
+    assert container_limits.oom_kills(tmp_path) == 2
+    unlimited = tmp_path / "none"
+    unlimited.mkdir()
+    (unlimited / "memory.max").write_text("max\n")
+    (unlimited / "cpu.max").write_text("max 100000\n")
+    assert container_limits.free_memory_bytes(unlimited) > gib and container_limits.cpu_quota(unlimited) is None

@@ -132,3 +132,19 @@ def test_the_right_words_rank_is_where_the_model_puts_it():
     assert rank_answer("starter", text, top[0]["token_str"].strip()) == (1, pytest.approx(top[0]["score"]))
     assert rank_answer("starter", text, top[2]["token_str"].strip())[0] == 3
     assert rank_answer("starter", text, "antidisestablishmentarianism") is None  # not one token
+
+
+def test_a_deleted_or_replaced_model_folder_never_answers_from_the_cache(tiny_mlm, tmp_path):
+    import shutil
+
+    from mlm_core.models import loading
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_mlm, folder)
+    assert fill_mask(str(folder), "A <mask> statement.", top_k=1)
+    shutil.rmtree(folder)
+    with pytest.raises(ValueError):  # not answered from memory
+        fill_mask(str(folder), "A <mask> statement.", top_k=1)
+    shutil.copytree(tiny_mlm, folder)
+    fill_mask(str(folder), "A <mask> statement.", top_k=1)
+    assert loading.forget_models(tmp_path) == 2 and loading.forget_models(tmp_path) == 0  # the old copy and the new

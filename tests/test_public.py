@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import tempfile
 import zipfile
 from pathlib import Path
@@ -15,8 +16,8 @@ from gradio_client.exceptions import AppError
 
 from mlm_core.system.process_memory import peak_rss
 
-from .app_client import ended, message, raw_call, start, status, train_form, wait_for
-from .conftest import ADMIN_PASSWORD, PLANTED_TOKEN, PUBLIC_LIMITS, ROOT
+from .app_client import ended, message, raw_call, start, status, train_form, visitor_at, wait_for
+from .conftest import ADMIN_PASSWORD, PLANTED_TOKEN, PUBLIC_LIMITS, ROOT, SPACE_AUTHOR
 
 TYPED_TOKEN = "hf_TypedByTheVisitor0123456789"
 GOOD = "Return the <mask> of the list."
@@ -169,3 +170,79 @@ def test_no_server_path_in_any_response_or_export_and_exports_leave_nothing_behi
 def _size(folder: Path) -> int:
     """Bytes of every file under a folder."""
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def test_a_script_with_fresh_visitor_values_from_one_address_queues_one_run_and_the_owner_stops_them(public_server):
+    script = visitor_at(public_server["url"], "203.0.113.7")
+    tokens = [secrets.token_hex(16) for _ in range(20)]
+    jobs = [script.submit(visitor=token, probes="", **train_form(epochs=50), api_name="/start") for token in tokens]
+    accepted, refused = {}, []
+    for token, job in zip(tokens, jobs):
+        try:
+            accepted[token] = job.result()[0]
+        except AppError as error:
+            refused.append(message(error))
+    assert len(accepted) == 1 and len(refused) == 19, (accepted, refused)
+    assert all("you already have 1 run" in text for text in refused), refused[:2]
+    [(token, run)] = accepted.items()
+    wait_for(script, run, lambda s: s["status"] == "running", timeout=120)
+    script.predict(visitor=token, run_name=run, api_name="/stop")
+    wait_for(script, run, ended, timeout=120)
+
+    # Resume makes a run active too, so it meets the same limit as Start.
+    second = start(script, visitor=secrets.token_hex(16), epochs=50)
+    assert "you already have 1 run" in _refused(script, "/resume", visitor=token, run_name=run)
+
+    # Everyone's queue has a cap too: three other addresses wait behind the training run, a fourth is refused.
+    waiting = [start(visitor_at(public_server["url"], f"198.51.100.{i}"), epochs=1) for i in range(3)]
+    late = visitor_at(public_server["url"], "198.51.100.9")
+    assert "3 runs are already waiting" in _refused(late, "/start", visitor="", probes="", **train_form())
+
+    owner = visitor_at(public_server["url"], "192.0.2.1", user=SPACE_AUTHOR)  # signed in with Hugging Face
+    assert "only the Space's owner" in _refused(late, "/clear_queue", visitor="")
+    owner.predict(visitor="", api_name="/clear_queue")
+    listed = {r["name"] for r in json.loads(owner.predict(visitor="", api_name="/runs"))}
+    assert not listed & set(waiting)  # the waiting runs are gone
+    owner.predict(visitor="", run_name=run, api_name="/stop_source")  # every run of that browser and address
+    assert wait_for(owner, second, ended, timeout=120)["status"] == "stopped"
+
+
+def test_hugging_face_sign_in_is_who_a_visitor_is_across_browsers(public_server, finished):
+    alice_here = visitor_at(public_server["url"], "192.0.2.10", user="alice")
+    run = start(alice_here, max_steps=2)
+    wait_for(alice_here, run, ended, timeout=180)
+    alice_there = visitor_at(public_server["url"], "192.0.2.99", user="alice")  # another browser, same account
+    alice_there.predict(visitor="", run_name=run, label="alice's run", api_name="/set_label")
+    mine = {r["name"]: r["yours"] for r in json.loads(alice_there.predict(visitor="", api_name="/runs"))}
+    assert mine[run] and not mine[finished[1]]  # her own run, not another visitor's
+    bob = visitor_at(public_server["url"], "192.0.2.10", user="bob")  # same address, another account
+    assert "started by another visitor" in _refused(bob, "/set_label", visitor="", run_name=run, label="bob's")
+    owner = visitor_at(public_server["url"], "192.0.2.50", user=SPACE_AUTHOR)
+    owner.predict(visitor="", run_name=finished[1], label="relabelled by the owner", api_name="/set_label")
+    owner.predict(visitor="", run_name=run, api_name="/delete")  # the owner's rights come from signing in
+
+
+def _upload(url: str, address: str, size: int, chunked: bool = False) -> tuple[int, str]:
+    """POST a file straight to Gradio's upload route, as a script would (no form); (HTTP status, body)."""
+    import http.client
+    import urllib.parse
+
+    boundary = "mlmstudioboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.txt\"\r\n"
+            f"Content-Type: text/plain\r\n\r\n").encode() + b"x" * size + f"\r\n--{boundary}--\r\n".encode()
+    parsed = urllib.parse.urlparse(url)
+    connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "X-Forwarded-For": address}
+    connection.request("POST", "/gradio_api/upload", body=iter([body]) if chunked else body, headers=headers,
+                       encode_chunked=chunked)
+    response = connection.getresponse()
+    return response.status, response.read().decode()
+
+
+def test_uploads_without_the_form_meet_a_budget_per_address(public_server):
+    url, mb = public_server["url"], 2**20
+    assert _upload(url, "192.0.2.77", int(1.2 * mb))[0] == 200
+    status_code, text = _upload(url, "192.0.2.77", int(1.2 * mb))  # past the 2 MB an hour of this address
+    assert status_code == 429 and "each address may upload 2 MB an hour" in text
+    assert _upload(url, "192.0.2.78", int(1.2 * mb))[0] == 200  # another address is not held back
+    assert _upload(url, "192.0.2.79", 10, chunked=True)[0] == 411  # a size it does not say cannot be counted

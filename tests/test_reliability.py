@@ -282,3 +282,43 @@ def test_the_log_holds_no_traceback(app_server):
     log = app_server["log"].read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in log, log[log.find("Traceback") - 200:][:2000]
     assert "refused:" in log  # Gradio's own refusals (a slider out of range) are logged as one line
+
+
+_PREVIEW_PROBE = """
+import json, resource, sys
+from mlm_core.children import preview_in_child
+from mlm_core.config import TrainConfig
+from mlm_core.system.process_memory import rss
+before = rss()
+result = preview_in_child(TrainConfig(model="starter", dataset="file", dataset_file=sys.argv[1], max_steps=3,
+                                      output_dir=sys.argv[2]))
+print(json.dumps({"before": before, "after": rss(), "tokens": result.tokens,
+                  "child_peak": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["one line", "one JSON record"])
+def test_a_100_mb_document_without_a_break_previews_in_bounded_memory_and_the_app_stays_flat(kind, tmp_path):
+    import random
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    random.seed(0)
+    words = "the gardener waters beans and tomatoes in the greenhouse every warm evening".split()
+    line = " ".join(random.choices(words, k=16_000_000))[: 100 * 2**20]
+    path = tmp_path / ("long.txt" if kind == "one line" else "long.json")
+    path.write_text(line if kind == "one line" else json.dumps([{"text": line}]))
+    del line
+    done = subprocess.run([sys.executable, "-c", _PREVIEW_PROBE, str(path), str(tmp_path / "run")], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    mb = {key: value / 2**20 for key, value in figures.items() if key != "tokens"}
+    print(f"\n100 MB, {kind}: {figures['tokens']:,} tokens; the preview's process peaked at {mb['child_peak']:.0f} MB; "
+          f"the caller went from {mb['before']:.0f} MB to {mb['after']:.0f} MB")
+    assert figures["tokens"] > 20_000_000
+    assert mb["child_peak"] < 1500  # a 60 MB line took over 22 GB when a document was tokenized whole
+    assert mb["after"] - mb["before"] < 50  # the app's process holds none of it

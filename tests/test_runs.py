@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mlm_core.events import Eval, Probe, Started
+from mlm_core.events import Error, Eval, Probe, Started
 from mlm_core.queue import RunQueue
 from mlm_core.runs.lock import read_lock
 from mlm_core.runs.records import Budget, RunIdentity, check_run_name
@@ -100,7 +100,7 @@ def test_a_second_trainer_is_refused_while_the_lock_lives_and_the_cli_lists_the_
         run = queue.submit(_config(tiny_mlm, tmp_path / "live", epochs=200, slice="train"), RunIdentity())
         wait_status(run, {"running"})
         lock = read_lock(run.path)
-        assert lock.pid == os.getpid() and lock.live
+        assert lock.pid == queue.current.process.pid != os.getpid() and lock.live  # its own child process
 
         for extra in ([], ["--resume"]):  # a new run into its folder, or a resume of it, from another process
             process = run_cli("train", "--model", str(tiny_mlm), "--dataset", "builtin", "--output-dir",
@@ -192,3 +192,54 @@ def test_a_budget_stops_a_run_in_minutes_and_the_run_can_resume_only_past_it(tin
     assert 1.8 <= results.seconds < 30
     again = train(RunDir(config.output_dir).resume_config(), resume=True, budget=Budget(minutes=0.03))
     assert again.steps == results.steps  # the budget is per run, not per session
+
+
+def test_a_killed_training_process_leaves_the_queue_serving_and_the_run_interrupted_with_why(tiny_mlm, tmp_path):
+    queue = RunQueue(tmp_path).start()
+    try:
+        killed = queue.submit(_config(tiny_mlm, tmp_path / "killed", epochs=200, slice="train", save_steps=2),
+                              RunIdentity())
+        after = queue.submit(_config(tiny_mlm, tmp_path / "after", max_steps=2), RunIdentity())
+        _wait_started(killed)
+        deadline = time.monotonic() + 60
+        while killed.checkpoint() is None:
+            assert time.monotonic() < deadline, "no checkpoint"
+            time.sleep(0.1)
+        os.kill(read_lock(killed.path).pid, signal.SIGKILL)  # as the kernel's out-of-memory killer does
+        assert wait_status(killed, {"interrupted"}) == "interrupted"
+        message = killed.results().message
+        assert message.startswith("the training process was killed at step ") and "received SIGKILL" in message
+        assert message in [e.message for e in killed.events() if isinstance(e, Error)]
+        assert wait_status(after, {"completed"}) == "completed"  # the queue went on
+        assert killed.resumable() and killed.checkpoint() is not None
+    finally:
+        queue.close()
+
+
+def test_a_child_that_dies_before_claiming_its_run_fails_it_in_words_and_leaves_the_queue(tiny_mlm, tmp_path):
+    from mlm_core.queue import record_death
+
+    run = RunQueue(tmp_path).submit(_config(tiny_mlm, tmp_path / "never"), RunIdentity())
+    (run.path / "process.log").write_text("Traceback (most recent call last):\nImportError: no module named x\n")
+    record_death(run, 1, started=time.time(), out_of_memory=False, stop_asked=False)
+    assert run.status() == "failed" and run.identity().queued_at is None
+    assert run.results().message == ("the training process ended with exit code 1 at step 0: ImportError: no module "
+                                     "named x")
+    oom = RunQueue(tmp_path).submit(_config(tiny_mlm, tmp_path / "oom"), RunIdentity())
+    record_death(oom, -9, started=time.time(), out_of_memory=True, stop_asked=False)
+    assert oom.status() == "interrupted" and "(the system ran out of memory)" in oom.results().message
+
+
+def test_a_run_past_its_memory_limit_fails_in_words_and_the_queue_goes_on(tiny_mlm, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLM_STUDIO_RUN_MEMORY_MB", "700")  # the children inherit it
+    queue = RunQueue(tmp_path).start()
+    try:
+        greedy = queue.submit(_config("starter", tmp_path / "greedy", batch_size=2048, block_size=128, max_steps=2,
+                                      slice="train"), RunIdentity())
+        after = queue.submit(_config(tiny_mlm, tmp_path / "after", max_steps=2), RunIdentity())
+        assert wait_status(greedy, {"failed"}) == "failed"
+        message = greedy.results().message
+        assert message.startswith("batch_size: ") and "memory" in message and "Traceback" not in message, message
+        assert wait_status(after, {"completed"}) == "completed"
+    finally:
+        queue.close()

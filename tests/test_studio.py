@@ -154,13 +154,57 @@ def test_the_public_rules_refuse_in_words_and_keep_the_owners_token_for_the_owne
         rules.push_token(visitor, "", None)
     assert rules.push_token(owner, "", None) == "hf_owner"
 
+    rules.unlock(other, "secret")
+    assert rules.visitor("b" * 32, None).admin and not rules.visitor("a" * 32, None).admin  # that browser only
+
+
+def _request(address: str, proxy: str = "10.255.0.1"):
+    """A request as Gradio hands it to a handler, from `address` through one proxy (which adds the header)."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(headers={"x-forwarded-for": address}, client=SimpleNamespace(host=proxy),
+                           session_hash=None, username=None)
+
+
+def test_limits_count_the_address_and_the_account_not_the_secret_a_script_sends(tiny_mlm, tmp_path):
+    import secrets
+
+    from mlm_core.queue import RunQueue
+    from mlm_core.runs.records import RunIdentity
+    from studio.access import UNLOCK_TRIES_TOTAL, Access, Limits
+
+    rules = Access(public=True, limits=Limits(active_runs=1, queued_runs=2), admin_password="secret",
+                   trusted_proxies=1)
+    fresh = lambda address: rules.visitor(secrets.token_hex(16), _request(address))  # noqa: E731
     for _ in range(5):
         with pytest.raises(ValueError, match="not the owner's password"):
-            rules.unlock(visitor, "guess")
-    with pytest.raises(ValueError, match="too many wrong passwords"):
-        rules.unlock(visitor, "secret")  # even the right one, after five wrong ones
-    rules.unlock(other, "secret")
-    assert rules.visitor("b" * 32, None).admin and not rules.visitor("a" * 32, None).admin
+            rules.unlock(fresh("10.0.0.1"), "guess")
+    for _ in range(55):  # a new browser secret each time: still one address
+        with pytest.raises(ValueError, match="too many wrong passwords from your address"):
+            rules.unlock(fresh("10.0.0.1"), "guess")
+    with pytest.raises(ValueError, match="from your address"):
+        rules.unlock(fresh("10.0.0.1"), "secret")
+    spoofed = rules.visitor(secrets.token_hex(16), _request("1.2.3.4, 10.0.0.1"))  # the client's own header first
+    with pytest.raises(ValueError, match="from your address"):
+        rules.unlock(spoofed, "guess")
+    owner = secrets.token_hex(16)
+    rules.unlock(rules.visitor(owner, _request("10.9.0.1")), "secret")  # from elsewhere, the owner still can
+    assert rules.visitor(owner, _request("10.9.0.2")).admin
+    for i in range(UNLOCK_TRIES_TOTAL - 5):  # many addresses: the total cap
+        with pytest.raises(ValueError, match="not the owner's password"):
+            rules.unlock(fresh(f"10.1.0.{i}"), "guess")
+    with pytest.raises(ValueError, match="tried here lately"):
+        rules.unlock(fresh("10.2.0.1"), "secret")
+
+    queue = RunQueue(tmp_path / "runs")  # not started: submitted runs stay queued
+    first = fresh("10.3.0.1")
+    queue.submit(tiny_config(tiny_mlm, tmp_path / "runs" / "a"), RunIdentity(owner=first.key, address=first.address))
+    with pytest.raises(ValueError, match="you already have 1 run"):
+        rules.check_start(fresh("10.3.0.1"), queue.waiting(), tmp_path)
+    assert rules.check_start(fresh("10.3.0.2"), queue.waiting(), tmp_path).steps == 2000
+    queue.submit(tiny_config(tiny_mlm, tmp_path / "runs" / "b"), RunIdentity(address=fresh("10.3.0.2").address))
+    with pytest.raises(ValueError, match="2 runs are already waiting"):
+        rules.check_start(fresh("10.3.0.3"), queue.waiting(), tmp_path)
 
 
 def test_each_mask_row_shows_the_text_with_that_mask_filled_and_the_others_blank():

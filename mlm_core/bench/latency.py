@@ -1,19 +1,21 @@
-"""Fill-mask latency: ours against transformers' pipeline, and ours while a training run shares the process."""
+"""Fill-mask latency: ours against transformers' pipeline, and ours while a training run works beside it."""
 
 from __future__ import annotations
 
+import signal
 import statistics
+import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import torch
 
-from mlm_core.config import TrainConfig
+from mlm_core.children import child_command, child_environment
+from mlm_core.config import TrainConfig, train_arguments
 from mlm_core.events import Step
 from mlm_core.models.inference import fill_mask
-from mlm_core.training.loop import train
+from mlm_core.runs.run_dir import RunDir
 
 SENTENCE = "The <mask> statement exits the innermost enclosing loop and goes on with the next statement."
 TOP_K = 5
@@ -58,26 +60,36 @@ def versus_pipeline(model: str, repeats: int) -> dict:
 
 
 def during_training(model: str, repeats: int, train_steps: int) -> dict:
-    """Our fill-mask p50 (ms) idle, then while `train()` runs in a thread of this process (as in the app);
-    ValueError in plain words when fill-mask refuses the model, StatisticsError when training ends before a timing."""
+    """Our fill-mask p50 (ms) idle, then while a training run works in a child process (as the app's queue runs
+    it); ValueError in plain words when fill-mask refuses the model, StatisticsError when training ends before a
+    timing, RuntimeError when the training child fails to start."""
     query = lambda: fill_mask(model, SENTENCE, top_k=TOP_K)  # noqa: E731
     for _ in range(WARMUP):
         query()
     idle = [_timed(query) for _ in range(repeats)]
     busy: list[float] = []
-    stepping, stop = threading.Event(), threading.Event()
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(model=model, dataset="builtin", slice="train", block_size=128, batch_size=16,
                              max_steps=train_steps, learning_rate=1e-4, output_dir=str(Path(tmp) / "run"))
-        job = threading.Thread(target=train, args=(config,), daemon=True,
-                               kwargs={"stop": stop, "on_event": lambda e: isinstance(e, Step) and stepping.set()})
-        job.start()
-        stepping.wait(timeout=600)
-        while len(busy) < repeats and job.is_alive():
-            busy.append(_timed(query))
-        stop.set()
-        job.join()
+        child = subprocess.Popen(child_command("train", *train_arguments(config)), env=child_environment(),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for_a_step(RunDir(config.output_dir), child)
+            while len(busy) < repeats and child.poll() is None:
+                busy.append(_timed(query))
+        finally:
+            child.send_signal(signal.SIGINT)  # stops after its step, as Stop does
+            child.wait()
     idle += [_timed(query) for _ in range(repeats)]
     result = {"idle": percentiles(idle), "training": percentiles(busy), "samples_while_training": len(busy)}
     result["ratio_p50"] = result["training"]["p50_ms"] / result["idle"]["p50_ms"]
     return result
+
+
+def _wait_for_a_step(run: RunDir, child: subprocess.Popen, timeout_s: float = 600) -> None:
+    """Until the run has logged its first training step; RuntimeError when the child ends or takes too long."""
+    deadline = time.monotonic() + timeout_s
+    while not any(isinstance(e, Step) for e in run.events()):
+        if child.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the training child never stepped (exit code {child.poll()})")
+        time.sleep(0.1)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import dataclasses
 import json
 import os
@@ -10,6 +12,7 @@ import signal
 import sys
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from mlm_core.cli.progress_bar import ProgressPrinter
@@ -19,12 +22,17 @@ from mlm_core.models.loading import describe_device
 from mlm_core.runs.model_sources import STARTER_DIR
 from mlm_core.runs.records import COMPLETED, STOPPED, RunResults, runs_root
 from mlm_core.runs.run_dir import RunDir, list_runs
+from mlm_core.runs.session import RUN_MEMORY_VARIABLE
 from mlm_core.system import hub_access
+from mlm_core.system.container_limits import limit_this_process, prefer_as_oom_victim
 from mlm_core.training.loop import train
+from mlm_core.training.preflight import preview
 from mlm_core.training.starter_recipe import build_starter
 
 EXIT_BAD_INPUT = 2
 EXIT_STOPPED = 130
+PARENT_PID_VARIABLE = "MLM_STUDIO_PARENT_PID"  # set by the app's queue for its training children
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class _Parser(argparse.ArgumentParser):
@@ -36,19 +44,31 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(EXIT_BAD_INPUT)
 
 
+def _with_train_options(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add one option per TrainConfig field (its help from the field) to `parser`."""
+    for f in dataclasses.fields(TrainConfig):
+        flag, kind = "--" + f.name.replace("_", "-"), str(f.type)
+        if kind == "bool":
+            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=_escaped(f.metadata["help"]))
+        else:
+            convert = int if kind.startswith("int") else float if kind.startswith("float") else str
+            parser.add_argument(flag, type=convert, default=argparse.SUPPRESS, help=_escaped(f.metadata["help"]))
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's parser; train options come from TrainConfig's fields and their help."""
     parser = _Parser(prog="python -m mlm_core", description="Fine-tune and use masked and causal language models.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    train = commands.add_parser("train", help="fine-tune a model; progress on stderr, summary on stdout")
-    for f in dataclasses.fields(TrainConfig):
-        flag, kind = "--" + f.name.replace("_", "-"), str(f.type)
-        if kind == "bool":
-            train.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=_escaped(f.metadata["help"]))
-        else:
-            convert = int if kind.startswith("int") else float if kind.startswith("float") else str
-            train.add_argument(flag, type=convert, default=argparse.SUPPRESS, help=_escaped(f.metadata["help"]))
+    train = _with_train_options(commands.add_parser("train", help="fine-tune a model; progress on stderr, summary "
+                                                                  "on stdout"))
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its checkpoint")
+    preview = _with_train_options(commands.add_parser("preview", help="what a run with these options would train "
+                                                                      "on, and its time and memory on this machine"))
+    preview.add_argument("--json", action="store_true", help="print the preview as JSON")
+    queued = commands.add_parser("train-queued", help="train a run the app's queue made (its settings, probe "
+                                                      "sentences and budget), as the queue's child process does")
+    queued.add_argument("run", type=Path, help="the run's folder")
     fill = commands.add_parser("fill-mask", help="predict the words behind <mask>")
     fill.add_argument("--model", required=True, help="a run folder (its saved model), a model folder, 'starter', or a "
                                                      "hub id")
@@ -87,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")
     args = build_parser().parse_args(argv)
     handlers = {"train": _train, "fill-mask": _fill_mask, "generate": _generate, "build-starter": _build_starter,
-                "runs": _runs, "info": _info}
+                "train-queued": _train_queued, "preview": _preview, "runs": _runs, "info": _info}
     try:
         return handlers[args.command](args)
     except ValueError as error:
@@ -104,7 +124,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     """TrainConfig from the given options and the app's defaults; with --resume, the run's saved settings.
     ValueError naming the field when a required option is missing or a value (given or saved) is not valid."""
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)}
-    if args.resume:
+    if getattr(args, "resume", False):
         if "output_dir" not in given:
             raise ValueError("output_dir: --resume needs --output-dir, the folder of the run to continue")
         run = RunDir(given["output_dir"])
@@ -119,15 +139,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Train with a progress bar on stderr and a one-line summary on stdout; Ctrl-C stops cleanly."""
+    """Train with a progress bar on stderr and a one-line summary on stdout; Ctrl-C or SIGTERM stops cleanly."""
     config = train_config(args)
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())  # a second Ctrl-C is left to the default
-    try:
-        with ProgressPrinter() as printer:
-            results = train(config, on_event=printer, stop=stop, resume=args.resume)
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    with _stop_on_signals() as stop, ProgressPrinter() as printer:
+        results = train(config, on_event=printer, stop=stop, resume=args.resume)
     print(summary(results, config))
     code = 0 if results.status == COMPLETED else EXIT_STOPPED
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -188,6 +203,61 @@ def _fill_mask(args: argparse.Namespace) -> int:
             word = guess["token_str"].strip() or repr(guess["token_str"])  # a line break shows as '\n', not blank
             print(f"  {guess['score']:7.2%}  {word:<20}  {guess['sequence']}")
     return 0
+
+
+def _preview(args: argparse.Namespace) -> int:
+    """Print what a run with these options would train on and cost here (as JSON with --json)."""
+    result = preview(train_config(args))
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    print(f"{result.documents:,} documents -> {result.tokens:,} tokens -> {result.train_blocks:,} training and "
+          f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens (text column {result.text_column!r})")
+    print(f"{result.total_steps:,} steps at {result.seconds_per_step:.2f} s each -> about "
+          f"{result.estimated_seconds / 60:.1f} minutes, {result.memory_bytes / 2**30:.1f} GiB of memory")
+    for probe in result.probes:
+        print(f"probe: {probe.line()}")
+    return 0
+
+
+def _train_queued(args: argparse.Namespace) -> int:
+    """Train a queued run as its identity says (the app's queue runs this in a child process); SIGTERM stops it
+    after its current step. Events go to the run's events.jsonl, as for every run."""
+    _end_with_parent()
+    limit = os.environ.get(RUN_MEMORY_VARIABLE)
+    if limit:
+        limit_this_process(float(limit))
+    else:
+        prefer_as_oom_victim()
+    run = RunDir(args.run)
+    identity = run.identity()
+    with _stop_on_signals() as stop:
+        results = train(run.config(), stop=stop, resume=identity.resume, probes=identity.probes,
+                        budget=identity.budget)
+    return 0 if results.status == COMPLETED else EXIT_STOPPED
+
+
+def _end_with_parent() -> None:
+    """Under the app's queue (Linux): be killed when the app's process dies, as a run inside the app was; the run
+    is then interrupted and resumes from its last checkpoint."""
+    parent = os.environ.get(PARENT_PID_VARIABLE)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(parent):  # it died before prctl took effect
+        os._exit(EXIT_STOPPED)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[threading.Event]:
+    """A stop flag that Ctrl-C (SIGINT) and SIGTERM set (the run ends after its current step, with a checkpoint)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -18,7 +18,15 @@ import numpy as np
 import torch
 
 from mlm_core.config import TrainConfig
-from mlm_core.data.columns import Record, as_text, check_column, detect_text_column, flatten_record, text_of
+from mlm_core.data.columns import (
+    Record,
+    as_text,
+    check_column,
+    detect_text_column,
+    flatten_record,
+    text_of,
+    text_pieces,
+)
 from mlm_core.data.sources import open_source
 from mlm_core.data.store_builder import token_store
 from mlm_core.data.token_store import Blocks, TokenStore
@@ -69,9 +77,11 @@ def extract_texts(records: Sequence[Record], column: str) -> list[str]:
 
 
 def sample_texts(config: TrainConfig, column: str, limit: int = 500) -> list[str]:
-    """The first `limit` non-empty texts of a run's data (e.g. for probe sentences), without reading the rest;
+    """The first `limit` non-empty texts of a run's data (long ones in pieces, as they are tokenized; e.g. for probe
+    sentences and the Preview), without reading the rest;
     ValueError in plain words when the data cannot be opened or read (as `open_source`)."""
-    return [t for t in (text_of(r, column) for r in open_source(config).peek(limit)) if t is not None]
+    texts = (text_of(r, column) for r in open_source(config).peek(limit))
+    return list(itertools.islice((piece for t in texts if t is not None for piece in text_pieces(t)), limit))
 
 
 def tokenize(tokenizer, texts: Sequence[str], with_offsets: bool = False) -> dict[str, list]:

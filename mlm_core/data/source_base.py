@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable, Iterator
 
 from mlm_core.config import SLICE_PATTERN
-from mlm_core.data.columns import Record, text_of
+from mlm_core.data.columns import Record, text_of, text_pieces
 from mlm_core.system import hub_access
 
 BATCH_RECORDS = 1000  # records per batch handed to a tokenizer (datasets.map's default batch size)
@@ -39,7 +39,7 @@ class Source:
             text = text_of(record, column)
             count += 1
             if text is not None:
-                texts.append(text)
+                texts.extend(text_pieces(text))
                 chars += len(text)
             if count == BATCH_RECORDS or chars >= BATCH_CHARS:
                 if want(number):

@@ -23,6 +23,7 @@ from mlm_core.system.container_limits import usable_cores
 
 WORKER_MIN_BYTES = 4 << 20  # smaller sources are tokenized in this process (starting workers costs ~0.3 s)
 PROGRESS_S = 0.5  # at most this often on_progress is called
+SAMPLE_CHARS = 4096  # of each of the first texts, to check the fast tokenizer agrees with the model's own
 WAIT_IDLE_S = float(os.environ.get("MLM_STUDIO_DATA_WAIT_S", "600"))  # a process waiting for the others gives up
 # after this long without any of their files growing
 
@@ -136,7 +137,7 @@ class _Job:
             raise ValueError(f"slice: {self.config.slice!r} leaves no rows of {self.config.dataset!r}")
         column = self.config.text_column or detect_text_column(first)
         check_column(first, column)
-        sample = [t for t in (text_of(r, column) for r in first[:64]) if t is not None] or ["text"]
+        sample = [t[:SAMPLE_CHARS] for t in (text_of(r, column) for r in first[:64]) if t is not None] or ["text"]
         encoder = self._encoder(sample, folder)
         writer = PartWriter(folder, part, self.dtype, self.with_starts)
         total = self.source.total if self.world == 1 else None

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mlm_core.data.columns import MAX_PIECE_CHARS, text_pieces
+
 FILE_SUFFIXES = (".txt", ".csv", ".jsonl", ".json")
 MAX_UPLOAD_MB = int(os.environ.get("MLM_STUDIO_MAX_UPLOAD_MB", "200"))
 MAX_FILE_BYTES = MAX_UPLOAD_MB * 1024 * 1024
@@ -86,11 +88,15 @@ def _held_cr(chunks: Iterator[str]) -> Iterator[str]:
 
 def txt_paragraphs(file: Path) -> Iterator[str]:
     """Non-empty stripped paragraphs (CRLF read as LF; paragraphs end at a blank line), as `str.split('\\n\\n')`;
-    ValueError at the first byte that is not UTF-8."""
+    a paragraph longer than MAX_PIECE_CHARS comes in pieces (`text_pieces`), so that memory stays flat for a file
+    with no line break. ValueError at the first byte that is not UTF-8."""
     carry = ""  # the normalised text after the last separator seen
     for chunk in _held_cr(text_chunks(file)):
         parts = (carry + chunk.replace("\r\n", "\n")).split("\n\n")
         carry = parts.pop()
+        if len(carry) > MAX_PIECE_CHARS:
+            *pieces, carry = text_pieces(carry)
+            parts += pieces
         yield from (p for p in (part.strip() for part in parts) if p)
     if carry.strip():
         yield carry.strip()
@@ -202,13 +208,19 @@ class _JsonScanner:
         self.chunks, self.buf, self.pos, self.lines_before = chunks, "", 0, 0
         self.decoder = json.JSONDecoder()
 
-    def _fill(self) -> bool:
-        """Read one more chunk (dropping what was consumed); False at the end of the file."""
-        chunk = next(self.chunks, None)
-        if chunk is None:
+    def _fill(self, at_least: int = 1) -> bool:
+        """Read chunks until `at_least` more characters are buffered (dropping what was consumed); False at the end
+        of the file."""
+        chunks = []
+        for chunk in self.chunks:
+            chunks.append(chunk)
+            at_least -= len(chunk)
+            if at_least <= 0:
+                break
+        if not chunks:
             return False
         self.lines_before += self.buf.count("\n", 0, self.pos)
-        self.buf, self.pos = self.buf[self.pos :] + chunk, 0
+        self.buf, self.pos = self.buf[self.pos :] + "".join(chunks), 0
         return True
 
     def peek(self) -> str:
@@ -232,7 +244,7 @@ class _JsonScanner:
             try:
                 value, end = self.decoder.raw_decode(self.buf, self.pos)
             except json.JSONDecodeError as error:
-                if self._fill():
+                if self._fill(len(self.buf) - self.pos):  # double what is held: a long value parses in linear time
                     continue
                 raise ValueError(f"dataset_file: not valid JSON (line {self.lines_before + error.lineno})") from None
             except RecursionError:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import functools
 import re
 import threading
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -130,17 +130,46 @@ def describe_device(device: torch.device | None = None) -> str:
     return f"CPU ({torch.get_num_threads()} threads)"
 
 
-@functools.lru_cache(maxsize=4)
+INFERENCE_CACHE_MODELS = 4
+_inference_cache: OrderedDict[tuple[str, tuple[int, int] | None], tuple] = OrderedDict()
+_inference_cache_lock = threading.Lock()
+
+
 def load_for_inference(name: str | Path):
-    """(tokenizer, model in eval mode on the default device, task), cached by model name; ValueError in plain words
-    when the name is refused or the model cannot be loaded (a failure is not cached)."""
+    """(tokenizer, model in eval mode on the default device, task), cached by what `name` resolves to (a local
+    folder with its config file's inode and modification time, so a replaced model is loaded again); ValueError in
+    plain words when
+    the name is refused, names a deleted run, or the model cannot be loaded (a failure is not cached)."""
+    source = resolve_source(name)
+    config_file = Path(source) / "config.json"
+    stat = config_file.stat() if config_file.is_file() else None
+    key = (source, (stat.st_ino, stat.st_mtime_ns) if stat else None)
+    with _inference_cache_lock:
+        if key in _inference_cache:
+            _inference_cache.move_to_end(key)
+            return _inference_cache[key]
     tokenizer = load_tokenizer(name)
     config = load_config(name)
     task = detect_task(config, tokenizer)
     device = default_device()
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = load_model(name, task, dtype=dtype).to(device).eval()
-    return tokenizer, _with_onednn_linears(model) if device.type == "cpu" else model, task
+    loaded = tokenizer, _with_onednn_linears(model) if device.type == "cpu" else model, task
+    with _inference_cache_lock:
+        _inference_cache[key] = loaded
+        while len(_inference_cache) > INFERENCE_CACHE_MODELS:
+            _inference_cache.popitem(last=False)
+    return loaded
+
+
+def forget_models(folder: Path) -> int:
+    """Drop every cached model loaded from `folder` or below it (a deleted run's); how many were dropped."""
+    root = folder.resolve()
+    with _inference_cache_lock:
+        stale = [key for key in _inference_cache if Path(key[0]).is_relative_to(root)]
+        for key in stale:
+            del _inference_cache[key]
+    return len(stale)
 
 
 def _with_onednn_linears(model):

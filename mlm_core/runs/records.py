@@ -104,6 +104,7 @@ class RunIdentity:
     label: str = ""
     owner: str | None = None  # an opaque visitor id (the app's business); None: the machine's user
     user: str | None = None  # the Hugging Face user who started it, when signed in
+    address: str | None = None  # an opaque hash of the client address it came from (the app's limits count it)
     created: float = field(default_factory=time.time)
     source: str = "cli"  # "app" or "cli"
     queued_at: float | None = None  # set while the run waits in the app's queue

@@ -13,6 +13,8 @@ from mlm_core.runs.records import QUEUED, RESUMABLE, RUNNING, RunResults
 from mlm_core.runs.run_dir import RunBusy, RunDir
 from mlm_core.system.atomic_files import remove_partial
 
+RUN_MEMORY_VARIABLE = "MLM_STUDIO_RUN_MEMORY_MB"  # the memory one run's process may take, when set
+
 
 def is_main_process() -> bool:
     """Whether this process writes the run's files (always, outside a multi-process `accelerate launch`)."""
@@ -98,7 +100,7 @@ class TrainingSession:
 
     def _record_failure(self, error: BaseException) -> None:
         """Say why in events.jsonl, and in results.json once the run has trained or was waiting in the queue."""
-        message = str(error) if isinstance(error, ValueError) else f"training failed: {error!r}"
+        message = failure_message(error)
         self.emit(Error(message))
         if self.trained or not (self.resume or self.new_folder):
             self.run.write_results(RunResults(status="failed", model=self.config.model, dataset=self.config.dataset,
@@ -111,3 +113,21 @@ class TrainingSession:
             return
         for child in self.run.path.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
+
+
+def failure_message(error: BaseException) -> str:
+    """Why a run failed, in one line: a ValueError's own words; running out of memory (Python's MemoryError,
+    torch's allocators) said as such; anything else as its repr."""
+    if isinstance(error, ValueError):
+        return str(error)
+    if isinstance(error, MemoryError) or "OutOfMemoryError" in type(error).__name__ or \
+            "can't allocate memory" in str(error):
+        return ("batch_size: training ran out of memory (this run's process may use "
+                f"{memory_limit_text()}); use a smaller batch size or block size")
+    return f"training failed: {error!r}"
+
+
+def memory_limit_text() -> str:
+    """'at most 1.5 GiB' under a data limit (MLM_STUDIO_RUN_MEMORY_MB), else 'what the machine has free'."""
+    limit = os.environ.get(RUN_MEMORY_VARIABLE)
+    return f"at most {float(limit) / 1024:.1f} GiB" if limit else "what the machine has free"

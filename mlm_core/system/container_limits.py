@@ -18,14 +18,45 @@ _UNLIMITED = 1 << 60  # v1 reports "no limit" as a huge page-aligned number
 
 
 def free_memory_bytes(root: Path = CGROUP_ROOT) -> int:
-    """Bytes this process may still allocate: the smaller of the host's available memory and what the cgroup's
-    limit leaves (limit minus current use)."""
-    host = psutil.virtual_memory().available
+    """Bytes this process may still allocate: the smallest of the host's available memory, what the cgroup's limit
+    leaves (limit minus current use) and what this process's data limit (RLIMIT_DATA) leaves of its resident
+    memory."""
+    host = min(psutil.virtual_memory().available, _data_limit_left())
     limit = _read_int(root / "memory.max") or _read_int(root / "memory" / "memory.limit_in_bytes")
     used = _read_int(root / "memory.current") or _read_int(root / "memory" / "memory.usage_in_bytes")
     if limit is None or limit >= _UNLIMITED or used is None:
         return host
     return max(0, min(host, limit - used))
+
+
+def _data_limit_left() -> int:
+    """What RLIMIT_DATA leaves this process beyond its resident memory (no limit: a huge number)."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return _UNLIMITED
+    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
+    if soft == resource.RLIM_INFINITY:
+        return _UNLIMITED
+    return max(0, soft - psutil.Process().memory_info().rss)
+
+
+def limit_this_process(megabytes: float) -> None:
+    """Cap this process's data memory (RLIMIT_DATA) at `megabytes`, and make it the kernel's first choice when the
+    machine runs out of memory (oom_score_adj 1000), so that a run dies before the app that started it."""
+    import resource
+
+    limit = int(megabytes * 2**20)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+    prefer_as_oom_victim()
+
+
+def prefer_as_oom_victim() -> None:
+    """Ask the kernel to end this process first when memory runs out (Linux; nothing elsewhere)."""
+    try:
+        Path("/proc/self/oom_score_adj").write_text("1000")
+    except OSError:
+        pass
 
 
 def usable_cores(root: Path = CGROUP_ROOT) -> int:
@@ -58,3 +89,17 @@ def _read_int(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
+
+
+def oom_kills(root: Path = CGROUP_ROOT) -> int:
+    """How many processes the kernel's out-of-memory killer has ended in this cgroup (v2 `memory.events`, v1
+    `memory.oom_control`); 0 where it does not say."""
+    for path in (root / "memory.events", root / "memory" / "memory.oom_control"):
+        try:
+            for line in path.read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return 0

@@ -3,6 +3,7 @@ estimated from training steps measured on this device."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from mlm_core.data.sources import count_rows
 from mlm_core.events import Status
 from mlm_core.models.loading import default_device
 from mlm_core.system.process_memory import peak_rss
-from mlm_core.tasks import IGNORE, Task
+from mlm_core.tasks import IGNORE, Task, get_task
 from mlm_core.training.batches import Batch, batcher_for
 from mlm_core.training.evaluation import FORWARD_COST, eval_every, eval_sample_size
 from mlm_core.training.memory_check import check_fits, training_bytes
@@ -46,6 +47,18 @@ class Preview:
     estimated_seconds: float
     memory_bytes: int
     messages: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (the task by name), as `python -m mlm_core preview --json` prints it."""
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {**values, "task": self.task.name, "probes": [dataclasses.asdict(p) for p in self.probes]}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Preview:
+        """Back from `to_dict`; ValueError for an unknown task, KeyError or TypeError for a dict of another shape."""
+        return cls(**{**values, "task": get_task(values["task"]),
+                      "probes": [ProbeSentence(**p) for p in values["probes"]],
+                      "example": [tuple(pair) for pair in values["example"]]})
 
 
 def preview(config: TrainConfig) -> Preview:
