@@ -96,12 +96,35 @@ def get_task(name: str | Task) -> Task:
 
 
 def detect_task(model_config: Any, tokenizer=None) -> Task:
-    """The task a checkpoint was saved for, from its architectures, else from its model type and tokenizer."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    for arch in getattr(model_config, "architectures", None) or []:
+    """The task a checkpoint was saved for, from transformers' Auto mappings: the architecture it was saved with,
+    when that is its model type's masked-LM or causal-LM class; else the one mapping that knows its model type;
+    else (both know it, as for BERT, XLM or FlauBERT) the tokenizer's mask token; a type neither knows is taken by
+    its architecture's name."""
+    masked, causal = lm_classes(model_config.model_type)
+    architectures = getattr(model_config, "architectures", None) or []
+    for arch in architectures:
+        if arch == masked != causal:
+            return MASKED
+        if arch == causal != masked:
+            return CAUSAL
+    has_mask = tokenizer is None or tokenizer.mask_token is not None
+    if masked and (not causal or has_mask):
+        return MASKED
+    if causal:
+        return CAUSAL
+    for arch in architectures:
         for task in TASKS.values():
             if arch.endswith(task.architecture_suffixes):
                 return task
-    has_mask = tokenizer is None or tokenizer.mask_token is not None
-    return MASKED if model_config.model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES and has_mask else CAUSAL
+    return MASKED if has_mask else CAUSAL
+
+
+def lm_classes(model_type: str) -> tuple[str | None, str | None]:
+    """The class names transformers' AutoModelForMaskedLM and AutoModelForCausalLM build for a model type (None
+    where it has none)."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    return MODEL_FOR_MASKED_LM_MAPPING_NAMES.get(model_type), MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(model_type)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,11 +37,14 @@ def loss_figure(events: Sequence[Event]) -> go.Figure | None:
 
 
 def smoothed(values: Sequence[float], weight: float = SMOOTHING) -> list[float]:
-    """An exponential moving average that starts at the first value (bias-corrected, as TensorBoard's)."""
-    out, average = [], 0.0
-    for count, value in enumerate(values, start=1):
-        average = weight * average + (1 - weight) * value
-        out.append(average / (1 - weight**count))
+    """An exponential moving average that starts at the first value (bias-corrected, as TensorBoard's); a step that
+    measured nothing (NaN: no token hidden) is skipped and keeps the average where it was."""
+    out, average, count = [], 0.0, 0
+    for value in values:
+        if value == value:
+            count += 1
+            average = weight * average + (1 - weight) * value
+        out.append(average / (1 - weight**count) if count else math.nan)
     return out
 
 

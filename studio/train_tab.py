@@ -110,15 +110,16 @@ class TrainTab:
             result = preview_in_child(config_from(form, output_dir=str(self.studio.root / "preview")))
         except ValueError as error:
             raise refusal(error) from None
-        rows = f"{result.documents:,} of {result.rows_total:,} rows" if result.rows_total else \
-            f"{result.documents:,} rows"
+        rows = f"{result.records:,} of {result.rows_total:,} rows" if result.rows_total else \
+            f"{result.records:,} rows"
         lines = [f"**{rows} → {result.tokens:,} tokens → {result.train_blocks:,} training and "
                  f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens** (text column "
                  f"{markdown_escaped(result.text_column)}).",
                  f"**Estimate on {describe_device()}:** {result.total_steps:,} steps at {result.seconds_per_step:.2f} "
                  f"s each (measured) → about **{board.duration(result.estimated_seconds)}**, using about "
                  f"**{result.memory_bytes / 2**30:.1f} GiB** of memory.",
-                 *[f"ℹ️ {markdown_escaped(hide_paths(plain(m)))}" for m in result.messages if "block_size" in m]]
+                 *[f"ℹ️ {markdown_escaped(hide_paths(plain(m)))}" for m in result.messages if "block_size" in m],
+                 *([f"ℹ️ {markdown_escaped(without_text(result))}"] if result.records > result.documents else [])]
         probes = "\n".join(probe.line() for probe in result.probes)
         return "\n\n".join(lines), result.example, probes or gr.skip(), result.text_column
 
@@ -227,6 +228,13 @@ def public_event(event) -> dict:
 def _text(value) -> str:
     """A form value that should be text, or nothing."""
     return value if isinstance(value, str) else ""
+
+
+def without_text(result) -> str:
+    """The sentence for rows left out because their column held no text."""
+    left = result.records - result.documents
+    return (f"{left:,} of the {result.records:,} rows hold no text in {result.text_column!r} (empty, or a number, "
+            "a list or another value that is not text) and are left out.")
 
 
 def _label(model: str, dataset: str) -> str:

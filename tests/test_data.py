@@ -173,3 +173,51 @@ def test_free_memory_and_workers_follow_the_containers_cgroup_limits(tmp_path, v
     (unlimited / "memory.max").write_text("max\n")
     (unlimited / "cpu.max").write_text("max 100000\n")
     assert container_limits.free_memory_bytes(unlimited) > gib and container_limits.cpu_quota(unlimited) is None
+
+
+def test_rows_whose_text_is_not_text_are_counted_and_a_long_row_is_one_document(tiny_mlm, tmp_path, capsys):
+    from transformers import AutoTokenizer
+
+    from mlm_core.cli.commands import main
+    from mlm_core.data.columns import MAX_PIECE_CHARS
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_mlm)
+    rows = [{"text": f"Row {i} is a sentence about the garden and its beans."} if i % 2 else {"text": i}
+            for i in range(200)]
+    rows[1]["text"] = "word " * (MAX_PIECE_CHARS // 2)  # one row, tokenized in several pieces
+    path = tmp_path / "numbers.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(path), block_size=32)
+    data = prepare_data(config, tokenizer, 32)
+    assert (data.records, data.documents) == (200, 100)
+    assert main(["preview", "--model", str(tiny_mlm), "--dataset-file", str(path), "--block-size", "32",
+                 "--max-steps", "2", "--output-dir", str(tmp_path / "run")]) == 0
+    assert "100 of the 200 rows hold no text in 'text' and are left out" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, words", [
+    ("A naïve café owner", ["A", "naïve", "café", "owner"]),
+    ("Señor Müller ate crème brûlée", ["Señor", "Müller", "ate", "crème", "brûlée"]),
+    ("Ελληνικά κείμενα εδώ", ["Ελληνικά", "κείμενα", "εδώ"]),
+    ("Smile 😀 now", ["Smile", "😀", "now"]),
+    ("mixed 中文 text", ["mixed", "中文", "text"]),
+])
+def test_pieces_of_one_character_or_word_are_one_word_in_every_script(text, words):
+    from transformers import AutoTokenizer
+
+    from mlm_core.data.tokenizing import from_lists
+    from mlm_core.runs.model_sources import STARTER_DIR
+
+    tokenizer = AutoTokenizer.from_pretrained(STARTER_DIR)  # byte-level BPE: é is two pieces of one character
+    encoded = tokenizer(text, return_offsets_mapping=True)
+    starts = from_lists([encoded["input_ids"]], [encoded["offset_mapping"]], np.dtype(np.uint32)).starts
+    spans, word = [], None
+    for (start, end), first in zip(encoded["offset_mapping"], starts):
+        if start == end:  # a special token
+            word = None
+            continue
+        if first or word is None:
+            word = [start, end]
+            spans.append(word)
+        word[1] = end
+    assert [text[a:b] for a, b in spans] == words

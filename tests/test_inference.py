@@ -148,3 +148,21 @@ def test_a_deleted_or_replaced_model_folder_never_answers_from_the_cache(tiny_ml
     shutil.copytree(tiny_mlm, folder)
     fill_mask(str(folder), "A <mask> statement.", top_k=1)
     assert loading.forget_models(tmp_path) == 2 and loading.forget_models(tmp_path) == 0  # the old copy and the new
+
+
+def test_targets_are_looked_up_as_written_mid_sentence_and_a_word_of_several_pieces_is_refused(pipeline):
+    from mlm_core.models.inference import word_pieces
+
+    [plain] = fill_mask("starter", SENTENCE, top_k=5, targets=["value", "length", "name"])
+    [spaced] = fill_mask("starter", SENTENCE, top_k=5, targets=[" value", " length", " name"])
+    assert plain == spaced  # the word-initial pieces, as in running text
+    [everything] = fill_mask("starter", SENTENCE, top_k=50)
+    top = everything[0]
+    [only_top] = fill_mask("starter", SENTENCE, top_k=1, targets=[top["token_str"].strip()])
+    assert only_top[0]["token"] == top["token"] and only_top[0]["score"] == pytest.approx(top["score"], abs=1e-6)
+
+    tokenizer = pipeline.tokenizer
+    words = ("greenhouse", "continuation", "interoperability")
+    long_word = next(w for w in words if len(word_pieces(tokenizer, w)) > 1)
+    with pytest.raises(ValueError, match=rf"targets: '{long_word}' is \d+ pieces for this model \(.* \+ .*\)"):
+        fill_mask("starter", SENTENCE, targets=["value", long_word])

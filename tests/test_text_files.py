@@ -17,7 +17,8 @@ def whole_file_records(path) -> list[dict]:
     text = path.read_bytes().decode("utf-8-sig")
     suffix = path.suffix
     if suffix == ".txt":
-        return [{"text": p} for p in (p.strip() for p in text.replace("\r\n", "\n").split("\n\n")) if p]
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return [{"text": p} for p in (p.strip() for p in text.split("\n\n")) if p]
     if suffix == ".csv":
         try:
             dialect = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|")
@@ -34,6 +35,7 @@ def whole_file_records(path) -> list[dict]:
 
 
 CASES = {
+    "old-mac.txt": "First paragraph\rits second line\r\rSecond paragraph\r\r\rThird\r",
     "plain.txt": "First paragraph\nstill first.\n\n\nSecond paragraph.\n",
     "crlf.txt": "\ufeffOne\r\n\r\nTwo\r\r\nstill two\r\n \r\n\r\nThree é ünï 中文 \U0001F600\r",
     "spaces.txt": "  \n\n  a  \n\n\n\n\t\n\nb\n\nc",
@@ -95,3 +97,11 @@ def test_a_large_file_is_read_in_bounded_memory(tmp_path):
     tracemalloc.stop()
     assert count == 200_000 and path.stat().st_size > 14e6
     assert peak < 40e6, f"{peak / 1e6:.0f} MB traced while streaming a {path.stat().st_size / 1e6:.0f} MB file"
+
+
+def test_lone_cr_line_ends_split_paragraphs_as_crlf_ones(tmp_path):
+    mac, windows = tmp_path / "mac.txt", tmp_path / "windows.txt"
+    mac.write_bytes(b"One\rstill one\r\rTwo\r\rThree")
+    windows.write_bytes(b"One\r\nstill one\r\n\r\nTwo\r\n\r\nThree")
+    expected = [{"text": "One\nstill one"}, {"text": "Two"}, {"text": "Three"}]
+    assert list(iter_file_records(mac)) == list(iter_file_records(windows)) == expected

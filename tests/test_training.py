@@ -253,3 +253,32 @@ def test_a_run_that_ends_mid_epoch_counts_a_fraction_of_an_epoch_and_writes_no_c
     results, events = _run(_config(tiny_mlm, tmp_path / "run", max_steps=2))
     assert results.steps == 2 and 0 < results.epochs < 1
     assert not [e for e in events if type(e).__name__ == "Checkpoint"]
+
+
+def test_a_held_out_sample_that_hides_nothing_is_refused_in_words_not_measured_as_perplexity_1(tiny_mlm, tmp_path):
+    text = tmp_path / "small.txt"
+    text.write_text("\n\n".join(f"Line {i} of a small upload about the garden." for i in range(30)))
+    config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(text), block_size=8,
+                         mlm_probability=0.001, max_steps=4, output_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="the held-out sample .* hides no token to measure"):
+        train(config)
+    assert not (tmp_path / "run").exists()  # refused before its first step, so nothing is left
+
+
+def test_a_run_whose_loss_explodes_ends_failed_with_diverged_not_completed(tiny_mlm, tmp_path):
+    config = TrainConfig(model=str(tiny_mlm), dataset="builtin", slice="train[:40]", block_size=64, batch_size=8,
+                         learning_rate=1.0, warmup_ratio=0.0, max_steps=30, eval_steps=10,
+                         output_dir=str(tmp_path / "run"))
+    with pytest.raises(ValueError, match=r"training diverged at step \d+ .*lower the learning rate"):
+        train(config)
+    results = RunDir(config.output_dir).results()
+    assert results.status == "failed" and "diverged" in results.message
+
+
+def test_steps_that_hide_nothing_are_gaps_in_the_loss_not_zeros():
+    from studio.figures import smoothed
+
+    nan = float("nan")
+    values = smoothed([2.0, nan, 2.0, 1.0])
+    assert values[:3] == pytest.approx([2.0, 2.0, 2.0]) and 1.0 < values[3] < 2.0
+    assert all(v != v for v in smoothed([nan, nan]))

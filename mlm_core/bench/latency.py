@@ -12,9 +12,11 @@ from pathlib import Path
 import torch
 
 from mlm_core.children import child_command, child_environment
-from mlm_core.config import TrainConfig, train_arguments
+from mlm_core.config import TrainConfig
 from mlm_core.events import Step
 from mlm_core.models.inference import fill_mask
+from mlm_core.queue import RunQueue
+from mlm_core.runs.records import RunIdentity
 from mlm_core.runs.run_dir import RunDir
 
 SENTENCE = "The <mask> statement exits the innermost enclosing loop and goes on with the next statement."
@@ -71,14 +73,15 @@ def during_training(model: str, repeats: int, train_steps: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         config = TrainConfig(model=model, dataset="builtin", slice="train", block_size=128, batch_size=16,
                              max_steps=train_steps, learning_rate=1e-4, output_dir=str(Path(tmp) / "run"))
-        child = subprocess.Popen(child_command("train", *train_arguments(config)), env=child_environment(),
+        run = RunQueue(Path(tmp)).submit(config, RunIdentity())  # queued, and trained as the app's queue does it
+        child = subprocess.Popen(child_command("train-queued", str(run.path)), env=child_environment(),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            _wait_for_a_step(RunDir(config.output_dir), child)
+            _wait_for_a_step(run, child)
             while len(busy) < repeats and child.poll() is None:
                 busy.append(_timed(query))
         finally:
-            child.send_signal(signal.SIGINT)  # stops after its step, as Stop does
+            child.send_signal(signal.SIGTERM)  # stops after its step, as Stop does
             child.wait()
     idle += [_timed(query) for _ in range(repeats)]
     result = {"idle": percentiles(idle), "training": percentiles(busy), "samples_while_training": len(busy)}

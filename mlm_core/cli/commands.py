@@ -33,6 +33,7 @@ EXIT_BAD_INPUT = 2
 EXIT_STOPPED = 130
 PARENT_PID_VARIABLE = "MLM_STUDIO_PARENT_PID"  # set by the app's queue for its training children
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+TRAIN_NICE = int(os.environ.get("MLM_STUDIO_TRAIN_NICE", "10"))  # niceness of the app's training children
 
 
 class _Parser(argparse.ArgumentParser):
@@ -211,6 +212,9 @@ def _preview(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
+    left = result.records - result.documents
+    if left:
+        print(f"{left:,} of the {result.records:,} rows hold no text in {result.text_column!r} and are left out")
     print(f"{result.documents:,} documents -> {result.tokens:,} tokens -> {result.train_blocks:,} training and "
           f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens (text column {result.text_column!r})")
     print(f"{result.total_steps:,} steps at {result.seconds_per_step:.2f} s each -> about "
@@ -224,6 +228,7 @@ def _train_queued(args: argparse.Namespace) -> int:
     """Train a queued run as its identity says (the app's queue runs this in a child process); SIGTERM stops it
     after its current step. Events go to the run's events.jsonl, as for every run."""
     _end_with_parent()
+    os.nice(TRAIN_NICE)  # the app's requests come first; the run still takes every core they leave idle
     limit = os.environ.get(RUN_MEMORY_VARIABLE)
     if limit:
         limit_this_process(float(limit))

@@ -15,8 +15,10 @@ from mlm_core.data.columns import Record, flatten_record, text_value
 from mlm_core.data.source_base import (
     ARROW_BATCH_RECORDS,
     STREAM_MB,
+    Counts,
     Source,
     Want,
+    batch_texts,
     bound,
     check_hub,
     first_line,
@@ -88,14 +90,15 @@ class ArrowSource(Source):
         """The first `n` records of the slice, flattened."""
         return self.ds.select(range(min(n, self.total))).to_list()
 
-    def batches(self, column: str, want: Want = lambda b: True) -> Iterator[tuple[int, list[str], int]]:
+    def batches(self, column: str, want: Want = lambda b: True) -> Iterator[tuple[int, list[str], Counts]]:
         """As `Source.batches`, in fixed batches of ARROW_BATCH_RECORDS rows, read by position."""
         values = self.ds.select_columns([column])
         for number in range(math.ceil(self.total / ARROW_BATCH_RECORDS)):
             if want(number):
                 start = number * ARROW_BATCH_RECORDS
                 rows = values[start : start + ARROW_BATCH_RECORDS][column]
-                yield number, [t for t in map(text_value, rows) if t is not None], len(rows)
+                texts, held = batch_texts(map(text_value, rows))
+                yield number, texts, Counts(len(rows), held)
 
     def fingerprint(self) -> str:
         """The dataset id, the slice and the Arrow table's fingerprint."""

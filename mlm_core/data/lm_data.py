@@ -53,8 +53,9 @@ class LMData:
     train_word_starts: Blocks | None
     eval_word_starts: Blocks | None
     text_column: str
-    documents: int
+    documents: int  # rows that held text
     tokens: int
+    records: int = 0  # rows read from the slice, those without text included
     sharded: bool = False
     train_total: int = 0
     eval_total: int = 0
@@ -180,4 +181,5 @@ def _split(store: TokenStore, config: TrainConfig, block_size: int, rank: int, w
         train_word_starts=Blocks(store, train_idx, block_size, "starts") if flags else None,
         eval_word_starts=Blocks(store, eval_idx, block_size, "starts") if flags else None,
         text_column=store.meta["text_column"], documents=int(store.meta["documents"]), tokens=store.tokens,
+        records=int(store.meta.get("records", store.meta["documents"])),
         sharded=world > 1, train_total=train_total, eval_total=eval_total, reused=reused)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 from mlm_core.config import SLICE_PATTERN
 from mlm_core.data.columns import Record, text_of, text_pieces
@@ -15,6 +16,23 @@ BATCH_CHARS = 2 << 20  # ... and at most about this much text, so that long docu
 ARROW_BATCH_RECORDS = 256  # hub rows are read by position, so their batches are fixed-size
 STREAM_MB = int(os.environ.get("MLM_STUDIO_STREAM_MB", "1024"))  # hub splits larger than this are streamed
 Want = Callable[[int], bool]
+
+
+class Counts(NamedTuple):
+    """What one batch read: rows, and of them those holding text in the column (the others are left out)."""
+
+    records: int
+    texts: int
+
+
+def batch_texts(values: Iterable[str | None]) -> tuple[list[str], int]:
+    """The texts of a batch's values, long ones in pieces (`text_pieces`), and how many values held text."""
+    texts, held = [], 0
+    for text in values:
+        if text is not None:
+            held += 1
+            texts.extend(text_pieces(text))
+    return texts, held
 
 
 class Source:
@@ -32,21 +50,28 @@ class Source:
         """The first `n` records of the slice, flattened."""
         return list(itertools.islice(self.records(), n))
 
-    def batches(self, column: str, want: Want = lambda b: True) -> Iterator[tuple[int, list[str], int]]:
-        """(batch number, texts, records read) for each batch `want` accepts; texts are the non-empty ones."""
-        number, texts, chars, count = 0, [], 0, 0
+    def batches(self, column: str, want: Want = lambda b: True) -> Iterator[tuple[int, list[str], Counts]]:
+        """(batch number, texts, counts) for each batch `want` accepts; texts are the non-empty ones, long ones in
+        pieces, and a batch ends at BATCH_RECORDS rows or BATCH_CHARS characters, inside a long row if need be (a
+        row counts in the batch its first piece is in)."""
+        number, texts, chars, records, held = 0, [], 0, 0, 0
         for record in self.records():
             text = text_of(record, column)
-            count += 1
-            if text is not None:
-                texts.extend(text_pieces(text))
-                chars += len(text)
-            if count == BATCH_RECORDS or chars >= BATCH_CHARS:
+            records += 1
+            held += text is not None
+            for piece in text_pieces(text) if text is not None else ():
+                texts.append(piece)
+                chars += len(piece)
+                if chars >= BATCH_CHARS:
+                    if want(number):
+                        yield number, texts, Counts(records, held)
+                    number, texts, chars, records, held = number + 1, [], 0, 0, 0
+            if records == BATCH_RECORDS:
                 if want(number):
-                    yield number, texts, count
-                number, texts, chars, count = number + 1, [], 0, 0
-        if count and want(number):
-            yield number, texts, count
+                    yield number, texts, Counts(records, held)
+                number, texts, chars, records, held = number + 1, [], 0, 0, 0
+        if (records or texts) and want(number):
+            yield number, texts, Counts(records, held)
 
     def fingerprint(self) -> str:
         """A string that changes when the slice's content may have changed."""

@@ -16,7 +16,7 @@ from mlm_core.config import FILE_DATASET, TrainConfig
 from mlm_core.data import builtin_corpus
 from mlm_core.data.columns import Record, flatten_record
 from mlm_core.data.hub_datasets import open_hub_source
-from mlm_core.data.source_base import Source, Want, bound, parse_slice, take_batch
+from mlm_core.data.source_base import Counts, Source, Want, bound, parse_slice, take_batch
 from mlm_core.data.store_cache import file_digest
 from mlm_core.data.text_files import (
     check_file,
@@ -99,7 +99,7 @@ class FileSource(Source):
             else (flatten_record(r) for r in iter_file_records(self.file))
         return itertools.islice(rows, self.range.start, self.range.stop)
 
-    def batches(self, column: str, want: Want = lambda b: True) -> Iterator[tuple[int, list[str], int]]:
+    def batches(self, column: str, want: Want = lambda b: True) -> Iterator[tuple[int, list[str], Counts]]:
         """As `Source.batches`; a .txt file's paragraphs are batched without making records (ValueError in plain
         words at malformed content)."""
         if self.suffix != ".txt" or column != "text":
@@ -109,7 +109,7 @@ class FileSource(Source):
         number = 0
         while batch := take_batch(paragraphs):
             if want(number):
-                yield number, batch, len(batch)
+                yield number, batch, Counts(len(batch), len(batch))
             number += 1
 
     def fingerprint(self) -> str:

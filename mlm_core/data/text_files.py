@@ -87,12 +87,13 @@ def _held_cr(chunks: Iterator[str]) -> Iterator[str]:
 
 
 def txt_paragraphs(file: Path) -> Iterator[str]:
-    """Non-empty stripped paragraphs (CRLF read as LF; paragraphs end at a blank line), as `str.split('\\n\\n')`;
+    """Non-empty stripped paragraphs (CRLF and a lone CR, old Mac line ends, read as LF; paragraphs end at a blank
+    line), as `str.split('\\n\\n')`;
     a paragraph longer than MAX_PIECE_CHARS comes in pieces (`text_pieces`), so that memory stays flat for a file
     with no line break. ValueError at the first byte that is not UTF-8."""
     carry = ""  # the normalised text after the last separator seen
     for chunk in _held_cr(text_chunks(file)):
-        parts = (carry + chunk.replace("\r\n", "\n")).split("\n\n")
+        parts = (carry + chunk.replace("\r\n", "\n").replace("\r", "\n")).split("\n\n")
         carry = parts.pop()
         if len(carry) > MAX_PIECE_CHARS:
             *pieces, carry = text_pieces(carry)

@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlm_core.data.source_base import Counts
 from mlm_core.data.tokenizing import Encoded
 from mlm_core.system.atomic_files import write_json
 
 META = "meta.json"
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: documents longer than MAX_PIECE_CHARS are tokenized in pieces; documents count rows with text
 
 
 def part_done(folder: Path, part: str) -> Path:
@@ -40,11 +41,12 @@ class PartWriter:
         self.segments: list[list[int]] = []  # [batch, offset, tokens, first token's start, last token's end]
         self.tokens = self.documents = self.records = 0
 
-    def add(self, number: int, records: int, encoded: Encoded) -> None:
-        """Write one batch: its ids [tokens] (and word-start flags [tokens]), after the batches before it."""
+    def add(self, number: int, counts: Counts, encoded: Encoded) -> None:
+        """Write one batch: its ids [tokens] (and word-start flags [tokens]), after the batches before it; `counts`:
+        the rows it read and those of them that held text (the documents)."""
         n = len(encoded.ids)
-        self.records += records
-        self.documents += len(encoded.lengths)
+        self.records += counts.records
+        self.documents += counts.texts
         if n:
             self.segments.append([number, self.tokens, n, encoded.first_start, encoded.last_end])
             self.ids.write(encoded.ids.tobytes())

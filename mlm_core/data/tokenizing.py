@@ -22,6 +22,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -69,9 +70,21 @@ def from_lists(ids: list[list[int]], offsets: list[list[tuple[int, int]]] | None
     pairs = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(offsets)), np.int64, 2 * total)
     pairs = pairs.reshape(total, 2)
     starts = np.ones(total, np.uint8)
-    starts[1:] = pairs[1:, 0] != pairs[:-1, 1]
+    starts[1:] = word_starts(pairs)
     edges = (int(pairs[0, 0]), int(pairs[-1, 1])) if total else (-1, -1)
     return Encoded(flat, lengths, starts, *edges)
+
+
+def word_starts(pairs: np.ndarray) -> np.ndarray:
+    """For tokens 1.. of a batch, whether each starts a word, from (start, end) character offsets [tokens, 2]: after
+    a real gap (white space), at or after a special token (no characters), or where a new document begins (offsets
+    go back). Pieces of one character share its offsets and pieces of one word touch, so they stay one word:
+    `naïve` is one word, not `[Ġn a Ã][¯ ve]`."""
+    previous, current = pairs[:-1], pairs[1:]
+    gap = current[:, 0] > previous[:, 1]
+    special = (previous[:, 0] == previous[:, 1]) | (current[:, 0] == current[:, 1])
+    new_document = current[:, 0] < previous[:, 0]
+    return gap | special | new_document
 
 
 def encode_with(backend, texts: list[str], dtype: np.dtype, with_starts: bool) -> Encoded:
@@ -154,9 +167,9 @@ class WorkerPool:
         except (BrokenPipeError, OSError, ValueError):
             pass  # the worker died; the reader reports it
 
-    def imap(self, items: Iterable[tuple[int, list[str], int]], stop: threading.Event
-             ) -> Iterator[tuple[int, int, Encoded]]:
-        """(batch number, records, Encoded) for each (batch number, texts, records), in the order given;
+    def imap(self, items: Iterable[tuple[int, list[str], Any]], stop: threading.Event
+             ) -> Iterator[tuple[int, Any, Encoded]]:
+        """(batch number, counts, Encoded) for each (batch number, texts, counts), in the order given;
         PreparationStopped once `stop` is set, RuntimeError (with its last stderr line) when a worker dies."""
         pending: collections.deque = collections.deque()
         items, turn = iter(items), itertools.count()
@@ -167,8 +180,8 @@ class WorkerPool:
                 pending.append((worker, item[0], item[2]))
             if not pending:
                 return
-            worker, number, records = pending.popleft()
-            yield number, records, self._reply(worker, stop)
+            worker, number, counts = pending.popleft()
+            yield number, counts, self._reply(worker, stop)
 
     def _reply(self, worker: int, stop: threading.Event) -> Encoded:
         """The next result of one worker."""
@@ -235,14 +248,14 @@ class LocalEncoder:
                              verbose=False)
         return from_lists(out["input_ids"], out["offset_mapping"] if self.with_starts else None, self.dtype)
 
-    def imap(self, items: Iterable[tuple[int, list[str], int]], stop: threading.Event
-             ) -> Iterator[tuple[int, int, Encoded]]:
-        """(batch number, records, Encoded) for each (batch number, texts, records); PreparationStopped once `stop`
+    def imap(self, items: Iterable[tuple[int, list[str], Any]], stop: threading.Event
+             ) -> Iterator[tuple[int, Any, Encoded]]:
+        """(batch number, counts, Encoded) for each (batch number, texts, counts); PreparationStopped once `stop`
         is set."""
-        for number, texts, records in items:
+        for number, texts, counts in items:
             if stop.is_set():
                 raise PreparationStopped()
-            yield number, records, self.encode(texts)
+            yield number, counts, self.encode(texts)
 
     def close(self, kill: bool = False) -> None:
         """Nothing to release."""

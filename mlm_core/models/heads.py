@@ -26,10 +26,14 @@ def split_masked_lm(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor
     return None
 
 
-def masked_logits(parts, input_ids: torch.Tensor, positions: torch.Tensor,
+def masked_logits(model: nn.Module, input_ids: torch.Tensor, positions: torch.Tensor,
                   attention_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Vocabulary logits at the True entries of `positions` only: [n_selected, vocab], in row-major order of the
-    positions; `input_ids`, bool `positions` and `attention_mask` are [batch, block]."""
+    positions; `input_ids`, bool `positions` and `attention_mask` are [batch, block]. The head runs at those
+    positions only where `split_masked_lm` knows it; any other masked LM gives its full logits, then selected."""
+    parts = split_masked_lm(model)
+    if parts is None:
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[positions]
     encoder, head = parts
     hidden = encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     return head(hidden[positions])

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlm_core.models.heads import masked_logits, split_masked_lm
+from mlm_core.models.heads import masked_logits
 from mlm_core.models.loading import has_trained_mlm_head, load_for_inference, max_block_size
 
 MASK_SPELLINGS = re.compile(r"<mask>|\[MASK\]")
@@ -22,7 +22,8 @@ MAX_NEW_TOKENS = 512
 def fill_mask(model: str, text: str, top_k: int = 5, targets: list[str] | None = None) -> list[list[dict[str, Any]]]:
     """For each mask in `text`, the `top_k` likeliest tokens as transformers' pipeline reports them; ValueError in
     plain words for a model that cannot load or fill masks, a text without masks, with too many or too long, a bad
-    `top_k`, or `targets` none of which the model knows."""
+    `top_k`, or a candidate in `targets` that is not a single piece (candidates are looked up as written
+    mid-sentence, see `_target_ids`)."""
     tokenizer, lm = _masked_lm(model)
     return predict_masks(tokenizer, lm, text, top_k, targets)
 
@@ -70,8 +71,8 @@ def _mask_probabilities(tokenizer, lm, text: str) -> tuple[torch.Tensor, torch.T
     text."""
     input_ids = _encode_with_masks(tokenizer, text, lm)
     positions = input_ids.eq(tokenizer.mask_token_id)
-    with torch.inference_mode():
-        logits = masked_logits(split_masked_lm(lm), input_ids.to(lm.device)[None], positions.to(lm.device)[None])
+    with torch.no_grad():  # not inference_mode: MobileBERT's forward fails on inference tensors
+        logits = masked_logits(lm, input_ids.to(lm.device)[None], positions.to(lm.device)[None])
     return input_ids, positions, logits.float().softmax(dim=-1).cpu()
 
 
@@ -80,7 +81,7 @@ def _masked_lm(model: str):
     tokenizer, lm, task = load_for_inference(model)
     if task.inference != "fill-mask":
         raise ValueError(f"model: {model} is a {task.title}; it generates text but cannot fill masks")
-    if not has_trained_mlm_head(lm.config) or split_masked_lm(lm) is None:
+    if not has_trained_mlm_head(lm.config):
         raise ValueError(f"model: {model!r} has no fill-mask head; choose a masked language model")
     return tokenizer, lm
 
@@ -114,20 +115,36 @@ def check_text(text: object, field: str, hint: str) -> None:
 
 
 def _target_ids(tokenizer, targets: list[str]) -> np.ndarray:
-    """Token ids of the candidate words, resolved as the pipeline does (first sub-token if not in the vocab)."""
-    vocab = tokenizer.get_vocab()
+    """Token ids of the candidate words, each looked up as the word is written mid-sentence (after a space: the
+    word-initial piece, `Ġchild` or `▁child`, not the word-internal `child` the pipeline's vocabulary lookup finds).
+    ValueError in plain words for a candidate of several pieces (each guess is one piece) or no candidate at all."""
     ids = []
     for target in targets:
-        id_ = vocab.get(target)
-        if id_ is None:
-            pieces = tokenizer(target, add_special_tokens=False)["input_ids"]
-            if not pieces:
-                continue
-            id_ = pieces[0]
-        ids.append(id_)
+        word = target.strip()
+        if not word:
+            continue
+        pieces = word_pieces(tokenizer, word)
+        if len(pieces) != 1:
+            shown = " + ".join(tokenizer.decode([piece]).strip() or repr(tokenizer.decode([piece])) for piece in pieces)
+            raise ValueError(f"targets: {word!r} is {len(pieces)} pieces for this model ({shown}); each candidate "
+                             "must be a single piece")
+        ids.append(pieces[0])
     if not ids:
-        raise ValueError("targets: none of the candidate words is in the model's vocabulary")
+        raise ValueError("targets: give at least one candidate word")
     return np.array(sorted(set(ids)))
+
+
+def word_pieces(tokenizer, word: str) -> list[int]:
+    """The token ids of `word` as it is written after a space in running text: [pieces]."""
+    prefix = "a "
+    if tokenizer.is_fast:
+        encoded = tokenizer(prefix + word, add_special_tokens=False, return_offsets_mapping=True)
+        end = len(prefix) + len(word)
+        return [i for i, (start, stop) in zip(encoded["input_ids"], encoded["offset_mapping"])
+                if stop > len(prefix) and start < end]
+    before = tokenizer(prefix.strip(), add_special_tokens=False)["input_ids"]
+    after = tokenizer(prefix + word, add_special_tokens=False)["input_ids"]
+    return after[len(before):] if after[: len(before)] == before else after
 
 
 def _propositions(tokenizer, input_ids, positions, values, predictions, target_ids) -> list[list[dict[str, Any]]]:
@@ -206,15 +223,14 @@ def _hidden_word_bits(lm, mask_id: int, ids: torch.Tensor, members: list[list[in
     in batches."""
     bits: list[float | None] = [None] * len(members)
     scored = [w for w, positions in enumerate(members) if positions]
-    parts = split_masked_lm(lm)
     for start in range(0, len(scored), SURPRISE_BATCH):
         chunk = scored[start : start + SURPRISE_BATCH]
         copies, hidden = ids.repeat(len(chunk), 1), torch.zeros(len(chunk), len(ids), dtype=torch.bool)
         for row, word in enumerate(chunk):
             hidden[row, members[word]] = True
         copies[hidden] = mask_id
-        with torch.inference_mode():
-            logits = masked_logits(parts, copies.to(lm.device), hidden.to(lm.device))
+        with torch.no_grad():
+            logits = masked_logits(lm, copies.to(lm.device), hidden.to(lm.device))
         nats = -logits.float().log_softmax(-1).gather(1, ids.expand_as(copies)[hidden].to(lm.device)[:, None])
         rows = hidden.nonzero()[:, 0]
         totals = torch.zeros(len(chunk)).index_add_(0, rows, nats[:, 0].cpu())

@@ -12,7 +12,7 @@ import torch
 
 from mlm_core.runs.model_sources import is_local, resolve_source
 from mlm_core.system import hub_access
-from mlm_core.tasks import Task, detect_task
+from mlm_core.tasks import Task, detect_task, lm_classes
 
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "longformer", "roberta-prelayernorm")
 # Names resolved by transformers' lazy module on first use; that resolution is not thread-safe.
@@ -96,8 +96,10 @@ def _from_pretrained(auto_class, name: str | Path, **kwargs):
 
 
 def has_trained_mlm_head(config) -> bool:
-    """Whether the checkpoint holds fill-mask head weights (not only an encoder)."""
-    return any(arch.endswith("ForMaskedLM") for arch in config.architectures or [])
+    """Whether the checkpoint holds fill-mask head weights (not only an encoder): it was saved as its type's
+    masked-LM class (XLM's and FlauBERT's is `...WithLMHeadModel`) or a `...ForMaskedLM`."""
+    masked, _ = lm_classes(config.model_type)
+    return any(arch == masked or arch.endswith("ForMaskedLM") for arch in config.architectures or [])
 
 
 def load_model(name: str | Path, task: Task, dtype: torch.dtype = torch.float32):

@@ -49,17 +49,18 @@ def _can_connect(endpoint: str) -> bool:
 
 # A hub repository id: an optional namespace and a name, of letters, digits, '.', '_' and '-'.
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
-_local_paths = {"allowed": True}
+NO_LOCAL_PATHS_VARIABLE = "MLM_STUDIO_NO_LOCAL_PATHS"  # set for this process and the children it starts
 
 
 def forbid_local_paths() -> None:
-    """From now on, names people type mean hub repositories (or the built-in ones), never files on this machine."""
-    _local_paths["allowed"] = False
+    """From now on, names people type mean hub repositories (or the built-in ones), never files on this machine:
+    in this process and in every child it starts (a Preview, a run)."""
+    os.environ[NO_LOCAL_PATHS_VARIABLE] = "1"
 
 
 def local_paths_allowed() -> bool:
     """Whether a typed name may be a folder or file on this machine (the CLI, or the app on your own machine)."""
-    return _local_paths["allowed"]
+    return os.environ.get(NO_LOCAL_PATHS_VARIABLE) != "1"
 
 
 def check_hub_name(name: str, field: str, kind: str) -> None:

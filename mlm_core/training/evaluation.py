@@ -43,11 +43,18 @@ class Evaluator:
     """Scores the same held-out positions at every evaluation, so all measurements of a run compare like with like."""
 
     def __init__(self, batcher, blocks, word_starts, size: int, batch_size: int, seed: int, own_share: bool = False):
-        """`own_share`: each process holds its own eval blocks (sharded data) and scores all of them."""
+        """`own_share`: each process holds its own eval blocks (sharded data) and scores all of them. ValueError in
+        plain words when the sample hides no token, so that nothing could be measured (a perplexity of 1.00 would
+        mean nothing)."""
         rows = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))[:size].sort().values
         self.size, self.own_share = size, own_share
         self.batches = fixed_eval_batches(batcher, blocks[rows], None if word_starts is None else word_starts[rows],
                                           batch_size)
+        self.labelled = sum(batch.count for batch in self.batches)  # hidden (or next) tokens each evaluation scores
+        if self.labelled == 0 and not own_share:
+            raise ValueError(f"eval_fraction: the held-out sample ({len(rows):,} blocks of {blocks.shape[-1]} tokens) "
+                             "hides no token to measure; hold out more text, or raise mlm_probability or "
+                             "block_size")
 
     def __call__(self, objective, accelerator, stop: threading.Event) -> Measurement | None:
         """Loss and accuracy of the model now (batches shared among processes); None if stopped meanwhile."""

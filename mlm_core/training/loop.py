@@ -36,6 +36,7 @@ MAX_GRAD_NORM = 1.0
 PROBE_TOP_K = 5
 AUTO_PROBES, AUTO_PROBE_BLOCKS = 5, 200  # held-out sentences watched when none are given, and where they come from
 EVAL_BATCH_FACTOR = 2  # no gradients to keep, so evaluation batches can be larger
+DIVERGED_LOSS_RISE = math.log(10)  # held-out perplexity ten times the base model's: the run has diverged
 REPORT_EVERY_S = 0.5  # on a GPU, step losses are read back at most this often (each read waits for the device)
 
 
@@ -240,6 +241,8 @@ class TrainingRun:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         mean = self.accelerator.reduce(loss_sum / total, reduction="mean")
+        if not any(b.count for b in batches) and self.world == 1:
+            mean = torch.full((), math.nan)  # nothing was hidden: no loss was measured (not a loss of 0)
         return mean, sum(b.input_ids.numel() for b in batches) * self.world
 
     def _after_step(self, loss: torch.Tensor, tokens: int, n_batches: int) -> None:
@@ -278,6 +281,8 @@ class TrainingRun:
             for value, (_, step) in zip(losses, self.unreported):
                 self.emit(dataclasses.replace(step, loss=value))
             self.unreported = []
+            if not failing and any(math.isinf(v) for v in losses):
+                raise ValueError(diverged(self.step, "the training loss became infinite"))
         self.reported_at = time.monotonic()
 
     def _epoch_progress(self) -> float:
@@ -292,6 +297,9 @@ class TrainingRun:
         if measured is None:
             return None
         self.eval_step, self.last = self.step, measured
+        if not base and self.base is not None and not measured.loss <= self.base.loss + DIVERGED_LOSS_RISE:
+            raise ValueError(diverged(self.step, f"held-out perplexity {perplexity(measured.loss):,.4g}, from "
+                                                 f"{perplexity(self.base.loss):,.4g} at the start"))
         self.emit(Eval(step=self.step, epoch=self._epoch_progress(), eval_loss=measured.loss,
                        perplexity=perplexity(measured.loss), base=base, top1=measured.top1, top5=measured.top5,
                        seconds=round(time.perf_counter() - started, 3)))
@@ -398,6 +406,11 @@ def _plain(measured: Measurement | None) -> dict | None:
 def _measurement(values: dict | None) -> Measurement | None:
     """A measurement back from a checkpoint."""
     return None if values is None else Measurement(**values)
+
+
+def diverged(step: int, what: str) -> str:
+    """The sentence a diverged run ends with."""
+    return f"learning_rate: training diverged at step {step:,} ({what}); lower the learning rate (try a tenth of it)"
 
 
 def _seed_everything(seed: int) -> None:

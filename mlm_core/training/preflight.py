@@ -32,7 +32,7 @@ TIMED_STEPS = 2
 class Preview:
     """What a run would train on and roughly what it would cost."""
 
-    documents: int
+    documents: int  # rows that hold text
     tokens: int
     train_blocks: int
     eval_blocks: int
@@ -47,6 +47,7 @@ class Preview:
     estimated_seconds: float
     memory_bytes: int
     messages: list[str] = field(default_factory=list)
+    records: int = 0  # rows read, those without text included
 
     def to_dict(self) -> dict:
         """JSON-ready dict (the task by name), as `python -m mlm_core preview --json` prints it."""
@@ -83,7 +84,7 @@ def preview(config: TrainConfig) -> Preview:
     eval_seconds = (total_steps // every + 2) * sample * seconds / config.batch_size * FORWARD_COST
     probes = heldout_probes(setup.tokenizer, setup.model.eval(), data, 5, config.seed) \
         if setup.task.inference == "fill-mask" else []
-    return Preview(documents=data.documents, tokens=data.tokens, train_blocks=len(data.train),
+    return Preview(documents=data.documents, records=data.records, tokens=data.tokens, train_blocks=len(data.train),
                    eval_blocks=len(data.eval), block_size=data.block_size, task=setup.task,
                    text_column=data.text_column, rows_total=count_rows(config),
                    example=example_words(setup.tokenizer, batch.input_ids[0], batch.labels[0]), probes=probes,
