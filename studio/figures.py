@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mlm_core.events import Eval, Event, Probe, Step
-from mlm_core.models.inference import MASK_SPELLINGS
+from mlm_core.models.inference import filled_sequence
 
 _LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=40), template="plotly_white",
                legend=dict(orientation="h", y=-0.2))
@@ -144,25 +144,8 @@ def _label(token_str: str) -> str:
 
 def predictions_table(results: list[list[dict[str, Any]]], text: str) -> list[list[Any]]:
     """Rows of (mask, rank, word, probability, the text with that mask filled and any other shown as ___)."""
-    spans = list(MASK_SPELLINGS.finditer(text))
-    rows = []
-    for m, guesses in enumerate(results):
-        for rank, g in enumerate(guesses):
-            filled = _filled(text, spans, m, g["token_str"]) if len(spans) == len(results) else g["sequence"]
-            rows.append([m + 1, rank + 1, _label(g["token_str"]), round(g["score"], 4), filled])
-    return rows
-
-
-def _filled(text: str, spans: list, which: int, token: str) -> str:
-    """The text as typed, with mask number `which` replaced by the guessed token and every other mask by ___."""
-    out, end = [], 0
-    for index, span in enumerate(spans):
-        before = text[end:span.start()]
-        if index == which and not token[:1].isspace() and token.strip():  # a piece of the word before it
-            before = before.rstrip()
-        out += [before, token.strip().removeprefix("##") if index == which else "___"]
-        end = span.end()
-    return "".join(out) + text[end:]
+    return [[m + 1, rank + 1, _label(g["token_str"]), round(g["score"], 4), filled_sequence(text, results, m, g)]
+            for m, guesses in enumerate(results) for rank, g in enumerate(guesses)]
 
 
 PROBE_HEADERS = ["probe", "right word", "its rank: start → now", "top guesses now"]

@@ -140,3 +140,13 @@ def test_the_command_line_of_a_run_gives_its_settings_back(changes):
     config = TrainConfig(output_dir="runs/x", **changes)
     assert train_config(build_parser().parse_args(["train", *train_arguments(config)])) == config
     assert train_command(config).startswith("python -m mlm_core train --model ")
+
+
+def test_the_cli_prints_each_masks_sentence_as_the_app_shows_it(capsys):
+    from mlm_core.cli.commands import main
+
+    text = "The <mask> statement is used to <mask> a loop."
+    assert main(["fill-mask", "--model", "starter", "--top-k", "2", text]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "%" in line]
+    assert len(lines) == 4 and not any("<s>" in line or "</s>" in line or "<mask>" in line for line in lines)
+    assert all(line.endswith("a loop.") and "___" in line for line in lines)

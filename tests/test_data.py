@@ -201,6 +201,8 @@ def test_rows_whose_text_is_not_text_are_counted_and_a_long_row_is_one_document(
     ("Ελληνικά κείμενα εδώ", ["Ελληνικά", "κείμενα", "εδώ"]),
     ("Smile 😀 now", ["Smile", "😀", "now"]),
     ("mixed 中文 text", ["mixed", "中文", "text"]),
+    ("我爱北京天安门", ["我", "爱", "北京", "天安门"]),  # no spaces: words from the segmenter
+    ("他来到了网易杭研大厦", ["他", "来到", "了", "网易", "杭研", "大厦"]),  # jieba's own README example
 ])
 def test_pieces_of_one_character_or_word_are_one_word_in_every_script(text, words):
     from transformers import AutoTokenizer
@@ -210,7 +212,7 @@ def test_pieces_of_one_character_or_word_are_one_word_in_every_script(text, word
 
     tokenizer = AutoTokenizer.from_pretrained(STARTER_DIR)  # byte-level BPE: é is two pieces of one character
     encoded = tokenizer(text, return_offsets_mapping=True)
-    starts = from_lists([encoded["input_ids"]], [encoded["offset_mapping"]], np.dtype(np.uint32)).starts
+    starts = from_lists([encoded["input_ids"]], [encoded["offset_mapping"]], np.dtype(np.uint32), [text]).starts
     spans, word = [], None
     for (start, end), first in zip(encoded["offset_mapping"], starts):
         if start == end:  # a special token

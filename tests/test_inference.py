@@ -166,3 +166,24 @@ def test_targets_are_looked_up_as_written_mid_sentence_and_a_word_of_several_pie
     long_word = next(w for w in words if len(word_pieces(tokenizer, w)) > 1)
     with pytest.raises(ValueError, match=rf"targets: '{long_word}' is \d+ pieces for this model \(.* \+ .*\)"):
         fill_mask("starter", SENTENCE, targets=["value", long_word])
+
+
+def test_words_are_decoded_from_their_whole_pieces_for_each_tokenizer_kind(tmp_path):
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    from mlm_core.runs.model_sources import STARTER_DIR
+    from mlm_core.training.preflight import example_words
+
+    bpe = AutoTokenizer.from_pretrained(STARTER_DIR)  # byte-level BPE: é and ï are two pieces each
+    ids = torch.tensor(bpe("Un café naïve, 中文!")["input_ids"])
+    words = example_words(bpe, ids, torch.full_like(ids, -100))
+    assert [w for w, _ in words] == ["Un", " café", " naïve,", " 中文!"]  # no "\ufffd" from a half character
+
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "garden",
+                                                   "##s", "grow", "in", "spring"]))
+    wordpiece = BertTokenizerFast.from_pretrained(tmp_path)
+    ids = torch.tensor(wordpiece("the gardens grow in spring")["input_ids"])
+    labels = torch.full_like(ids, -100)
+    labels[3] = ids[3]  # "##s" hidden: its word is
+    words = example_words(wordpiece, ids, labels)
+    assert words == [("the", None), ("gardens", "hidden"), ("grow", None), ("in", None), ("spring", None)]

@@ -16,8 +16,7 @@ from mlm_core.data import store_builder, store_cache
 from mlm_core.data.builtin_corpus import reference_records
 from mlm_core.data.lm_data import extract_texts, group_texts, prepare_data, split_indices, tokenize
 from mlm_core.data.sources import load_records
-from mlm_core.data.tokenizing import PreparationStopped
-from mlm_core.training.batches import Masker
+from mlm_core.data.tokenizing import PreparationStopped, word_starts
 
 
 @pytest.fixture(scope="module")
@@ -48,17 +47,12 @@ def test_blocks_split_and_masks_equal_the_list_recipe_on_the_builtin_corpus(star
     new = prepare_data(config, starter_tokenizer, 128)
     assert np.array_equal(new.train[:].numpy(), old["train"]) and np.array_equal(new.eval[:].numpy(), old["eval"])
     assert new.train[:].dtype == torch.int64 and new.documents == len(reference_records())
-    if whole_word:  # the collator's whole-word masks from flags are those from real character offsets, draw for draw
-        masks = [Masker(starter_tokenizer, 0.15, True, seed=3) for _ in range(2)]
+    if whole_word:  # the store's word starts, made in streamed batches, are the rule applied to real offsets
         for start in range(0, 64, 16):
-            rows = torch.arange(start, start + 16)
-            with_offsets = masks[0].collator.torch_mask_tokens(
-                torch.from_numpy(old["train"][rows.numpy()]).clone(),
-                special_tokens_mask=torch.isin(new.train[rows], masks[0].special_ids),
-                offset_mapping=old["train_offsets"][rows])
-            with_flags = masks[1](new.train[rows], new.train_word_starts[rows])
-            assert with_offsets[0].equal(with_flags.input_ids)
-            assert with_offsets[1].equal(with_flags.labels)
+            rows = np.arange(start, start + 16)
+            offsets = np.asarray(old["train_offsets"][rows], dtype=np.int64)  # [16, block, 2]
+            expected = np.stack([word_starts(row) for row in offsets])  # tokens 1.. of each row
+            assert np.array_equal(new.train_word_starts[torch.from_numpy(rows)][:, 1:].numpy(), expected)
     else:
         assert new.train_word_starts is None
 

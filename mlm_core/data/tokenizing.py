@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import collections
 import itertools
+import logging
 import os
 import queue
+import re
 import select
 import struct
 import subprocess
@@ -59,9 +61,10 @@ def ids_dtype(vocabulary: int) -> np.dtype:
     return np.dtype(np.uint16 if vocabulary <= 2**16 else np.uint32)
 
 
-def from_lists(ids: list[list[int]], offsets: list[list[tuple[int, int]]] | None, dtype: np.dtype) -> Encoded:
+def from_lists(ids: list[list[int]], offsets: list[list[tuple[int, int]]] | None, dtype: np.dtype,
+               texts: list[str] | None = None) -> Encoded:
     """`Encoded` (ids and starts [tokens], lengths [documents]) from per-document lists of ids (and (start, end)
-    character offsets)."""
+    character offsets); given the `texts`, Chinese runs get their word starts from a segmenter (`chinese_starts`)."""
     lengths = np.fromiter(map(len, ids), np.uint32, len(ids))
     total = int(lengths.sum())
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype, total)
@@ -71,6 +74,8 @@ def from_lists(ids: list[list[int]], offsets: list[list[tuple[int, int]]] | None
     pairs = pairs.reshape(total, 2)
     starts = np.ones(total, np.uint8)
     starts[1:] = word_starts(pairs)
+    if texts is not None:
+        _mark_chinese_words(starts, offsets, texts)
     edges = (int(pairs[0, 0]), int(pairs[-1, 1])) if total else (-1, -1)
     return Encoded(flat, lengths, starts, *edges)
 
@@ -87,6 +92,36 @@ def word_starts(pairs: np.ndarray) -> np.ndarray:
     return gap | special | new_document
 
 
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+def chinese_starts(text: str) -> set[int]:
+    """Character offsets where a word begins inside the runs of Chinese characters of `text`, which has no spaces
+    between words there: jieba's segmentation, as the Chinese whole-word masking recipe segments (`run_mlm_wwm`)."""
+    starts: set[int] = set()
+    for run in _HAN.finditer(text):
+        import jieba  # only for text that has Chinese in it: it loads a dictionary
+
+        jieba.setLogLevel(logging.WARNING)  # not its "Building prefix dict" lines in every log
+        position = run.start()
+        for word in jieba.cut(run.group(), HMM=True):
+            starts.add(position)
+            position += len(word)
+    return starts
+
+
+def _mark_chinese_words(starts: np.ndarray, offsets: list[list[tuple[int, int]]], texts: list[str]) -> None:
+    """Flag [tokens] the tokens where the segmenter starts a word, document by document."""
+    base = 0
+    for text, document in zip(texts, offsets):
+        if _HAN.search(text):
+            begins = chinese_starts(text)
+            for index, (start, end) in enumerate(document):
+                if start in begins and end > start and (index == 0 or document[index - 1][0] != start):
+                    starts[base + index] = 1
+        base += len(document)
+
+
 def encode_with(backend, texts: list[str], dtype: np.dtype, with_starts: bool) -> Encoded:
     """Tokenize with a `tokenizers.Tokenizer` (special tokens added, no truncation or padding): `Encoded` with ids
     [tokens] in `dtype`, lengths [documents], and word-start flags [tokens] when `with_starts`."""
@@ -94,7 +129,7 @@ def encode_with(backend, texts: list[str], dtype: np.dtype, with_starts: bool) -
         encodings = backend.encode_batch_fast(texts, add_special_tokens=True)
         return from_lists([e.ids for e in encodings], None, dtype)
     encodings = backend.encode_batch(texts, add_special_tokens=True)
-    return from_lists([e.ids for e in encodings], [e.offsets for e in encodings], dtype)
+    return from_lists([e.ids for e in encodings], [e.offsets for e in encodings], dtype, texts)
 
 
 def standalone_backend(tokenizer_json: str):
@@ -246,7 +281,8 @@ class LocalEncoder:
             return encode_with(self.backend, texts, self.dtype, self.with_starts)
         out = self.tokenizer(texts, return_attention_mask=False, return_offsets_mapping=self.with_starts,
                              verbose=False)
-        return from_lists(out["input_ids"], out["offset_mapping"] if self.with_starts else None, self.dtype)
+        return from_lists(out["input_ids"], out["offset_mapping"] if self.with_starts else None, self.dtype,
+                          texts if self.with_starts else None)
 
     def imap(self, items: Iterable[tuple[int, list[str], Any]], stop: threading.Event
              ) -> Iterator[tuple[int, Any, Encoded]]:

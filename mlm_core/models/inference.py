@@ -28,6 +28,22 @@ def fill_mask(model: str, text: str, top_k: int = 5, targets: list[str] | None =
     return predict_masks(tokenizer, lm, text, top_k, targets)
 
 
+def filled_sequence(text: str, results: list[list[dict[str, Any]]], which: int, guess: dict[str, Any]) -> str:
+    """The text as typed, with mask number `which` filled by `guess` (a piece that continues the word before it
+    joins it) and every other mask shown as ___; the pipeline's sequence when the masks cannot be matched up."""
+    spans = list(MASK_SPELLINGS.finditer(text))
+    if len(spans) != len(results):
+        return guess["sequence"]
+    token, out, end = guess["token_str"], [], 0
+    for index, span in enumerate(spans):
+        before = text[end : span.start()]
+        if index == which and not token[:1].isspace() and token.strip():
+            before = before.rstrip()
+        out += [before, token.strip().removeprefix("##") if index == which else "___"]
+        end = span.end()
+    return "".join(out) + text[end:]
+
+
 def predict_masks(tokenizer, lm, text: str, top_k: int = 5, targets: list[str] | None = None,
                   ) -> list[list[dict[str, Any]]]:
     """`fill_mask` on a tokenizer and masked LM already in memory (a training run's probes use it); ValueError in

@@ -15,6 +15,7 @@ from mlm_core.config import TrainConfig
 from mlm_core.data.sources import count_rows
 from mlm_core.events import Status
 from mlm_core.models.loading import default_device
+from mlm_core.models.words import group_words, word_text
 from mlm_core.system.process_memory import peak_rss
 from mlm_core.tasks import IGNORE, Task, get_task
 from mlm_core.training.batches import Batch, batcher_for
@@ -94,22 +95,12 @@ def preview(config: TrainConfig) -> Preview:
 
 
 def example_words(tokenizer, input_ids: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str | None]]:
-    """A block (`input_ids` and `labels` [block]) as the words of its text, each marked "hidden" when the model must
-    guess (part of) it."""
+    """A block (`input_ids` and `labels` [block]) as the words of its text, each decoded from its whole pieces and
+    marked "hidden" when the model must guess (part of) it."""
     original = torch.where(labels.ne(IGNORE), labels, input_ids).tolist()
     hidden = labels.ne(IGNORE).tolist()
-    special = set(tokenizer.all_special_ids)
-    words: list[list] = []
-    for token, masked in zip(original, hidden):
-        if token in special:
-            continue
-        piece = tokenizer.decode([token])
-        if not words or piece[:1].isspace():
-            words.append([piece, masked])
-        else:
-            words[-1][0] += piece
-            words[-1][1] = words[-1][1] or masked
-    return [(text, "hidden" if masked else None) for text, masked in words]
+    return [(word_text(tokenizer, [original[i] for i in word]), "hidden" if any(hidden[i] for i in word) else None)
+            for word in group_words(tokenizer, original)]
 
 
 def _measure_steps(setup: RunSetup, config: TrainConfig, batch: Batch) -> tuple[float, int]:
