@@ -206,7 +206,12 @@ def test_a_killed_training_process_leaves_the_queue_serving_and_the_run_interrup
             assert time.monotonic() < deadline, "no checkpoint"
             time.sleep(0.1)
         os.kill(read_lock(killed.path).pid, signal.SIGKILL)  # as the kernel's out-of-memory killer does
-        assert wait_status(killed, {"interrupted"}) == "interrupted"
+        assert wait_status(killed, {"interrupted"}) == "interrupted"  # the dead lock says so at once ...
+        deadline = time.monotonic() + 30
+        while killed.results() is None:  # ... and the queue records why once it sees its child's end
+            assert time.monotonic() < deadline, "the death was not recorded"
+            time.sleep(0.1)
+        assert killed.results().status == "interrupted"
         message = killed.results().message
         assert message.startswith("the training process was killed at step ") and "received SIGKILL" in message
         assert message in [e.message for e in killed.events() if isinstance(e, Error)]

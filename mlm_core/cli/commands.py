@@ -33,7 +33,7 @@ EXIT_BAD_INPUT = 2
 EXIT_STOPPED = 130
 PARENT_PID_VARIABLE = "MLM_STUDIO_PARENT_PID"  # set by the app's queue for its training children
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-TRAIN_NICE = int(os.environ.get("MLM_STUDIO_TRAIN_NICE", "10"))  # niceness of the app's training children
+TRAIN_NICE = 10  # niceness of the app's training children (MLM_STUDIO_TRAIN_NICE changes it)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -228,7 +228,8 @@ def _train_queued(args: argparse.Namespace) -> int:
     """Train a queued run as its identity says (the app's queue runs this in a child process); SIGTERM stops it
     after its current step. Events go to the run's events.jsonl, as for every run."""
     _end_with_parent()
-    os.nice(TRAIN_NICE)  # the app's requests come first; the run still takes every core they leave idle
+    nice = os.environ.get("MLM_STUDIO_TRAIN_NICE", "")
+    os.nice(int(nice) if nice.strip().isdigit() else TRAIN_NICE)  # the app's requests first; idle cores are the run's
     limit = os.environ.get(RUN_MEMORY_VARIABLE)
     if limit:
         limit_this_process(float(limit))
