@@ -142,9 +142,12 @@ def _label(token_str: str) -> str:
     return shown if shown else repr(token_str)
 
 
-def predictions_table(results: list[list[dict[str, Any]]], text: str) -> list[list[Any]]:
-    """Rows of (mask, rank, word, probability, the text with that mask filled and any other shown as ___)."""
-    return [[m + 1, rank + 1, _label(g["token_str"]), round(g["score"], 4), filled_sequence(text, results, m, g)]
+def predictions_table(results: list[list[dict[str, Any]]], text: str, mask_token: str | None = None
+                      ) -> list[list[Any]]:
+    """Rows of (mask, rank, word, probability, the text with that mask filled and any other shown as ___); masks
+    in `text` spelled `<mask>`, `[MASK]` or the model's `mask_token`."""
+    return [[m + 1, rank + 1, _label(g["token_str"]), round(g["score"], 4),
+             filled_sequence(text, results, m, g, mask_token)]
             for m, guesses in enumerate(results) for rank, g in enumerate(guesses)]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
-from mlm_core.models.inference import fill_mask, generate, rank_answer, word_surprise
+from mlm_core.models.inference import fill_mask, generate, mask_token, rank_answer, word_surprise
 from mlm_core.models.loading import load_config
 from mlm_core.models.starter import default_examples
 from mlm_core.runs.model_sources import STARTER
@@ -159,7 +159,7 @@ class FillTab:
                 results = fill_mask(model, text, top_k=top_k)
                 ranked = rank_answer(model, text, answer) if answer and len(results) == 1 else None
                 outputs += [figures.predictions_figure(results, _short(model)),
-                            figures.predictions_table(results, text), answer_note(answer, ranked)]
+                            figures.predictions_table(results, text, mask_token(model)), answer_note(answer, ranked)]
         except ValueError as error:
             raise refusal(error) from None
         return outputs

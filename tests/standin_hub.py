@@ -1,46 +1,351 @@
-"""A stand-in for the Hugging Face hub on 127.0.0.1 (the app reaches it through HF_ENDPOINT): it records every
-request and the token it carried, creates repositories, and knows no model or dataset."""
+"""A stand-in for the Hugging Face hub on 127.0.0.1 (the app reaches it through HF_ENDPOINT).
+
+It records every request and the token it carried, serves the model and dataset repositories it is given in the
+hub's layout (enough for `huggingface_hub`, `transformers.from_pretrained` and `datasets.load_dataset`, streaming
+included), and creates repositories. Told to (`accept_commits=True`), it stores what `upload_folder` pushes; else
+a push is refused, as by a hub that lets nobody write. Plain HTTP only: no LFS, no Xet.
+
+The routes, as `huggingface_hub` calls them:
+    GET  /api/{models|datasets}/{repo}[/revision/{rev}]      repo_info: sha and siblings
+    GET  /api/{models|datasets}/{repo}/tree/{rev}[/{path}]   list_repo_tree (`recursive=true|false`)
+    POST /api/{models|datasets}/{repo}/paths-info/{rev}      get_paths_info (form field `paths`, repeated)
+    HEAD|GET /{repo}/resolve/{rev}/{path}                    a model's file (GET takes a `Range`)
+    HEAD|GET /datasets/{repo}/resolve/{rev}/{path}           a dataset's file
+    POST /api/repos/create                                   create_repo
+    POST /api/validate-yaml                                  a README's metadata (upload_folder asks first)
+    POST /api/{models|datasets}/{repo}/preupload/{rev}       every file "regular" (base64 in the commit)
+    POST /api/{models|datasets}/{repo}/commit/{rev}          create_commit (ndjson: header, file, deletedFile)
+Anything else is a 404.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import re
 import threading
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+DATE = "2026-01-01T00:00:00.000Z"  # every commit's date: nothing here reads it
+_REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
+_API = rf"/api/(?P<kind>model|dataset)s/{_REPO}"
+# (method, path pattern, name of the StandInHub method that answers); the first match wins.
+ROUTES = [
+    ("GET", rf"{_API}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree"),
+    ("GET", rf"{_API}(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
+    ("POST", rf"{_API}/paths-info/(?P<rev>[^/]+)", "paths_info"),
+    ("POST", rf"{_API}/preupload/(?P<rev>[^/]+)", "preupload"),
+    ("POST", rf"{_API}/commit/(?P<rev>[^/]+)", "commit"),
+    ("POST", r"/api/repos/create", "create_repo"),
+    ("POST", r"/api/validate-yaml", "validate_yaml"),
+    ("GET|HEAD", rf"/(?:(?P<kind>dataset)s/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+]
+
+
+@dataclass
+class Reply:
+    """One HTTP answer."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_reply(value, status: int = 200, **headers: str) -> Reply:
+    """A JSON answer."""
+    return Reply(status, json.dumps(value).encode(), {"Content-Type": "application/json", **headers})
+
+
+def error_reply(status: int, code: str, message: str, **headers: str) -> Reply:
+    """An error as the hub words it: `X-Error-Code` is what `huggingface_hub` turns into its exception types."""
+    return json_reply({"error": message}, status, **{"X-Error-Code": code, "X-Error-Message": message, **headers})
+
+
+def git_blob_id(data: bytes) -> str:
+    """The git object id of a file's content (what the hub calls a regular file's `oid`)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+@dataclass
+class Repo:
+    """One repository: its files at every commit it has had (the newest is `main`)."""
+
+    kind: str  # "model" or "dataset"
+    repo_id: str
+    commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> path -> content
+    head: str = ""
+
+    def commit(self, files: dict[str, bytes]) -> str:
+        """Make `files` the content of `main`; the new commit's sha."""
+        digest = hashlib.sha1(self.head.encode())
+        for path in sorted(files):
+            digest.update(path.encode() + b"\0" + git_blob_id(files[path]).encode())
+        self.head = digest.hexdigest()
+        self.commits[self.head] = dict(files)
+        return self.head
+
+    def at(self, revision: str | None) -> tuple[str, dict[str, bytes]] | None:
+        """(sha, files) of a revision: 'main' (or none), or the sha of a commit; None for an unknown one."""
+        sha = self.head if revision in (None, "main") else revision
+        return (sha, self.commits[sha]) if sha in self.commits else None
+
+
+def entry(path: str, files: dict[str, bytes], sha: str) -> dict | None:
+    """The tree entry of a path (a file or a folder) as the hub lists it; None when the path is not there."""
+    commit = {"id": sha, "title": "Upload", "date": DATE}
+    if path in files:
+        data = files[path]
+        return {"type": "file", "path": path, "size": len(data), "oid": git_blob_id(data), "lastCommit": commit}
+    if any(name.startswith(path + "/") for name in files) or path == "":
+        return {"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest(),
+                "lastCommit": commit}
+    return None
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(first, last) bytes of a `Range: bytes=a-b` header (also `a-` and `-n`); None for no or another header."""
+    match = re.fullmatch(r"bytes=(\d*)-(\d*)", header or "")
+    if not match or match.groups() == ("", ""):
+        return None
+    first, last = match.groups()
+    if first == "":
+        return max(0, size - int(last)), size - 1
+    return int(first), min(size - 1, int(last)) if last else size - 1
+
+
+def metadata_errors(readme: str, models: set[str]) -> list[str]:
+    """What the hub would refuse in a README's YAML front matter: YAML that does not parse or is not a mapping, a
+    `base_model` that is not one of `models`."""
+    import yaml
+
+    match = re.match(r"---\n(.*?)\n---\n", readme, re.S)
+    try:
+        metadata = yaml.safe_load(match.group(1)) if match else {}
+    except yaml.YAMLError as error:
+        return [f"invalid YAML: {error}"]
+    if not isinstance(metadata, dict):
+        return ["the metadata is not a mapping"]
+    bases = metadata.get("base_model") or []
+    return [f'"base_model" {base!r} is not a model on the hub'
+            for base in ([bases] if isinstance(bases, str) else bases) if base not in models]
+
+
+@dataclass
+class Commit:
+    """One commit pushed to the stand-in: where, with which Authorization header, which paths."""
+
+    repo_id: str
+    authorization: str
+    paths: list[str]
 
 
 class StandInHub:
-    """Records (method, path, Authorization header) of every request it receives."""
+    """A hub on 127.0.0.1 serving `add_repo`'s repositories; records (method, path, Authorization header) of every
+    request in `requests` and every commit in `commits`."""
 
-    def __init__(self):
+    def __init__(self, accept_commits: bool = False):
         self.requests: list[tuple[str, str, str]] = []
-        hub = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _answer(self):
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
-                hub.requests.append((self.command, self.path, self.headers.get("Authorization") or ""))
-                created = self.command == "POST" and self.path.startswith("/api/repos/create")
-                body = json.dumps({"url": "http://hub/x", "name": "x"} if created else {"error": "not here"})
-                self.send_response(200 if created else 404)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body.encode())
-
-            do_GET = do_POST = do_HEAD = do_PUT = _answer
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.commits: list[Commit] = []
+        self.repos: dict[tuple[str, str], Repo] = {}
+        self.accept_commits = accept_commits
+        self._lock = threading.Lock()
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def add_repo(self, kind: str, repo_id: str, files: dict[str, bytes]) -> Repo:
+        """Serve a repository ("model" or "dataset") holding `files` (path in the repo -> content)."""
+        repo = self.repos[kind, repo_id] = Repo(kind, repo_id)
+        repo.commit(files)
+        return repo
+
+    def add_folder(self, kind: str, repo_id: str, folder: Path) -> Repo:
+        """Serve a repository holding every file under `folder`."""
+        files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+        return self.add_repo(kind, repo_id, files)
+
+    def files(self, kind: str, repo_id: str) -> dict[str, bytes]:
+        """The files of a repository's `main` (empty when there is no such repository)."""
+        repo = self.repos.get((kind, repo_id))
+        return dict(repo.commits[repo.head]) if repo else {}
 
     def tokens(self) -> set[str]:
         """Every Authorization header seen so far."""
         return {auth for _, _, auth in self.requests}
 
     def close(self) -> None:
+        """Stop serving."""
         self.server.shutdown()
+        self.server.server_close()
+
+    # --- answering one request -------------------------------------------------------------------------------------
+
+    def answer(self, method: str, target: str, headers, body: bytes) -> Reply:
+        """The reply to one request: recorded, then routed by ROUTES."""
+        self.requests.append((method, target, headers.get("Authorization") or ""))
+        url = urlsplit(target)
+        path, query = unquote(url.path), parse_qs(url.query)
+        for methods, pattern, name in ROUTES:
+            match = re.fullmatch(pattern, path)
+            if method in methods.split("|") and match:
+                args = match.groupdict()
+                args["kind"] = args.get("kind") or "model"
+                with self._lock:
+                    try:
+                        return getattr(self, name)(headers=headers, body=body, query=query, **args)
+                    except Exception as error:  # a request the stand-in cannot parse: say so, as a hub would
+                        return error_reply(400, "BadRequest", f"{type(error).__name__}: {error}")
+        return json_reply({"error": "not here"}, 404)
+
+    def _revision(self, kind: str, repo: str, rev: str | None) -> tuple[Repo, str, dict[str, bytes]] | Reply:
+        """(repo, sha, files) at a revision, or the hub's 404 for an unknown repository or revision."""
+        found = self.repos.get((kind, repo))
+        if found is None:
+            return error_reply(404, "RepoNotFound", "Repository not found")
+        at = found.at(rev)
+        if at is None:
+            return error_reply(404, "RevisionNotFound", "Invalid rev id", **{"X-Repo-Commit": found.head})
+        return (found, *at)
+
+    def _writable(self, kind: str, repo: str, rev: str) -> tuple[Repo, str, dict[str, bytes]] | Reply:
+        """As `_revision`, and a 403 for an existing repository when this hub takes no commits."""
+        found = self._revision(kind, repo, rev)
+        if not isinstance(found, Reply) and not self.accept_commits:
+            return error_reply(403, "Forbidden", "This hub takes no commits")
+        return found
+
+    def repo_info(self, kind: str, repo: str, rev: str | None = None, **_) -> Reply:
+        """`model_info` / `dataset_info`: the commit sha and the files (siblings)."""
+        found = self._revision(kind, repo, rev)
+        if isinstance(found, Reply):
+            return found
+        _, sha, files = found
+        return json_reply({"id": repo, "_id": repo, "author": repo.split("/")[0], "sha": sha, "private": False,
+                           "gated": False, "disabled": False, "lastModified": DATE, "createdAt": DATE, "tags": [],
+                           "downloads": 0, "likes": 0, "siblings": [{"rfilename": name} for name in sorted(files)]})
+
+    def tree(self, kind: str, repo: str, rev: str, query: dict, path: str | None = None, **_) -> Reply:
+        """`list_repo_tree`: the entries under a folder, its direct children or (`recursive`) all of them."""
+        found = self._revision(kind, repo, rev)
+        if isinstance(found, Reply):
+            return found
+        _, sha, files = found
+        folder = (path or "").strip("/")
+        if entry(folder, files, sha) is None or folder in files:
+            return error_reply(404, "EntryNotFound", f"{folder} does not exist", **{"X-Repo-Commit": sha})
+        recursive = query.get("recursive", ["false"])[0].lower() == "true"
+        prefix = f"{folder}/" if folder else ""
+        paths = set()
+        for name in files:
+            if name.startswith(prefix):
+                parts = name[len(prefix):].split("/")
+                depth = range(1, len(parts) + 1) if recursive else [1]
+                paths.update(prefix + "/".join(parts[:n]) for n in depth)
+        return json_reply([entry(p, files, sha) for p in sorted(paths)])
+
+    def paths_info(self, kind: str, repo: str, rev: str, body: bytes, **_) -> Reply:
+        """`get_paths_info`: the entries of the paths asked for that exist."""
+        found = self._revision(kind, repo, rev)
+        if isinstance(found, Reply):
+            return found
+        _, sha, files = found
+        asked = parse_qs(body.decode()).get("paths", [])
+        return json_reply([e for p in asked if (e := entry(p.strip("/"), files, sha)) is not None])
+
+    def resolve(self, kind: str, repo: str, rev: str, path: str, headers, **_) -> Reply:
+        """A file's bytes (a `Range` of them on request), with the headers `hf_hub_download` needs: `X-Repo-Commit`,
+        `ETag` and the length."""
+        found = self._revision(kind, repo, rev)
+        if isinstance(found, Reply):
+            return found
+        _, sha, files = found
+        if path not in files:
+            return error_reply(404, "EntryNotFound", f"{path} does not exist", **{"X-Repo-Commit": sha})
+        data = files[path]
+        info = {"X-Repo-Commit": sha, "ETag": f'"{git_blob_id(data)}"', "Accept-Ranges": "bytes",
+                "Content-Type": "application/octet-stream"}
+        wanted = byte_range(headers.get("Range"), len(data))
+        if wanted is None:
+            return Reply(200, data, info)
+        first, last = wanted
+        return Reply(206, data[first:last + 1], {**info, "Content-Range": f"bytes {first}-{last}/{len(data)}"})
+
+    def create_repo(self, body: bytes, **_) -> Reply:
+        """`create_repo`: answered; the repository is made only where commits are accepted (409 if it exists)."""
+        asked = json.loads(body or b"{}")
+        repo_id = "/".join(part for part in (asked.get("organization"), asked.get("name")) if part)
+        kind = asked.get("type") or "model"
+        url = f"{self.url}/{repo_id}" if kind == "model" else f"{self.url}/{kind}s/{repo_id}"
+        if self.accept_commits and (kind, repo_id) in self.repos:  # the hub's 409 names the repository too
+            return json_reply({"error": "You already created this model repo", "url": url}, 409)
+        if self.accept_commits:
+            self.add_repo(kind, repo_id, {".gitattributes": b""})
+        return json_reply({"url": url, "name": repo_id})
+
+    def validate_yaml(self, body: bytes, **_) -> Reply:
+        """A README's metadata, checked as the hub does before a push (`metadata_errors`); 400 with the errors."""
+        models = {repo_id for kind, repo_id in self.repos if kind == "model"}
+        errors = metadata_errors(json.loads(body)["content"], models)
+        return json_reply({"errors": [{"message": e} for e in errors], "warnings": []}, 400 if errors else 200)
+
+    def preupload(self, kind: str, repo: str, rev: str, body: bytes, **_) -> Reply:
+        """Every file is uploaded "regular" (its content in the commit itself); `oid` of a file already there."""
+        found = self._writable(kind, repo, rev)
+        if isinstance(found, Reply):
+            return found
+        _, _, files = found
+        asked = json.loads(body)["files"]
+        return json_reply({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                                      "oid": git_blob_id(files[f["path"]]) if f["path"] in files else None}
+                                     for f in asked]})
+
+    def commit(self, kind: str, repo: str, rev: str, body: bytes, headers, **_) -> Reply:
+        """`create_commit`: apply the ndjson operations (regular files, deletions) as a new commit of `main`."""
+        found = self._writable(kind, repo, rev)
+        if isinstance(found, Reply):
+            return found
+        target, _, files = found
+        files, changed = dict(files), []
+        for item in map(json.loads, body.decode().splitlines()):
+            key, value = item["key"], item["value"]
+            if key == "file":
+                files[value["path"]] = base64.b64decode(value["content"])
+            elif key == "deletedFile":
+                files.pop(value["path"], None)
+            elif key != "header":  # lfsFile, deletedFolder, copies: not served here
+                return error_reply(400, "BadRequest", f"{key} is not supported by the stand-in")
+            if key != "header":
+                changed.append(value["path"])
+        sha = target.commit(files)
+        self.commits.append(Commit(repo, headers.get("Authorization") or "", changed))
+        prefix = self.url if kind == "model" else f"{self.url}/{kind}s"
+        return json_reply({"commitUrl": f"{prefix}/{repo}/commit/{sha}", "commitOid": sha, "pullRequestUrl": None})
+
+
+def _handler(hub: StandInHub) -> type[BaseHTTPRequestHandler]:
+    """The request handler class of a server answering through `hub.answer`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as clients of the hub expect
+
+        def _answer(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            reply = hub.answer(self.command, self.path, self.headers, body)
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(reply.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(reply.body)
+
+        do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = _answer
+
+        def log_message(self, *args):
+            pass
+
+    return Handler

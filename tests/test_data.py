@@ -203,6 +203,9 @@ def test_rows_whose_text_is_not_text_are_counted_and_a_long_row_is_one_document(
     ("mixed 中文 text", ["mixed", "中文", "text"]),
     ("我爱北京天安门", ["我", "爱", "北京", "天安门"]),  # no spaces: words from the segmenter
     ("他来到了网易杭研大厦", ["他", "来到", "了", "网易", "杭研", "大厦"]),  # jieba's own README example
+    ("私は猫が好きです", ["私", "は", "猫", "が", "好き", "です"]),  # Japanese: words from MeCab with UniDic
+    ("カタカナとひらがなを読みます", ["カタカナ", "と", "ひらがな", "を", "読み", "ます"]),
+    ("Tokyoの天気は晴れ 😀", ["Tokyo", "の", "天気", "は", "晴れ", "😀"]),
 ])
 def test_pieces_of_one_character_or_word_are_one_word_in_every_script(text, words):
     from transformers import AutoTokenizer

@@ -187,3 +187,34 @@ def test_words_are_decoded_from_their_whole_pieces_for_each_tokenizer_kind(tmp_p
     labels[3] = ids[3]  # "##s" hidden: its word is
     words = example_words(wordpiece, ids, labels)
     assert words == [("the", None), ("gardens", "hidden"), ("grow", None), ("in", None), ("spring", None)]
+
+
+def test_a_mask_without_lstrip_reads_as_the_same_word_as_one_with_it(tiny_mlm, tmp_path):
+    import shutil
+
+    from tokenizers import AddedToken
+    from transformers import AutoTokenizer
+
+    plain = tmp_path / "mask-without-lstrip"
+    shutil.copytree(tiny_mlm, plain)
+    tokenizer = AutoTokenizer.from_pretrained(plain)
+    tokenizer.add_special_tokens({"mask_token": AddedToken("<mask>", lstrip=False, rstrip=False, normalized=False,
+                                                           special=True)})
+    tokenizer.save_pretrained(plain)
+    text = "The function returns <mask> list."
+    stray = AutoTokenizer.from_pretrained(plain).tokenize(text)
+    assert stray[stray.index("<mask>") - 1] == "Ġ"  # the space before the mask, a piece of its own
+    with_lstrip, without = fill_mask(str(tiny_mlm), text, top_k=5), fill_mask(str(plain), text, top_k=5)
+    assert [g["token"] for g in without[0]] == [g["token"] for g in with_lstrip[0]]
+    assert [g["score"] for g in without[0]] == pytest.approx([g["score"] for g in with_lstrip[0]], abs=1e-6)
+    assert all("  " not in g["sequence"] for g in without[0])
+
+
+def test_surprise_scores_chinese_and_japanese_words_from_the_segmenters():
+    from mlm_core.models.inference import word_surprise
+
+    for text, words in (("我爱北京天安门", ["我", "爱", "北京", "天安门"]),
+                        ("私は猫が好きです", ["私", "は", "猫", "が", "好き", "です"])):
+        scored = word_surprise("starter", text)
+        assert [word for word, _ in scored] == words
+        assert all(bits is not None and bits > 0 for _, bits in scored)

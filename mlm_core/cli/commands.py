@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mlm_core.cli.progress_bar import ProgressPrinter
 from mlm_core.config import FILE_DATASET, TrainConfig, default_learning_rate
-from mlm_core.models.inference import fill_mask, filled_sequence, generate
+from mlm_core.models.inference import fill_mask, filled_sequence, generate, mask_token
 from mlm_core.models.loading import describe_device
 from mlm_core.runs.model_sources import STARTER_DIR
 from mlm_core.runs.records import COMPLETED, STOPPED, RunResults, runs_root
@@ -197,12 +197,14 @@ def _fill_mask(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results, ensure_ascii=False))
         return 0
+    spelled = mask_token(args.model)
     for number, guesses in enumerate(results, start=1):
         if len(results) > 1:
             print(f"mask {number}:")
         for guess in guesses:
             word = guess["token_str"].strip() or repr(guess["token_str"])  # a line break shows as '\n', not blank
-            print(f"  {guess['score']:7.2%}  {word:<20}  {filled_sequence(args.text, results, number - 1, guess)}")
+            sentence = filled_sequence(args.text, results, number - 1, guess, spelled)
+            print(f"  {guess['score']:7.2%}  {word:<20}  {sentence}")
     return 0
 
 

@@ -116,14 +116,14 @@ class StreamSource(Source):
         info = getattr(dataset, "info", None)
         splits = getattr(info, "splits", None) or {}
         n = splits[split].num_examples if split in splits else None
-        if any(b is not None and (b.endswith("%") or b.startswith("-")) for b in (start, stop)):
-            if not n:
-                raise ValueError(f"slice: {name!r} is streamed and does not report its length, so {spec!r} cannot "
-                                 "be resolved; use row numbers, e.g. 'train[:100000]'")
+        if n:  # the length is known: bounds resolve as on a list (past the end is the end, as `datasets` does)
             resolved = range(n)[slice(bound(start, n), bound(stop, n))]
             self.range = slice(resolved.start, resolved.stop)
+        elif any(b is not None and (b.endswith("%") or b.startswith("-")) for b in (start, stop)):
+            raise ValueError(f"slice: {name!r} is streamed and does not report its length, so {spec!r} cannot "
+                             "be resolved; use row numbers, e.g. 'train[:100000]'")
         else:
-            self.range = slice(int(start) if start else None, int(stop) if stop else n)
+            self.range = slice(int(start) if start else None, int(stop) if stop else None)
         if self.range.stop is not None:
             self.total = max(0, self.range.stop - (self.range.start or 0))
         self.size_hint = STREAM_MB * 2**20

@@ -30,7 +30,7 @@ from mlm_core.data.columns import (
 from mlm_core.data.sources import open_source
 from mlm_core.data.store_builder import token_store
 from mlm_core.data.token_store import Blocks, TokenStore
-from mlm_core.data.tokenizing import PreparationStopped
+from mlm_core.data.tokenizing import PreparationStopped, encode_with_offsets
 
 __all__ = ["LMData", "PreparationStopped", "as_text", "detect_text_column", "extract_texts", "flatten_record",
            "group_texts", "prepare_data", "process_shard", "sample_texts", "split_indices", "tokenize"]
@@ -92,10 +92,13 @@ def tokenize(tokenizer, texts: Sequence[str], with_offsets: bool = False) -> dic
     if with_offsets:
         columns["offset_mapping"] = []
     for start in range(0, len(texts), _TOKENIZE_BATCH):
-        batch = tokenizer(list(texts[start : start + _TOKENIZE_BATCH]), return_attention_mask=False,
-                          return_offsets_mapping=with_offsets, verbose=False)
-        for key in columns:
-            columns[key].extend(batch[key])
+        batch = list(texts[start : start + _TOKENIZE_BATCH])
+        if with_offsets:
+            ids, offsets = encode_with_offsets(tokenizer, batch)
+            columns["offset_mapping"].extend(offsets)
+        else:
+            ids = tokenizer(batch, return_attention_mask=False, verbose=False)["input_ids"]
+        columns["input_ids"].extend(ids)
     return columns
 
 

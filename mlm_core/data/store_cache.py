@@ -52,10 +52,14 @@ def file_digest(path: Path) -> str:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    """A digest of everything that decides a tokenizer's ids: its full serialisation (fast) or pickled state."""
+    """A digest of everything that decides a tokenizer's ids: its full serialisation (fast), else its vocabulary
+    (custom pre-tokenizer) or pickled state (slow)."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
     if backend is not None:
-        spec = backend.to_str()
+        try:
+            spec = backend.to_str()
+        except Exception:  # a custom Python pre-tokenizer (RoFormer's jieba): its class and vocabulary decide
+            spec = json.dumps(sorted(tokenizer.get_vocab().items()))
     else:  # a slow tokenizer: datasets' own hasher (as `map` fingerprints its function)
         from datasets.fingerprint import Hasher
 

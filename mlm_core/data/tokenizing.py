@@ -10,6 +10,7 @@ that light.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import logging
 import os
@@ -64,7 +65,8 @@ def ids_dtype(vocabulary: int) -> np.dtype:
 def from_lists(ids: list[list[int]], offsets: list[list[tuple[int, int]]] | None, dtype: np.dtype,
                texts: list[str] | None = None) -> Encoded:
     """`Encoded` (ids and starts [tokens], lengths [documents]) from per-document lists of ids (and (start, end)
-    character offsets); given the `texts`, Chinese runs get their word starts from a segmenter (`chinese_starts`)."""
+    character offsets); given the `texts`, Chinese and Japanese get their word starts from a segmenter
+    (`segmented_starts`)."""
     lengths = np.fromiter(map(len, ids), np.uint32, len(ids))
     total = int(lengths.sum())
     flat = np.fromiter(itertools.chain.from_iterable(ids), dtype, total)
@@ -75,7 +77,7 @@ def from_lists(ids: list[list[int]], offsets: list[list[tuple[int, int]]] | None
     starts = np.ones(total, np.uint8)
     starts[1:] = word_starts(pairs)
     if texts is not None:
-        _mark_chinese_words(starts, offsets, texts)
+        _mark_segmented_words(starts, offsets, texts)
     edges = (int(pairs[0, 0]), int(pairs[-1, 1])) if total else (-1, -1)
     return Encoded(flat, lengths, starts, *edges)
 
@@ -93,33 +95,94 @@ def word_starts(pairs: np.ndarray) -> np.ndarray:
 
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+_JAPANESE = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
-def chinese_starts(text: str) -> set[int]:
-    """Character offsets where a word begins inside the runs of Chinese characters of `text`, which has no spaces
-    between words there: jieba's segmentation, as the Chinese whole-word masking recipe segments (`run_mlm_wwm`)."""
+def segmented_starts(text: str) -> set[int]:
+    """Character offsets where a word begins inside the runs of `text` written without spaces between words:
+    Japanese (a text with kana) segmented by MeCab with UniDic (`fugashi`, as transformers' BertJapaneseTokenizer),
+    Chinese by jieba (as the Chinese whole-word masking recipe, `run_mlm_wwm`); empty for other scripts."""
+    if _KANA.search(text):
+        return _starts_of(text, _JAPANESE, _japanese_words)
+    if _HAN.search(text):
+        return _starts_of(text, _HAN, _chinese_words)
+    return set()
+
+
+def _starts_of(text: str, runs: re.Pattern, segment) -> set[int]:
+    """Offsets where `segment` (a run of text -> its words) starts a word in each run that `runs` finds."""
     starts: set[int] = set()
-    for run in _HAN.finditer(text):
-        import jieba  # only for text that has Chinese in it: it loads a dictionary
-
-        jieba.setLogLevel(logging.WARNING)  # not its "Building prefix dict" lines in every log
+    for run in runs.finditer(text):
         position = run.start()
-        for word in jieba.cut(run.group(), HMM=True):
+        for word in segment(run.group()):
             starts.add(position)
             position += len(word)
     return starts
 
 
-def _mark_chinese_words(starts: np.ndarray, offsets: list[list[tuple[int, int]]], texts: list[str]) -> None:
+def _chinese_words(run: str) -> Iterator[str]:
+    import jieba  # only for text that has Chinese in it: it loads a dictionary
+
+    jieba.setLogLevel(logging.WARNING)  # not its "Building prefix dict" lines in every log
+    return jieba.cut(run, HMM=True)
+
+
+def _japanese_words(run: str) -> Iterator[str]:
+    return (word.surface for word in _mecab()(run))
+
+
+@functools.cache
+def _mecab():
+    import fugashi  # only for text that has kana in it: it loads UniDic
+
+    return fugashi.Tagger()
+
+
+def _mark_segmented_words(starts: np.ndarray, offsets: list[list[tuple[int, int]]], texts: list[str]) -> None:
     """Flag [tokens] the tokens where the segmenter starts a word, document by document."""
     base = 0
     for text, document in zip(texts, offsets):
-        if _HAN.search(text):
-            begins = chinese_starts(text)
-            for index, (start, end) in enumerate(document):
-                if start in begins and end > start and (index == 0 or document[index - 1][0] != start):
-                    starts[base + index] = 1
+        begins = segmented_starts(text)
+        for index, (start, end) in enumerate(document):
+            if start in begins and end > start and (index == 0 or document[index - 1][0] != start):
+                starts[base + index] = 1
         base += len(document)
+
+
+_WORD_AND_SPACE = re.compile(r"\s*\S+\s*|\s+")
+
+
+def encode_with_offsets(tokenizer, texts: list[str], add_special_tokens: bool = True
+                 ) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+    """Token ids [tokens] and (start, end) character offsets [tokens] of each text. A fast tokenizer reports its
+    offsets; a Python ("slow") one (ESM, XLM, TAPAS, Perceiver...) reports none, so each word with the white space
+    around it is tokenized alone and all its pieces get that word's span (special tokens: (0, 0)): word starts,
+    whole-word masks and per-word scores come out as real offsets give them, for tokenizers that split at white
+    space first, as those do."""
+    if getattr(tokenizer, "is_fast", False):
+        out = tokenizer(texts, add_special_tokens=add_special_tokens, return_attention_mask=False,
+                        return_offsets_mapping=True, verbose=False)
+        return out["input_ids"], out["offset_mapping"]
+    all_ids, all_offsets = [], []
+    for text in texts:
+        ids, offsets = [], []
+        for chunk in _WORD_AND_SPACE.finditer(text):
+            pieces = tokenizer(chunk.group(), add_special_tokens=False, verbose=False)["input_ids"]
+            word = re.search(r"\S+", chunk.group())
+            span = (chunk.start() + word.start(), chunk.start() + word.end()) if word else chunk.span()
+            ids += pieces
+            offsets += [span] * len(pieces)
+        if add_special_tokens:  # the special tokens the tokenizer puts before and after the text's
+            whole = tokenizer(text, verbose=False)["input_ids"]
+            marks = tokenizer.get_special_tokens_mask(whole, already_has_special_tokens=True)
+            inner = [index for index, special in enumerate(marks) if not special]
+            head, tail = (whole[: inner[0]], whole[inner[-1] + 1 :]) if inner else (whole, [])
+            ids = [*head, *ids, *tail]
+            offsets = [(0, 0)] * len(head) + offsets + [(0, 0)] * len(tail)
+        all_ids.append(ids)
+        all_offsets.append(offsets)
+    return all_ids, all_offsets
 
 
 def encode_with(backend, texts: list[str], dtype: np.dtype, with_starts: bool) -> Encoded:
@@ -279,10 +342,10 @@ class LocalEncoder:
         """One batch."""
         if self.backend is not None:
             return encode_with(self.backend, texts, self.dtype, self.with_starts)
-        out = self.tokenizer(texts, return_attention_mask=False, return_offsets_mapping=self.with_starts,
-                             verbose=False)
-        return from_lists(out["input_ids"], out["offset_mapping"] if self.with_starts else None, self.dtype,
-                          texts if self.with_starts else None)
+        if not self.with_starts:
+            return from_lists(self.tokenizer(texts, return_attention_mask=False, verbose=False)["input_ids"], None,
+                              self.dtype)
+        return from_lists(*encode_with_offsets(self.tokenizer, texts), self.dtype, texts)
 
     def imap(self, items: Iterable[tuple[int, list[str], Any]], stop: threading.Event
              ) -> Iterator[tuple[int, Any, Encoded]]:
@@ -302,7 +365,10 @@ def fast_backend(tokenizer, sample: list[str], with_starts: bool) -> tuple[str, 
     backend_of = getattr(tokenizer, "backend_tokenizer", None)
     if backend_of is None or not getattr(tokenizer, "is_fast", False):
         return None
-    spec = backend_of.to_str()
+    try:
+        spec = backend_of.to_str()
+    except Exception:  # a custom Python pre-tokenizer (RoFormer's jieba) cannot be serialized for workers
+        return None
     backend = standalone_backend(spec)
     ours = LocalEncoder(tokenizer, np.dtype(np.int64), with_starts, backend).encode(sample)
     theirs = LocalEncoder(tokenizer, np.dtype(np.int64), with_starts).encode(sample)

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mlm_core.data.tokenizing import encode_with_offsets, segmented_starts
 from mlm_core.models.heads import masked_logits
 from mlm_core.models.loading import has_trained_mlm_head, load_for_inference, max_block_size
 
@@ -28,10 +29,13 @@ def fill_mask(model: str, text: str, top_k: int = 5, targets: list[str] | None =
     return predict_masks(tokenizer, lm, text, top_k, targets)
 
 
-def filled_sequence(text: str, results: list[list[dict[str, Any]]], which: int, guess: dict[str, Any]) -> str:
-    """The text as typed, with mask number `which` filled by `guess` (a piece that continues the word before it
-    joins it) and every other mask shown as ___; the pipeline's sequence when the masks cannot be matched up."""
-    spans = list(MASK_SPELLINGS.finditer(text))
+def filled_sequence(text: str, results: list[list[dict[str, Any]]], which: int, guess: dict[str, Any],
+                    mask_token: str | None = None) -> str:
+    """The text as typed (masks spelled `<mask>`, `[MASK]` or the model's `mask_token`), with mask number `which`
+    filled by `guess` (a piece that continues the word before it joins it) and every other mask shown as ___; the
+    pipeline's sequence when the masks cannot be matched up."""
+    spelling = MASK_SPELLINGS if not mask_token else re.compile(f"{MASK_SPELLINGS.pattern}|{re.escape(mask_token)}")
+    spans = list(spelling.finditer(text))
     if len(spans) != len(results):
         return guess["sequence"]
     token, out, end = guess["token_str"], [], 0
@@ -44,6 +48,11 @@ def filled_sequence(text: str, results: list[list[dict[str, Any]]], which: int, 
     return "".join(out) + text[end:]
 
 
+def mask_token(model: str) -> str:
+    """The mask token of a model (`<mask>`, `[MASK]`, XLM's `<special1>`...); ValueError as `fill_mask`."""
+    return _masked_lm(model)[0].mask_token
+
+
 def predict_masks(tokenizer, lm, text: str, top_k: int = 5, targets: list[str] | None = None,
                   ) -> list[list[dict[str, Any]]]:
     """`fill_mask` on a tokenizer and masked LM already in memory (a training run's probes use it); ValueError in
@@ -51,11 +60,13 @@ def predict_masks(tokenizer, lm, text: str, top_k: int = 5, targets: list[str] |
     input_ids, positions, probs = _mask_probabilities(tokenizer, lm, text)
     if not isinstance(top_k, int) or not 1 <= top_k <= len(tokenizer):
         raise ValueError(f"top_k: must be a whole number from 1 to {len(tokenizer)} (got {top_k!r})")
-    target_ids = _target_ids(tokenizer, targets) if targets else None
-    if target_ids is not None:
-        probs = probs[:, target_ids]
-    values, predictions = probs.topk(min(top_k, probs.shape[-1]))
-    return _propositions(tokenizer, input_ids, positions, values, predictions, target_ids)
+    if targets:
+        target_ids = torch.from_numpy(_target_ids(tokenizer, targets))
+        values, picks = probs[:, target_ids].topk(min(top_k, len(target_ids)))
+        guesses = [list(zip(row, target_ids[pick].tolist())) for row, pick in zip(values.tolist(), picks)]
+    else:
+        guesses = shown_guesses(tokenizer, probs, top_k)
+    return _propositions(tokenizer, input_ids, positions, guesses)
 
 
 def score_probe(tokenizer, lm, text: str, answer: str | None, top_k: int = 5,
@@ -65,8 +76,7 @@ def score_probe(tokenizer, lm, text: str, answer: str | None, top_k: int = 5,
     or longer than the model reads."""
     _, _, probs = _mask_probabilities(tokenizer, lm, text)
     first = probs[0]
-    values, ids = first.topk(min(top_k, first.shape[-1]))
-    guesses = [(tokenizer.decode([i]).strip(), p) for i, p in zip(ids.tolist(), values.tolist())]
+    guesses = [(tokenizer.decode([i]).strip(), p) for p, i in shown_guesses(tokenizer, first[None], top_k)[0]]
     tokens = tokenizer.tokenize(f" {answer.strip()}") if answer else []
     if len(tokens) != 1:
         return guesses, None, None
@@ -111,7 +121,12 @@ def _encode_with_masks(tokenizer, text: str, lm) -> torch.Tensor:
         raise ValueError(f"text: put <mask> (or {tokenizer.mask_token}) where the missing word goes")
     if n_masks > MAX_MASKS:
         raise ValueError(f"text: {n_masks} masks is too many; use at most {MAX_MASKS}")
-    input_ids = torch.tensor(tokenizer(text, verbose=False)["input_ids"])
+    ids = tokenizer(text, verbose=False)["input_ids"]
+    # A mask token without lstrip leaves the space before it as a piece of its own (`Ġ`, `▁`) that training never
+    # puts before a mask: there the mask stands for a whole piece, its space included.
+    mask = tokenizer.mask_token_id
+    input_ids = torch.tensor([token for token, after in zip(ids, [*ids[1:], None])
+                              if not (after == mask != token and tokenizer.decode([token]) in ("", " "))])
     limit = max_block_size(lm.config, tokenizer)
     if len(input_ids) > limit:
         raise ValueError(f"text: {len(input_ids)} tokens is more than this model reads ({limit}); shorten it")
@@ -153,25 +168,47 @@ def _target_ids(tokenizer, targets: list[str]) -> np.ndarray:
 def word_pieces(tokenizer, word: str) -> list[int]:
     """The token ids of `word` as it is written after a space in running text: [pieces]."""
     prefix = "a "
-    if tokenizer.is_fast:
-        encoded = tokenizer(prefix + word, add_special_tokens=False, return_offsets_mapping=True)
-        end = len(prefix) + len(word)
-        return [i for i, (start, stop) in zip(encoded["input_ids"], encoded["offset_mapping"])
-                if stop > len(prefix) and start < end]
-    before = tokenizer(prefix.strip(), add_special_tokens=False)["input_ids"]
-    after = tokenizer(prefix + word, add_special_tokens=False)["input_ids"]
-    return after[len(before):] if after[: len(before)] == before else after
+    [ids], [offsets] = encode_with_offsets(tokenizer, [prefix + word], add_special_tokens=False)
+    end = len(prefix) + len(word)
+    return [i for i, (start, stop) in zip(ids, offsets) if stop > len(prefix) and start < end]
 
 
-def _propositions(tokenizer, input_ids, positions, values, predictions, target_ids) -> list[list[dict[str, Any]]]:
-    """Pipeline-shaped results: score, token, token_str, and the text with that token filled in."""
+def shown_guesses(tokenizer, probs: torch.Tensor, top_k: int) -> list[list[tuple[float, int]]]:
+    """The `top_k` likeliest (probability, token id) at each mask, from probabilities [masks, vocab], among tokens
+    that can stand as a guess: no special token, nothing that decodes to white space or control characters only,
+    and no piece of a character (a byte-level piece of `é` decodes to U+FFFD alone); fewer only when the vocabulary
+    has fewer."""
+    special = set(tokenizer.all_special_ids)
+    shown = []
+    for row in probs:
+        kept = []
+        for token in row.argsort(descending=True).tolist():
+            if len(kept) == top_k:
+                break
+            if can_show(tokenizer, token, special):
+                kept.append((float(row[token]), token))
+        shown.append(kept)
+    return shown
+
+
+def can_show(tokenizer, token: int, special: set[int]) -> bool:
+    """Whether a token decodes, alone, to visible whole characters and is not one of `special` (the tokenizer's
+    special ids)."""
+    text = tokenizer.decode([token])
+    return (token not in special and bool(text.strip()) and "\ufffd" not in text
+            and all(char.isprintable() or char.isspace() for char in text))
+
+
+def _propositions(tokenizer, input_ids, positions, guesses: list[list[tuple[float, int]]]
+                  ) -> list[list[dict[str, Any]]]:
+    """Pipeline-shaped results from (probability, token id) guesses per mask: score, token, token_str, and the
+    text with that token filled in."""
     mask_index = positions.nonzero().squeeze(-1).tolist()
     single = len(mask_index) == 1
     results = []
-    for index, scores, ids in zip(mask_index, values.tolist(), predictions.tolist()):
+    for index, row_guesses in zip(mask_index, guesses):
         row = []
-        for score, token in zip(scores, ids):
-            token = int(target_ids[token]) if target_ids is not None else token
+        for score, token in row_guesses:
             filled = input_ids.clone()
             filled[index] = token
             row.append({"score": score, "token": token, "token_str": tokenizer.decode([token]),
@@ -218,20 +255,31 @@ def word_surprise(model: str, text: str) -> list[tuple[str, float | None]]:
     that cannot load or fill masks, or a text that is empty or longer than the model reads."""
     tokenizer, lm = _masked_lm(model)
     check_text(text, "text", "paste a paragraph to see how surprised the model is by each word")
-    encoded = tokenizer(text, return_offsets_mapping=True, verbose=False)
-    ids = torch.tensor(encoded["input_ids"])
+    [token_ids], [offsets] = encode_with_offsets(tokenizer, [text])
+    ids = torch.tensor(token_ids)
     limit = max_block_size(lm.config, tokenizer)
     if len(ids) > limit:
         raise ValueError(f"text: {len(ids)} tokens is more than this model reads ({limit}); shorten it")
-    words = [match.span() for match in re.finditer(r"\S+", text)]
-    members = [[i for i, (start, end) in enumerate(encoded["offset_mapping"]) if end > start and a <= start < b]
-               for a, b in words]
+    words = _word_spans(text)
+    # A token belongs to the word its last character is in: SentencePiece's `▁the` starts at the space before.
+    members = [[i for i, (start, end) in enumerate(offsets) if end > start and a < end <= b] for a, b in words]
     bits = _hidden_word_bits(lm, tokenizer.mask_token_id, ids, members)
     pieces = [(text[: words[0][0]], None)] if words and words[0][0] else []
     for index, (start, _) in enumerate(words):
         end = words[index + 1][0] if index + 1 < len(words) else len(text)
         pieces.append((text[start:end], bits[index]))
     return pieces
+
+
+def _word_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each word of `text`: runs of non-space, cut where a segmenter starts a word in Chinese or
+    Japanese (`segmented_starts`)."""
+    begins = segmented_starts(text)
+    spans = []
+    for match in re.finditer(r"\S+", text):
+        cuts = sorted({match.start(), *(b for b in begins if match.start() < b < match.end())})
+        spans += zip(cuts, [*cuts[1:], match.end()])
+    return spans
 
 
 def _hidden_word_bits(lm, mask_id: int, ids: torch.Tensor, members: list[list[int]]) -> list[float | None]:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlm_core.models.heads import split_masked_lm
+from mlm_core.models.heads import full_logits, split_masked_lm
 from mlm_core.tasks import IGNORE, MASKED, Task
 
 
@@ -48,5 +48,5 @@ class LMObjective(nn.Module):
             encoder, head = self.parts
             hidden = encoder(input_ids=input_ids).last_hidden_state  # [batch, block, hidden]
             return head(hidden.reshape(-1, hidden.shape[-1]).index_select(0, positions)), targets
-        logits = self.model(input_ids=input_ids).logits  # [batch, block, vocab]
+        logits = full_logits(self.model, input_ids)  # [batch, block, vocab]
         return logits.reshape(-1, logits.shape[-1]), self.task.targets(labels).reshape(-1)
