@@ -16,6 +16,7 @@ DEFAULT_HUB_SLICE = "train[:5000]"  # a hub dataset can be huge: the guides' sli
 BUILTIN_DATASETS = ("builtin", "builtin-docstrings")
 FILE_DATASET = "file"
 STARTER_LEARNING_RATE = 1e-3  # the small built-in model learns from scratch-like weights: larger steps
+NO_TRACKER = "none"
 
 # `split`, or `split[start:stop]` where start/stop are integers or percentages, as `datasets` accepts them.
 SLICE_PATTERN = re.compile(r"^(?P<split>[A-Za-z_][\w.-]*)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
@@ -64,6 +65,10 @@ class TrainConfig:
                              max_length=4096)
     save_steps: int = _field(0, "Also save a checkpoint every N steps (0: at each epoch end only).", min=0)
     eval_steps: int = _field(0, "Measure perplexity and accuracy every N steps (0: about ten times per run).", min=0)
+    report_to: str = _field(
+        NO_TRACKER, "Also send the metrics to an experiment tracker: 'none', 'trackio' (kept offline, in the runs "
+        "folder), or another one Accelerate supports that is installed here ('tensorboard', 'wandb', ...).",
+        max_length=64)
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -85,6 +90,7 @@ class TrainConfig:
             )
         if not self.output_dir.strip():
             raise ValueError("output_dir: give a folder for the run")
+        check_report_to(self.report_to, installed=False)  # a run's saved settings stay valid if a tracker goes
 
     @property
     def is_builtin_dataset(self) -> bool:
@@ -113,6 +119,30 @@ def default_learning_rate(model: str) -> float:
     """The guides' 2e-5 for pre-trained hub models; the small starter learns faster with 1e-3 (of 5e-4, 1e-3 and
     2e-3, the best held-out accuracy after the default run)."""
     return STARTER_LEARNING_RATE if model.strip() == "starter" else TrainConfig.learning_rate
+
+
+def trackers(installed: bool = True) -> list[str]:
+    """'none' and the experiment trackers Accelerate supports (by default only those installed here), trackio first."""
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers  # loads torch: only for a tracker
+
+    names = [str(name) for name in get_available_trackers()] if installed else list(LOGGER_TYPE_TO_CLASS)
+    return [NO_TRACKER, *sorted(names, key=lambda name: (name != "trackio", name))]
+
+
+def check_report_to(name: str, installed: bool = True) -> None:
+    """ValueError in plain words unless `name` is 'none' or a tracker Accelerate supports (with `installed`: whose
+    package is installed here), listing those available."""
+    if name == NO_TRACKER:
+        return
+    here = trackers()
+    if name in here:
+        return
+    choices = ", ".join(here)
+    if name not in trackers(installed=False):
+        raise ValueError(f"report_to: {name!r} is not an experiment tracker Accelerate supports; choose one of "
+                         f"{choices}")
+    if installed:
+        raise ValueError(f"report_to: {name} is not installed here (pip install {name}); choose one of {choices}")
 
 
 def field_help(name: str) -> str:

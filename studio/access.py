@@ -17,6 +17,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from mlm_core.config import NO_TRACKER, check_report_to, trackers
 from mlm_core.runs.records import QUEUED, RUNNING, Budget
 from mlm_core.runs.run_dir import RunDir
 
@@ -27,6 +28,7 @@ UNLOCK_WINDOW_S = 600
 UNLOCK_TRIES = 5  # wrong owner passwords allowed per client address in ten minutes ...
 UNLOCK_TRIES_TOTAL = 30  # ... and from all addresses together (a script with many addresses meets this one)
 SALT_FILE = ".visitor-salt"  # in the runs folder: client addresses are kept only as salted hashes
+PUBLIC_TRACKERS = (NO_TRACKER, "trackio")  # in public mode a run's metrics stay on this server (trackio: offline)
 
 
 def new_visitor_token() -> str:
@@ -246,6 +248,19 @@ class Access:
             raise ValueError(f"run: {queued} runs are already waiting in the queue, the most this Space takes; try "
                              "again when some have trained")
         return limits.budget
+
+    def trackers(self) -> list[str]:
+        """The experiment trackers a run started here may report to: those installed, and in public mode only those
+        that keep its metrics on this server."""
+        return [name for name in trackers() if not self.public or name in PUBLIC_TRACKERS]
+
+    def check_report_to(self, name: str) -> None:
+        """ValueError in plain words for a tracker a run started here may not report to: one not installed, or (public
+        mode) one that would send the run's metrics off this server."""
+        if self.public and name not in PUBLIC_TRACKERS:
+            raise ValueError(f"report_to: on this public server a run reports only to {' or '.join(self.trackers())}, "
+                             "so that its metrics stay here")
+        check_report_to(name)
 
     def push_token(self, visitor: Visitor, typed: object, signed_in: str | None) -> str:
         """The token a push uses: the one typed, else the visitor's own sign-in, else (owner only) the server's;

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from mlm_core.config import DEFAULT_HUB_SLICE, FILE_DATASET, TrainConfig, default_learning_rate, field_help
+from mlm_core.config import (
+    DEFAULT_HUB_SLICE,
+    FILE_DATASET,
+    NO_TRACKER,
+    TrainConfig,
+    default_learning_rate,
+    field_help,
+    train_command,
+)
 from mlm_core.data.text_files import FILE_SUFFIXES, MAX_UPLOAD_MB
 
 BUILTIN, HUB = "builtin", "hub"
@@ -24,19 +33,20 @@ def build_data_fields(models: list[str], default_model: str) -> dict[str, gr.com
                              info=field_help("model"), elem_id="model"),
         "dataset": gr.Radio(SOURCES, value=BUILTIN, label="Data", info="Where your text comes from.",
                             elem_id="source"),
-        "hub_dataset": gr.Textbox(label="Hub dataset id", placeholder="e.g. dany0407/eli5_category",
+        "hub_dataset": gr.Textbox("", label="Hub dataset id", placeholder="e.g. dany0407/eli5_category",
                                   info="A dataset on the Hugging Face hub.", visible=False),
         "dataset_file": gr.File(label=f"Your text (.txt, .csv, .jsonl, .json; up to {MAX_UPLOAD_MB} MB)",
                                 visible=False, file_types=list(FILE_SUFFIXES), type="filepath"),
     }
 
 
-def build_settings_fields(default_model: str) -> dict[str, gr.components.Component]:
-    """How the run trains: the knobs, with the engine's defaults and one-line hints."""
+def build_settings_fields(default_model: str, trackers: list[str]) -> dict[str, gr.components.Component]:
+    """How the run trains: the knobs, with the engine's defaults and one-line hints; `trackers`: the experiment
+    trackers a run may report to here."""
     d = _DEFAULTS
     fields = {
         "slice": gr.Textbox(d["slice"], label="Rows (slice)", info=field_help("slice")),
-        "text_column": gr.Textbox(label="Text column", placeholder="detected automatically",
+        "text_column": gr.Textbox("", label="Text column", placeholder="detected automatically",
                                   info=field_help("text_column")),
     }
     with gr.Row():
@@ -67,6 +77,8 @@ def build_settings_fields(default_model: str) -> dict[str, gr.components.Compone
                                                         precision=0, info=field_help("gradient_accumulation"))
         fields["whole_word_masking"] = gr.Checkbox(d["whole_word_masking"], label="Whole-word masking",
                                                    info=field_help("whole_word_masking"))
+        fields["report_to"] = gr.Dropdown(trackers, value=d["report_to"], label="Experiment tracker",
+                                          info=field_help("report_to"))
     return fields
 
 
@@ -86,10 +98,19 @@ def config_from(values: dict[str, Any], output_dir: str) -> TrainConfig:
     settings["dataset_file"] = settings.get("dataset_file") if source == FILE_DATASET else None
     settings["max_steps"] = settings.get("max_steps") or None  # 0 on the page: no limit
     settings["text_column"] = settings.get("text_column") or None
+    settings["report_to"] = settings.get("report_to") or NO_TRACKER
     settings["slice"] = settings.get("slice") or "train"
     if values.get("learning_rate") in (None, ""):  # as the CLI: the default suits the model
         settings["learning_rate"] = default_learning_rate(settings.get("model") or "")
     return TrainConfig(**{**settings, "output_dir": output_dir})
+
+
+def command_line(config: TrainConfig) -> str:
+    """The `python -m mlm_core train ...` line that repeats these settings on one's own machine: an uploaded file
+    by its name, the output folder under ./runs (no path of this server is shown)."""
+    shown = config.replace(output_dir=f"runs/{Path(config.output_dir).name}",
+                           dataset_file=Path(config.dataset_file).name if config.dataset_file else None)
+    return train_command(shown)
 
 
 def coerce(name: str, value: Any) -> Any:

@@ -17,6 +17,7 @@ from mlm_core.system.redact import hide_paths
 from . import board, figures
 from .access import Access
 from .context import Studio
+from .form import command_line
 from .text import escaped, refusal
 
 MAX_COMPARED = 6
@@ -69,6 +70,8 @@ class RunsTab:
                     self.private = gr.Checkbox(True, label="Private")
                 self.push_btn = gr.Button("Push to the hub")
                 self.pushed = gr.Markdown()
+                self.command = gr.Code(language="shell", interactive=False, elem_id="run-command", lines=2,
+                                       label="This run from the command line")
             with gr.Accordion("Owner", open=False, visible=access.public):
                 with gr.Row():
                     self.stop_source_btn = gr.Button("Stop every run from the chosen run's visitor and address")
@@ -87,6 +90,7 @@ class RunsTab:
         actions = [self.label_btn, self.resume_btn, self.stop_btn, self.delete_btn, self.zip_btn, self.push_btn]
         self.selected.change(self.selected_changed, [visitor, self.selected],
                              [self.label, self.confirm_row, self.rights, *actions], api_name=False)
+        self.selected.change(self.command_line, self.selected, self.command, api_name=False)
         self.label_btn.click(self.set_label, [visitor, self.selected, self.label], listing, api_name="set_label")
         self.resume_btn.click(self.resume, [visitor, self.selected], listing, api_name="resume")
         self.stop_btn.click(self.stop, [visitor, self.selected], listing, api_name=False)
@@ -141,6 +145,13 @@ class RunsTab:
             "owner) can change, download or push it.")
         return (run.identity().label, gr.update(visible=False), f"<small>{rights}</small>",
                 *[gr.update(interactive=yours)] * 6)
+
+    def command_line(self, run_name) -> str:
+        """The CLI line that repeats the chosen run's settings; empty when none is chosen."""
+        try:
+            return command_line(self.studio.run(run_name).config())
+        except ValueError:
+            return ""
 
     def set_label(self, visitor, run_name, label, request: gr.Request):
         """Rename a run as listed; gr.Error (a refusal) when the visitor may not, or the label is empty."""

@@ -17,7 +17,8 @@ FIELD_LABELS = {
     "epochs": "Epochs", "max_steps": "Max steps", "learning_rate": "Learning rate", "weight_decay": "Weight decay",
     "warmup_ratio": "Warm-up", "batch_size": "Batch size", "gradient_accumulation": "Gradient accumulation",
     "eval_fraction": "Held-out share", "seed": "Seed", "output_dir": "Run", "save_steps": "Save every",
-    "eval_steps": "Evaluate every", "run": "Run", "text": "Text", "top_k": "Guesses per mask", "targets": "Candidates",
+    "eval_steps": "Evaluate every", "report_to": "Experiment tracker", "run": "Run", "text": "Text",
+    "top_k": "Guesses per mask", "targets": "Candidates",
     "prompt": "Prompt", "max_new_tokens": "Max new tokens", "temperature": "Temperature", "repo_id": "Hub repository",
     "token": "Hub token", "label": "Label", "probes": "Probe sentences", "task": "Task",
 }

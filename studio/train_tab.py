@@ -19,7 +19,7 @@ from . import board, figures
 from .access import Access
 from .context import CANCELLED, Studio
 from .fill_tab import is_causal
-from .form import HUB, build_data_fields, build_settings_fields, config_from, source_changed
+from .form import HUB, build_data_fields, build_settings_fields, command_line, config_from, source_changed
 from .text import markdown_escaped, plain, refusal
 
 POLL_S = 1.0
@@ -61,9 +61,12 @@ class TrainTab:
                     self.start_btn = gr.Button("Start", variant="primary", elem_id="start-button")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-button")
                 owner = gr.HTML(elem_id="run-owner")
-                self.form.update(build_settings_fields(default_model))
-                self.probes = gr.Textbox(label="Probe sentences (one per line, each with <mask>; add => word to give "
-                                               "the right answer)", lines=3, elem_id="probes",
+                with gr.Accordion("Command line", open=False):
+                    self.command = gr.Code(language="shell", interactive=False, elem_id="train-command", lines=2,
+                                           label="The same run on your machine (pip install -r requirements.txt)")
+                self.form.update(build_settings_fields(default_model, access.trackers()))
+                self.probes = gr.Textbox("", label="Probe sentences (one per line, each with <mask>; add => word to "
+                                                   "give the right answer)", lines=3, elem_id="probes",
                                          placeholder="empty: held-out sentences of your data are picked for you",
                                          info="Re-scored at every evaluation so you can watch the guesses change.")
                 self.preview_md = gr.Markdown(elem_id="preview")
@@ -88,6 +91,9 @@ class TrainTab:
                                                                   form["slice"]], api_name=False)
         form["model"].change(self.model_changed, form["model"], [form["mlm_probability"], form["learning_rate"]],
                              api_name=False)
+        gr.on([field.change for field in form.values()], self.command_line, inputs_kwargs=form,
+              outputs=self.command, api_name=False, show_progress="hidden")
+        demo.load(self.command_line, inputs_kwargs=form, outputs=self.command, api_name=False)
         self.preview_btn.click(self.preview, inputs_kwargs=form,
                                outputs=[self.preview_md, self.example, self.probes, form["text_column"]],
                                api_name="preview", concurrency_limit=1)  # it trains a few real steps
@@ -98,6 +104,13 @@ class TrainTab:
         demo.load(self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False)
         gr.Button(visible=False).click(self.status_json, gr.Textbox(visible=False), gr.Textbox(visible=False),
                                        api_name="status")
+
+    def command_line(self, **form) -> str:
+        """The CLI line for the form as it stands, or what to fix first (as a shell comment)."""
+        try:
+            return command_line(config_from(form, output_dir=str(self.studio.root / "my-run")))
+        except ValueError as error:
+            return f"# {plain(str(error))}"
 
     def model_changed(self, model: str):
         """Hide the masking knob for causal models and suggest a learning rate for the model."""
@@ -123,10 +136,12 @@ class TrainTab:
         probes = "\n".join(probe.line() for probe in result.probes)
         return "\n\n".join(lines), result.example, probes or gr.skip(), result.text_column
 
-    def start(self, visitor, probes, request: gr.Request, **form):
+    def start(self, visitor=None, probes="", request: gr.Request = None, dataset_file=None, **form):
         """Queue a run (it starts at once when the device is free); its dashboard replaces the one shown. gr.Error
-        (a `refusal`) in plain words when the visitor may not start one or the settings cannot be used."""
+        (a `refusal`) in plain words when the visitor may not start one or the settings cannot be used. The
+        defaults make `visitor` (a new one), `probes` and `dataset_file` optional for API clients."""
         visitor = self.access.visitor(visitor, request)
+        form["dataset_file"] = dataset_file
         try:
             lines = probes.splitlines() if isinstance(probes, str) else []
             probes = tuple(line.strip() for line in lines if line.strip())
@@ -134,6 +149,7 @@ class TrainTab:
                                 if form.get("dataset") == HUB else _text(form.get("dataset")) or "data")
             config = config_from(form, output_dir=str(self.studio.root / name))
             check_names(config)
+            self.access.check_report_to(config.report_to)
             with self.access.admitting():
                 budget = self.access.check_start(visitor, self.studio.runs(), self.studio.root, probes)
                 identity = RunIdentity(label=_label(config.model, config.dataset), owner=visitor.key,

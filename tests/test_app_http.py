@@ -125,3 +125,18 @@ def test_the_surprise_view_colours_every_word_under_both_models(client):
         pieces = shown["value"] if isinstance(shown, dict) else shown
         assert "".join(p["token"] for p in pieces) == text
         assert all(0 < p["class_or_confidence"] <= 1 for p in pieces)
+
+
+def test_the_readmes_python_example_runs_against_the_app(app_server, tmp_path):
+    import re
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Calling the app from Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    script = tmp_path / "example.py"
+    script.write_text(code.replace('"http://127.0.0.1:7860/"', repr(app_server["url"])))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first_row, finished = done.stdout.splitlines()[-2:]  # after gradio_client's "Loaded as API" line
+    assert first_row.startswith("[1, 1, ") and "The " in first_row  # mask 1, rank 1, the word, ...
+    assert " completed {'type': 'eval'" in finished and "'perplexity'" in finished, finished

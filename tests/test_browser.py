@@ -72,6 +72,10 @@ def test_train_queue_reload_stop_fill_mask_and_compare_in_a_browser(page, app_se
     start = page.locator("#start-button").bounding_box()
     assert start["y"] + start["height"] <= 768  # Start is above the fold of a 1366 x 768 screen
     page.locator("#epochs input").fill("2")
+    page.locator("#epochs input").blur()
+    page.get_by_text("Command line").click()  # the same run from the command line, for the form as it stands
+    page.locator("#train-command").get_by_text("--epochs 2").wait_for()
+    assert "python -m mlm_core train --model" in page.locator("#train-command").inner_text()
     page.screenshot(path=ARTIFACTS / "train-tab.png")
     first = _start(page)
     page.wait_for_function(f"({POINTS})() >= 2")

@@ -12,6 +12,7 @@ import shlex
 import subprocess
 import sys
 import urllib.request
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,7 @@ def app(hub, tmp_path_factory):
     """The app online in public mode, as a Space runs it (the owner's HF_TOKEN planted), its hub the stand-in."""
     runs, work = tmp_path_factory.mktemp("hub-app-runs"), tmp_path_factory.mktemp("hub-app")
     process, url = start_app(runs, work / "app.log", **online(hub, work / "hf", MLM_STUDIO_PUBLIC="1"))
-    yield {"url": url, "client": Client(url, verbose=False), "log": work / "app.log"}
+    yield {"url": url, "client": Client(url, verbose=False), "log": work / "app.log", "runs": runs}
     process.terminate()
     process.wait(timeout=30)
 
@@ -190,3 +191,25 @@ def test_a_push_uses_the_visitors_token_and_uploads_model_tokenizer_and_card(app
     again = app["client"].predict(visitor="", run_name=hub_run, repo_id="visitor/eli5-tiny", token=VISITOR_TOKEN,
                                   private=True, api_name="/push")
     assert "visitor/eli5-tiny" in again and len(hub.commits) == 1  # the repo exists, and nothing changed
+
+
+def test_the_cli_pushes_a_run_with_a_token_from_a_file_or_the_environment_and_never_prints_it(hub, hub_run, app,
+                                                                                              tmp_path):
+    run = Path(app["runs"]) / hub_run
+    token_file = tmp_path / "token"
+    token_file.write_text(VISITOR_TOKEN + "\n")
+    pushed = run_cli(["push", str(run), "cli/eli5-tiny", "--token-file", str(token_file)], online(hub, tmp_path / "hf"))
+    assert pushed.returncode == 0, pushed.stderr[-2000:]
+    assert "cli/eli5-tiny" in pushed.stdout and VISITOR_TOKEN not in pushed.stdout + pushed.stderr
+    [commit] = [c for c in hub.commits if c.repo_id == "cli/eli5-tiny"]
+    assert commit.authorization == f"Bearer {VISITOR_TOKEN}"
+    assert {"config.json", "model.safetensors", "README.md"} <= set(hub.files("model", "cli/eli5-tiny"))
+
+    from_env = run_cli(["push", str(run), "cli/eli5-env"], online(hub, tmp_path / "hf", HF_TOKEN=VISITOR_TOKEN))
+    assert from_env.returncode == 0 and VISITOR_TOKEN not in from_env.stdout + from_env.stderr
+    none = run_cli(["push", str(run), "cli/eli5-none"], online(hub, tmp_path / "empty-hf", HF_TOKEN=""))
+    assert none.returncode == 2 and "token: set HF_TOKEN" in none.stderr
+
+    zipped = run_cli(["export", str(run)], online(hub, tmp_path / "hf"))
+    assert zipped.returncode == 0 and zipped.stdout.strip().endswith(f"{hub_run}.zip")
+    assert zipfile.ZipFile(zipped.stdout.strip()).testzip() is None

@@ -47,6 +47,32 @@ def test_a_queued_run_completes_with_probes_at_every_evaluation(finished_run):
     assert finished_run.model_dir() is not None and read_lock(finished_run.path) is None  # released
 
 
+def test_a_run_folder_loads_with_transformers_pipeline_and_an_older_layout_still_reads(finished_run, tmp_path):
+    import shutil
+
+    import torch
+    from transformers import AutoModelForMaskedLM, pipeline
+
+    from mlm_core.models.inference import can_show, fill_mask
+
+    text = "The <mask> statement exits a loop."
+    ours = [g["token"] for g in fill_mask(str(finished_run.path), text, top_k=5)[0]]
+    pipe = pipeline("fill-mask", model=str(finished_run.path), dtype=torch.float32, device="cpu")
+    special = set(pipe.tokenizer.all_special_ids)  # ours leaves out what cannot stand as a word
+    theirs = [g["token"] for g in pipe(text, top_k=30) if can_show(pipe.tokenizer, g["token"], special)]
+    assert theirs[:5] == ours
+    assert AutoModelForMaskedLM.from_pretrained(finished_run.path).config.model_type == "roberta"
+    assert json.loads((finished_run.path / "run_config.json").read_text())["block_size"] == 64
+
+    old = RunDir(tmp_path / "old-layout")  # settings in config.json, the model in model/ only
+    shutil.copytree(finished_run.path, old.path)
+    for file in finished_run.model_path.iterdir():
+        (old.path / file.name).unlink()
+    (old.path / "run_config.json").rename(old.path / "config.json")
+    assert old.is_run() and old.status() == "completed" and old.config().block_size == 64
+    assert [g["token"] for g in fill_mask(str(old.path), text, top_k=5)[0]] == ours
+
+
 def test_the_queue_trains_in_order_one_at_a_time_and_a_failure_does_not_stop_it(tiny_mlm, tmp_path):
     (tmp_path / "broken.jsonl").write_text('{"text": "fine"}\n{"text": broken\n', encoding="utf-8")
     queue = RunQueue(tmp_path / "runs").start()

@@ -35,6 +35,24 @@ def test_the_form_is_keyed_by_field_names_in_any_order_and_any_type_is_refused_i
     assert plain("block_size: must be at least 8") == "Block size: must be at least 8"
 
 
+def test_the_command_line_shown_for_a_form_gives_the_same_settings_back_through_the_cli(tmp_path):
+    import shlex
+
+    from mlm_core.cli.commands import build_parser, train_config
+    from studio.form import command_line
+
+    values = {"model": "starter", "dataset": "file", "dataset_file": str(tmp_path / "my notes.txt"), "epochs": 2,
+              "block_size": 64, "whole_word_masking": True, "mlm_probability": 0.2, "max_steps": 0}
+    config = config_from(values, output_dir="/srv/runs/x-1")
+    line = command_line(config)
+    assert str(tmp_path) not in line and "/srv" not in line  # no path of the server
+    assert line.startswith("python -m mlm_core train ")
+    (tmp_path / "my notes.txt").write_text("some text")
+    args = build_parser().parse_args(shlex.split(line)[3:])
+    again = train_config(args)
+    assert again.replace(dataset_file=config.dataset_file, output_dir=config.output_dir) == config
+
+
 def test_visitor_text_is_shown_as_text():
     shown = markdown_escaped("[Your session expired](http://x.example) ![t](http://x.example/p.gif) <b>hi</b>")
     assert "<" not in shown and "](" not in shown and "://" not in shown and "![" not in shown

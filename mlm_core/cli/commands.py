@@ -19,6 +19,7 @@ from mlm_core.cli.progress_bar import ProgressPrinter
 from mlm_core.config import FILE_DATASET, TrainConfig, default_learning_rate
 from mlm_core.models.inference import fill_mask, filled_sequence, generate, mask_token
 from mlm_core.models.loading import describe_device
+from mlm_core.runs.export import push_run, zip_run
 from mlm_core.runs.model_sources import STARTER_DIR
 from mlm_core.runs.records import COMPLETED, STOPPED, RunResults, runs_root
 from mlm_core.runs.run_dir import RunDir, list_runs
@@ -94,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", help="list the runs of a runs folder with their status")
     runs.add_argument("--root", type=Path, help="the runs folder (default: MLM_STUDIO_RUNS, /data/mlm-studio-runs "
                                                 "on a Space, else ./runs)")
+    push = commands.add_parser("push", help="upload a finished run's model, tokenizer and card to the hub")
+    push.add_argument("run", type=Path, help="the run's folder")
+    push.add_argument("repo", help="the hub repository to create or update, 'your-name/model-name'")
+    push.add_argument("--token-file", type=Path, help="a file holding a token that may write (default: HF_TOKEN, "
+                                                      "else the token `hf auth login` saved); never printed")
+    push.add_argument("--public", action="store_true", help="make a new repository public (default: private)")
+    export = commands.add_parser("export", help="zip a finished run's model, tokenizer, card and results")
+    export.add_argument("run", type=Path, help="the run's folder")
     commands.add_parser("info", help="device, hub reachability and the offline defaults")
     return parser
 
@@ -108,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore")
     args = build_parser().parse_args(argv)
     handlers = {"train": _train, "fill-mask": _fill_mask, "generate": _generate, "build-starter": _build_starter,
-                "train-queued": _train_queued, "preview": _preview, "runs": _runs, "info": _info}
+                "train-queued": _train_queued, "preview": _preview, "runs": _runs, "push": _push, "export": _export,
+                "info": _info}
     try:
         return handlers[args.command](args)
     except ValueError as error:
@@ -182,6 +192,37 @@ def _runs(args: argparse.Namespace) -> int:
         base, final = (results.base_perplexity, results.final_perplexity) if results else (None, None)
         ppl = f"{_number(base)} -> {_number(final)}" if base is not None else ""
         print(f"{run.name:<48} {run.status():<12} {steps:>7} {ppl:>19}  {identity.label}")
+    return 0
+
+
+def _finished_run(folder: Path) -> RunDir:
+    """The run in `folder`; ValueError in plain words when it holds none."""
+    run = RunDir(folder)
+    if not run.is_run():
+        raise ValueError(f"run: {folder} holds no run")
+    return run
+
+
+def _push(args: argparse.Namespace) -> int:
+    """Upload a finished run to the hub; print the repository's URL (never the token)."""
+    from huggingface_hub import get_token
+
+    if args.token_file:
+        try:
+            token = args.token_file.read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ValueError(f"token_file: cannot read {args.token_file} ({error.strerror})") from None
+    else:
+        token = get_token()  # HF_TOKEN, else the token `hf auth login` saved
+    if not token:
+        raise ValueError("token: set HF_TOKEN, log in with `hf auth login`, or give --token-file")
+    print(push_run(_finished_run(args.run), args.repo, token, private=not args.public))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Zip a finished run; print the zip's path."""
+    print(zip_run(_finished_run(args.run)))
     return 0
 
 

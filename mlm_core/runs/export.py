@@ -8,33 +8,132 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from huggingface_hub import EvalResult, ModelCard, ModelCardData, try_to_load_from_cache
+from huggingface_hub.repocard import metadata_load
+
+from mlm_core.config import FILE_DATASET
 from mlm_core.runs.model_sources import STARTER
-from mlm_core.runs.records import COMPLETED, RUN_PREFIX, RunResults
+from mlm_core.runs.records import COMPLETED, RUN_NAME, RUN_PREFIX, RunResults, runs_root
 from mlm_core.runs.run_dir import RunDir
-from mlm_core.system.atomic_files import TMP_PREFIX
-from mlm_core.system.hub_access import is_online
+from mlm_core.system import hub_access
+from mlm_core.system.atomic_files import TMP_PREFIX, read_json
 from mlm_core.system.redact import hide_paths
 from mlm_core.tasks import get_task
 
 CARD_FIELDS = ("block_size", "mlm_probability", "whole_word_masking", "epochs", "max_steps", "learning_rate",
                "weight_decay", "warmup_ratio", "batch_size", "gradient_accumulation", "eval_fraction", "seed")
+# The built-in data and uploads in a card's model-index: (dataset type, dataset name); a hub dataset is its own id.
+LOCAL_DATA = {"builtin": ("pydoc_data.topics", "Python language reference (pydoc_data.topics)"),
+              "builtin-docstrings": ("python-stdlib-docstrings", "Python standard library docstrings"),
+              FILE_DATASET: ("uploaded-text", "Uploaded text")}
 
 
 def model_card(run: RunDir) -> str:
-    """A README.md for the fine-tuned model: base model and data in words, hyper-parameters, measured figures;
-    ValueError in plain words when the run has not completed."""
+    """A README.md for the fine-tuned model, as the hub reads it: metadata built with huggingface_hub's
+    `ModelCardData` (base model, datasets, licence, pipeline tag, tags, the measured figures as a model-index), then
+    the base model and data in words, hyper-parameters and the figures; ValueError in plain words when the run has
+    not completed."""
     results = finished(run)
+    card = ModelCard(f"---\n{card_data(run, results).to_yaml()}\n---\n{_card_body(run, results)}")
+    return str(card)  # parsed back by the hub's own parser: what it writes is what the hub reads
+
+
+def card_data(run: RunDir, results: RunResults) -> ModelCardData:
+    """The card's metadata: `base_model` is the hub model at the root of the run's chain (none for the starter or
+    a local folder), `datasets` the hub datasets of every run of the chain, the licence the base model's when its
+    card is in the local hub cache."""
+    configs = [each.config() for each in lineage(run)]
+    task = get_task(results.task or "mlm")
+    base = _hub_model(configs[-1].model)
+    datasets = list(dict.fromkeys(c.dataset for c in configs if _hub_dataset(c.dataset)))
+    tags = ["mlm-studio", task.pipeline_tag, *filter(None, [_model_type(run)])]
+    return ModelCardData(
+        base_model=base, datasets=datasets or None, library_name="transformers", pipeline_tag=task.pipeline_tag,
+        tags=tags, model_name=run.identity().label or run.name,
+        eval_results=eval_results(configs[0], results, task) or None, **(base_license(base) if base else {}))
+
+
+def eval_results(config, results: RunResults, task) -> list[EvalResult]:
+    """What the run measured on its held-out blocks at the end, as the hub's `EvalResult`s: perplexity, and the
+    share of hidden (or next) words guessed right, first and among the top 5, when measured."""
+    dataset_type, dataset_name = (config.dataset, config.dataset) if _hub_dataset(config.dataset) else \
+        LOCAL_DATA.get(config.dataset, ("text", "Text"))
+    words = "Masked-word" if task.inference == "fill-mask" else "Next-token"
+    held_out = f"held-out {config.eval_fraction:.0%} of {config.slice}"
+    measured = [("perplexity", f"Perplexity ({held_out})", results.final_perplexity),
+                ("accuracy", f"{words} accuracy, top-1 ({held_out})", results.final_top1),
+                ("accuracy", f"{words} accuracy, top-5 ({held_out})", results.final_top5)]
+    return [EvalResult(task_type=task.pipeline_tag, task_name=task.title, dataset_type=dataset_type,
+                       dataset_name=dataset_name, dataset_split=config.slice, metric_type=kind, metric_name=name,
+                       metric_value=round(value, 4))
+            for kind, name, value in measured if value is not None]
+
+
+def lineage(run: RunDir) -> list[RunDir]:
+    """The run, the run it started from (its model `run:NAME` or a run folder), that run's own start, and so on."""
+    chain = [run]
+    while (before := _run_of(chain[-1].config().model, chain[-1])) is not None and before not in chain:
+        chain.append(before)
+    return chain
+
+
+def _run_of(model: str, after: RunDir) -> RunDir | None:
+    """The run a model name means, if any: `run:NAME` in the runs folder (else beside `after`), a run folder or its
+    saved model's folder."""
+    model = model.strip()
+    if model.startswith(RUN_PREFIX):
+        for root in (runs_root(), after.path.parent):
+            candidate = RunDir(root / model.removeprefix(RUN_PREFIX))
+            if RUN_NAME.fullmatch(candidate.name) and candidate.is_run():
+                return candidate
+        return None
+    path = Path(model).expanduser()
+    if model == STARTER or not path.is_dir():
+        return None
+    for candidate in (RunDir(path), RunDir(path.parent)):
+        if candidate.is_run() and path in (candidate.path, candidate.model_path):
+            return candidate
+    return None
+
+
+def _hub_model(model: str) -> str | None:
+    """The model name itself when it means a hub model (not the starter, a run or a folder here)."""
+    model = model.strip()
+    return model if model != STARTER and hub_access.means_hub_repo(model) else None
+
+
+def _hub_dataset(dataset: str) -> bool:
+    """Whether the run's data is a hub dataset (not the built-in corpus, an upload or a folder here)."""
+    return dataset not in LOCAL_DATA and hub_access.means_hub_repo(dataset)
+
+
+def base_license(repo_id: str) -> dict[str, str]:
+    """The licence of a hub model as its card in the local hub cache gives it (`license`, and `license_name`,
+    `license_link` for 'other'); empty when that card is not here. Never asks the network."""
+    cached = try_to_load_from_cache(repo_id, "README.md")
+    if not isinstance(cached, str):  # not cached, or cached as missing
+        return {}
+    try:
+        metadata = metadata_load(cached) or {}
+    except Exception:  # a card we cannot read gives no licence, not a failed export
+        return {}
+    return {key: metadata[key] for key in ("license", "license_name", "license_link")
+            if isinstance(metadata.get(key), str)}
+
+
+def _model_type(run: RunDir) -> str | None:
+    """The saved model's `model_type` (a tag the hub filters by)."""
+    values = read_json(run.model_dir() / "config.json") if run.model_dir() else None
+    return values.get("model_type") if isinstance(values, dict) else None
+
+
+def _card_body(run: RunDir, results: RunResults) -> str:
+    """The card's prose: base model and data in words, the measured figures, hyper-parameters."""
     config = run.config()
     task = get_task(results.task or "mlm")
     rows = "\n".join(f"| `{name}` | {getattr(config, name)} |" for name in CARD_FIELDS)
     masks = " with the same masked positions" if task.inference == "fill-mask" else ""
-    hub_base = f"base_model: {config.model}\n" if _is_hub_id(config.model) else ""
-    return f"""---
-library_name: transformers
-pipeline_tag: {task.pipeline_tag}
-{hub_base}tags: [mlm-studio]
----
-# {run.identity().label or run.name}
+    return f"""# {run.identity().label or run.name}
 
 Fine-tuned with MLM Studio from {describe_model(config.model)} on {describe_data(config)}.
 
@@ -64,7 +163,7 @@ def describe_model(model: str) -> str:
                 "docstrings)")
     if model.startswith(RUN_PREFIX):
         return f"the model of the MLM Studio run {model.removeprefix(RUN_PREFIX)}"
-    if _is_hub_id(model):
+    if _hub_model(model):
         return f"[{model}](https://huggingface.co/{model})"
     return f"a local model ({hide_paths(model)})"
 
@@ -79,11 +178,6 @@ def describe_data(config) -> str:
     if config.dataset == "file":
         return f"an uploaded file ({rows})"
     return f"the hub dataset [{config.dataset}](https://huggingface.co/datasets/{config.dataset}) ({rows})"
-
-
-def _is_hub_id(name: str) -> bool:
-    """Whether a model name reads as a hub repository (namespace/name) rather than a folder."""
-    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and " " not in name
 
 
 def _share(value: float | None) -> str:
@@ -143,9 +237,8 @@ def push_run(run: RunDir, repo_id: str, token: str, private: bool = True) -> str
     from huggingface_hub import HfApi
 
     finished(run)
-    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
-        raise ValueError("repo_id: use the form 'your-name/model-name'")
-    if not is_online():
+    hub_access.check_hub_id(repo_id, "repo_id", "use the form 'your-name/model-name'", namespace=True)
+    if not hub_access.is_online():
         raise ValueError("repo_id: the Hugging Face hub is not reachable from here; download the zip instead")
     if not token:
         raise ValueError("token: paste a Hugging Face token that may write")

@@ -22,12 +22,16 @@ from mlm_core.runs.records import (
     RunResults,
     check_run_name,
 )
-from mlm_core.system.atomic_files import read_json, remove_partial, trim_torn_tail, write_json
+from mlm_core.system.atomic_files import link_or_copy, read_json, remove_partial, trim_torn_tail, write_json
 
 # Settings that may change when a run is resumed; any other change would make it a different run.
-RESUMABLE_CHANGES = {"epochs", "max_steps", "save_steps", "eval_steps", "output_dir"}
+RESUMABLE_CHANGES = {"epochs", "max_steps", "save_steps", "eval_steps", "output_dir", "report_to"}
 
-_IDENTITY, _CONFIG, _EVENTS, _RESULTS = "run.json", "config.json", "events.jsonl", "results.json"
+_IDENTITY, _EVENTS, _RESULTS = "run.json", "events.jsonl", "results.json"
+# The run's settings: `config.json` is the name transformers reads a model's config from, so that the run folder
+# itself loads with `pipeline(...)` / `from_pretrained(...)`; runs made before keep theirs in `config.json`.
+_SETTINGS, _OLD_SETTINGS = "run_config.json", "config.json"
+_RUN_KEYS = {"model", "dataset", "block_size"}
 
 
 class RunBusy(ValueError):
@@ -66,8 +70,17 @@ class RunDir:
 
     @property
     def model_path(self) -> Path:
-        """model/: where a completed run saves its fine-tuned model and tokenizer."""
+        """model/: where a completed run saves its fine-tuned model and tokenizer (its files are also linked at the
+        top of the run folder, so the folder loads as a model)."""
         return self.path / "model"
+
+    @property
+    def settings_path(self) -> Path:
+        """run_config.json (config.json in runs made before it): the run's settings."""
+        new, old = self.path / _SETTINGS, self.path / _OLD_SETTINGS
+        if not new.exists() and _RUN_KEYS <= (read_json(old) or {}).keys():
+            return old
+        return new
 
     @property
     def checkpoints_path(self) -> Path:
@@ -80,9 +93,9 @@ class RunDir:
         return self.path / "export" / f"{self.name}.zip"
 
     def is_run(self) -> bool:
-        """Whether the folder holds a run: run settings in config.json (a model folder's config.json has others)."""
-        values = read_json(self.path / _CONFIG)
-        return isinstance(values, dict) and {"model", "dataset", "block_size"} <= values.keys()
+        """Whether the folder holds a run: run settings in its settings file (a model's config.json has others)."""
+        values = read_json(self.settings_path)
+        return isinstance(values, dict) and _RUN_KEYS <= values.keys()
 
     def holds_files(self) -> bool:
         """Whether the folder exists and is not empty."""
@@ -90,7 +103,7 @@ class RunDir:
 
     def config(self) -> TrainConfig:
         """The run's settings; ValueError in plain words if the folder holds no run or its settings are not valid."""
-        values = read_json(self.path / _CONFIG)
+        values = read_json(self.settings_path)
         if not isinstance(values, dict):
             raise ValueError(f"run: {self.name} holds no run")
         return TrainConfig.from_dict({**values, "output_dir": str(self.path)})
@@ -99,7 +112,7 @@ class RunDir:
         """Label, owner, creation time and queue place (defaults for runs made before run.json existed)."""
         values = read_json(self.path / _IDENTITY)
         if not isinstance(values, dict):
-            created = (self.path / _CONFIG).stat().st_mtime if (self.path / _CONFIG).exists() else 0.0
+            created = self.settings_path.stat().st_mtime if self.settings_path.exists() else 0.0
             return RunIdentity(label=self.name, created=created)
         return RunIdentity.from_dict(values)
 
@@ -150,6 +163,18 @@ class RunDir:
         """The saved fine-tuned model of a completed run."""
         return self.model_path if self.status() == COMPLETED and self.model_path.is_dir() else None
 
+    def save_model(self, model, tokenizer) -> None:
+        """Save the fine-tuned model and tokenizer into model/ (atomically), then link each of its files at the top
+        of the run folder (replacing any there, each in one rename): `pipeline("fill-mask", model=RUN_FOLDER)`
+        then loads the run. A run made before run_config.json keeps its settings in config.json, so it is left
+        without the links."""
+        ckpt.save_model(self.model_path, model, tokenizer)
+        if self.settings_path.name == _OLD_SETTINGS:
+            return
+        for file in self.model_path.iterdir():
+            if file.is_file():
+                link_or_copy(file, self.path / file.name)
+
     def saved_model(self) -> Path:
         """The model folder to load; ValueError in plain words while the run has not completed."""
         folder = self.model_dir()
@@ -188,7 +213,7 @@ class RunDir:
             kept.parent.mkdir(exist_ok=True)
             shutil.copyfile(config.dataset_file, kept)
             config = config.replace(dataset_file=str(kept))
-        write_json(self.path / _CONFIG, config.replace(output_dir=str(self.path)).to_dict())
+        write_json(self.path / _SETTINGS, config.replace(output_dir=str(self.path)).to_dict())
         self.set_identity(identity)
 
     def check_new(self) -> None:
@@ -208,7 +233,7 @@ class RunDir:
         try:
             self._check_claim(resume)
             identity = self.identity() if (self.path / _IDENTITY).is_file() else RunIdentity(label=self.name)
-            write_json(self.path / _CONFIG, config.to_dict())
+            write_json(self.settings_path, config.to_dict())
             self.set_identity(dataclasses.replace(identity, queued_at=None, resume=False))
         except BaseException:
             lock.release()

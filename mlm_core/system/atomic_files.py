@@ -67,6 +67,18 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         raise
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """Make `target` a hard link to the file `source` (a copy where the file system has no hard links), replacing
+    any `target` in one rename."""
+    tmp = target.with_name(f"{TMP_PREFIX}{target.name}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
 def remove_partial(folder: Path) -> list[Path]:
     """Delete what an interrupted atomic write left in `folder` (and its sub-folders); return what went."""
     if not folder.is_dir():

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import os
-import re
-import socket
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlparse
+
+from huggingface_hub import constants
+from huggingface_hub.utils import HFValidationError, get_session, validate_repo_id
 
 _TTL_S = 60.0
 _TIMEOUT_S = 1.5
+_PROBE = "/api/models?limit=1"  # cheap: one model's entry (a HEAD, so not even that); a stand-in answers 404
 _lock = threading.Lock()
 _cache: dict[str, tuple[float, bool]] = {}
 
@@ -22,11 +23,17 @@ def offline_by_setting() -> bool:
                for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
+def hub_endpoint() -> str:
+    """The hub this process talks to: HF_ENDPOINT as it is now, else huggingface_hub's own (huggingface.co)."""
+    return (os.environ.get("HF_ENDPOINT") or constants.ENDPOINT).rstrip("/")
+
+
 def is_online() -> bool:
-    """True when the hub answers a TCP connection within 1.5 s; cached for a minute."""
+    """True when the hub answers an HTTP request within 1.5 s; cached for a minute. Offline by setting: False,
+    and no request is made."""
     if offline_by_setting():
         return False
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    endpoint = hub_endpoint()
     with _lock:
         checked_at, online = _cache.get(endpoint, (0.0, False))
         if time.monotonic() - checked_at < _TTL_S:
@@ -37,18 +44,41 @@ def is_online() -> bool:
 
 
 def _can_connect(endpoint: str) -> bool:
-    """One TCP connection attempt to the endpoint's host and port."""
-    url = urlparse(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
+    """One HEAD request through huggingface_hub's own HTTP session (its proxies, certificates and offline switch,
+    no token): any answer but a server error means the hub is there."""
     try:
-        with socket.create_connection((url.hostname or "", port), timeout=_TIMEOUT_S):
-            return True
-    except OSError:
+        response = get_session().head(endpoint + _PROBE, timeout=_TIMEOUT_S)
+    except Exception:  # refused, timed out, no such host, a bad HF_ENDPOINT, huggingface_hub's offline mode
         return False
+    return response.status_code < 500
 
 
-# A hub repository id: an optional namespace and a name, of letters, digits, '.', '_' and '-'.
-_HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
+def is_hub_id(name: object) -> bool:
+    """Whether `name` is written as a hub repository id ('name' or 'namespace/name'), by huggingface_hub's own rule
+    (`validate_repo_id`): letters, digits, '-', '_' and '.', at most 96 characters a part, no '--' or '..'."""
+    if not isinstance(name, str):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def means_hub_repo(name: object) -> bool:
+    """Whether a name someone typed means a hub repository here: a hub id that is not a file or folder on this
+    machine (a folder of that name wins, as loading does; where local paths are forbidden it was refused)."""
+    return is_hub_id(name) and not Path(str(name)).exists()
+
+
+def check_hub_id(name: object, field: str, advice: str, namespace: bool = False) -> str:
+    """`name` when it is a hub id (with a namespace, 'owner/name', when asked); else ValueError(f"{field}: {advice}"),
+    the words the form shows."""
+    if not is_hub_id(name) or (namespace and "/" not in str(name)):
+        raise ValueError(f"{field}: {advice}")
+    return str(name)
+
+
 NO_LOCAL_PATHS_VARIABLE = "MLM_STUDIO_NO_LOCAL_PATHS"  # set for this process and the children it starts
 
 
@@ -71,8 +101,7 @@ def check_hub_name(name: str, field: str, kind: str) -> None:
     """
     if local_paths_allowed():
         return
-    if not _HUB_ID.fullmatch(name) or ".." in name:
-        raise ValueError(f"{field}: use a Hugging Face hub id such as {_EXAMPLES[kind]}")
+    check_hub_id(name, field, f"use a Hugging Face hub id such as {_EXAMPLES[kind]}")
     if Path(name).exists():
         raise not_on_hub(name, field, kind)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from mlm_core.config import TrainConfig
+from mlm_core.config import TrainConfig, check_report_to
 from mlm_core.data.tokenizing import PreparationStopped
 from mlm_core.events import Checkpoint, Done, Eval, Event, Probe, Started, Status, Step
 from mlm_core.models.inference import score_probe
@@ -31,6 +31,7 @@ from mlm_core.training.objective import LMObjective
 from mlm_core.training.optimizer import make_optimizer
 from mlm_core.training.probes import heldout_probes, parse_probe
 from mlm_core.training.setup import RunSetup, load_inputs
+from mlm_core.training.trackers import RunTrackers
 
 MAX_GRAD_NORM = 1.0
 PROBE_TOP_K = 5
@@ -48,12 +49,17 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None,
     The run folder is locked while it trains, so no other process (app or CLI) trains it at the same time.
     `probes` are sentences with a mask whose top guesses are re-scored (as Probe events) at every evaluation.
 
-    Raises RunBusy while a live process trains the folder, ValueError in plain words when the folder, model or data
-    do not allow the run or a step would not fit in memory, RuntimeError when a tokenizer process fails; an error
-    once the folder is claimed is recorded (an Error event) before it passes through.
+    Its Step and Eval events also go to the experiment tracker of `config.report_to` (a tracker that fails is
+    dropped with a Status line; the run goes on).
+
+    Raises RunBusy while a live process trains the folder, ValueError in plain words when the folder, model, data or
+    tracker do not allow the run or a step would not fit in memory, RuntimeError when a tokenizer process fails; an
+    error once the folder is claimed is recorded (an Error event) before it passes through.
     """
-    with TrainingSession(config, resume, on_event) as session:
-        run = TrainingRun(config, session.emit, stop, head_only_loss, probes)
+    check_report_to(config.report_to)
+    with (TrainingSession(config, resume, on_event) as session,
+          RunTrackers(config, session.emit, session.main) as trackers):
+        run = TrainingRun(config, trackers.following(session.emit), stop, head_only_loss, probes)
         run.budget = budget or Budget()
         return run.run(session)
 
@@ -378,7 +384,7 @@ class TrainingRun:
                 self._evaluate()
             if self.is_main:
                 model = self.accelerator.unwrap_model(self.objective).model
-                ckpt.save_model(self.folder.model_path, model, self.setup.tokenizer)
+                self.folder.save_model(model, self.setup.tokenizer)
                 shutil.rmtree(self.folder.checkpoints_path, ignore_errors=True)  # the saved model supersedes them
         return self._results(STOPPED if stopped else COMPLETED)
 
