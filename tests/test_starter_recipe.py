@@ -28,5 +28,8 @@ def test_build_starter_writes_a_model_its_examples_and_a_card_with_the_default_r
     examples = json.loads((out / "examples.json").read_text())
     assert examples and all("<mask>" in e["text"] and e["rank_before"] > KNOWN_RANK for e in examples)
     card = (out / "README.md").read_text()
-    assert "| starter |" in card and examples[0]["answer"] in card and f"{len(records):,} docstrings" in card
+    assert "| starter |" in card and examples[0]["answer"] in card and f"{len(records):,} records" in card
+    assert "(`dict-gcide`): definitions and their quotations (GPL-2.0-or-later): 100 records" in card
+    assert "Python docstrings (the licences of Python and of those libraries): 300 records" in card
+    assert "of the running words of a page of everyday" in card
     assert default_examples(out) == examples

@@ -322,8 +322,9 @@ def _build_starter(args: argparse.Namespace) -> int:
     with ProgressPrinter() as printer:
         figures = build_starter(out, epochs=args.epochs, on_event=printer, work_dir=args.work_dir)
     run = figures["default_run"]
-    print(f"starter model in {out}: perplexity {figures['docstrings_perplexity']:.2f} on held-out docstrings; the "
-          f"default run takes the language reference from {run['base_perplexity']:.2f} to "
+    print(f"starter model in {out}: perplexity {figures['pretraining_perplexity']:.2f} on held-out pre-training "
+          f"text, {figures['everyday_whole_share']:.0%} of everyday words one token; the default run takes the "
+          f"language reference from {run['base_perplexity']:.2f} to "
           f"{run['final_perplexity']:.2f}, top-5 accuracy {run['base_top5']:.1%} to {run['final_top5']:.1%}")
     return 0
 

@@ -23,6 +23,7 @@ GCIDE_FILE = Path("/usr/share/dictd/gcide.dict.dz")
 FORTUNES_DIR = Path("/usr/share/games/fortunes")
 BIBLE_RANGE = "Gen1:1-Rev22:21"
 PACKAGES = {"gcide": "dict-gcide", "bible": "bible-kjv", "fortunes": "fortunes"}
+EVERYDAY_SAMPLE = Path(__file__).with_name("everyday_sample.txt")  # a page of today's prose, to measure word coverage
 LICENCES = {"gcide": "GPL-2.0-or-later", "bible": "GPL-2.0-or-later (public-domain text)", "fortunes": "BSD"}
 # Fortune files of code, ASCII art or non-English text, which teach no everyday English.
 _SKIPPED_FORTUNES = {"ascii-art", "perl", "linux", "linuxcookie", "debian", "computers", "goedel", "paradoxum"}

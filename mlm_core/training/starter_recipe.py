@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import platform
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -15,8 +16,10 @@ import torch
 
 from mlm_core.config import STARTER_LEARNING_RATE, TrainConfig
 from mlm_core.data.builtin_corpus import LIBRARY_PACKAGES, library_versions, pretraining_records
-from mlm_core.data.everyday_corpus import LICENCES, everyday_records
+from mlm_core.data.everyday_corpus import EVERYDAY_SAMPLE, LICENCES, everyday_records
 from mlm_core.events import Event, Probe
+from mlm_core.models.inference import word_pieces
+from mlm_core.models.loading import load_tokenizer
 from mlm_core.models.scratch import Shape, init_model, train_tokenizer
 from mlm_core.models.starter import EXAMPLES_FILE
 from mlm_core.runs.model_sources import STARTER_DIR
@@ -79,12 +82,26 @@ def build_starter(out_dir: Path = STARTER_DIR, epochs: int | None = None,
                 "parameters": _save_fp16(run.model_path, tmp),
                 "pretrain": results.to_dict(), "epochs": epochs,
                 "corpus": json.loads((work / "corpus.json").read_text(encoding="utf-8")),
-                "docstrings_perplexity": perplexity(evaluate(TrainConfig(model=str(tmp), **pretrain)).loss),
+                "pretraining_perplexity": perplexity(evaluate(TrainConfig(model=str(tmp), **pretrain)).loss),
+                "everyday_whole_share": whole_word_share(load_tokenizer(tmp), EVERYDAY_SAMPLE.read_text("utf-8")),
                 "build_minutes": results.seconds / 60,
             }
             write_json(tmp / "build.json", figures)
             figures.update(describe_starter(tmp, on_event))
     return figures
+
+
+SOURCE_NAMES = {"gcide": "the GNU Collaborative International Dictionary of English (`dict-gcide`): definitions and "
+                        "their quotations",
+                "bible": "the King James Bible (`bible-kjv`)", "fortunes": "the BSD fortune cookies (`fortunes`)",
+                "docstrings": "Python docstrings"}
+
+
+def whole_word_share(tokenizer, text: str) -> float:
+    """Share of the running words of `text` (letters, with an apostrophe's ending) that are one token as written
+    mid-sentence, as fill-mask proposes them."""
+    words = re.findall(r"[A-Za-z]+(?:'[a-z]+)?", text)
+    return sum(len(word_pieces(tokenizer, word)) == 1 for word in words) / len(words)
 
 
 def corpus_figures(records: list[dict[str, str]]) -> dict[str, Any]:
@@ -137,6 +154,10 @@ def model_card(figures: dict[str, Any], run: dict[str, Any], examples: list[dict
     """The starter's README: how it was made and what it measures."""
     pre, corpus = figures["pretrain"], figures["corpus"]
     versions = ", ".join(f"{name} {version}" for name, version in corpus["libraries"].items())
+    licences = {**LICENCES, "docstrings": "the licences of Python and of those libraries"}
+    sources = "\n".join(f"  - {SOURCE_NAMES[name]} ({licences[name]}): {part['records']:,} records, "
+                        f"{part['characters'] / 1e6:.1f} million characters"
+                        for name, part in corpus["sources"].items())
     rows = "\n".join(f"| {e['text']} | {e['answer']} | {e['rank_before']:,} | {e['rank_after']:,} |"
                      for e in examples)
     return f"""# MLM Studio starter model
@@ -146,21 +167,26 @@ MLM Studio works with no internet.
 
 - Made by: `python -m mlm_core build-starter` (tokenizer, then weights; fixed seeds), in
   {figures['build_minutes']:.0f} minutes on {pre['device']}.
-- Corpus: docstrings read with `ast` from the `.py` files (nothing imported) of the Python {corpus['python']} standard
-  library and of the installed runtime requirements {', '.join(LIBRARY_PACKAGES)}; a paragraph repeated with only
-  names or code changed is kept once. {corpus['records']:,} docstrings, {corpus['characters'] / 1e6:.1f} million
-  characters, {pre['train_blocks'] + pre['eval_blocks']:,} blocks of {pre['block_size']} tokens. The text depends
-  on the installed versions, so a rebuild matches this one with the same versions: {versions}.
+- Corpus: everyday English that installs offline from Debian packages, and docstrings read with `ast` from the `.py`
+  files (nothing imported) of the Python {corpus['python']} standard library and of the installed runtime
+  requirements {', '.join(LIBRARY_PACKAGES)} (a paragraph repeated with only names or code changed is kept once):
+{sources}
+
+  {corpus['records']:,} records, {corpus['characters'] / 1e6:.1f} million characters,
+  {pre['train_blocks'] + pre['eval_blocks']:,} blocks of {pre['block_size']} tokens. The text depends on the
+  installed versions, so a rebuild matches this one with the same versions: {versions}.
 - Not in the corpus: the Python language reference (`pydoc_data.topics`), the built-in fine-tuning dataset, so
   fine-tuning on it is a real domain adaptation.
-- Tokenizer: byte-level BPE, {VOCAB_SIZE:,} tokens, RoBERTa special tokens (`<s> <pad> </s> <unk> <mask>`).
+- Tokenizer: byte-level BPE, {VOCAB_SIZE:,} tokens trained on that corpus, RoBERTa special tokens
+  (`<s> <pad> </s> <unk> <mask>`): {figures['everyday_whole_share']:.1%} of the running words of a page of everyday
+  prose (`mlm_core/data/everyday_sample.txt`) are one token.
 - Model: ModernBERT, {SHAPE.layers} layers, hidden size {SHAPE.hidden}, {SHAPE.heads} heads, feed-forward
   {SHAPE.intermediate}, blocks of up to {SHAPE.max_length} tokens, {figures['parameters'] / 1e6:.1f}M parameters,
   stored in float16 (safetensors).
 - Pre-training: {figures['epochs']} epochs, {pre['steps']:,} steps of {PRETRAIN['batch_size']} blocks, learning rate
   {PRETRAIN['learning_rate']} with {PRETRAIN['warmup_ratio']:.0%} warm-up and linear decay, 15% of tokens masked,
-  {pre['seconds'] / 60:.0f} minutes. Held-out docstrings ({PRETRAIN['eval_fraction']:.0%} of blocks): perplexity
-  {figures['docstrings_perplexity']:.2f}.
+  {pre['seconds'] / 60:.0f} minutes. Held-out pre-training text ({PRETRAIN['eval_fraction']:.0%} of blocks):
+  perplexity {figures['pretraining_perplexity']:.2f}.
 
 ## The default run
 `python -m mlm_core train --model starter --dataset builtin`, the app's defaults: {run['steps']} steps in
@@ -178,5 +204,6 @@ right word's rank among each model's guesses:
 | --- | --- | --- | --- |
 {rows}
 
-It is a demonstration model: it knows the words and phrasing of Python documentation, not English at large.
+It is a demonstration model: small, and trained on old and technical English (a 1913 dictionary, the King James
+Bible, fortune cookies and Python documentation), not on today's web.
 """
