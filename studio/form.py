@@ -19,6 +19,7 @@ from mlm_core.config import (
     train_command,
 )
 from mlm_core.data.text_files import FILE_SUFFIXES, MAX_UPLOAD_MB
+from mlm_core.system.redact import hide_paths
 
 BUILTIN, HUB = "builtin", "hub"
 SOURCES = [("Built-in corpus (offline)", BUILTIN), ("Hub dataset", HUB), ("Upload a file", FILE_DATASET)]
@@ -108,7 +109,8 @@ def config_from(values: dict[str, Any], output_dir: str) -> TrainConfig:
 def command_line(config: TrainConfig) -> str:
     """The `python -m mlm_core train ...` line that repeats these settings on one's own machine: an uploaded file
     by its name, the output folder under ./runs (no path of this server is shown)."""
-    shown = config.replace(output_dir=f"runs/{Path(config.output_dir).name}",
+    shown = config.replace(model=hide_paths(config.model), dataset=hide_paths(config.dataset),
+                           output_dir=f"runs/{Path(config.output_dir).name}",
                            dataset_file=Path(config.dataset_file).name if config.dataset_file else None)
     return train_command(shown)
 

@@ -90,7 +90,7 @@ class RunsTab:
         actions = [self.label_btn, self.resume_btn, self.stop_btn, self.delete_btn, self.zip_btn, self.push_btn]
         self.selected.change(self.selected_changed, [visitor, self.selected],
                              [self.label, self.confirm_row, self.rights, *actions], api_name=False)
-        self.selected.change(self.command_line, self.selected, self.command, api_name=False)
+        self.selected.change(self.command_line, [visitor, self.selected], self.command, api_name=False)
         self.label_btn.click(self.set_label, [visitor, self.selected, self.label], listing, api_name="set_label")
         self.resume_btn.click(self.resume, [visitor, self.selected], listing, api_name="resume")
         self.stop_btn.click(self.stop, [visitor, self.selected], listing, api_name=False)
@@ -146,10 +146,14 @@ class RunsTab:
         return (run.identity().label, gr.update(visible=False), f"<small>{rights}</small>",
                 *[gr.update(interactive=yours)] * 6)
 
-    def command_line(self, run_name) -> str:
-        """The CLI line that repeats the chosen run's settings; empty when none is chosen."""
+    def command_line(self, visitor, run_name, request: gr.Request) -> str:
+        """The CLI line that repeats the chosen run's settings, for whoever may control the run (it names their
+        uploaded file); empty otherwise."""
         try:
-            return command_line(self.studio.run(run_name).config())
+            run = self.studio.run(run_name)
+            if not self.access.may_control(self.access.visitor(visitor, request), run):
+                return ""
+            return command_line(run.config())
         except ValueError:
             return ""
 

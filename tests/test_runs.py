@@ -53,13 +53,13 @@ def test_a_run_folder_loads_with_transformers_pipeline_and_an_older_layout_still
     import torch
     from transformers import AutoModelForMaskedLM, pipeline
 
-    from mlm_core.models.inference import can_show, fill_mask
+    from mlm_core.models.inference import fill_mask, showable
 
     text = "The <mask> statement exits a loop."
     ours = [g["token"] for g in fill_mask(str(finished_run.path), text, top_k=5)[0]]
     pipe = pipeline("fill-mask", model=str(finished_run.path), dtype=torch.float32, device="cpu")
-    special = set(pipe.tokenizer.all_special_ids)  # ours leaves out what cannot stand as a word
-    theirs = [g["token"] for g in pipe(text, top_k=30) if can_show(pipe.tokenizer, g["token"], special)]
+    allowed = showable(pipe.tokenizer, len(pipe.tokenizer))  # ours leaves out what cannot stand as a word
+    theirs = [g["token"] for g in pipe(text, top_k=30) if allowed[g["token"]]]
     assert theirs[:5] == ours
     assert AutoModelForMaskedLM.from_pretrained(finished_run.path).config.model_type == "roberta"
     assert json.loads((finished_run.path / "run_config.json").read_text())["block_size"] == 64
@@ -274,3 +274,9 @@ def test_a_run_past_its_memory_limit_fails_in_words_and_the_queue_goes_on(tiny_m
         assert wait_status(after, {"completed"}) == "completed"
     finally:
         queue.close()
+
+
+def test_a_folder_whose_config_json_is_not_a_run_or_a_model_is_no_run(tmp_path):
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "config.json").write_text("[1]")
+    assert not RunDir(tmp_path / "odd").is_run() and list_runs(tmp_path) == []

@@ -14,7 +14,7 @@ import torch
 from mlm_core.children import child_command, child_environment
 from mlm_core.config import TrainConfig
 from mlm_core.events import Step
-from mlm_core.models.inference import can_show, fill_mask
+from mlm_core.models.inference import fill_mask, showable
 from mlm_core.queue import RunQueue
 from mlm_core.runs.records import RunIdentity
 from mlm_core.runs.run_dir import RunDir
@@ -56,8 +56,8 @@ def versus_pipeline(model: str, repeats: int) -> dict:
         for name, fn in (("ours", ours_fn), ("pipeline", pipe_fn))[:: 1 if i % 2 == 0 else -1]:
             times[name].append(_timed(fn))
     # Ours leaves out what cannot stand as a word (special tokens, pieces of a character): so does the comparison.
-    special = set(pipe.tokenizer.all_special_ids)
-    theirs = [g["token"] for g in pipe(text, top_k=TOP_K + 50) if can_show(pipe.tokenizer, g["token"], special)]
+    allowed = showable(pipe.tokenizer, len(pipe.tokenizer))
+    theirs = [g["token"] for g in pipe(text, top_k=TOP_K + 50) if allowed[g["token"]]]
     same = [g["token"] for g in ours_fn()[0]] == theirs[:TOP_K]
     result = {name: percentiles(t) for name, t in times.items()}
     result["identical_predictions"] = same

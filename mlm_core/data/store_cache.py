@@ -59,7 +59,7 @@ def tokenizer_fingerprint(tokenizer) -> str:
         try:
             spec = backend.to_str()
         except Exception:  # a custom Python pre-tokenizer (RoFormer's jieba): its class and vocabulary decide
-            spec = json.dumps(sorted(tokenizer.get_vocab().items()))
+            spec = json.dumps([sorted(tokenizer.get_vocab().items()), repr(sorted(tokenizer.init_kwargs.items()))])
     else:  # a slow tokenizer: datasets' own hasher (as `map` fingerprints its function)
         from datasets.fingerprint import Hasher
 

@@ -95,7 +95,7 @@ def word_starts(pairs: np.ndarray) -> np.ndarray:
 
 
 _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
-_KANA = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f]")
+_KANA = re.compile(r"[\u3040-\u30fa\u30fd-\u30ff\u31f0-\u31ff\uff66-\uff9f]")  # not ・ or ー, which Chinese uses too
 _JAPANESE = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff\uff66-\uff9f\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
 
 
@@ -153,6 +153,25 @@ def _mark_segmented_words(starts: np.ndarray, offsets: list[list[tuple[int, int]
 _WORD_AND_SPACE = re.compile(r"\s*\S+\s*|\s+")
 
 
+def _with_special_tokens(tokenizer, text: str, ids: list[int]) -> tuple[list[int], list[int]]:
+    """`ids` with the special tokens the tokenizer adds around a text, and 1 where each of those is [tokens]."""
+    try:
+        return tokenizer.build_inputs_with_special_tokens(ids), tokenizer.get_special_tokens_mask(ids)
+    except ValueError:  # TAPAS builds them only around a question and a table: take those `tokenizer(text)` adds
+        whole = tokenizer(text, verbose=False)["input_ids"]
+        added = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
+        head = list(itertools.takewhile(added.__contains__, whole))
+        tail = list(itertools.takewhile(added.__contains__, reversed(whole[len(head):])))[::-1]
+        return [*head, *ids, *tail], [1] * len(head) + [0] * len(ids) + [1] * len(tail)
+
+
+def _word_chunks(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each word of `text` with the white space around it, cut also where a segmenter starts a word
+    in Chinese or Japanese (`segmented_starts`)."""
+    cuts = sorted({0, *(match.start() for match in _WORD_AND_SPACE.finditer(text)), *segmented_starts(text)})
+    return [(start, end) for start, end in zip(cuts, [*cuts[1:], len(text)]) if end > start]
+
+
 def encode_with_offsets(tokenizer, texts: list[str], add_special_tokens: bool = True
                  ) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
     """Token ids [tokens] and (start, end) character offsets [tokens] of each text. A fast tokenizer reports its
@@ -167,19 +186,16 @@ def encode_with_offsets(tokenizer, texts: list[str], add_special_tokens: bool = 
     all_ids, all_offsets = [], []
     for text in texts:
         ids, offsets = [], []
-        for chunk in _WORD_AND_SPACE.finditer(text):
-            pieces = tokenizer(chunk.group(), add_special_tokens=False, verbose=False)["input_ids"]
-            word = re.search(r"\S+", chunk.group())
-            span = (chunk.start() + word.start(), chunk.start() + word.end()) if word else chunk.span()
+        for start, end in _word_chunks(text):
+            pieces = tokenizer(text[start:end], add_special_tokens=False, verbose=False)["input_ids"]
+            word = re.search(r"\S+", text[start:end])
+            span = (start + word.start(), start + word.end()) if word else (start, end)
             ids += pieces
             offsets += [span] * len(pieces)
-        if add_special_tokens:  # the special tokens the tokenizer puts before and after the text's
-            whole = tokenizer(text, verbose=False)["input_ids"]
-            marks = tokenizer.get_special_tokens_mask(whole, already_has_special_tokens=True)
-            inner = [index for index, special in enumerate(marks) if not special]
-            head, tail = (whole[: inner[0]], whole[inner[-1] + 1 :]) if inner else (whole, [])
-            ids = [*head, *ids, *tail]
-            offsets = [(0, 0)] * len(head) + offsets + [(0, 0)] * len(tail)
+        if add_special_tokens:
+            ids, marks = _with_special_tokens(tokenizer, text, ids)
+            words = iter(offsets)
+            offsets = [(0, 0) if special else next(words) for special in marks]
         all_ids.append(ids)
         all_offsets.append(offsets)
     return all_ids, all_offsets

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import weakref
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,8 @@ def score_probe(tokenizer, lm, text: str, answer: str | None, top_k: int = 5,
     if len(tokens) != 1:
         return guesses, None, None
     target = first[tokenizer.convert_tokens_to_ids(tokens[0])]
-    return guesses, int(first.gt(target).sum()) + 1, float(target)
+    above = first.gt(target) & showable(tokenizer, len(first))  # ranked among the guesses that can be shown
+    return guesses, int(above.sum()) + 1, float(target)
 
 
 def rank_answer(model: str, text: str, answer: str) -> tuple[int, float] | None:
@@ -175,28 +177,28 @@ def word_pieces(tokenizer, word: str) -> list[int]:
 
 def shown_guesses(tokenizer, probs: torch.Tensor, top_k: int) -> list[list[tuple[float, int]]]:
     """The `top_k` likeliest (probability, token id) at each mask, from probabilities [masks, vocab], among tokens
-    that can stand as a guess: no special token, nothing that decodes to white space or control characters only,
-    and no piece of a character (a byte-level piece of `é` decodes to U+FFFD alone); fewer only when the vocabulary
-    has fewer."""
-    special = set(tokenizer.all_special_ids)
-    shown = []
-    for row in probs:
-        kept = []
-        for token in row.argsort(descending=True).tolist():
-            if len(kept) == top_k:
-                break
-            if can_show(tokenizer, token, special):
-                kept.append((float(row[token]), token))
-        shown.append(kept)
-    return shown
+    that can stand as a guess (`showable`); fewer only when the vocabulary has fewer."""
+    allowed = showable(tokenizer, probs.shape[-1])
+    values, ids = probs.masked_fill(~allowed, -1.0).topk(min(top_k, int(allowed.sum())))
+    return [list(zip(row_values, row_ids)) for row_values, row_ids in zip(values.tolist(), ids.tolist())]
 
 
-def can_show(tokenizer, token: int, special: set[int]) -> bool:
-    """Whether a token decodes, alone, to visible whole characters and is not one of `special` (the tokenizer's
-    special ids)."""
-    text = tokenizer.decode([token])
-    return (token not in special and bool(text.strip()) and "\ufffd" not in text
-            and all(char.isprintable() or char.isspace() for char in text))
+_SHOWABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its `showable` mask
+
+
+def showable(tokenizer, size: int) -> torch.Tensor:
+    """Bool [size] (the model's vocabulary, which may be larger than the tokenizer's): which tokens decode, alone, to
+    visible whole characters and are not special: no white space or control characters only, and no piece of a
+    character (a byte-level piece of `é` decodes to U+FFFD alone). Computed once per tokenizer (a 50,000-token
+    vocabulary: about 0.7 s)."""
+    if tokenizer not in _SHOWABLE:
+        special = set(tokenizer.all_special_ids)
+        texts = tokenizer.batch_decode([[token] for token in range(len(tokenizer))])
+        _SHOWABLE[tokenizer] = torch.tensor([
+            token not in special and bool(text.strip()) and "\ufffd" not in text
+            and all(char.isprintable() or char.isspace() for char in text) for token, text in enumerate(texts)])
+    known = _SHOWABLE[tokenizer][:size]
+    return torch.cat([known, known.new_zeros(size - len(known))])
 
 
 def _propositions(tokenizer, input_ids, positions, guesses: list[list[tuple[float, int]]]

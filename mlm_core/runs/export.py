@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
@@ -66,7 +67,7 @@ def eval_results(config, results: RunResults, task) -> list[EvalResult]:
     return [EvalResult(task_type=task.pipeline_tag, task_name=task.title, dataset_type=dataset_type,
                        dataset_name=dataset_name, dataset_split=config.slice, metric_type=kind, metric_name=name,
                        metric_value=round(value, 4))
-            for kind, name, value in measured if value is not None]
+            for kind, name, value in measured if value is not None and math.isfinite(value)]
 
 
 def lineage(run: RunDir) -> list[RunDir]:

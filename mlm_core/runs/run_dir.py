@@ -78,9 +78,8 @@ class RunDir:
     def settings_path(self) -> Path:
         """run_config.json (config.json in runs made before it): the run's settings."""
         new, old = self.path / _SETTINGS, self.path / _OLD_SETTINGS
-        if not new.exists() and _RUN_KEYS <= (read_json(old) or {}).keys():
-            return old
-        return new
+        values = None if new.exists() else read_json(old)
+        return old if isinstance(values, dict) and _RUN_KEYS <= values.keys() else new
 
     @property
     def checkpoints_path(self) -> Path:
