@@ -56,7 +56,7 @@ def versus_pipeline(model: str, repeats: int) -> dict:
         for name, fn in (("ours", ours_fn), ("pipeline", pipe_fn))[:: 1 if i % 2 == 0 else -1]:
             times[name].append(_timed(fn))
     # Ours leaves out what cannot stand as a word (special tokens, pieces of a character): so does the comparison.
-    allowed = showable(pipe.tokenizer, len(pipe.tokenizer))
+    allowed = showable(pipe.tokenizer, pipe.model.config.get_text_config().vocab_size)
     theirs = [g["token"] for g in pipe(text, top_k=TOP_K + 50) if allowed[g["token"]]]
     same = [g["token"] for g in ours_fn()[0]] == theirs[:TOP_K]
     result = {name: percentiles(t) for name, t in times.items()}
