@@ -150,9 +150,6 @@ def _mark_segmented_words(starts: np.ndarray, offsets: list[list[tuple[int, int]
         base += len(document)
 
 
-_WORD_AND_SPACE = re.compile(r"\s*\S+\s*|\s+")
-
-
 def _with_special_tokens(tokenizer, text: str, ids: list[int]) -> tuple[list[int], list[int]]:
     """`ids` with the special tokens the tokenizer adds around a text, and 1 where each of those is [tokens]."""
     try:
@@ -165,10 +162,21 @@ def _with_special_tokens(tokenizer, text: str, ids: list[int]) -> tuple[list[int
         return [*head, *ids, *tail], [1] * len(head) + [0] * len(ids) + [1] * len(tail)
 
 
+def word_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each word of `text`: runs of non-space, cut where a segmenter starts a word in Chinese or
+    Japanese (`segmented_starts`)."""
+    begins = segmented_starts(text)
+    spans = []
+    for match in re.finditer(r"\S+", text):
+        cuts = sorted({match.start(), *(b for b in begins if match.start() < b < match.end())})
+        spans += zip(cuts, [*cuts[1:], match.end()])
+    return spans
+
+
 def _word_chunks(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each word of `text` with the white space around it, cut also where a segmenter starts a word
-    in Chinese or Japanese (`segmented_starts`)."""
-    cuts = sorted({0, *(match.start() for match in _WORD_AND_SPACE.finditer(text)), *segmented_starts(text)})
+    """(start, end) of each word of `text` (`word_spans`) with the white space after it; white space before the
+    first word is a chunk of its own."""
+    cuts = sorted({0, *(start for start, _ in word_spans(text))})
     return [(start, end) for start, end in zip(cuts, [*cuts[1:], len(text)]) if end > start]
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlm_core.data.tokenizing import encode_with_offsets, segmented_starts
+from mlm_core.data.tokenizing import encode_with_offsets, word_spans
 from mlm_core.models.heads import masked_logits
 from mlm_core.models.loading import has_trained_mlm_head, load_for_inference, max_block_size
 
@@ -262,7 +262,7 @@ def word_surprise(model: str, text: str) -> list[tuple[str, float | None]]:
     limit = max_block_size(lm.config, tokenizer)
     if len(ids) > limit:
         raise ValueError(f"text: {len(ids)} tokens is more than this model reads ({limit}); shorten it")
-    words = _word_spans(text)
+    words = word_spans(text)
     # A token belongs to the word its last character is in: SentencePiece's `▁the` starts at the space before.
     members = [[i for i, (start, end) in enumerate(offsets) if end > start and a < end <= b] for a, b in words]
     bits = _hidden_word_bits(lm, tokenizer.mask_token_id, ids, members)
@@ -271,17 +271,6 @@ def word_surprise(model: str, text: str) -> list[tuple[str, float | None]]:
         end = words[index + 1][0] if index + 1 < len(words) else len(text)
         pieces.append((text[start:end], bits[index]))
     return pieces
-
-
-def _word_spans(text: str) -> list[tuple[int, int]]:
-    """(start, end) of each word of `text`: runs of non-space, cut where a segmenter starts a word in Chinese or
-    Japanese (`segmented_starts`)."""
-    begins = segmented_starts(text)
-    spans = []
-    for match in re.finditer(r"\S+", text):
-        cuts = sorted({match.start(), *(b for b in begins if match.start() < b < match.end())})
-        spans += zip(cuts, [*cuts[1:], match.end()])
-    return spans
 
 
 def _hidden_word_bits(lm, mask_id: int, ids: torch.Tensor, members: list[list[int]]) -> list[float | None]:
