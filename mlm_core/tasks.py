@@ -66,7 +66,7 @@ class CausalLM(Task):
     """Predict each next token from the ones before it (GPT-2)."""
 
     name, title, pipeline_tag, inference = "clm", "causal language model", "text-generation", "generate"
-    guessed = "next words"
+    guessed = "next tokens"
     architecture_suffixes = ("ForCausalLM", "LMHeadModel")
 
     def auto_model(self):

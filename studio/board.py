@@ -98,7 +98,8 @@ def accuracy_text(results: RunResults) -> str:
     """' It now guesses 41% of the hidden words right, up from 30% ...' (empty when not measured)."""
     if results.final_top1 is None or results.base_top1 is None:
         return ""
-    words = _guessed(results.task)
+    words = results.accuracy_counts or ("hidden pieces" if _guessed(results.task) == MaskedLM.guessed else
+                                         "next tokens")  # runs before words were counted
     return (f" It now guesses <b>{results.final_top1:.0%} of the {words}</b> of your held-out text right, "
             f"{_change(results.base_top1, results.final_top1)}; the right word is among its five likeliest guesses "
             f"{results.final_top5:.0%} of the time, {_change(results.base_top5, results.final_top5)}.")
@@ -126,7 +127,7 @@ def owner_note(yours: bool, public: bool) -> str:
 
 
 def guessed_words(events: Sequence[Event]) -> str:
-    """What the run's accuracy counts: 'hidden words' (masked LM) or 'next words' (causal LM)."""
+    """What the run's accuracy counts: 'hidden words' (masked LM) or 'next tokens' (causal LM)."""
     started = _last(events, Started)
     return _guessed(started.task if started is not None else None)
 

@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from mlm_core.events import Eval, Event, Probe, Step
 from mlm_core.models.inference import filled_sequence
+from mlm_core.models.words import word_label
 
 _LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=40), template="plotly_white",
                legend=dict(orientation="h", y=-0.2))
@@ -118,7 +119,7 @@ def predictions_figure(results: list[list[dict[str, Any]]], title: str) -> go.Fi
                            vertical_spacing=0.12 if n > 1 else 0.0)
     for row, guesses in enumerate(results, start=1):
         guesses = guesses[::-1]
-        figure.add_bar(x=[g["score"] for g in guesses], y=[as_plot_text(_label(g["token_str"])) for g in guesses],
+        figure.add_bar(x=[g["score"] for g in guesses], y=[as_plot_text(word_label(g["token_str"])) for g in guesses],
                        orientation="h",
                        text=[f"{g['score']:.1%}" for g in guesses], textposition="auto", row=row, col=1,
                        showlegend=False, marker_color="#4f46e5")
@@ -136,17 +137,11 @@ def as_plot_text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def _label(token_str: str) -> str:
-    """A guess as shown on an axis: visible even when it is whitespace; distinct bars per distinct token."""
-    shown = token_str.strip()
-    return shown if shown else repr(token_str)
-
-
 def predictions_table(results: list[list[dict[str, Any]]], text: str, mask_token: str | None = None
                       ) -> list[list[Any]]:
     """Rows of (mask, rank, word, probability, the text with that mask filled and any other shown as ___); masks
     in `text` spelled `<mask>`, `[MASK]` or the model's `mask_token`."""
-    return [[m + 1, rank + 1, _label(g["token_str"]), round(g["score"], 4),
+    return [[m + 1, rank + 1, word_label(g["token_str"]), round(g["score"], 4),
              filled_sequence(text, results, m, g, mask_token)]
             for m, guesses in enumerate(results) for rank, g in enumerate(guesses)]
 
@@ -166,7 +161,7 @@ def probe_table(events: Sequence[Event]) -> list[list[str]]:
     rows = []
     for text, now in last.items():
         moved = f"{_rank(first[text])} → {_rank(now)}" if now.answer_rank else ""
-        guesses = ", ".join(f"{word or '␣'} {score:.0%}" for word, score in now.guesses)
+        guesses = ", ".join(f"{word_label(word)} {score:.0%}" for word, score in now.guesses)
         rows.append([text, now.answer or "", moved, guesses])
     return rows
 

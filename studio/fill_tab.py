@@ -157,7 +157,7 @@ class FillTab:
                     outputs += [None, None, ""]
                     continue
                 results = fill_mask(model, text, top_k=top_k)
-                ranked = rank_answer(model, text, answer) if answer and len(results) == 1 else None
+                ranked = rank_answer(model, text, answer, top_k) if answer and len(results) == 1 else None
                 outputs += [figures.predictions_figure(results, _short(model)),
                             figures.predictions_table(results, text, mask_token(model)), answer_note(answer, ranked)]
         except ValueError as error:
@@ -191,7 +191,7 @@ def answer_note(answer: str, ranked: tuple[int, float] | None) -> str:
     if not answer:
         return ""
     if ranked is None:
-        return f"<small>The right word <b>{escaped(answer)}</b> is not one token of this model.</small>"
+        return f"<small>The right word <b>{escaped(answer)}</b> is too long for this text and model.</small>"
     rank, probability = ranked
     return f"<small>The right word <b>{escaped(answer)}</b> is guess #{rank:,} ({probability:.1%}).</small>"
 

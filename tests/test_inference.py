@@ -25,14 +25,14 @@ def _same(ours, theirs):
 
 
 def test_single_mask_matches_the_pipeline(pipeline):
-    [ours] = fill_mask("starter", SENTENCE, top_k=7)
+    [ours] = fill_mask("starter", SENTENCE, top_k=7, max_pieces=1)  # one piece per guess, as the pipeline
     _same(ours, pipeline(SENTENCE, top_k=7))
     assert len(ours) == 7 and sum(g["score"] for g in ours) <= 1.0
 
 
 def test_several_masks_match_the_pipeline(pipeline):
     text = "The <mask> statement is used to <mask> a loop."
-    ours = fill_mask("starter", text, top_k=3)
+    ours = fill_mask("starter", text, top_k=3, max_pieces=1)
     theirs = pipeline(text, top_k=3)
     assert len(ours) == 2
     for mine, reference in zip(ours, theirs):
@@ -129,9 +129,10 @@ def test_the_right_words_rank_is_where_the_model_puts_it():
 
     text = "The <mask> statement exits the innermost loop."
     top = fill_mask("starter", text, top_k=3)[0]
-    assert rank_answer("starter", text, top[0]["token_str"].strip()) == (1, pytest.approx(top[0]["score"]))
-    assert rank_answer("starter", text, top[2]["token_str"].strip())[0] == 3
-    assert rank_answer("starter", text, "antidisestablishmentarianism") is None  # not one token
+    assert rank_answer("starter", text, top[0]["token_str"].strip(), 3) == (1, pytest.approx(top[0]["score"]))
+    assert rank_answer("starter", text, top[2]["token_str"].strip(), 3)[0] == 3
+    rank, probability = rank_answer("starter", text, "antidisestablishmentarianism")  # many pieces: still ranked
+    assert rank > 3 and 0 < probability < top[2]["score"]
 
 
 def test_a_deleted_or_replaced_model_folder_never_answers_from_the_cache(tiny_mlm, tmp_path):
@@ -150,7 +151,7 @@ def test_a_deleted_or_replaced_model_folder_never_answers_from_the_cache(tiny_ml
     assert loading.forget_models(tmp_path) == 2 and loading.forget_models(tmp_path) == 0  # the old copy and the new
 
 
-def test_targets_are_looked_up_as_written_mid_sentence_and_a_word_of_several_pieces_is_refused(pipeline):
+def test_targets_are_looked_up_as_written_mid_sentence_and_may_be_words_of_several_pieces(pipeline):
     from mlm_core.models.inference import word_pieces
 
     [plain] = fill_mask("starter", SENTENCE, top_k=5, targets=["value", "length", "name"])
@@ -164,8 +165,43 @@ def test_targets_are_looked_up_as_written_mid_sentence_and_a_word_of_several_pie
     tokenizer = pipeline.tokenizer
     words = ("greenhouse", "continuation", "interoperability")
     long_word = next(w for w in words if len(word_pieces(tokenizer, w)) > 1)
-    with pytest.raises(ValueError, match=rf"targets: '{long_word}' is \d+ pieces for this model \(.* \+ .*\)"):
-        fill_mask("starter", SENTENCE, targets=["value", long_word])
+    [scored] = fill_mask("starter", SENTENCE, top_k=5, targets=["value", long_word])
+    assert {g["token_str"].strip() for g in scored} == {"value", long_word}
+    assert next(g for g in scored if len(g["tokens"]) > 1)["score"] == pytest.approx(
+        _chain_probability(pipeline, SENTENCE, word_pieces(tokenizer, long_word)), rel=1e-4)
+    with pytest.raises(ValueError, match="targets: 'x+' is .* pieces for this model; the text has room for"):
+        fill_mask("starter", SENTENCE, targets=["x" * 2000])
+
+
+def _chain_probability(pipeline, text: str, pieces: list[int]) -> float:
+    """P(pieces) with one mask per piece, filled left to right: computed here directly with the model."""
+    tokenizer, model = pipeline.tokenizer, pipeline.model
+    ids = tokenizer(text.replace("<mask>", tokenizer.mask_token * len(pieces)), return_tensors="pt")["input_ids"]
+    masks = ids[0].eq(tokenizer.mask_token_id).nonzero().squeeze(-1).tolist()
+    probability = 1.0
+    for position, piece in zip(masks, pieces):
+        with torch.no_grad():
+            probability *= model(input_ids=ids).logits[0, position].softmax(-1)[piece].item()
+        ids[0, position] = piece
+    return probability
+
+
+def test_guesses_are_whole_words_of_up_to_three_pieces_scored_piece_by_piece(pipeline):
+    from mlm_core.models.inference import rank_answer, word_pieces
+
+    text = "Plants need water, sunlight and good <mask> to grow in the garden."
+    [guesses] = fill_mask("starter", text, top_k=200)
+    longer = [g for g in guesses if len(g["tokens"]) > 1]  # this vocabulary splits everyday words
+    assert longer and all(len(g["tokens"]) <= 3 for g in guesses)
+    assert all(g["token_str"].strip().isalpha() for g in longer)  # pieces that continue a word: no "result,"
+    scores = [g["score"] for g in guesses]
+    assert scores == sorted(scores, reverse=True) and len({g["token_str"].strip() for g in guesses}) == 200
+    for guess in longer[:3]:
+        word = guess["token_str"].strip()
+        assert guess["score"] == pytest.approx(_chain_probability(pipeline, text, guess["tokens"]), rel=1e-4)
+        rank, probability = rank_answer("starter", text, word, top_k=200)
+        assert rank == guesses.index(guess) + 1 and probability == pytest.approx(guess["score"], rel=1e-4)
+        assert word in guess["sequence"] and word_pieces(pipeline.tokenizer, word) == guess["tokens"]
 
 
 def test_words_are_decoded_from_their_whole_pieces_for_each_tokenizer_kind(tmp_path):

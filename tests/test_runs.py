@@ -53,7 +53,8 @@ def test_a_run_folder_loads_with_transformers_pipeline_and_an_older_layout_still
     import torch
     from transformers import AutoModelForMaskedLM, pipeline
 
-    from mlm_core.models.inference import fill_mask, showable
+    from mlm_core.models.inference import fill_mask
+    from mlm_core.models.words import showable
 
     text = "The <mask> statement exits a loop."
     ours = [g["token"] for g in fill_mask(str(finished_run.path), text, top_k=5)[0]]

@@ -282,3 +282,60 @@ def test_steps_that_hide_nothing_are_gaps_in_the_loss_not_zeros():
     values = smoothed([2.0, nan, 2.0, 1.0])
     assert values[:3] == pytest.approx([2.0, 2.0, 2.0]) and 1.0 < values[3] < 2.0
     assert all(v != v for v in smoothed([nan, nan]))
+
+
+def test_accuracy_counts_a_hidden_word_right_only_when_all_its_pieces_are():
+    from accelerate import Accelerator
+
+    from mlm_core.tasks import IGNORE
+    from mlm_core.training.batches import Batch
+    from mlm_core.training.evaluation import Evaluator
+
+    blocks = torch.tensor([[0, 10, 11, 12, 13, 2]])  # words: 10 | 11 12 | 13 (0 and 2 special)
+    starts = torch.tensor([[True, True, True, False, True, True]])
+
+    def hide_the_words(blocks, word_starts=None):
+        labels = torch.full_like(blocks, IGNORE)
+        labels[:, 1:5] = blocks[:, 1:5]
+        positions = labels.view(-1).ne(IGNORE).nonzero().squeeze(1)
+        return Batch(blocks.clone().index_fill_(1, torch.arange(1, 5), 4), labels, len(positions), positions,
+                     labels.view(-1)[positions])
+
+    class RightAt10And11(torch.nn.Module):  # tokens 0-4 are everywhere else the likeliest
+        def labelled_logits(self, input_ids, labels, positions, targets):
+            logits = -torch.arange(20.0).repeat(len(targets), 1)
+            right = torch.isin(targets, torch.tensor([10, 11]))
+            logits[right, targets[right]] = 5.0
+            return logits, targets
+
+    evaluator = Evaluator(hide_the_words, blocks, starts, size=1, batch_size=4, seed=0)
+    quick, whole = evaluator(RightAt10And11(), Accelerator(cpu=True), threading.Event(), whole=True)
+    assert quick == whole and quick.top1 == pytest.approx(1 / 3) and quick.top5 == pytest.approx(1 / 3)
+    token_count = Evaluator(hide_the_words, blocks, None, size=1, batch_size=4, seed=0)  # no word starts: tokens
+    assert token_count(RightAt10And11(), Accelerator(cpu=True), threading.Event())[0].top1 == pytest.approx(2 / 4)
+
+
+def test_runs_of_any_length_on_the_same_data_measure_base_and_final_on_the_same_sample(tiny_mlm, tmp_path):
+    short, short_events = _run(_config(tiny_mlm, tmp_path / "short", max_steps=2, slice="train[:400]"))
+    longer, _ = _run(_config(tiny_mlm, tmp_path / "long", max_steps=8, slice="train[:400]"))
+    assert short.eval_blocks == longer.eval_blocks and short.base_perplexity == longer.base_perplexity
+    assert short.base_top1 == longer.base_top1 and short.accuracy_counts == "hidden words"
+    during = [e for e in short_events if isinstance(e, Eval)]
+    assert short.eval_blocks > 0 and len(during) >= 2  # the curve scores the run's part of the sample
+    assert short.final_perplexity != longer.final_perplexity
+
+
+def test_a_stopped_run_reports_its_last_evaluation_against_the_base_on_the_same_part(tiny_mlm, tmp_path):
+    stop = threading.Event()
+    events = []
+
+    def stop_after_an_evaluation(event):
+        events.append(event)
+        if isinstance(event, Eval) and not event.base:
+            stop.set()
+
+    results = train(_config(tiny_mlm, tmp_path / "run", max_steps=40, eval_steps=5), on_event=stop_after_an_evaluation,
+                    stop=stop)
+    evals = [e for e in events if isinstance(e, Eval)]
+    assert results.status == "stopped" and results.final_perplexity == pytest.approx(evals[-1].perplexity)
+    assert results.base_perplexity == pytest.approx(evals[0].perplexity)

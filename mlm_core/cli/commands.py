@@ -19,6 +19,7 @@ from mlm_core.cli.progress_bar import ProgressPrinter
 from mlm_core.config import FILE_DATASET, TrainConfig, default_learning_rate
 from mlm_core.models.inference import fill_mask, filled_sequence, generate, mask_token
 from mlm_core.models.loading import describe_device
+from mlm_core.models.words import word_label
 from mlm_core.runs.export import push_run, zip_run
 from mlm_core.runs.model_sources import STARTER_DIR
 from mlm_core.runs.records import COMPLETED, STOPPED, RunResults, runs_root
@@ -172,10 +173,16 @@ def summary(results: RunResults, config: TrainConfig) -> str:
     rate = results.tokens / results.seconds if results.seconds else 0.0
     head = (f"{results.status} {config.output_dir}: {results.steps:,} steps, {results.tokens:,} tokens "
             f"in {results.seconds:.1f} s ({rate:,.0f} tokens/s)")
+    measured = ""
+    if results.base_perplexity is not None and results.final_perplexity is not None:
+        measured = f"; perplexity {results.base_perplexity:.2f} -> {results.final_perplexity:.2f}"
+        if results.final_top1 is not None and results.base_top1 is not None:
+            measured += (f", {results.accuracy_counts or 'tokens'} guessed right {results.base_top1:.1%} -> "
+                         f"{results.final_top1:.1%} (top 5: {results.base_top5:.1%} -> {results.final_top5:.1%}) "
+                         f"on {results.eval_blocks:,} held-out blocks")
     if results.status == COMPLETED:
-        return (f"{head}; perplexity {results.base_perplexity:.2f} -> {results.final_perplexity:.2f}; model in "
-                f"{RunDir(config.output_dir).model_path}")
-    return f"{head}; resume with: python -m mlm_core train --output-dir {config.output_dir} --resume"
+        return f"{head}{measured}; model in {RunDir(config.output_dir).model_path}"
+    return f"{head}{measured}; resume with: python -m mlm_core train --output-dir {config.output_dir} --resume"
 
 
 def _runs(args: argparse.Namespace) -> int:
@@ -243,7 +250,7 @@ def _fill_mask(args: argparse.Namespace) -> int:
         if len(results) > 1:
             print(f"mask {number}:")
         for guess in guesses:
-            word = guess["token_str"].strip() or repr(guess["token_str"])  # a line break shows as '\n', not blank
+            word = word_label(guess["token_str"])
             sentence = filled_sequence(args.text, results, number - 1, guess, spelled)
             print(f"  {guess['score']:7.2%}  {word:<20}  {sentence}")
     return 0

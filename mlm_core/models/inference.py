@@ -5,15 +5,14 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import weakref
 from typing import Any
 
-import numpy as np
 import torch
 
 from mlm_core.data.tokenizing import encode_with_offsets, word_spans
 from mlm_core.models.heads import masked_logits
 from mlm_core.models.loading import has_trained_mlm_head, load_for_inference, max_block_size
+from mlm_core.models.word_guesses import MAX_PIECES, RANK_WIDTH, WordGuess, guess_words, word_probability, word_rank
 
 MASK_SPELLINGS = re.compile(r"<mask>|\[MASK\]")
 MAX_TEXT_CHARS = 20_000
@@ -21,13 +20,14 @@ MAX_MASKS = 5
 MAX_NEW_TOKENS = 512
 
 
-def fill_mask(model: str, text: str, top_k: int = 5, targets: list[str] | None = None) -> list[list[dict[str, Any]]]:
-    """For each mask in `text`, the `top_k` likeliest tokens as transformers' pipeline reports them; ValueError in
-    plain words for a model that cannot load or fill masks, a text without masks, with too many or too long, a bad
-    `top_k`, or a candidate in `targets` that is not a single piece (candidates are looked up as written
-    mid-sentence, see `_target_ids`)."""
+def fill_mask(model: str, text: str, top_k: int = 5, targets: list[str] | None = None,
+              max_pieces: int = MAX_PIECES) -> list[list[dict[str, Any]]]:
+    """For each mask in `text`, the `top_k` likeliest whole words (of 1 to `max_pieces` pieces, see
+    `word_guesses`), pipeline-shaped; ValueError in plain words for a model that cannot load or fill masks, a text
+    without masks, with too many or too long, a bad `top_k`, or no candidate in `targets` (candidates are looked up
+    as written mid-sentence, see `word_pieces`, and may be words of several pieces)."""
     tokenizer, lm = _masked_lm(model)
-    return predict_masks(tokenizer, lm, text, top_k, targets)
+    return predict_masks(tokenizer, lm, text, top_k, targets, max_pieces)
 
 
 def filled_sequence(text: str, results: list[list[dict[str, Any]]], which: int, guess: dict[str, Any],
@@ -55,43 +55,62 @@ def mask_token(model: str) -> str:
 
 
 def predict_masks(tokenizer, lm, text: str, top_k: int = 5, targets: list[str] | None = None,
-                  ) -> list[list[dict[str, Any]]]:
-    """`fill_mask` on a tokenizer and masked LM already in memory (a training run's probes use it); ValueError in
-    plain words as `fill_mask` for the text, `top_k` and `targets`."""
+                  max_pieces: int = MAX_PIECES) -> list[list[dict[str, Any]]]:
+    """`fill_mask` on a tokenizer and masked LM already in memory; ValueError in plain words as `fill_mask` for the
+    text, `top_k` and `targets`."""
     input_ids, positions, probs = _mask_probabilities(tokenizer, lm, text)
     if not isinstance(top_k, int) or not 1 <= top_k <= len(tokenizer):
         raise ValueError(f"top_k: must be a whole number from 1 to {len(tokenizer)} (got {top_k!r})")
+    limit = max_block_size(lm.config, tokenizer)
+    masks = positions.nonzero().squeeze(-1).tolist()
     if targets:
-        target_ids = torch.from_numpy(_target_ids(tokenizer, targets))
-        values, picks = probs[:, target_ids].topk(min(top_k, len(target_ids)))
-        guesses = [list(zip(row, target_ids[pick].tolist())) for row, pick in zip(values.tolist(), picks)]
+        candidates = _target_pieces(tokenizer, targets, limit - len(input_ids) + 1)
+        guesses = [sorted((WordGuess(tuple(pieces), _probability(lm, tokenizer, input_ids, at, first, pieces))
+                           for pieces in candidates), key=lambda guess: -guess.probability)[:top_k]
+                   for at, first in zip(masks, probs)]
     else:
-        guesses = shown_guesses(tokenizer, probs, top_k)
-    return _propositions(tokenizer, input_ids, positions, guesses)
+        guesses = [guess_words(lm, tokenizer, input_ids, at, first, top_k, max_pieces, limit)
+                   for at, first in zip(masks, probs)]
+    return _propositions(tokenizer, input_ids, masks, guesses)
 
 
-def score_probe(tokenizer, lm, text: str, answer: str | None, top_k: int = 5,
+def score_probe(tokenizer, lm, text: str, answer: str | None, top_k: int = 5, max_pieces: int = MAX_PIECES,
                 ) -> tuple[list[tuple[str, float]], int | None, float | None]:
-    """At the first mask: the top guesses as (word, probability), and the right word's rank (1: the top guess) and
-    probability when it is known and one token; ValueError in plain words for a text without a mask, with too many,
-    or longer than the model reads."""
-    _, _, probs = _mask_probabilities(tokenizer, lm, text)
-    first = probs[0]
-    guesses = [(tokenizer.decode([i]).strip(), p) for p, i in shown_guesses(tokenizer, first[None], top_k)[0]]
-    tokens = tokenizer.tokenize(f" {answer.strip()}") if answer else []
-    if len(tokens) != 1:
+    """At the first mask: the top whole-word guesses as (word, probability), and the right word's rank (1: the
+    top guess, see `word_rank`) and probability when it is known (a word of any number of pieces); ValueError in
+    plain words for a text without a mask, with too many, or longer than the model reads."""
+    input_ids, positions, probs = _mask_probabilities(tokenizer, lm, text)
+    at, first, limit = int(positions.nonzero()[0]), probs[0], max_block_size(lm.config, tokenizer)
+    found = guess_words(lm, tokenizer, input_ids, at, first, max(top_k, RANK_WIDTH if answer else 1), max_pieces,
+                        limit)
+    guesses = [(_word(tokenizer, guess.pieces), guess.probability) for guess in found[:top_k]]
+    pieces = word_pieces(tokenizer, answer.strip()) if answer else []
+    if not pieces or len(input_ids) + len(pieces) - 1 > limit:
         return guesses, None, None
-    target = first[tokenizer.convert_tokens_to_ids(tokens[0])]
-    above = first.gt(target) & showable(tokenizer, len(first))  # ranked among the guesses that can be shown
-    return guesses, int(above.sum()) + 1, float(target)
+    probability = _probability(lm, tokenizer, input_ids, at, first, pieces)
+    return guesses, word_rank(tokenizer, first, probability, pieces, found), probability
 
 
-def rank_answer(model: str, text: str, answer: str) -> tuple[int, float] | None:
-    """(rank, probability) of `answer` at the first mask of `text`; None when it is not one token of the model.
-    ValueError in plain words as `fill_mask` for the model and the text."""
+def rank_answer(model: str, text: str, answer: str, top_k: int = RANK_WIDTH) -> tuple[int, float] | None:
+    """(rank, probability) of `answer`, a word of any number of pieces, at the first mask of `text`, among the
+    words `fill_mask` with this `top_k` finds (so a word it shows has the rank it is shown at); None when it reads
+    as no token at all or makes the text too long. ValueError in plain words as `fill_mask` for the model and the
+    text."""
     tokenizer, lm = _masked_lm(model)
-    _, rank, probability = score_probe(tokenizer, lm, text, answer, top_k=1)
+    _, rank, probability = score_probe(tokenizer, lm, text, answer, top_k=top_k)
     return None if rank is None else (rank, probability)
+
+
+def _probability(lm, tokenizer, input_ids, at: int, first: torch.Tensor, pieces: list[int]) -> float:
+    """P(the word of `pieces`) at the mask at `at`: read off `first` [vocab] for one piece, else `word_probability`."""
+    if len(pieces) == 1:
+        return float(first[pieces[0]])
+    return word_probability(lm, input_ids, at, pieces, tokenizer.mask_token_id)
+
+
+def _word(tokenizer, pieces) -> str:
+    """A guess's pieces as the word they read."""
+    return tokenizer.decode(list(pieces), clean_up_tokenization_spaces=False).strip()
 
 
 def _mask_probabilities(tokenizer, lm, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,7 +139,8 @@ def _encode_with_masks(tokenizer, text: str, lm) -> torch.Tensor:
     text = MASK_SPELLINGS.sub(tokenizer.mask_token, text)
     n_masks = text.count(tokenizer.mask_token)
     if n_masks == 0:
-        raise ValueError(f"text: put <mask> (or {tokenizer.mask_token}) where the missing word goes")
+        own = "" if MASK_SPELLINGS.fullmatch(tokenizer.mask_token) else f" (or {tokenizer.mask_token})"
+        raise ValueError(f"text: put <mask>{own} where the missing word goes")
     if n_masks > MAX_MASKS:
         raise ValueError(f"text: {n_masks} masks is too many; use at most {MAX_MASKS}")
     ids = tokenizer(text, verbose=False)["input_ids"]
@@ -147,24 +167,22 @@ def check_text(text: object, field: str, hint: str) -> None:
         raise ValueError(f"{field}: holds characters that are not valid text (a lone surrogate)") from None
 
 
-def _target_ids(tokenizer, targets: list[str]) -> np.ndarray:
-    """Token ids of the candidate words, each looked up as the word is written mid-sentence (after a space: the
-    word-initial piece, `Ġchild` or `▁child`, not the word-internal `child` the pipeline's vocabulary lookup finds).
-    ValueError in plain words for a candidate of several pieces (each guess is one piece) or no candidate at all."""
-    ids = []
+def _target_pieces(tokenizer, targets: list[str], room: int) -> list[list[int]]:
+    """The pieces of each candidate word, looked up as the word is written mid-sentence (`word_pieces`: after a
+    space, `Ġchild` or `▁child`, not the word-internal `child` the pipeline's vocabulary lookup finds), each once.
+    ValueError in plain words for no candidate at all, or one of more pieces than the text has `room` for."""
+    found: dict[tuple[int, ...], None] = {}
     for target in targets:
-        word = target.strip()
-        if not word:
-            continue
-        pieces = word_pieces(tokenizer, word)
-        if len(pieces) != 1:
-            shown = " + ".join(tokenizer.decode([piece]).strip() or repr(tokenizer.decode([piece])) for piece in pieces)
-            raise ValueError(f"targets: {word!r} is {len(pieces)} pieces for this model ({shown}); each candidate "
-                             "must be a single piece")
-        ids.append(pieces[0])
-    if not ids:
+        word = target.strip() if isinstance(target, str) else ""
+        pieces = tuple(word_pieces(tokenizer, word)) if word else ()
+        if len(pieces) > room:
+            raise ValueError(f"targets: {word!r} is {len(pieces)} pieces for this model; the text has room for "
+                             f"{room}")
+        if pieces:
+            found[pieces] = None
+    if not found:
         raise ValueError("targets: give at least one candidate word")
-    return np.array(sorted(set(ids)))
+    return [list(pieces) for pieces in found]
 
 
 def word_pieces(tokenizer, word: str) -> list[int]:
@@ -175,45 +193,18 @@ def word_pieces(tokenizer, word: str) -> list[int]:
     return [i for i, (start, stop) in zip(ids, offsets) if stop > len(prefix) and start < end]
 
 
-def shown_guesses(tokenizer, probs: torch.Tensor, top_k: int) -> list[list[tuple[float, int]]]:
-    """The `top_k` likeliest (probability, token id) at each mask, from probabilities [masks, vocab], among tokens
-    that can stand as a guess (`showable`); fewer only when the vocabulary has fewer."""
-    allowed = showable(tokenizer, probs.shape[-1])
-    values, ids = probs.masked_fill(~allowed, -1.0).topk(min(top_k, int(allowed.sum())))
-    return [list(zip(row_values, row_ids)) for row_values, row_ids in zip(values.tolist(), ids.tolist())]
-
-
-_SHOWABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its `showable` mask
-
-
-def showable(tokenizer, size: int) -> torch.Tensor:
-    """Bool [size] (the model's vocabulary, which may be larger than the tokenizer's): which tokens decode, alone, to
-    visible whole characters and are not special: no white space or control characters only, and no piece of a
-    character (a byte-level piece of `é` decodes to U+FFFD alone). Computed once per tokenizer (a 50,000-token
-    vocabulary: about 0.7 s)."""
-    if tokenizer not in _SHOWABLE:
-        special = set(tokenizer.all_special_ids)
-        texts = tokenizer.batch_decode([[token] for token in range(len(tokenizer))])
-        _SHOWABLE[tokenizer] = torch.tensor([
-            token not in special and bool(text.strip()) and "\ufffd" not in text
-            and all(char.isprintable() or char.isspace() for char in text) for token, text in enumerate(texts)])
-    known = _SHOWABLE[tokenizer][:size]
-    return torch.cat([known, known.new_zeros(size - len(known))])
-
-
-def _propositions(tokenizer, input_ids, positions, guesses: list[list[tuple[float, int]]]
+def _propositions(tokenizer, input_ids, masks: list[int], guesses: list[list[WordGuess]]
                   ) -> list[list[dict[str, Any]]]:
-    """Pipeline-shaped results from (probability, token id) guesses per mask: score, token, token_str, and the
-    text with that token filled in."""
-    mask_index = positions.nonzero().squeeze(-1).tolist()
-    single = len(mask_index) == 1
+    """Pipeline-shaped results from the word guesses at each mask (its position in `input_ids`): score, token (the
+    first piece), tokens (all pieces), token_str (the pieces decoded together), and the text with them filled in."""
+    single = len(masks) == 1
     results = []
-    for index, row_guesses in zip(mask_index, guesses):
+    for at, row_guesses in zip(masks, guesses):
         row = []
-        for score, token in row_guesses:
-            filled = input_ids.clone()
-            filled[index] = token
-            row.append({"score": score, "token": token, "token_str": tokenizer.decode([token]),
+        for guess in row_guesses:
+            filled = torch.cat([input_ids[:at], torch.tensor(guess.pieces), input_ids[at + 1 :]])
+            row.append({"score": guess.probability, "token": guess.pieces[0], "tokens": list(guess.pieces),
+                        "token_str": tokenizer.decode(list(guess.pieces), clean_up_tokenization_spaces=False),
                         "sequence": tokenizer.decode(filled, skip_special_tokens=single)})
         results.append(row)
     return results

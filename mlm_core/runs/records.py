@@ -54,10 +54,11 @@ class RunResults:
     tokens: int = 0
     seconds: float = 0.0
     train_blocks: int = 0
-    eval_blocks: int = 0  # the held-out sample every evaluation scores
+    eval_blocks: int = 0  # the held-out sample the base and final figures were measured on
     block_size: int = 0
     base_eval_loss: float | None = None
     base_perplexity: float | None = None
+    accuracy_counts: str | None = None  # what the accuracies count ("hidden words", "next tokens"); None: pieces
     base_top1: float | None = None  # share of held-out hidden words the base model guessed first
     base_top5: float | None = None  # ... among its five likeliest guesses
     final_eval_loss: float | None = None

@@ -19,6 +19,7 @@ from mlm_core.data.tokenizing import PreparationStopped
 from mlm_core.events import Checkpoint, Done, Eval, Event, Probe, Started, Status, Step
 from mlm_core.models.inference import score_probe
 from mlm_core.models.loading import default_device, describe_device
+from mlm_core.models.words import starts_word
 from mlm_core.runs import checkpoint as ckpt
 from mlm_core.runs.records import COMPLETED, STOPPED, Budget, RunResults
 from mlm_core.runs.run_dir import RunDir
@@ -71,7 +72,8 @@ def evaluate(config: TrainConfig, on_event: Callable[[Event], None] | None = Non
     _seed_everything(config.seed)
     run._build(load_inputs(config, None, run.emit))
     run._make_evaluator()
-    return run._evaluate(base=True)
+    run._evaluate(base=True)
+    return run.base_whole
 
 
 class TrainingRun:
@@ -88,6 +90,8 @@ class TrainingRun:
         self.step = self.epoch = self.batch_in_epoch = self.tokens = 0
         self.base: Measurement | None = None
         self.last: Measurement | None = None
+        self.base_whole: Measurement | None = None  # the base and final models on the whole eval sample
+        self.final_whole: Measurement | None = None
         self.eval_size: int | None = None  # chosen once per run, kept across resumes: base and final compare
         self.saved_step = self.eval_step = -1
         self.unreported: list[tuple[torch.Tensor, Step]] = []  # steps whose loss is still on the device
@@ -163,8 +167,11 @@ class TrainingRun:
         blocks_per_step = cfg.batch_size * cfg.gradient_accumulation * self.world
         self.eval_size = self.eval_size or eval_sample_size(len(data.eval), self.total_steps, blocks_per_step,
                                                             self.eval_every)
+        masked = self.setup.task.inference == "fill-mask"
+        starts = starts_word(self.setup.tokenizer, len(self.setup.tokenizer)) if masked else None
         self.evaluator = Evaluator(self.batcher(seed=cfg.seed + 1), data.eval, data.eval_word_starts, self.eval_size,
-                                   cfg.batch_size * EVAL_BATCH_FACTOR, seed=cfg.seed + 2, own_share=data.sharded)
+                                   cfg.batch_size * EVAL_BATCH_FACTOR, seed=cfg.seed + 2, own_share=data.sharded,
+                                   starts_table=starts)
 
     def _batches_per_epoch(self) -> int:
         """Batches this process takes in one epoch."""
@@ -295,13 +302,19 @@ class TrainingRun:
         """Epochs done, with the current one as a fraction."""
         return self.epoch + self.batch_in_epoch / max(1, self.batches_per_epoch)
 
-    def _evaluate(self, base: bool = False) -> Measurement | None:
-        """Loss and accuracy on the fixed held-out sample, emitted with perplexity; None if stopped meanwhile."""
+    def _evaluate(self, base: bool = False, final: bool = False) -> Measurement | None:
+        """Loss and accuracy on the run's part of the fixed held-out sample, emitted with perplexity (the base and
+        final models are measured on the whole sample too); None if stopped meanwhile."""
         self._report_steps()  # the steps before it come first in the events
         started = time.perf_counter()
-        measured = self.evaluator(self.objective, self.accelerator, self.stop)
+        measured = self.evaluator(self.objective, self.accelerator, self.stop, whole=base or final)
         if measured is None:
             return None
+        measured, whole = measured
+        if base:
+            self.base_whole = whole
+        if final:
+            self.final_whole = whole
         self.eval_step, self.last = self.step, measured
         if not base and self.base is not None and not measured.loss <= self.base.loss + DIVERGED_LOSS_RISE:
             raise ValueError(diverged(self.step, f"held-out perplexity {perplexity(measured.loss):,.4g}, from "
@@ -352,7 +365,8 @@ class TrainingRun:
                      "rng": ckpt.rng_state(), "mask_rng": self.mask_state}
             progress = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                         "tokens": self.tokens, "elapsed_s": self.meter.elapsed, "eval_step": self.eval_step,
-                        "eval_size": self.eval_size, "base": _plain(self.base), "last": _plain(self.last)}
+                        "eval_size": self.eval_size, "base": _plain(self.base), "last": _plain(self.last),
+                        "base_whole": _plain(self.base_whole)}
             path = ckpt.save_checkpoint(self.folder.checkpoints_path, model, self.setup.tokenizer, state, progress)
             self.emit(Checkpoint(step=self.step, path=path.name))
         self.accelerator.wait_for_everyone()
@@ -370,6 +384,7 @@ class TrainingRun:
         self.step, self.epoch = progress["step"], progress["epoch"]
         self.batch_in_epoch, self.tokens = progress["batch_in_epoch"], progress["tokens"]
         self.base, self.last = _measurement(progress.get("base")), _measurement(progress.get("last"))
+        self.base_whole = _measurement(progress.get("base_whole"))
         self.eval_step, self.saved_step, self.eval_size = progress["eval_step"], self.step, progress.get("eval_size")
         self.emit(Status(f"Resumed from step {self.step} ({path.name})."))
 
@@ -380,8 +395,7 @@ class TrainingRun:
         if stopped:
             self._checkpoint()
         else:
-            if self.eval_step != self.step:
-                self._evaluate()
+            self._evaluate(final=True)
             if self.is_main:
                 model = self.accelerator.unwrap_model(self.objective).model
                 self.folder.save_model(model, self.setup.tokenizer)
@@ -390,12 +404,18 @@ class TrainingRun:
 
     def _results(self, status: str) -> RunResults:
         """What results.json records about the run."""
-        base, final = self.base, self.last if status == COMPLETED else None
+        # A completed run: both models on the whole sample. A stopped one: the base and the last evaluation, on the
+        # part of the sample every evaluation of the run scores.
+        if status == COMPLETED and self.base_whole is not None:
+            base, final, eval_blocks = self.base_whole, self.final_whole, self.evaluator.whole_size
+        else:
+            base, eval_blocks = self.base, self.evaluator.size if hasattr(self, "evaluator") else 0
+            final = self.last if self.eval_step and self.last is not self.base else None
         return RunResults(
             status=status, model=self.config.model, dataset=self.config.dataset, task=self.setup.task.name,
             device=describe_device(self.accelerator.device), steps=self.step, total_steps=self.total_steps,
             epochs=round(self._epoch_progress(), 4), tokens=self.tokens, seconds=round(self.meter.elapsed, 2),
-            train_blocks=len(self.setup.data.train), eval_blocks=self.eval_size or 0,
+            train_blocks=len(self.setup.data.train), eval_blocks=eval_blocks, accuracy_counts=self.setup.task.guessed,
             block_size=self.setup.data.block_size,
             base_eval_loss=base and base.loss, base_perplexity=base and perplexity(base.loss),
             base_top1=base and base.top1, base_top5=base and base.top5,

@@ -8,7 +8,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from mlm_core.models.inference import score_probe
+from mlm_core.models.inference import score_probe, word_pieces
+from mlm_core.models.word_guesses import MAX_PIECES
 
 MASK = "<mask>"
 ANSWER_MARK = "=>"  # "The <mask> statement exits a loop. => break": a typed probe may give its answer
@@ -16,8 +17,9 @@ MIN_WORDS, MAX_WORDS, MIN_LETTERS = 8, 25, 4
 MAX_BASE_PASSES = 150  # the base model's passes spent on picking probes (a few seconds for DistilRoBERTa on a CPU)
 KNOWN_RANK = 5  # a word the base model already ranks this high has little left to learn: not a probe
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-PLAIN_WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*[,;:]?$")  # no code (x.y, f(), `name`), no numbers
-LAST_WORD = re.compile(r"^[A-Za-z][A-Za-z'-]*[.!?]$")
+LETTERS = r"[^\W\d_]"  # a letter of any script
+PLAIN_WORD = re.compile(rf"^{LETTERS}({LETTERS}|['’-])*[,;:]?$")  # no code (x.y, f(), `name`), no numbers
+LAST_WORD = re.compile(rf"^{LETTERS}({LETTERS}|['’-])*[.!?]$")
 STOP_WORDS = frozenset("""
 about above after again against also although among another anything because been before being below between both
 cannot could does doing done down during each either else even ever every from further have having here hers herself
@@ -47,11 +49,6 @@ def parse_probe(line: str) -> ProbeSentence:
     return ProbeSentence(text.strip(), answer.strip() or None) if mark else ProbeSentence(line.strip())
 
 
-def one_token(tokenizer, word: str) -> bool:
-    """Whether the word, after a space, is a single token: one <mask> stands for it exactly."""
-    return len(tokenizer.tokenize(f" {word}")) == 1
-
-
 def is_plain_sentence(sentence: str) -> bool:
     """8 to 25 plain words, a capital first and a full stop (or ? !) last: prose, not code or a heading."""
     words = sentence.split()
@@ -60,13 +57,13 @@ def is_plain_sentence(sentence: str) -> bool:
 
 
 def hidden_word_options(sentence: str, tokenizer) -> list[ProbeSentence]:
-    """The sentence once per content word, that word hidden: not the first word, lower case letters only, at least 4
-    of them, not a stop word, one token (so one <mask> stands for it exactly)."""
+    """The sentence once per content word, that word hidden: not the first word, lower case letters only (of any
+    script), at least 4 of them, not a stop word, at most MAX_PIECES pieces (the guesses propose words that long)."""
     words, options = sentence.split(), []
     for index in range(1, len(words)):
         word = words[index].rstrip(",;:.!?")
-        if (word.isalpha() and word.isascii() and word.islower() and len(word) >= MIN_LETTERS
-                and word not in STOP_WORDS and one_token(tokenizer, word)):
+        if (word.isalpha() and word == word.lower() and len(word) >= MIN_LETTERS and word not in STOP_WORDS
+                and len(word_pieces(tokenizer, word)) <= MAX_PIECES):
             masked = words[:index] + [MASK + words[index][len(word):]] + words[index + 1:]
             options.append(ProbeSentence(" ".join(masked), word))
     return options
@@ -126,7 +123,7 @@ def pick_probes(texts: Sequence[str], tokenizer, n: int = 5, seed: int = 0, comm
 
 def word_counts(texts: Iterable[str]) -> Counter:
     """How often each lower-case word occurs in the texts."""
-    return Counter(word for text in texts for word in re.findall(r"[a-z]+", text))
+    return Counter(word.lower() for text in texts for word in re.findall(rf"{LETTERS}+", text))
 
 
 def heldout_probes(tokenizer, model, data, n: int, seed: int, blocks: int = 200) -> list[ProbeSentence]:
@@ -134,7 +131,8 @@ def heldout_probes(tokenizer, model, data, n: int, seed: int, blocks: int = 200)
     blocks and ranked by `model` (the base model)."""
     counts = word_counts(block_texts(tokenizer, data.train[: 10 * blocks]))
     return pick_probes(block_texts(tokenizer, data.eval[:blocks]), tokenizer, n=n, seed=seed, common_words=counts,
-                       base_rank=lambda probe: score_probe(tokenizer, model, probe.text, probe.answer)[1])
+                       base_rank=lambda probe: score_probe(tokenizer, model, probe.text, probe.answer,
+                                                           max_pieces=1)[1])
 
 
 def block_texts(tokenizer, blocks) -> list[str]:
