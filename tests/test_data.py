@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from mlm_core.config import TrainConfig
 from mlm_core.data.builtin_corpus import docstring_records, reference_records
@@ -226,3 +227,49 @@ def test_pieces_of_one_character_or_word_are_one_word_in_every_script(text, word
             spans.append(word)
         word[1] = end
     assert [text[a:b] for a, b in spans] == words
+
+
+GREEK = ("Η γλώσσα είναι το σύστημα επικοινωνίας των ανθρώπων. Οι λέξεις της γράφονται με γράμματα του ελληνικού "
+         "αλφαβήτου και διαβάζονται από αριστερά προς τα δεξιά.")
+ENGLISH = "The interpreter reads the statement and returns the value of the expression to the caller."
+
+
+def _blocks(tokenizer, text):
+    return torch.tensor([tokenizer(text)["input_ids"]])
+
+
+def test_the_fit_check_counts_pieces_per_word_and_names_a_script_the_model_does_not_know():
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from mlm_core.models.loading import load_tokenizer
+    from mlm_core.models.word_fit import MULTILINGUAL_MODEL, measure_fit
+
+    starter = load_tokenizer("starter")
+    english = measure_fit(starter, _blocks(starter, ENGLISH))
+    assert english.known and english.script == "Latin" and english.words == len(ENGLISH.split())
+    assert english.advice(online=True) is None and english.whole_share == 1.0  # "caller." is one word of one piece
+    greek = measure_fit(starter, _blocks(starter, GREEK))  # byte-level BPE spells Greek out byte by byte
+    assert not greek.known and greek.script == "Greek" and greek.pieces_per_word > 5 and greek.whole_share < 0.2
+    assert MULTILINGUAL_MODEL in greek.advice(online=True) and "hub is not reachable" in greek.advice(online=False)
+
+    vocab = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, **{w: i + 3 for i, w in enumerate(sorted(set(ENGLISH.split())))}}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    wordpiece = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]")
+    unknown = measure_fit(wordpiece, _blocks(wordpiece, GREEK))  # every Greek word is [UNK]: one piece, unknown
+    assert not unknown.known and unknown.pieces_per_word == pytest.approx(1.0) and unknown.words >= len(GREEK.split())
+    assert "does not know the script of your text" in unknown.advice(online=True)
+
+
+def test_preview_says_when_the_model_does_not_know_the_texts_script(tiny_mlm, tmp_path, capsys):
+    from mlm_core.cli.commands import main
+
+    path = tmp_path / "greek.txt"
+    path.write_text("\n\n".join([GREEK] * 60), encoding="utf-8")
+    assert main(["preview", "--model", str(tiny_mlm), "--dataset-file", str(path), "--block-size", "32",
+                 "--max-steps", "2", "--output-dir", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "This model does not know the Greek script" in out and "hub is not reachable" in out
+    assert "% of them one piece" in out
+

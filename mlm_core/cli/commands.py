@@ -269,6 +269,10 @@ def _preview(args: argparse.Namespace) -> int:
           f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens (text column {result.text_column!r})")
     print(f"{result.total_steps:,} steps at {result.seconds_per_step:.2f} s each -> about "
           f"{result.estimated_seconds / 60:.1f} minutes, {result.memory_bytes / 2**30:.1f} GiB of memory")
+    print(f"words: {result.pieces_per_word:.2f} pieces each on average, {result.whole_word_share:.0%} of them one "
+          "piece of this model's vocabulary")
+    if result.fit_advice:
+        print(result.fit_advice)
     for probe in result.probes:
         print(f"probe: {probe.line()}")
     return 0

@@ -15,7 +15,9 @@ from mlm_core.config import TrainConfig
 from mlm_core.data.sources import count_rows
 from mlm_core.events import Status
 from mlm_core.models.loading import default_device
+from mlm_core.models.word_fit import measure_fit
 from mlm_core.models.words import group_words, word_text
+from mlm_core.system.hub_access import is_online
 from mlm_core.system.process_memory import peak_rss
 from mlm_core.tasks import IGNORE, Task, get_task
 from mlm_core.training.batches import Batch, batcher_for
@@ -27,6 +29,7 @@ from mlm_core.training.probes import ProbeSentence, heldout_probes
 from mlm_core.training.setup import RunSetup, load_inputs
 
 TIMED_STEPS = 2
+FIT_BLOCKS = 64  # training blocks the fit check reads
 
 
 @dataclass
@@ -49,6 +52,9 @@ class Preview:
     memory_bytes: int
     messages: list[str] = field(default_factory=list)
     records: int = 0  # rows read, those without text included
+    pieces_per_word: float = 0.0  # tokens per word of the training text (first FIT_BLOCKS blocks)
+    whole_word_share: float = 0.0  # share of its words that are one token
+    fit_advice: str | None = None  # what to do when the model does not know the text's script
 
     def to_dict(self) -> dict:
         """JSON-ready dict (the task by name), as `python -m mlm_core preview --json` prints it."""
@@ -85,13 +91,15 @@ def preview(config: TrainConfig) -> Preview:
     eval_seconds = (total_steps // every + 2) * sample * seconds / config.batch_size * FORWARD_COST
     probes = heldout_probes(setup.tokenizer, setup.model.eval(), data, 5, config.seed) \
         if setup.task.inference == "fill-mask" else []
+    fit = measure_fit(setup.tokenizer, data.train[:FIT_BLOCKS])
     return Preview(documents=data.documents, records=data.records, tokens=data.tokens, train_blocks=len(data.train),
                    eval_blocks=len(data.eval), block_size=data.block_size, task=setup.task,
                    text_column=data.text_column, rows_total=count_rows(config),
                    example=example_words(setup.tokenizer, batch.input_ids[0], batch.labels[0]), probes=probes,
                    total_steps=total_steps, seconds_per_step=step_seconds,
                    estimated_seconds=total_steps * step_seconds + eval_seconds, memory_bytes=memory,
-                   messages=messages)
+                   messages=messages, pieces_per_word=round(fit.pieces_per_word, 3),
+                   whole_word_share=round(fit.whole_share, 4), fit_advice=fit.advice(is_online()))
 
 
 def example_words(tokenizer, input_ids: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str | None]]:
