@@ -339,3 +339,21 @@ def test_a_stopped_run_reports_its_last_evaluation_against_the_base_on_the_same_
     evals = [e for e in events if isinstance(e, Eval)]
     assert results.status == "stopped" and results.final_perplexity == pytest.approx(evals[-1].perplexity)
     assert results.base_perplexity == pytest.approx(evals[0].perplexity)
+
+
+def test_an_upload_of_everyday_text_gets_probes_whose_answers_may_be_words_of_several_pieces(tiny_mlm, tmp_path):
+    from importlib.resources import files
+
+    from mlm_core.events import Probe
+    from mlm_core.models.inference import word_pieces
+    from mlm_core.models.loading import load_tokenizer
+
+    upload = tmp_path / "my garden notes.txt"
+    upload.write_text("\n\n".join([files("mlm_core.data").joinpath("everyday_sample.txt").read_text()] * 12))
+    _, events = _run(_config(tiny_mlm, tmp_path / "run", dataset="file", dataset_file=str(upload), slice="train",
+                             max_steps=2))
+    probes = [e for e in events if isinstance(e, Probe)]
+    assert probes and all(p.answer and p.answer_rank and p.text.count("<mask>") == 1 for p in probes)
+    tokenizer = load_tokenizer(str(tiny_mlm))
+    assert any(len(word_pieces(tokenizer, p.answer)) > 1 for p in probes)  # this small vocabulary splits them
+    assert all(guess.strip() for p in probes for guess, _ in p.guesses)
