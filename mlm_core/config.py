@@ -19,6 +19,7 @@ STARTER_LEARNING_RATE = 1e-3  # the small built-in model learns from scratch-lik
 NO_TRACKER = "none"
 
 # `split`, or `split[start:stop]` where start/stop are integers or percentages, as `datasets` accepts them.
+MAX_ADDED_WORDS = 5000
 SLICE_PATTERN = re.compile(r"^(?P<split>[A-Za-z_][\w.-]*)(\[(?P<start>-?\d+%?)?:(?P<stop>-?\d+%?)?\])?$")
 
 
@@ -65,6 +66,9 @@ class TrainConfig:
                              max_length=4096)
     save_steps: int = _field(0, "Also save a checkpoint every N steps (0: at each epoch end only).", min=0)
     eval_steps: int = _field(0, "Measure perplexity and accuracy every N steps (0: about ten times per run).", min=0)
+    add_words: int = _field(
+        0, "Add up to this many words your text uses often that the model's vocabulary cuts into pieces, as new "
+        "tokens started from their pieces (masked models; 0: none).", min=0, max=MAX_ADDED_WORDS)
     report_to: str = _field(
         NO_TRACKER, "Also send the metrics to an experiment tracker: 'none', 'trackio' (kept offline, in the runs "
         "folder), or another one Accelerate supports that is installed here ('tensorboard', 'wandb', ...).",

@@ -87,11 +87,23 @@ def outcome_text(results: RunResults | None) -> str:
         return (f"The run stopped after {results.steps:,} steps. Before training, the model's perplexity on your "
                 f"held-out text was <b>{base:,.1f}</b>. Resume it from the Runs tab, or start a new run.")
     change = "less" if final < base else "more"
+    ending = (" and is now in the <b>Fill-mask</b> tab." if results.status == COMPLETED else
+              f"; it stopped after {results.steps:,} steps (figures from its last evaluation): resume it from the "
+              "Runs tab to finish it.")
     return (f"<b>Perplexity {base:,.1f} → {final:,.1f}.</b> Before fine-tuning, guessing each hidden word of your "
             f"held-out text was as hard for the model as picking among about {base:,.0f} equally likely words; now it "
             f"is about {final:,.0f}. The model is {abs(1 - final / base):.0%} {change} surprised by your kind of text "
-            f"(lower is better).{accuracy_text(results)} It was trained on {results.tokens:,} tokens in "
-            f"{duration(results.seconds)} and is now in the <b>Fill-mask</b> tab.")
+            f"(lower is better).{accuracy_text(results)}{added_text(results)} It was trained on {results.tokens:,} "
+            f"tokens in {duration(results.seconds)}{ending}")
+
+
+def added_text(results: RunResults) -> str:
+    """' 12 of your words were added as tokens of their own: ...' (empty when none were; the words escaped)."""
+    words = results.added_words
+    if not words:
+        return ""
+    shown = ", ".join(escaped(word) for word in words[:10]) + (", …" if len(words) > 10 else "")
+    return f" {len(words):,} of your words were added as tokens of their own: {shown}."
 
 
 def accuracy_text(results: RunResults) -> str:

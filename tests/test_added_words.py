@@ -44,3 +44,30 @@ def test_frequent_split_words_become_one_token_with_embeddings_from_their_pieces
     extended.save_pretrained(tmp_path / "grown")
     [guesses] = fill_mask(str(tmp_path / "grown"), f"{text.split('.')[0]} <mask>.", top_k=5)
     assert len(guesses) == 5 and torch.isfinite(torch.tensor([g["score"] for g in guesses])).all()
+
+
+def test_a_run_adds_the_uploads_words_saves_them_with_the_model_and_keeps_them_on_resume(tiny_mlm, tmp_path):
+    import threading
+
+    from mlm_core.config import TrainConfig
+    from mlm_core.events import Eval
+    from mlm_core.models.inference import fill_mask, word_pieces
+    from mlm_core.models.loading import load_tokenizer
+    from mlm_core.runs.run_dir import RunDir
+    from mlm_core.training.loop import train
+
+    upload = tmp_path / "garden.txt"
+    upload.write_text("\n\n".join([EVERYDAY] * 12), encoding="utf-8")
+    config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(upload), block_size=64, batch_size=8,
+                         learning_rate=1e-3, max_steps=6, eval_steps=2, add_words=30, output_dir=str(tmp_path / "run"))
+    stop = threading.Event()
+    stopped = train(config, on_event=lambda e: stop.set() if isinstance(e, Eval) and not e.base else None, stop=stop)
+    assert stopped.status == "stopped" and len(stopped.added_words) == 30
+    results = train(config, resume=True)
+    assert results.status == "completed" and results.added_words == stopped.added_words
+    saved = load_tokenizer(str(RunDir(config.output_dir).model_path))
+    base = load_tokenizer(str(tiny_mlm))
+    for word in results.added_words:
+        assert len(word_pieces(saved, word)) == 1 < len(word_pieces(base, word))
+    [guesses] = fill_mask(str(RunDir(config.output_dir).model_path), "The gardener waters the <mask>.", top_k=3)
+    assert len(guesses) == 3

@@ -180,6 +180,8 @@ def summary(results: RunResults, config: TrainConfig) -> str:
             measured += (f", {results.accuracy_counts or 'tokens'} guessed right {results.base_top1:.1%} -> "
                          f"{results.final_top1:.1%} (top 5: {results.base_top5:.1%} -> {results.final_top5:.1%}) "
                          f"on {results.eval_blocks:,} held-out blocks")
+    if results.added_words:
+        measured += f"; {len(results.added_words):,} of the text's words added as tokens"
     if results.status == COMPLETED:
         return f"{head}{measured}; model in {RunDir(config.output_dir).model_path}"
     return f"{head}{measured}; resume with: python -m mlm_core train --output-dir {config.output_dir} --resume"

@@ -66,6 +66,7 @@ class RunResults:
     final_top1: float | None = None
     final_top5: float | None = None
     last_eval_loss: float | None = None
+    added_words: list[str] = dataclasses.field(default_factory=list)  # the text's words made tokens (`add_words`)
     message: str | None = None  # why a failed run failed
 
     def to_dict(self) -> dict[str, Any]:

@@ -5,20 +5,25 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlm_core.config import FILE_DATASET, TrainConfig
-from mlm_core.data.lm_data import LMData, prepare_data, process_shard
+from mlm_core.data.lm_data import LMData, detect_text_column, prepare_data, process_shard, sample_texts
+from mlm_core.data.sources import open_source
 from mlm_core.data.store_cache import default_cache_dir
 from mlm_core.data.text_files import check_file
 from mlm_core.events import Status
+from mlm_core.models.added_words import add_words, split_words
 from mlm_core.models.loading import load_config, load_model, load_tokenizer, max_block_size
 from mlm_core.runs import checkpoint as ckpt
 from mlm_core.runs.model_sources import resolve_source
 from mlm_core.system import hub_access
 from mlm_core.tasks import Task, detect_task
+
+ADDED_WORDS_SAMPLE = 20_000  # texts (paragraphs) of the run's data whose words are counted for `add_words`
+COLUMN_SAMPLE = 1000  # rows that show which column holds the text, as the token store reads them
 
 
 @dataclass
@@ -31,6 +36,7 @@ class RunSetup:
     data: LMData
     checkpoint: Path | None
     elapsed_before: float
+    added_words: list[str] = field(default_factory=list)  # the text's words made tokens of their own (`add_words`)
 
 
 def check_names(config: TrainConfig) -> None:
@@ -57,15 +63,31 @@ def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable,
     task = detect_task(model_config, tokenizer)
     task.check_tokenizer(tokenizer, config.model)
     block_size = _block_size(config, model_config, tokenizer, emit)
+    model, added = None, []
+    if config.add_words and checkpoint is None and task.inference == "fill-mask":  # a checkpoint has them already
+        model = load_model(source, task)
+        tokenizer, added = _add_words(config, tokenizer, model, emit)
     emit(Status("Preparing data…"))
     data = prepare_data(config, tokenizer, block_size, on_progress=_progress_status(emit), stop=stop,
                         cache_dir=default_cache_dir(config.output_dir), **process_shard())
     emit(Status(f"{data.documents:,} documents, {data.tokens:,} tokens: {len(data.train):,} training blocks and "
                 f"{len(data.eval):,} evaluation blocks of {block_size} tokens (column {data.text_column!r})"
                 f"{'; prepared earlier, reused' if data.reused else ''}."))
-    model = load_model(source, task)
+    model = model or load_model(source, task)
     elapsed = ckpt.load_checkpoint(checkpoint)[1].get("elapsed_s", 0.0) if checkpoint else 0.0
-    return RunSetup(tokenizer, model, task, data, checkpoint, elapsed)
+    return RunSetup(tokenizer, model, task, data, checkpoint, elapsed, added)
+
+
+def _add_words(config: TrainConfig, tokenizer, model, emit: Callable) -> tuple[Any, list[str]]:
+    """The tokenizer and model with up to `config.add_words` frequent split words of the text's first
+    ADDED_WORDS_SAMPLE texts as tokens of their own (`models.added_words`)."""
+    emit(Status("Looking for your words that the model's vocabulary cuts into pieces…"))
+    column = config.text_column or detect_text_column(open_source(config).peek(COLUMN_SAMPLE))
+    words = split_words(sample_texts(config, column, ADDED_WORDS_SAMPLE), tokenizer, config.add_words)
+    tokenizer, added = add_words(tokenizer, model, words)
+    shown = ", ".join(added.words[:8]) + (", …" if len(added.words) > 8 else "")
+    emit(Status(f"Added {len(added.words):,} of your words as tokens of their own{': ' + shown if shown else ''}."))
+    return tokenizer, added.words
 
 
 def _progress_status(emit: Callable, every_s: float = 5.0) -> Callable[[int, int | None], None]:
