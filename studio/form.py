@@ -12,6 +12,7 @@ import gradio as gr
 from mlm_core.config import (
     DEFAULT_HUB_SLICE,
     FILE_DATASET,
+    MAX_ADDED_WORDS,
     NO_TRACKER,
     TrainConfig,
     default_learning_rate,
@@ -76,8 +77,11 @@ def build_settings_fields(default_model: str, trackers: list[str]) -> dict[str, 
                                                info=field_help("weight_decay"))
             fields["gradient_accumulation"] = gr.Number(d["gradient_accumulation"], label="Gradient accumulation",
                                                         precision=0, info=field_help("gradient_accumulation"))
-        fields["whole_word_masking"] = gr.Checkbox(d["whole_word_masking"], label="Whole-word masking",
-                                                   info=field_help("whole_word_masking"))
+        with gr.Row():
+            fields["whole_word_masking"] = gr.Checkbox(d["whole_word_masking"], label="Whole-word masking",
+                                                       info=field_help("whole_word_masking"))
+            fields["add_words"] = gr.Number(d["add_words"], label="Add your words", precision=0, minimum=0,
+                                            maximum=MAX_ADDED_WORDS, info=field_help("add_words"))
         fields["report_to"] = gr.Dropdown(trackers, value=d["report_to"], label="Experiment tracker",
                                           info=field_help("report_to"))
     return fields

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+from pathlib import Path
 
 import gradio as gr
 from starlette.middleware import Middleware
 
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
+from mlm_core.data.builtin_corpus import reference_records
 from mlm_core.data.text_files import MAX_UPLOAD_MB
 from mlm_core.models.loading import describe_device, preload
-from mlm_core.runs.model_sources import STARTER
+from mlm_core.runs.model_sources import STARTER, STARTER_DIR
 from mlm_core.runs.records import runs_root
 from mlm_core.system.hub_access import forbid_local_paths, is_online
 
@@ -24,6 +27,8 @@ from .train_tab import TrainTab
 from .upload_quota import CACHE_SWEEP_S, UPLOADS_EXPIRE_S, UploadQuota
 
 VISITOR_KEY = "mlm-studio-visitor"  # where the browser keeps its visitor secret
+# Table headers wrap between words only ("perplexity" never splits into "perplexi" and "ty" at 390 px).
+CSS = "th .header { word-break: normal !important; overflow-wrap: normal !important; }"
 
 
 def header(access: Access) -> str:
@@ -31,12 +36,31 @@ def header(access: Access) -> str:
     hub = "🌐 Hugging Face hub reachable" if is_online() else \
         "📴 Hub not reachable: the built-in corpus and starter model are in use"
     lines = ["# MLM Studio", "Fine-tune a language model on text you care about, then ask it to fill in words.  ",
-             f"**Device:** {describe_device()} · {hub}"]
+             f"**Device:** {describe_device()} · {hub}  ", f"**Built-in text:** {builtin_text()}  ",
+             f"**Built-in model (`{STARTER}`):** {starter_summary()}"]
     if access.public:
         lines.append(f"\n🌍 **Public mode.** Everyone can watch every run and use every finished model; you can stop, "
                      f"resume, delete, download or push only the runs you started. Limits: {access.limits.describe()}. "
                      "Models and data come from the hub, the built-in ones, or your own upload.")
     return "\n".join(lines)
+
+
+def builtin_text() -> str:
+    """What the built-in corpus is, from the function that reads it (its docstring's subject) and its size."""
+    records = reference_records()
+    subject = inspect.getdoc(reference_records).split(",")[0]  # "The Python language reference (`pydoc_data...`)"
+    words = sum(len(record["text"].split()) for record in records)
+    return f"{subject}, {len(records)} topics, {words:,} words."
+
+
+def starter_summary(card: Path = STARTER_DIR / "README.md") -> str:
+    """What the starter model is, from the last paragraph of its model card (what it was trained on and knows);
+    empty without a card."""
+    try:
+        paragraphs = [" ".join(p.split()) for p in card.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+    except OSError:
+        return ""
+    return paragraphs[-1] if paragraphs else ""
 
 
 def build(studio: Studio, access: Access) -> gr.Blocks:
@@ -56,11 +80,11 @@ def build(studio: Studio, access: Access) -> gr.Blocks:
                             "(and the accounts in MLM_STUDIO_ADMINS) get the owner's rights.")
         if access.public:
             owner_panel(access, visitor)
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
             with gr.Tab("Train", id="train"):
                 train = TrainTab(studio, access, visitor, models, default_model)
             fill = FillTab(studio, access)
-            runs = RunsTab(studio, access, visitor)
+            runs = RunsTab(studio, access, visitor, watched=(tabs, train.board_view.run_name))
         demo.load(_visitor_token, visitor, visitor, api_name=False)
         for tab in (train, fill, runs):
             tab.wire(demo)
@@ -107,7 +131,7 @@ def serve(server_token: str | None = None) -> None:
         public = dict(app_kwargs={"middleware": [Middleware(UploadQuota, address_of=access.address_key)]}) \
             if access.public else {}
         build(studio, access).queue(default_concurrency_limit=4).launch(
-            server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), theme=gr.themes.Soft(), show_error=False,
-            max_file_size=f"{MAX_UPLOAD_MB}mb", **public)
+            server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), theme=gr.themes.Soft(), css=CSS,
+            show_error=False, max_file_size=f"{MAX_UPLOAD_MB}mb", **public)
     finally:
         studio.close()

@@ -16,7 +16,7 @@ from mlm_core.system.redact import hide_paths
 
 from . import board, figures
 from .access import Access
-from .context import Studio
+from .context import CANCELLED, Studio
 from .form import command_line
 from .text import escaped, refusal
 
@@ -30,8 +30,11 @@ PRIVATE_SETTINGS = {"output_dir", "dataset_file"}  # where a run and its upload 
 class RunsTab:
     """Lays out the Runs tab and answers its events."""
 
-    def __init__(self, studio: Studio, access: Access, visitor: gr.BrowserState):
+    def __init__(self, studio: Studio, access: Access, visitor: gr.BrowserState,
+                 watched: tuple[gr.Tabs, gr.Textbox]):
+        """`watched`: the page's tabs and the Train tab's watched run, which Resume switches to the resumed run."""
         self.studio, self.access, self.visitor_state = studio, access, visitor
+        self.tabs, self.watched = watched
         with gr.Tab("Runs", id="runs") as self.tab:
             self.table = gr.Dataframe(headers=TABLE_HEADERS, datatype="str", label="Every run, newest first",
                                       interactive=False, elem_id="runs-table", wrap=True)
@@ -62,7 +65,7 @@ class RunsTab:
                     self.keep_btn = gr.Button("Keep it")
                 with gr.Row():
                     self.zip_btn = gr.Button("Download as zip")
-                    self.zip_file = gr.File(label="Zip")
+                    self.zip_file = gr.File(label="Zip", elem_id="run-zip")
                 with gr.Row():
                     self.repo_id = gr.Textbox(label="Hub repository", placeholder="your-name/my-model")
                     self.token = gr.Textbox(label="Hub token (write)", type="password",
@@ -89,15 +92,17 @@ class RunsTab:
         gr.Button(visible=False).click(self.compare, api_inputs, compare_outputs, api_name="compare")
         actions = [self.label_btn, self.resume_btn, self.stop_btn, self.delete_btn, self.zip_btn, self.push_btn]
         self.selected.change(self.selected_changed, [visitor, self.selected],
-                             [self.label, self.confirm_row, self.rights, *actions], api_name=False)
+                             [self.label, self.confirm_row, self.rights, self.zip_file, self.pushed, *actions],
+                             api_name=False)
         self.selected.change(self.command_line, [visitor, self.selected], self.command, api_name=False)
         self.label_btn.click(self.set_label, [visitor, self.selected, self.label], listing, api_name="set_label")
-        self.resume_btn.click(self.resume, [visitor, self.selected], listing, api_name="resume")
-        self.stop_btn.click(self.stop, [visitor, self.selected], listing, api_name=False)
+        self.resume_btn.click(self.resume, [visitor, self.selected], [*listing, self.watched, self.tabs],
+                              api_name="resume")
+        self.stop_btn.click(self.stop, [visitor, self.selected], listing, api_name="stop_run")
         self.delete_btn.click(self.ask_delete, self.selected, [self.confirm_row, self.confirm_text], api_name=False)
         self.keep_btn.click(lambda: gr.update(visible=False), None, self.confirm_row, api_name=False)
         self.confirm_btn.click(self.delete, [visitor, self.selected], listing, api_name="delete").then(
-            lambda: gr.update(visible=False), None, self.confirm_row, api_name=False)
+            lambda: (gr.update(visible=False), None), None, [self.confirm_row, self.zip_file], api_name=False)
         self.zip_btn.click(self.export_zip, [visitor, self.selected], self.zip_file, api_name="export_zip")
         self.push_btn.click(self.push, [visitor, self.selected, self.repo_id, self.token, self.private], self.pushed,
                             api_name="push")
@@ -137,13 +142,13 @@ class RunsTab:
         try:
             run = self.studio.run(run_name)
         except ValueError:
-            return ("", gr.update(visible=False), "", *[gr.update(interactive=False)] * 6)
+            return ("", gr.update(visible=False), "", None, "", *[gr.update(interactive=False)] * 6)
         yours = self.access.may_control(visitor, run)
         rights = "" if not self.access.public else (
             "This is your run: you can relabel, resume, stop, delete, download and push it." if yours else
             "Another visitor started this run: you can compare it and use its model in Fill-mask; only they (or the "
             "owner) can change, download or push it.")
-        return (run.identity().label, gr.update(visible=False), f"<small>{rights}</small>",
+        return (run.identity().label, gr.update(visible=False), f"<small>{rights}</small>", None, "",
                 *[gr.update(interactive=yours)] * 6)
 
     def command_line(self, visitor, run_name, request: gr.Request) -> str:
@@ -159,25 +164,32 @@ class RunsTab:
 
     def set_label(self, visitor, run_name, label, request: gr.Request):
         """Rename a run as listed; gr.Error (a refusal) when the visitor may not, or the label is empty."""
-        self._act(visitor, run_name, request, "relabel", lambda run: run.set_label(_clean_label(label)))
+        run = self._act(visitor, run_name, request, "relabel", lambda run: run.set_label(_clean_label(label)))
+        gr.Info(f"Label saved: {escaped(run.identity().label)}.")
         return self.listing()
 
     def resume(self, visitor, run_name, request: gr.Request):
-        """Queue a stopped or interrupted run to continue from its checkpoint; gr.Error (a refusal) when the visitor
-        may not, or the run cannot resume."""
+        """Queue a stopped or interrupted run to continue from its checkpoint and show it in the Train tab; gr.Error
+        (a refusal) when the visitor may not, or the run cannot resume."""
         def resume(run: RunDir) -> None:
             with self.access.admitting():  # a resumed run is active too: the same limits as Start
                 self.access.check_start(self.access.visitor(visitor, request), self.studio.runs(), self.studio.root)
-                self.studio.queue.resume(run)
+                self.studio.resume(run)
 
         run = self._act(visitor, run_name, request, "resume", resume)
-        gr.Info(f"Run {escaped(run.identity().label)} will continue from its checkpoint: watch it in the Train tab.")
-        return self.listing()
+        gr.Info(f"Run {escaped(run.identity().label)} continues from its checkpoint; the Train tab shows it.")
+        return *self.listing(), run.name, gr.Tabs(selected="train")
 
     def stop(self, visitor, run_name, request: gr.Request):
         """Stop a training run after its current step (it keeps its checkpoint), or take a waiting one out; gr.Error
         (a refusal) when the visitor may not, or there is nothing this process can stop."""
-        self._act(visitor, run_name, request, "stop", self.studio.stop)
+        def stop(run: RunDir) -> tuple[str, str]:
+            """The run's label (a cancelled new run is deleted) and what Stop did."""
+            return run.identity().label, self.studio.stop(run)
+
+        label, done = self._act(visitor, run_name, request, "stop", stop)
+        gr.Info(f"Run {escaped(label)} was waiting in the queue; it is taken out." if done == CANCELLED else
+                f"Run {escaped(label)} stops after its current step and keeps its checkpoint.")
         return self.listing()
 
     def stop_source(self, visitor, run_name, request: gr.Request):
@@ -219,7 +231,8 @@ class RunsTab:
 
     def delete(self, visitor, run_name, request: gr.Request):
         """Delete a run and everything it saved; gr.Error (a refusal) when the visitor may not, or it is training."""
-        self._act(visitor, run_name, request, "delete", self.studio.delete)
+        run = self._act(visitor, run_name, request, "delete", self.studio.delete)
+        gr.Info(f"Run {run.name} is deleted.")
         return self.listing()
 
     def export_zip(self, visitor, run_name, request: gr.Request):

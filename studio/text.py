@@ -14,6 +14,7 @@ FIELD_LABELS = {
     "model": "Base model", "dataset": "Data", "dataset_file": "Your file", "slice": "Rows",
     "text_column": "Text column",
     "block_size": "Block size", "mlm_probability": "Masking probability", "whole_word_masking": "Whole-word masking",
+    "add_words": "Add your words",
     "epochs": "Epochs", "max_steps": "Max steps", "learning_rate": "Learning rate", "weight_decay": "Weight decay",
     "warmup_ratio": "Warm-up", "batch_size": "Batch size", "gradient_accumulation": "Gradient accumulation",
     "eval_fraction": "Held-out share", "seed": "Seed", "output_dir": "Run", "save_steps": "Save every",

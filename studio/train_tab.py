@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
 from mlm_core.children import preview_in_child
-from mlm_core.config import FILE_DATASET, default_learning_rate
+from mlm_core.config import FILE_DATASET, TrainConfig, default_learning_rate
 from mlm_core.models.loading import describe_device
 from mlm_core.runs.records import QUEUED, RUNNING, RunIdentity, new_run_name
 from mlm_core.runs.run_dir import RunDir
@@ -19,10 +20,14 @@ from . import board, figures
 from .access import Access
 from .context import CANCELLED, Studio
 from .fill_tab import is_causal
-from .form import HUB, build_data_fields, build_settings_fields, command_line, config_from, source_changed
+from .form import build_data_fields, build_settings_fields, command_line, config_from, source_changed
+from .start_check import check_inputs
 from .text import markdown_escaped, plain, refusal
 
 POLL_S = 1.0
+# Brings an answer into view when it is not (on a phone the page is one long column): scrolls as little as needed.
+SCROLL_TO = "() => document.getElementById('{}').scrollIntoView({{block: 'nearest'}})"
+STARTING = "🚀 Starting: loading the model and the data…"
 
 
 @dataclass
@@ -60,7 +65,14 @@ class TrainTab:
                     self.preview_btn = gr.Button("Preview data and estimate", elem_id="preview-button")
                     self.start_btn = gr.Button("Start", variant="primary", elem_id="start-button")
                     stop_btn = gr.Button("Stop", variant="stop", elem_id="stop-button")
-                owner = gr.HTML(elem_id="run-owner")
+                # What the buttons answer, right under them (at 390 px the plots are far below).
+                owner, status = gr.HTML(elem_id="run-owner"), gr.HTML(elem_id="run-status")
+                progress, outcome = gr.HTML(elem_id="run-progress"), gr.HTML(elem_id="run-outcome")
+                self.preview_md = gr.Markdown(elem_id="preview")
+                self.example = gr.HighlightedText(label="One training block: the highlighted words are hidden for "
+                                                        "the model to guess", color_map={"hidden": "#f59e0b"},
+                                                  combine_adjacent=False, show_legend=False, elem_id="example-block",
+                                                  visible=False)
                 with gr.Accordion("Command line", open=False):
                     self.command = gr.Code(language="shell", interactive=False, elem_id="train-command", lines=2,
                                            label="The same run on your machine (pip install -r requirements.txt)")
@@ -69,20 +81,16 @@ class TrainTab:
                                                    "give the right answer)", lines=3, elem_id="probes",
                                          placeholder="empty: held-out sentences of your data are picked for you",
                                          info="Re-scored at every evaluation so you can watch the guesses change.")
-                self.preview_md = gr.Markdown(elem_id="preview")
-                self.example = gr.HighlightedText(label="One training block: the highlighted words are hidden for "
-                                                        "the model to guess", color_map={"hidden": "#f59e0b"},
-                                                  combine_adjacent=False, show_legend=False, elem_id="example-block")
             with gr.Column(scale=3):
                 self.board_view = Board(
-                    run_name=gr.Textbox(visible="hidden", elem_id="watched-run"), status=gr.HTML(elem_id="run-status"),
-                    progress=gr.HTML(elem_id="run-progress"), loss_plot=gr.Plot(label="Loss", elem_id="loss-plot"),
+                    run_name=gr.Textbox(visible="hidden", elem_id="watched-run"), status=status, progress=progress,
+                    loss_plot=gr.Plot(label="Loss", elem_id="loss-plot"),
                     ppl_plot=gr.Plot(label="Perplexity", elem_id="ppl-plot"),
                     accuracy_plot=gr.Plot(label="Guessed right", elem_id="accuracy-plot"),
                     probe_table=gr.Dataframe(headers=figures.PROBE_HEADERS, label="Watch it learn: held-out sentences "
                                              "with a word hidden", interactive=False, wrap=True, datatype="str",
                                              column_widths=["42%", "12%", "20%", "26%"], elem_id="probe-table"),
-                    outcome=gr.HTML(elem_id="run-outcome"), owner=owner, stop_btn=stop_btn, seen=gr.State(""))
+                    outcome=outcome, owner=owner, stop_btn=stop_btn, seen=gr.State(""))
 
     def wire(self, demo: gr.Blocks) -> None:
         """Connect the tab's events (API names are the public endpoints)."""
@@ -96,8 +104,10 @@ class TrainTab:
         demo.load(self.command_line, inputs_kwargs=form, outputs=self.command, api_name=False)
         self.preview_btn.click(self.preview, inputs_kwargs=form,
                                outputs=[self.preview_md, self.example, self.probes, form["text_column"]],
-                               api_name="preview", concurrency_limit=1)  # it trains a few real steps
-        self.start_btn.click(self.start, [visitor, self.probes], view.outputs(), inputs_kwargs=form, api_name="start")
+                               api_name="preview", concurrency_limit=1).success(  # it trains a few real steps
+            None, js=SCROLL_TO.format("preview"))
+        self.start_btn.click(self.start, [visitor, self.probes], view.outputs(), inputs_kwargs=form,
+                             api_name="start").success(None, js=SCROLL_TO.format("run-status"))
         view.stop_btn.click(self.stop, [visitor, view.run_name], view.outputs(), api_name="stop")
         gr.Timer(POLL_S).tick(self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False,
                               show_progress="hidden")
@@ -131,28 +141,37 @@ class TrainTab:
                  f"**Estimate on {describe_device()}:** {result.total_steps:,} steps at {result.seconds_per_step:.2f} "
                  f"s each (measured) → about **{board.duration(result.estimated_seconds)}**, using about "
                  f"**{result.memory_bytes / 2**30:.1f} GiB** of memory.",
+                 f"**Your words:** {result.pieces_per_word:.2f} pieces each on average; {result.whole_word_share:.0%} "
+                 "of them are one piece of this model's vocabulary (the model guesses those in one go).",
+                 *([f"⚠️ {markdown_escaped(result.fit_advice)}"] if result.fit_advice else []),
                  *[f"ℹ️ {markdown_escaped(hide_paths(plain(m)))}" for m in result.messages if "block_size" in m],
                  *([f"ℹ️ {markdown_escaped(without_text(result))}"] if result.records > result.documents else [])]
         probes = "\n".join(probe.line() for probe in result.probes)
-        return "\n\n".join(lines), result.example, probes or gr.skip(), result.text_column
+        example = gr.update(value=with_paragraph_breaks(result.example), visible=True)
+        return "\n\n".join(lines), example, probes or gr.skip(), result.text_column
 
-    def start(self, visitor=None, probes="", request: gr.Request = None, dataset_file=None, **form):
+    def start(self, visitor=None, probes="", request: gr.Request = None, dataset_file=None,
+              progress=gr.Progress(), **form):
         """Queue a run (it starts at once when the device is free); its dashboard replaces the one shown. gr.Error
-        (a `refusal`) in plain words when the visitor may not start one or the settings cannot be used. The
-        defaults make `visitor` (a new one), `probes` and `dataset_file` optional for API clients."""
+        (a `refusal`) in plain words when the visitor may not start one or the settings, model or data cannot be
+        used (whatever Preview refuses: nothing is queued then; the data is read first, with a progress bar, and the
+        run reuses it). The defaults make `visitor` (a new one), `probes` and `dataset_file` optional for API
+        clients."""
         visitor = self.access.visitor(visitor, request)
         form["dataset_file"] = dataset_file
         try:
             lines = probes.splitlines() if isinstance(probes, str) else []
             probes = tuple(line.strip() for line in lines if line.strip())
-            name = new_run_name(_text(form.get("model")) or "model", _text(form.get("hub_dataset"))
-                                if form.get("dataset") == HUB else _text(form.get("dataset")) or "data")
-            config = config_from(form, output_dir=str(self.studio.root / name))
+            config = config_from(form, output_dir=str(self.studio.root / "new-run"))
+            data = Path(config.dataset_file).stem if config.dataset_file else config.dataset
+            config = config.replace(output_dir=str(self.studio.root / new_run_name(config.model, data)))
             check_names(config)
             self.access.check_report_to(config.report_to)
+            check_inputs(config, lambda done, total: progress((done, total), desc="Reading your data",
+                                                              unit="documents"))
             with self.access.admitting():
                 budget = self.access.check_start(visitor, self.studio.runs(), self.studio.root, probes)
-                identity = RunIdentity(label=_label(config.model, config.dataset), owner=visitor.key,
+                identity = RunIdentity(label=_label(config), owner=visitor.key,
                                        user=visitor.user, address=visitor.address, source="app", probes=probes,
                                        budget=budget)
                 run = self.studio.queue.submit(config, identity)
@@ -202,27 +221,38 @@ class TrainTab:
     def board(self, run: RunDir | None, visitor, seen: str) -> list:
         """The dashboard's component values for a run (None: no run yet)."""
         if run is None:
+            if seen == "none":  # unchanged; and a tick answered late must not blank a run Start chose meanwhile
+                return [gr.skip()] * 10 + [seen]
             return ["", board.status_line([], "none"), board.progress_html([], "none"), None, None, None, [], "", "",
                     gr.update(interactive=False), "none"]
         events, status = self.studio.events(run), run.status()
-        position = self.studio.queue.position(run) if status == QUEUED else None
         job = self.studio.queue.active()
         stopping = job is not None and job.run == run and job.stopping
         yours = self.access.may_control(visitor, run)
-        key = f"{run.name}:{len(events)}:{status}:{position}:{stopping}:{yours}"
+        line = self._status_line(run, events, status, stopping)
+        key = f"{run.name}:{len(events)}:{status}:{stopping}:{yours}:{line}"
         if key == seen:
             return [gr.skip()] * 10 + [seen]
         results = board.results_from(events) if status not in {RUNNING, QUEUED} else None
-        return [run.name, board.status_line(events, status, stopping, position, self._wait_s(position)),
-                board.progress_html(events, status), figures.loss_figure(events), figures.perplexity_figure(events),
-                figures.accuracy_figure(events, board.guessed_words(events)), figures.probe_table(events),
-                board.outcome_text(results), board.owner_note(yours, self.access.public),
+        return [run.name, line, board.progress_html(events, status), figures.loss_figure(events),
+                figures.perplexity_figure(events), figures.accuracy_figure(events, board.guessed_words(events)),
+                figures.probe_table(events), board.outcome_text(results), board.owner_note(yours, self.access.public),
                 gr.update(interactive=yours and status in {RUNNING, QUEUED}), key]
 
-    def _wait_s(self, position: int | None) -> float | None:
-        """Seconds until a queued run starts: known only when it is next and the running run has an ETA."""
-        running = self.studio.running() if position == 1 else None
-        return self.studio.eta_s(running) if running is not None else None
+    def _status_line(self, run: RunDir, events: list, status: str, stopping: bool) -> str:
+        """The run's status line. A queued run that is next while no other run trains or starts is starting (its
+        process loads, until its first event); one that waits behind a run with an ETA says in how long it starts,
+        counting down."""
+        if status == RUNNING and not events:
+            return STARTING
+        if status != QUEUED:
+            return board.status_line(events, status, stopping)
+        position, running = self.studio.queue.position(run), self.studio.running()
+        ahead = running is not None and running != run and running.status() in {RUNNING, QUEUED}  # not just ended
+        if running == run or (position == 1 and not ahead):
+            return STARTING
+        wait_s = self.studio.eta_s(running) if position == 1 and ahead else None
+        return board.status_line(events, status, stopping, position, wait_s)
 
     def status_json(self, run_name) -> str:
         """A run's status and events as JSON (a string, so that clients do not take paths for files)."""
@@ -241,11 +271,6 @@ def public_event(event) -> dict:
     return {key: hide_paths(value) if isinstance(value, str) else value for key, value in event.to_dict().items()}
 
 
-def _text(value) -> str:
-    """A form value that should be text, or nothing."""
-    return value if isinstance(value, str) else ""
-
-
 def without_text(result) -> str:
     """The sentence for rows left out because their column held no text."""
     left = result.records - result.documents
@@ -253,8 +278,26 @@ def without_text(result) -> str:
             "a list or another value that is not text) and are left out.")
 
 
-def _label(model: str, dataset: str) -> str:
-    """How a new run is listed until its owner renames it."""
-    data = {"builtin": "built-in corpus", "builtin-docstrings": "built-in docstrings", FILE_DATASET: "uploaded file"}
-    return f"{model.rsplit('/', 1)[-1]} on {data.get(dataset, dataset.rsplit('/', 1)[-1])}"
+def _label(config: TrainConfig) -> str:
+    """How a new run is listed until its owner renames it: the model and the data, an upload by its file's name
+    ('starter on gardening.txt'), a hub dataset by its own."""
+    names = {"builtin": "built-in corpus", "builtin-docstrings": "built-in docstrings", FILE_DATASET: "uploaded file"}
+    data = Path(config.dataset_file).name if config.dataset_file else \
+        names.get(config.dataset, config.dataset.rsplit("/", 1)[-1])
+    return f"{config.model.rsplit('/', 1)[-1]} on {data}"
+
+
+def with_paragraph_breaks(example: list) -> list:
+    """The Preview's words with a paragraph break where a new text of the data begins. Where words carry their
+    spaces (byte-level BPE), a word that starts without one begins after a separator token, which the words leave
+    out; without the break two paragraphs would read as one ("wall.The")."""
+    later = example[1:]
+    if sum(word[:1].isspace() for word, _ in later) * 2 <= len(later):  # the words carry no spaces
+        return example
+    shown = example[:1]
+    for word, label in later:
+        if not word[:1].isspace() and not shown[-1][0][-1:].isspace():
+            shown.append(("\n\n", None))
+        shown.append((word, label))
+    return shown
 

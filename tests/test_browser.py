@@ -153,7 +153,11 @@ def _assert_shown_as_text(page, pixel: str, visible: bool = True) -> None:
 def test_what_a_visitor_typed_shows_as_text_in_another_visitors_browser(browser, public_server, app_server):
     from gradio_client import Client
 
+    from mlm_core.queue import RunQueue
+    from mlm_core.runs.records import RunIdentity
+
     from .app_client import ended, start, wait_for
+    from .conftest import tiny_config
 
     pixel = _Pixel()
     typed = _markdown(pixel.url)
@@ -164,9 +168,11 @@ def test_what_a_visitor_typed_shows_as_text_in_another_visitors_browser(browser,
         wait_for(a, run, ended, timeout=180)
         a.predict(visitor="", run_name=run, label=f'<a href="{pixel.url}/a">[Your session expired]</a>',
                   api_name="/set_label")  # Plotly renders links in legends
-        # On your own machine: a model name with Markdown in it (it fails to load, and says so).
+        # On your own machine: a model name with Markdown in it. Start refuses it; a run queued with it by another
+        # program sharing the runs folder fails to load, and says so.
         c = Client(app_server["url"], verbose=False)
-        failed = start(c, model=typed)
+        failed = RunQueue(app_server["runs"]).submit(tiny_config(typed, app_server["runs"] / "typed-model"),
+                                                     RunIdentity(label="typed model")).name
         wait_for(c, failed, ended, timeout=120)
 
         page = _new_page(browser)  # visitor B
