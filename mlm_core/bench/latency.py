@@ -15,6 +15,7 @@ from mlm_core.children import child_command, child_environment
 from mlm_core.config import TrainConfig
 from mlm_core.events import Step
 from mlm_core.models.inference import fill_mask
+from mlm_core.models.word_guesses import MAX_PIECES
 from mlm_core.models.words import showable
 from mlm_core.queue import RunQueue
 from mlm_core.runs.records import RunIdentity
@@ -90,7 +91,8 @@ def during_training(model: str, repeats: int, train_steps: int) -> dict:
             child.send_signal(signal.SIGTERM)  # stops after its step, as Stop does
             child.wait()
     idle += [_timed(query) for _ in range(repeats)]
-    result = {"idle": percentiles(idle), "training": percentiles(busy), "samples_while_training": len(busy)}
+    result = {"idle": percentiles(idle), "training": percentiles(busy), "samples_while_training": len(busy),
+              "max_pieces": MAX_PIECES}
     result["ratio_p50"] = result["training"]["p50_ms"] / result["idle"]["p50_ms"]
     return result
 
