@@ -70,11 +70,13 @@ class FillTab:
                     with gr.Column():
                         self.note_a = gr.HTML(elem_id="note-a")
                         self.plot_a = gr.Plot(label="Model A", elem_id="plot-a")
-                        self.table_a = gr.Dataframe(headers=PREDICTION_HEADERS, datatype="str", wrap=True)
+                        self.table_a = gr.Dataframe(headers=PREDICTION_HEADERS, datatype="str", wrap=True,
+                                                    elem_id="table-a")
                     with gr.Column():
                         self.note_b = gr.HTML(elem_id="note-b")
                         self.plot_b = gr.Plot(label="Model B", elem_id="plot-b")
-                        self.table_b = gr.Dataframe(headers=PREDICTION_HEADERS, datatype="str", wrap=True)
+                        self.table_b = gr.Dataframe(headers=PREDICTION_HEADERS, datatype="str", wrap=True,
+                                                    elem_id="table-b")
                 with gr.Accordion("Surprise view: how surprised each model is by every word", open=False):
                     self.paragraph = gr.Textbox(SURPRISE_EXAMPLE, lines=3, label="A paragraph", elem_id="surprise-text",
                                                 info="Each word is hidden in turn; the redder, the more the model "

@@ -38,7 +38,8 @@ def build_data_fields(models: list[str], default_model: str) -> dict[str, gr.com
         "hub_dataset": gr.Textbox("", label="Hub dataset id", placeholder="e.g. dany0407/eli5_category",
                                   info="A dataset on the Hugging Face hub.", visible=False),
         "dataset_file": gr.File(label=f"Your text (.txt, .csv, .jsonl, .json; up to {MAX_UPLOAD_MB} MB)",
-                                visible=False, file_types=list(FILE_SUFFIXES), type="filepath"),
+                                visible=False, file_types=list(FILE_SUFFIXES), type="filepath",
+                                elem_id="dataset-file"),
     }
 
 

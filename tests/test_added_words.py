@@ -71,3 +71,22 @@ def test_a_run_adds_the_uploads_words_saves_them_with_the_model_and_keeps_them_o
         assert len(word_pieces(saved, word)) == 1 < len(word_pieces(base, word))
     [guesses] = fill_mask(str(RunDir(config.output_dir).model_path), "The gardener waters the <mask>.", top_k=3)
     assert len(guesses) == 3
+
+
+def test_words_of_a_script_the_model_spells_out_become_one_token_each():
+    from transformers import AutoModelForMaskedLM
+
+    from mlm_core.models.added_words import add_words, split_words
+    from mlm_core.models.inference import word_pieces
+    from mlm_core.models.loading import load_tokenizer
+    from mlm_core.runs.model_sources import STARTER_DIR
+
+    # What the fit check advises offline for a script the model does not know: the starter reads Greek byte by byte.
+    greek = ("Ο κηπουρός ποτίζει τα φυτά στο θερμοκήπιο κάθε βράδυ. Τα φυτά χρειάζονται νερό και ήλιο. "
+             "Ο κηπουρός αγαπά τα φυτά του.")
+    tokenizer = load_tokenizer("starter")
+    words = split_words([greek], tokenizer, limit=10, min_count=2)
+    assert set(words) == {"κηπουρός", "φυτά"} and all(len(word_pieces(tokenizer, w)) > 5 for w in words)
+    extended, _ = add_words(tokenizer, AutoModelForMaskedLM.from_pretrained(STARTER_DIR), words)
+    assert all(len(word_pieces(extended, word)) == 1 for word in words)
+    assert extended.decode(extended(greek)["input_ids"], skip_special_tokens=True) == greek

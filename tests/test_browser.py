@@ -1,7 +1,8 @@
-"""A real browser (Debian chromium via Playwright) clicks through training, the queue, reload, stop, fill-mask and
-the comparison of two runs."""
+"""A real browser (Debian chromium via Playwright) clicks through training on an uploaded everyday text, the queue,
+reload, stop, fill-mask and the comparison of two runs."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from studio.fill_tab import EXAMPLES
 
 pytestmark = pytest.mark.slow  # a real browser driving real runs: minutes
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+DIARY = Path(__file__).resolve().parent / "garden-diary.txt"  # a year of a vegetable garden, in everyday English
+DIARY_SENTENCE, DIARY_ANSWER = "In August the <mask> grew faster than we could pick them.", "courgettes"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run"]
@@ -71,15 +74,20 @@ def test_train_queue_reload_stop_fill_mask_and_compare_in_a_browser(page, app_se
     assert "Hub not reachable" in page.content()
     start = page.locator("#start-button").bounding_box()
     assert start["y"] + start["height"] <= 768  # Start is above the fold of a 1366 x 768 screen
-    page.locator("#epochs input").fill("2")
+    page.locator("#source").get_by_text("Upload a file").click()  # a person's own everyday text
+    page.locator("#dataset-file input[type=file]").set_input_files(DIARY)
+    page.locator("#dataset-file").get_by_text(DIARY.name).wait_for()
+    page.locator("#epochs input").fill("40")
     page.locator("#epochs input").blur()
     page.get_by_text("Command line").click()  # the same run from the command line, for the form as it stands
-    page.locator("#train-command").get_by_text("--epochs 2").wait_for()
+    page.locator("#train-command").get_by_text("--epochs 40").wait_for()
     assert "python -m mlm_core train --model" in page.locator("#train-command").inner_text()
     page.screenshot(path=ARTIFACTS / "train-tab.png")
     first = _start(page)
     page.wait_for_function(f"({POINTS})() >= 2")
+    assert DIARY.stem in first  # the run is named after the file
 
+    page.locator("#source").get_by_text("Built-in corpus").click()
     page.locator("#epochs input").fill("3")  # a second Start while the first trains: it waits in the queue
     second = _start(page)
     page.locator("#run-status").get_by_text("Queued, position 1").wait_for()
@@ -108,6 +116,21 @@ def test_train_queue_reload_stop_fill_mask_and_compare_in_a_browser(page, app_se
     page.locator("#top-k input[type=number]").fill("3")
     page.locator("#top-k input[type=number]").press("Enter")
     page.wait_for_function(f"({BARS})() === 3")  # and follow top_k
+    # The diary's run (Model B, the newest completed run) beside the starter, on a sentence of the diary: the
+    # answer, a word of several pieces, is ranked and scored by both, and the guesses are whole words.
+    page.locator("#model-b input").wait_for()
+    assert DIARY.name in page.locator("#model-b input").input_value()
+    page.locator("#fill-text").get_by_role("textbox").fill(DIARY_SENTENCE)
+    page.locator("#fill-answer").get_by_role("textbox").fill(DIARY_ANSWER)
+    page.locator("#top-k input[type=number]").fill("5")
+    page.locator("#fill-button").click()
+    ranks = [page.locator(f"#note-{m}").get_by_text(f"The right word {DIARY_ANSWER} is guess #") for m in "ab"]
+    for rank in ranks:
+        rank.wait_for()
+    base, tuned = (int(re.search(r"#([\d,]+)", r.inner_text())[1].replace(",", "")) for r in ranks)
+    assert tuned < base  # the run on the diary learned its word
+    guesses = page.locator("#table-b").inner_text()
+    assert not re.search("Ġ|##|▁|\ufffd", guesses)  # guesses are shown as words, never as raw pieces
     page.screenshot(path=ARTIFACTS / "fill-mask.png", full_page=True)
 
     page.get_by_role("tab", name="Runs").click()

@@ -30,8 +30,9 @@ class WordFit:
         if self.known:
             return None
         remedy = (f"choose a multilingual model such as {MULTILINGUAL_MODEL}" if online else
-                  "the hub is not reachable, so no multilingual model can be loaded here: training will still "
-                  "teach the model your text, but each word costs it many guesses")
+                  "the hub is not reachable, so no multilingual model can be loaded here: add your text's most "
+                  "frequent words to the model as whole tokens (Add your words, in More settings; --add-words on "
+                  "the command line), so that it can guess them whole")
         script = f"the {self.script} script" if self.script else "the script of your text"
         return (f"This model does not know {script}: a word of your text takes "
                 f"{self.pieces_per_word:.1f} pieces on average, and {self.whole_share:.0%} of words are one piece. "
