@@ -16,7 +16,7 @@ from pathlib import Path
 from mlm_core.children import child_command, child_environment
 from mlm_core.config import TrainConfig
 from mlm_core.events import Error, Step
-from mlm_core.runs.records import FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED, RunIdentity, RunResults
+from mlm_core.runs.records import FAILED, INTERRUPTED, QUEUED, RESUMABLE, RUNNING, STOPPED, RunIdentity, RunResults
 from mlm_core.runs.run_dir import RunDir, list_runs
 from mlm_core.system.container_limits import oom_kills
 
@@ -78,9 +78,13 @@ class RunQueue:
         self._notify()
         return run
 
-    def resume(self, run: RunDir) -> None:
-        """Queue a stopped or interrupted run to continue from its checkpoint; ValueError in plain words for any
-        other run."""
+    def resume(self, run: RunDir, wait_s: float = 10.0) -> None:
+        """Queue a stopped or interrupted run to continue from its checkpoint. A run's results come a moment before
+        its process ends, and this queue then records that end: it waits up to `wait_s` (seconds) for that first.
+        ValueError in plain words for any other run, or one still ending."""
+        job = self.active()
+        if job is not None and job.run == run and run.status() in RESUMABLE and not job.finished.wait(wait_s):
+            raise ValueError(f"run: {run.name} is still stopping; resume it in a moment")
         run.resume_config()  # refuses a run that cannot resume
         run.set_identity(dataclasses.replace(run.identity(), queued_at=time.time(), resume=True))
         self._notify()

@@ -12,7 +12,7 @@ from pathlib import Path
 from mlm_core.events import Event, Step, parse_events
 from mlm_core.models.loading import forget_models
 from mlm_core.queue import RunQueue
-from mlm_core.runs.records import QUEUED, RESUMABLE, RUNNING
+from mlm_core.runs.records import QUEUED, RUNNING
 from mlm_core.runs.run_dir import RunDir, list_runs, recover_runs, run_in
 
 CANCELLED, STOPPING = "cancelled", "stopping"
@@ -71,16 +71,6 @@ class Studio:
         if status != RUNNING:
             raise ValueError(f"run: {run.name} is {status}, so there is nothing to stop")
         raise ValueError(f"run: {run.name} is trained by another process; stop it there")
-
-    def resume(self, run: RunDir, wait_s: float = 10.0) -> None:
-        """Queue a stopped or interrupted run to continue from its checkpoint. A run's results come a moment before
-        its process ends, and the queue then records that end: it waits up to `wait_s` for that first. ValueError in
-        plain words as `RunQueue.resume`, or when the run is still ending."""
-        job = self.queue.active()
-        ending = job is not None and job.run == run and run.status() in RESUMABLE
-        if ending and not job.finished.wait(wait_s):
-            raise ValueError(f"run: {run.name} is still stopping; resume it in a moment")
-        self.queue.resume(run)
 
     def delete(self, run: RunDir) -> None:
         """Delete a run, and drop its events and its model from every cache at once; ValueError while it trains."""

@@ -174,7 +174,7 @@ class RunsTab:
         def resume(run: RunDir) -> None:
             with self.access.admitting():  # a resumed run is active too: the same limits as Start
                 self.access.check_start(self.access.visitor(visitor, request), self.studio.runs(), self.studio.root)
-                self.studio.resume(run)
+                self.studio.queue.resume(run)
 
         run = self._act(visitor, run_name, request, "resume", resume)
         gr.Info(f"Run {escaped(run.identity().label)} continues from its checkpoint; the Train tab shows it.")
