@@ -147,7 +147,7 @@ class TrainTab:
                  *[f"ℹ️ {markdown_escaped(hide_paths(plain(m)))}" for m in result.messages if "block_size" in m],
                  *([f"ℹ️ {markdown_escaped(without_text(result))}"] if result.records > result.documents else [])]
         probes = "\n".join(probe.line() for probe in result.probes)
-        example = gr.update(value=with_paragraph_breaks(result.example), visible=True)
+        example = gr.update(value=result.example, visible=True)
         return "\n\n".join(lines), example, probes or gr.skip(), result.text_column
 
     def start(self, visitor=None, probes="", request: gr.Request = None, dataset_file=None,
@@ -285,19 +285,3 @@ def _label(config: TrainConfig) -> str:
     data = Path(config.dataset_file).name if config.dataset_file else \
         names.get(config.dataset, config.dataset.rsplit("/", 1)[-1])
     return f"{config.model.rsplit('/', 1)[-1]} on {data}"
-
-
-def with_paragraph_breaks(example: list) -> list:
-    """The Preview's words with a paragraph break where a new text of the data begins. Where words carry their
-    spaces (byte-level BPE), a word that starts without one begins after a separator token, which the words leave
-    out; without the break two paragraphs would read as one ("wall.The")."""
-    later = example[1:]
-    if sum(word[:1].isspace() for word, _ in later) * 2 <= len(later):  # the words carry no spaces
-        return example
-    shown = example[:1]
-    for word, label in later:
-        if not word[:1].isspace() and not shown[-1][0][-1:].isspace():
-            shown.append(("\n\n", None))
-        shown.append((word, label))
-    return shown
-

@@ -223,6 +223,11 @@ def test_words_are_decoded_from_their_whole_pieces_for_each_tokenizer_kind(tmp_p
     labels[3] = ids[3]  # "##s" hidden: its word is
     words = example_words(wordpiece, ids, labels)
     assert words == [("the", None), ("gardens", "hidden"), ("grow", None), ("in", None), ("spring", None)]
+    # Two texts of the data, as a block holds them ([CLS] ... [SEP][CLS] ... [SEP]): a paragraph break between
+    # them; a word the model does not know ([UNK]) is no break.
+    ids = torch.tensor(wordpiece("the roses grow")["input_ids"] + wordpiece("spring in the garden")["input_ids"])
+    words = [w for w, _ in example_words(wordpiece, ids, torch.full_like(ids, -100))]
+    assert words == ["the", "grow", "\n\n", "spring", "in", "the", "garden"]  # "roses" is [UNK] here
 
 
 def test_a_mask_without_lstrip_reads_as_the_same_word_as_one_with_it(tiny_mlm, tmp_path):

@@ -104,11 +104,20 @@ def preview(config: TrainConfig) -> Preview:
 
 def example_words(tokenizer, input_ids: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str | None]]:
     """A block (`input_ids` and `labels` [block]) as the words of its text, each decoded from its whole pieces and
-    marked "hidden" when the model must guess (part of) it."""
+    marked "hidden" when the model must guess (part of) it; a paragraph break ("\n\n") where special tokens part
+    two texts of the data (without it, "wall." and "The" of two paragraphs read as "wall.The")."""
     original = torch.where(labels.ne(IGNORE), labels, input_ids).tolist()
     hidden = labels.ne(IGNORE).tolist()
-    return [(word_text(tokenizer, [original[i] for i in word]), "hidden" if any(hidden[i] for i in word) else None)
-            for word in group_words(tokenizer, original)]
+    parting = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}  # <s>, </s>, [CLS], [SEP]...
+    words: list[tuple[str, str | None]] = []
+    end = None  # the position after the last word
+    for word in group_words(tokenizer, original):
+        if end is not None and any(original[i] in parting for i in range(end, word[0])):
+            words.append(("\n\n", None))
+        words.append((word_text(tokenizer, [original[i] for i in word]),
+                      "hidden" if any(hidden[i] for i in word) else None))
+        end = word[-1] + 1
+    return words
 
 
 def _measure_steps(setup: RunSetup, config: TrainConfig, batch: Batch) -> tuple[float, int]:
