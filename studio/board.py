@@ -103,7 +103,8 @@ def added_text(results: RunResults) -> str:
     if not words:
         return ""
     shown = ", ".join(escaped(word) for word in words[:10]) + (", …" if len(words) > 10 else "")
-    return f" {len(words):,} of your words were added as tokens of their own: {shown}."
+    saved = f"; your text takes {results.tokens_saved:.0%} fewer tokens" if results.tokens_saved is not None else ""
+    return f" {len(words):,} of your words were added as tokens of their own ({shown}){saved}."
 
 
 def accuracy_text(results: RunResults) -> str:

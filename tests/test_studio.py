@@ -85,11 +85,13 @@ def test_figures_and_text_from_events():
     assert "stopped at step 2" in board.progress_html(events, "stopped")
     results = {"status": "completed", "base_perplexity": 7.39, "final_perplexity": 4.48, "tokens": 128,
                "seconds": 2.0, "steps": 2, "base_top1": 0.30, "final_top1": 0.41, "base_top5": 0.5, "final_top5": 0.62,
-               "accuracy_counts": "hidden words", "added_words": ["greenhouse", "<b>bold</b>"]}
+               "accuracy_counts": "hidden words", "added_words": ["greenhouse", "<b>bold</b>"],
+               "tokens_saved": 0.083}
     text = board.outcome_text(board.results_from([*events, Done(status="completed", results=results)]))
     assert "7.4 → 4.5" in text and "39% less surprised" in text
     assert "guesses <b>41% of the hidden words</b> of your held-out text right, up from 30%" in text
-    assert "2 of your words were added as tokens of their own: greenhouse, &lt;b&gt;bold&lt;/b&gt;." in text
+    assert ("2 of your words were added as tokens of their own (greenhouse, &lt;b&gt;bold&lt;/b&gt;); your text "
+            "takes 8% fewer tokens.") in text
     legacy = board.outcome_text(board.results_from([*events, Done(status="completed", results={
         **results, "accuracy_counts": None})]))  # a run from before words were counted said pieces
     assert "41% of the hidden pieces</b>" in legacy

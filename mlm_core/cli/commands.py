@@ -182,6 +182,8 @@ def summary(results: RunResults, config: TrainConfig) -> str:
                          f"on {results.eval_blocks:,} held-out blocks")
     if results.added_words:
         measured += f"; {len(results.added_words):,} of the text's words added as tokens"
+        if results.tokens_saved is not None:
+            measured += f" ({results.tokens_saved:.1%} fewer tokens)"
     if results.status == COMPLETED:
         return f"{head}{measured}; model in {RunDir(config.output_dir).model_path}"
     return f"{head}{measured}; resume with: python -m mlm_core train --output-dir {config.output_dir} --resume"

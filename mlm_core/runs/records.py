@@ -67,6 +67,7 @@ class RunResults:
     final_top5: float | None = None
     last_eval_loss: float | None = None
     added_words: list[str] = dataclasses.field(default_factory=list)  # the text's words made tokens (`add_words`)
+    tokens_saved: float | None = None  # share of the text's tokens that adding them saved (on its first texts)
     message: str | None = None  # why a failed run failed
 
     def to_dict(self) -> dict[str, Any]:

@@ -366,7 +366,8 @@ class TrainingRun:
             progress = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                         "tokens": self.tokens, "elapsed_s": self.meter.elapsed, "eval_step": self.eval_step,
                         "eval_size": self.eval_size, "base": _plain(self.base), "last": _plain(self.last),
-                        "base_whole": _plain(self.base_whole), "added_words": self.setup.added_words}
+                        "base_whole": _plain(self.base_whole), "added_words": self.setup.added_words,
+                        "tokens_saved": self.setup.tokens_saved}
             path = ckpt.save_checkpoint(self.folder.checkpoints_path, model, self.setup.tokenizer, state, progress)
             self.emit(Checkpoint(step=self.step, path=path.name))
         self.accelerator.wait_for_everyone()
@@ -385,7 +386,8 @@ class TrainingRun:
         self.batch_in_epoch, self.tokens = progress["batch_in_epoch"], progress["tokens"]
         self.base, self.last = _measurement(progress.get("base")), _measurement(progress.get("last"))
         self.base_whole = _measurement(progress.get("base_whole"))
-        self.setup.added_words = progress.get("added_words", [])  # the checkpoint's tokenizer has them already
+        # the checkpoint's tokenizer has the added words already
+        self.setup.added_words, self.setup.tokens_saved = progress.get("added_words", []), progress.get("tokens_saved")
         self.eval_step, self.saved_step, self.eval_size = progress["eval_step"], self.step, progress.get("eval_size")
         self.emit(Status(f"Resumed from step {self.step} ({path.name})."))
 
@@ -423,6 +425,7 @@ class TrainingRun:
             final_eval_loss=final and final.loss, final_perplexity=final and perplexity(final.loss),
             final_top1=final and final.top1, final_top5=final and final.top5,
             last_eval_loss=self.last and self.last.loss, added_words=self.setup.added_words,
+            tokens_saved=self.setup.tokens_saved,
             message=self.stopped_because)
 
 

@@ -37,6 +37,7 @@ class RunSetup:
     checkpoint: Path | None
     elapsed_before: float
     added_words: list[str] = field(default_factory=list)  # the text's words made tokens of their own (`add_words`)
+    tokens_saved: float | None = None  # share of the text's tokens that adding them saved (on its first texts)
 
 
 def check_names(config: TrainConfig) -> None:
@@ -63,10 +64,10 @@ def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable,
     task = detect_task(model_config, tokenizer)
     task.check_tokenizer(tokenizer, config.model)
     block_size = _block_size(config, model_config, tokenizer, emit)
-    model, added = None, []
+    model, added, saved = None, [], None
     if config.add_words and checkpoint is None and task.inference == "fill-mask":  # a checkpoint has them already
         model = load_model(source, task)
-        tokenizer, added = _add_words(config, tokenizer, model, emit)
+        tokenizer, added, saved = _add_words(config, tokenizer, model, emit)
     emit(Status("Preparing data…"))
     data = prepare_data(config, tokenizer, block_size, on_progress=_progress_status(emit), stop=stop,
                         cache_dir=default_cache_dir(config.output_dir), **process_shard())
@@ -75,19 +76,23 @@ def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable,
                 f"{'; prepared earlier, reused' if data.reused else ''}."))
     model = model or load_model(source, task)
     elapsed = ckpt.load_checkpoint(checkpoint)[1].get("elapsed_s", 0.0) if checkpoint else 0.0
-    return RunSetup(tokenizer, model, task, data, checkpoint, elapsed, added)
+    return RunSetup(tokenizer, model, task, data, checkpoint, elapsed, added, saved)
 
 
-def _add_words(config: TrainConfig, tokenizer, model, emit: Callable) -> tuple[Any, list[str]]:
+def _add_words(config: TrainConfig, tokenizer, model, emit: Callable) -> tuple[Any, list[str], float]:
     """The tokenizer and model with up to `config.add_words` frequent split words of the text's first
-    ADDED_WORDS_SAMPLE texts as tokens of their own (`models.added_words`)."""
+    ADDED_WORDS_SAMPLE texts as tokens of their own (`models.added_words`), and the share of those texts' tokens
+    that this saves."""
     emit(Status("Looking for your words that the model's vocabulary cuts into pieces…"))
     column = config.text_column or detect_text_column(open_source(config).peek(COLUMN_SAMPLE))
-    words = split_words(sample_texts(config, column, ADDED_WORDS_SAMPLE), tokenizer, config.add_words)
-    tokenizer, added = add_words(tokenizer, model, words)
+    texts = sample_texts(config, column, ADDED_WORDS_SAMPLE)
+    before = sum(len(ids) for ids in tokenizer(texts)["input_ids"]) if texts else 0
+    tokenizer, added = add_words(tokenizer, model, split_words(texts, tokenizer, config.add_words))
+    saved = 1 - sum(len(ids) for ids in tokenizer(texts)["input_ids"]) / before if before else 0.0
     shown = ", ".join(added.words[:8]) + (", …" if len(added.words) > 8 else "")
-    emit(Status(f"Added {len(added.words):,} of your words as tokens of their own{': ' + shown if shown else ''}."))
-    return tokenizer, added.words
+    emit(Status(f"Added {len(added.words):,} of your words as tokens of their own{': ' + shown if shown else ''}; "
+                f"your text takes {saved:.1%} fewer tokens."))
+    return tokenizer, added.words, saved
 
 
 def _progress_status(emit: Callable, every_s: float = 5.0) -> Callable[[int, int | None], None]:
