@@ -117,8 +117,8 @@ def corpus_figures(records: list[dict[str, str]]) -> dict[str, Any]:
 
 
 def describe_starter(folder: Path, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
-    """Run the default run on the starter in `folder`; write its Fill-mask examples and its model card there.
-    ValueError in plain words when the run refuses the starter (as `train`)."""
+    """Run the default run on the starter in `folder`; write its Fill-mask examples and its model card there, and its
+    results into build.json. ValueError in plain words when the run refuses the starter (as `train`)."""
     with tempfile.TemporaryDirectory() as work:
         run = RunDir(Path(work) / "default-run")
         train(TrainConfig(model=str(folder), output_dir=str(run.path), **DEFAULT_RUN), on_event=on_event)
@@ -126,7 +126,8 @@ def describe_starter(folder: Path, on_event: Callable[[Event], None] | None = No
     examples = [{"text": first.text, "answer": first.answer, "rank_before": first.answer_rank,
                  "rank_after": last.answer_rank} for first, last in zip(*first_and_last_scores(probes))]
     write_json(folder / EXAMPLES_FILE, examples)
-    figures = json.loads((folder / "build.json").read_text(encoding="utf-8"))
+    figures = {**json.loads((folder / "build.json").read_text(encoding="utf-8")), "default_run": results.to_dict()}
+    write_json(folder / "build.json", figures)
     (folder / "README.md").write_text(model_card(figures, results.to_dict(), examples), encoding="utf-8")
     return {"default_run": results.to_dict(), "examples": examples}
 
@@ -190,9 +191,10 @@ MLM Studio works with no internet.
 
 ## The default run
 `python -m mlm_core train --model starter --dataset builtin`, the app's defaults: {run['steps']} steps in
-{run['seconds']:.0f} s on {run['device']}. On the fixed held-out sample of the language reference:
+{run['seconds']:.0f} s on {run['device']}. On the fixed held-out sample of the language reference (a hidden word
+counts as right when the model restores every hidden piece of it):
 
-| | perplexity | top-1 accuracy | top-5 accuracy |
+| | perplexity | top-1 accuracy (hidden words) | top-5 accuracy (hidden words) |
 | --- | --- | --- | --- |
 | starter | {run['base_perplexity']:.2f} | {run['base_top1']:.1%} | {run['base_top5']:.1%} |
 | after the default run | {run['final_perplexity']:.2f} | {run['final_top1']:.1%} | {run['final_top5']:.1%} |
