@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from .start_check import check_inputs
 from .text import markdown_escaped, plain, refusal
 
 POLL_S = 1.0
+MAX_SESSIONS = 1000  # browser sessions whose last chosen run is remembered (the oldest are forgotten)
+CHOSEN_FOR_S = 30.0  # how long a late tick is watched for (the Runs tab's Resume may choose another run meanwhile)
 # Brings an answer into view when it is not (on a phone the page is one long column): scrolls as little as needed.
 SCROLL_TO = "() => document.getElementById('{}').scrollIntoView({{block: 'nearest'}})"
 STARTING = "🚀 Starting: loading the model and the data…"
@@ -58,6 +62,9 @@ class TrainTab:
     def __init__(self, studio: Studio, access: Access, visitor: gr.BrowserState, models: list[str],
                  default_model: str):
         self.studio, self.access, self.visitor_state = studio, access, visitor
+        # Per browser session, the run its last Start or Stop chose and when, until a tick shows the page has taken
+        # it: a tick sent before (for the run shown then) must not paint that run's status over the chosen one.
+        self._chosen: OrderedDict[str, tuple[str, float]] = OrderedDict()
         with gr.Row():
             with gr.Column(scale=2):
                 self.form = build_data_fields(models, default_model)
@@ -177,7 +184,7 @@ class TrainTab:
                 run = self.studio.queue.submit(config, identity)
         except ValueError as error:
             raise refusal(error) from None
-        return self.board(run, visitor, seen="")
+        return self._choose(request, run, visitor)
 
     def stop(self, visitor, run_name, request: gr.Request):
         """Stop the watched run after its current step (it keeps its checkpoint), or take it out of the queue.
@@ -190,14 +197,30 @@ class TrainTab:
             self.access.check_control(visitor, run, "stop")
             if self.studio.stop(run) == CANCELLED:
                 gr.Info("The run was waiting in the queue; it is cancelled.")
-                return self.board(None, visitor, seen="")
+                return self._choose(request, None, visitor)
         except ValueError as error:
             raise refusal(error) from None
+        return self._choose(request, run, visitor)
+
+    def _choose(self, request: gr.Request | None, run: RunDir | None, visitor) -> list:
+        """The dashboard of the run a button chose, remembered for the session until its page shows it."""
+        session = getattr(request, "session_hash", None)
+        if session:
+            self._chosen[session] = (run.name if run else "", time.monotonic())
+            self._chosen.move_to_end(session)
+            while len(self._chosen) > MAX_SESSIONS:
+                self._chosen.popitem(last=False)
         return self.board(run, visitor, seen="")
 
     def refresh(self, visitor, run_name, seen, request: gr.Request):
         """The watched run's dashboard; untouched components when nothing changed since the last refresh."""
         visitor = self.access.visitor(visitor, request)
+        session = getattr(request, "session_hash", None)
+        chosen, at = self._chosen.get(session, (None, 0.0)) if session else (None, 0.0)
+        if chosen is not None:
+            if (run_name or "") != chosen and time.monotonic() - at < CHOSEN_FOR_S:  # sent before the page took it
+                return [gr.skip()] * len(self.board_view.outputs())
+            self._chosen.pop(session, None)
         watched = self._watched(run_name)
         values = self.board(watched or self._default_run(visitor), visitor, seen)
         if watched is not None:  # only Start, Stop and a first look choose the run: a late tick must not undo them
