@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ class TrainTab:
         # Per browser session, the run its last Start or Stop chose and when, until a tick shows the page has taken
         # it: a tick sent before (for the run shown then) must not paint that run's status over the chosen one.
         self._chosen: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._chosen_lock = threading.Lock()  # Start, Stop and ticks run in Gradio's worker threads
         with gr.Row():
             with gr.Column(scale=2):
                 self.form = build_data_fields(models, default_model)
@@ -206,21 +208,23 @@ class TrainTab:
         """The dashboard of the run a button chose, remembered for the session until its page shows it."""
         session = getattr(request, "session_hash", None)
         if session:
-            self._chosen[session] = (run.name if run else "", time.monotonic())
-            self._chosen.move_to_end(session)
-            while len(self._chosen) > MAX_SESSIONS:
-                self._chosen.popitem(last=False)
+            with self._chosen_lock:
+                self._chosen[session] = (run.name if run else "", time.monotonic())
+                self._chosen.move_to_end(session)
+                while len(self._chosen) > MAX_SESSIONS:
+                    self._chosen.popitem(last=False)
         return self.board(run, visitor, seen="")
 
     def refresh(self, visitor, run_name, seen, request: gr.Request):
         """The watched run's dashboard; untouched components when nothing changed since the last refresh."""
         visitor = self.access.visitor(visitor, request)
         session = getattr(request, "session_hash", None)
-        chosen, at = self._chosen.get(session, (None, 0.0)) if session else (None, 0.0)
-        if chosen is not None:
-            if (run_name or "") != chosen and time.monotonic() - at < CHOSEN_FOR_S:  # sent before the page took it
-                return [gr.skip()] * len(self.board_view.outputs())
-            self._chosen.pop(session, None)
+        with self._chosen_lock:
+            chosen, at = self._chosen.get(session, (None, 0.0)) if session else (None, 0.0)
+            if chosen is not None:
+                if (run_name or "") != chosen and time.monotonic() - at < CHOSEN_FOR_S:  # sent before the page had it
+                    return [gr.skip()] * len(self.board_view.outputs())
+                self._chosen.pop(session, None)
         watched = self._watched(run_name)
         values = self.board(watched or self._default_run(visitor), visitor, seen)
         if watched is not None:  # only Start, Stop and a first look choose the run: a late tick must not undo them
