@@ -49,10 +49,11 @@ def test_the_default_run_is_a_visible_win_on_its_fill_mask_examples(starter_run)
 
     run = RunDir(starter_run["dir"])
     results = run.results()
-    # Hidden words, right when every hidden piece is: +9.1 points for this starter (+10.7 when pieces were counted);
-    # issue 19's +10 is the target of the everyday starter that replaces it.
+    # Hidden words, right when every hidden piece is: +8.3 points for the everyday starter (62.3% -> 70.6%); the
+    # docstring starter before it gained +9.1 from a lower start. Issue 19's +10 is not reached:
+    # learning rates 5e-4 to 3e-3 end at 69.0-70.6%, five epochs at 71.8%.
     assert results.accuracy_counts == "hidden words"
-    assert results.final_top5 - results.base_top5 >= 0.08, (results.base_top5, results.final_top5)
+    assert results.final_top5 - results.base_top5 >= 0.07, (results.base_top5, results.final_top5)
     first, last = first_and_last_scores([e for e in run.events() if isinstance(e, Probe)])
     # The Fill-mask examples are exactly the held-out sentences this run watched, with their answers.
     assert [(p.text, p.answer) for p in first] == [(e["text"], e["answer"]) for e in default_examples()]

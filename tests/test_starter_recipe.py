@@ -33,3 +33,16 @@ def test_build_starter_writes_a_model_its_examples_and_a_card_with_the_default_r
     assert "Python docstrings (the licences of Python and of those libraries): 300 records" in card
     assert "of the running words of a page of everyday" in card
     assert default_examples(out) == examples
+
+
+def test_the_built_in_starter_knows_everyday_words_and_fits_a_space():
+    from mlm_core.data.everyday_corpus import EVERYDAY_SAMPLE
+    from mlm_core.models.loading import load_tokenizer
+    from mlm_core.runs.model_sources import STARTER_DIR
+
+    share = starter_recipe.whole_word_share(load_tokenizer("starter"), EVERYDAY_SAMPLE.read_text("utf-8"))
+    assert share >= 0.85, f"{share:.1%} of the running words of everyday prose are one token"
+    build = json.loads((STARTER_DIR / "build.json").read_text())
+    assert build["everyday_whole_share"] == pytest.approx(share)  # the card's figure is this one
+    sizes = {p.name: p.stat().st_size for p in STARTER_DIR.iterdir() if p.is_file()}
+    assert sum(sizes.values()) <= 25e6 and max(sizes.values()) < 10e6, sizes  # a Space needs LFS at 10 MB

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import platform
 import re
@@ -159,7 +160,7 @@ def model_card(figures: dict[str, Any], run: dict[str, Any], examples: list[dict
     sources = "\n".join(f"  - {SOURCE_NAMES[name]} ({licences[name]}): {part['records']:,} records, "
                         f"{part['characters'] / 1e6:.1f} million characters"
                         for name, part in corpus["sources"].items())
-    rows = "\n".join(f"| {e['text']} | {e['answer']} | {e['rank_before']:,} | {e['rank_after']:,} |"
+    rows = "\n".join(f"| {_cell(e['text'])} | {_cell(e['answer'])} | {e['rank_before']:,} | {e['rank_after']:,} |"
                      for e in examples)
     return f"""# MLM Studio starter model
 
@@ -209,3 +210,8 @@ right word's rank among each model's guesses:
 It is a demonstration model: small, and trained on old and technical English (a 1913 dictionary, the King James
 Bible, fortune cookies and Python documentation), not on today's web.
 """
+
+
+def _cell(text: str) -> str:
+    """Text as a Markdown table cell shows it: "<mask>" kept visible (Markdown passes HTML through), "|" kept."""
+    return html.escape(text, quote=False).replace("|", "\\|")
