@@ -32,6 +32,7 @@ def test_build_starter_writes_a_model_its_examples_and_a_card_with_the_default_r
     assert "(`dict-gcide`): definitions and their quotations (GPL-2.0-or-later): 100 records" in card
     assert "Python docstrings (the licences of Python and of those libraries): 300 records" in card
     assert "of the running words of a page of everyday" in card
+    assert "&lt;mask&gt;" in card and "<mask>" not in card.split("## The default run")[1]  # shown, not an HTML tag
     assert default_examples(out) == examples
 
 
