@@ -12,6 +12,7 @@ from typing import Any
 DEFAULT_MODEL = "distilbert/distilroberta-base"
 DEFAULT_CAUSAL_MODEL = "distilbert/distilgpt2"
 DEFAULT_DATASET = "dany0407/eli5_category"
+DEFAULT_TEXT_COLUMN = "answers.text"  # the answers of ELI5, flattened as the guides do
 DEFAULT_HUB_SLICE = "train[:5000]"  # a hub dataset can be huge: the guides' slice is offered for a first run
 BUILTIN_DATASETS = ("builtin", "builtin-docstrings")
 FILE_DATASET = "file"

@@ -10,7 +10,10 @@ from typing import Any
 import gradio as gr
 
 from mlm_core.config import (
+    DEFAULT_DATASET,
     DEFAULT_HUB_SLICE,
+    DEFAULT_MODEL,
+    DEFAULT_TEXT_COLUMN,
     FILE_DATASET,
     MAX_ADDED_WORDS,
     NO_TRACKER,
@@ -20,6 +23,7 @@ from mlm_core.config import (
     train_command,
 )
 from mlm_core.data.text_files import FILE_SUFFIXES, MAX_UPLOAD_MB
+from mlm_core.runs.model_sources import STARTER
 from mlm_core.system.redact import hide_paths
 
 BUILTIN, HUB = "builtin", "hub"
@@ -28,29 +32,39 @@ _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 _TYPES = {f.name: str(f.type) for f in dataclasses.fields(TrainConfig)}
 
 
-def build_data_fields(models: list[str], default_model: str) -> dict[str, gr.components.Component]:
-    """Base model and data: what the run learns from."""
+def first_values(online: bool) -> dict[str, str]:
+    """What the form starts on: online the guides' run (their model, ELI5 and slice), offline the built-in model
+    and corpus."""
+    if online:
+        return {"model": DEFAULT_MODEL, "dataset": HUB, "hub_dataset": DEFAULT_DATASET, "slice": DEFAULT_HUB_SLICE,
+                "text_column": DEFAULT_TEXT_COLUMN}
+    return {"model": STARTER, "dataset": BUILTIN, "hub_dataset": "", "slice": _DEFAULTS["slice"], "text_column": ""}
+
+
+def build_data_fields(models: list[str], first: dict[str, str]) -> dict[str, gr.components.Component]:
+    """Base model and data: what the run learns from, starting on `first` (see `first_values`)."""
     return {
-        "model": gr.Dropdown(models, value=default_model, allow_custom_value=True, label="Base model",
+        "model": gr.Dropdown(models, value=first["model"], allow_custom_value=True, label="Base model",
                              info=field_help("model"), elem_id="model"),
-        "dataset": gr.Radio(SOURCES, value=BUILTIN, label="Data", info="Where your text comes from.",
+        "dataset": gr.Radio(SOURCES, value=first["dataset"], label="Data", info="Where your text comes from.",
                             elem_id="source"),
-        "hub_dataset": gr.Textbox("", label="Hub dataset id", placeholder="e.g. dany0407/eli5_category",
-                                  info="A dataset on the Hugging Face hub.", visible=False),
+        "hub_dataset": gr.Textbox(first["hub_dataset"], label="Hub dataset id",
+                                  placeholder=f"e.g. {DEFAULT_DATASET}", info="A dataset on the Hugging Face hub.",
+                                  visible=first["dataset"] == HUB, elem_id="hub-dataset"),
         "dataset_file": gr.File(label=f"Your text (.txt, .csv, .jsonl, .json; up to {MAX_UPLOAD_MB} MB)",
                                 visible=False, file_types=list(FILE_SUFFIXES), type="filepath",
                                 elem_id="dataset-file"),
     }
 
 
-def build_settings_fields(default_model: str, trackers: list[str]) -> dict[str, gr.components.Component]:
-    """How the run trains: the knobs, with the engine's defaults and one-line hints; `trackers`: the experiment
-    trackers a run may report to here."""
+def build_settings_fields(first: dict[str, str], trackers: list[str]) -> dict[str, gr.components.Component]:
+    """How the run trains: the knobs, with the engine's defaults and one-line hints, the slice and text column of
+    `first`; `trackers`: the experiment trackers a run may report to here."""
     d = _DEFAULTS
     fields = {
-        "slice": gr.Textbox(d["slice"], label="Rows (slice)", info=field_help("slice")),
-        "text_column": gr.Textbox("", label="Text column", placeholder="detected automatically",
-                                  info=field_help("text_column")),
+        "slice": gr.Textbox(first["slice"], label="Rows (slice)", info=field_help("slice"), elem_id="slice"),
+        "text_column": gr.Textbox(first["text_column"], label="Text column", placeholder="detected automatically",
+                                  info=field_help("text_column"), elem_id="text-column"),
     }
     with gr.Row():
         fields["block_size"] = gr.Number(d["block_size"], label="Block size", precision=0,
@@ -60,7 +74,7 @@ def build_settings_fields(default_model: str, trackers: list[str]) -> dict[str, 
     with gr.Row():
         fields["epochs"] = gr.Number(d["epochs"], label="Epochs", precision=0, info=field_help("epochs"),
                                      elem_id="epochs")
-        fields["learning_rate"] = gr.Number(default_learning_rate(default_model), label="Learning rate",
+        fields["learning_rate"] = gr.Number(default_learning_rate(first["model"]), label="Learning rate",
                                             info=field_help("learning_rate"))
         fields["batch_size"] = gr.Number(d["batch_size"], label="Batch size", precision=0,
                                          info=field_help("batch_size"))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
+import signal
 from pathlib import Path
 
 import gradio as gr
@@ -14,13 +16,16 @@ from mlm_core.data.builtin_corpus import reference_records
 from mlm_core.data.text_files import MAX_UPLOAD_MB
 from mlm_core.models.loading import describe_device, preload
 from mlm_core.runs.model_sources import STARTER, STARTER_DIR
-from mlm_core.runs.records import runs_root
+from mlm_core.runs.records import Budget, runs_root
 from mlm_core.system.hub_access import forbid_local_paths, is_online
+from mlm_core.system.storage import RunsStorage, check_runs_folder
 
 from . import refusals
 from .access import Access, new_visitor_token
 from .context import Studio
 from .fill_tab import FillTab
+from .form import first_values
+from .quick_run import GuideEstimate, guide_config
 from .runs_tab import RunsTab
 from .text import refusal
 from .train_tab import TrainTab
@@ -31,13 +36,14 @@ VISITOR_KEY = "mlm-studio-visitor"  # where the browser keeps its visitor secret
 CSS = "th .header { word-break: normal !important; overflow-wrap: normal !important; }"
 
 
-def header(access: Access) -> str:
-    """Which device serves, whether the hub is reachable, and who may do what."""
+def header(access: Access, storage: RunsStorage) -> str:
+    """Which device serves, whether the hub is reachable, where runs are kept, and who may do what."""
     hub = "🌐 Hugging Face hub reachable" if is_online() else \
         "📴 Hub not reachable: the built-in corpus and starter model are in use"
     lines = ["# MLM Studio", "Fine-tune a language model on text you care about, then ask it to fill in words.  ",
              f"**Device:** {describe_device()} · {hub}  ", f"**Built-in text:** {builtin_text()}  ",
-             f"**Built-in model (`{STARTER}`):** {starter_summary()}"]
+             f"**Built-in model (`{STARTER}`):** {starter_summary()}  ",
+             f"**Runs:** {storage.describe(on_space=bool(os.environ.get('SPACE_ID')))}"]
     if access.public:
         lines.append(f"\n🌍 **Public mode.** Everyone can watch every run and use every finished model; you can stop, "
                      f"resume, delete, download or push only the runs you started. Limits: {access.limits.describe()}. "
@@ -63,16 +69,17 @@ def starter_summary(card: Path = STARTER_DIR / "README.md") -> str:
     return paragraphs[-1] if paragraphs else ""
 
 
-def build(studio: Studio, access: Access) -> gr.Blocks:
+def build(studio: Studio, access: Access, storage: RunsStorage) -> gr.Blocks:
     """Lay out the app and wire its events."""
     online = is_online()
     models = [STARTER, DEFAULT_MODEL, DEFAULT_CAUSAL_MODEL, "google-bert/bert-base-uncased",
               "FacebookAI/roberta-base"] if online else [STARTER]
-    default_model = DEFAULT_MODEL if online else STARTER
+    guide = GuideEstimate(guide_config(studio.root), access.limits.budget if access.public else Budget()) \
+        if online else None
     expiry = (CACHE_SWEEP_S, UPLOADS_EXPIRE_S) if access.public else None  # uploads and downloads expire
     with gr.Blocks(title="MLM Studio", delete_cache=expiry) as demo:
         visitor = gr.BrowserState("", storage_key=VISITOR_KEY)
-        gr.Markdown(header(access))
+        gr.Markdown(header(access, storage))
         if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true` in its README
             with gr.Row():
                 gr.LoginButton(scale=0, elem_id="sign-in")
@@ -82,7 +89,7 @@ def build(studio: Studio, access: Access) -> gr.Blocks:
             owner_panel(access, visitor)
         with gr.Tabs() as tabs:
             with gr.Tab("Train", id="train"):
-                train = TrainTab(studio, access, visitor, models, default_model)
+                train = TrainTab(studio, access, visitor, models, first_values(online), guide)
             fill = FillTab(studio, access)
             runs = RunsTab(studio, access, visitor, watched=(tabs, train.board_view.run_name))
         demo.load(_visitor_token, visitor, visitor, api_name=False)
@@ -116,12 +123,22 @@ def _visitor_token(token):
     return token if isinstance(token, str) and len(token) == 32 else new_visitor_token()
 
 
+async def launched(studio: Studio, access: Access, storage: RunsStorage, **launch: object) -> None:
+    """Build the page and serve it until the server stops, inside a running event loop: outside one, Gradio makes a
+    new loop for each lock and event it creates and drops the one before, whose collection logs "Exception ignored in
+    BaseEventLoop.__del__ ... Invalid file descriptor: -1" tracebacks."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # asyncio.run's own handler waits for the blocked loop
+    build(studio, access, storage).queue(default_concurrency_limit=4).launch(**launch)
+
+
 def serve(server_token: str | None = None) -> None:
     """Start the app on this machine's runs folder (`server_token`: the owner's, withdrawn from a public Space);
-    ValueError in public mode for a limit in the environment that is not a number (see `Limits.from_env`)."""
+    ValueError in plain words for a runs folder that cannot hold runs (`check_runs_folder`) or, in public mode, a
+    limit in the environment that is not a number (see `Limits.from_env`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     refusals.install()
     root = runs_root()
+    storage = check_runs_folder(root)
     access = Access.from_env(server_token, root)
     if access.public:
         forbid_local_paths()  # names visitors type are hub ids, the built-in ones or runs, never files here
@@ -130,8 +147,8 @@ def serve(server_token: str | None = None) -> None:
     try:
         public = dict(app_kwargs={"middleware": [Middleware(UploadQuota, address_of=access.address_key)]}) \
             if access.public else {}
-        build(studio, access).queue(default_concurrency_limit=4).launch(
-            server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"), theme=gr.themes.Soft(), css=CSS,
-            show_error=False, max_file_size=f"{MAX_UPLOAD_MB}mb", **public)
+        asyncio.run(launched(studio, access, storage, server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+                             theme=gr.themes.Soft(), css=CSS, show_error=False,
+                             max_file_size=f"{MAX_UPLOAD_MB}mb", **public))
     finally:
         studio.close()

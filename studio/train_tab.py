@@ -14,6 +14,7 @@ import gradio as gr
 from mlm_core.children import preview_in_child
 from mlm_core.config import FILE_DATASET, TrainConfig, default_learning_rate
 from mlm_core.models.loading import describe_device
+from mlm_core.runs.model_sources import STARTER
 from mlm_core.runs.records import QUEUED, RUNNING, RunIdentity, new_run_name
 from mlm_core.runs.run_dir import RunDir
 from mlm_core.system.redact import hide_paths
@@ -23,11 +24,16 @@ from . import board, figures
 from .access import Access
 from .context import CANCELLED, Studio
 from .fill_tab import is_causal
-from .form import build_data_fields, build_settings_fields, command_line, config_from, source_changed
+from .form import HUB, build_data_fields, build_settings_fields, command_line, config_from, source_changed
+from .quick_run import GuideEstimate
 from .start_check import check_inputs
 from .text import markdown_escaped, plain, refusal
 
 POLL_S = 1.0
+NOTE_POLL_S = 5.0
+# What Quick run sets: the data and every setting the number of steps depends on, as the guides' run was measured.
+QUICK_FIELDS = ("model", "dataset", "hub_dataset", "slice", "text_column", "block_size", "epochs", "batch_size",
+                "gradient_accumulation", "max_steps")
 MAX_SESSIONS = 1000  # browser sessions whose last chosen run is remembered (the oldest are forgotten)
 CHOSEN_FOR_S = 30.0  # how long a late tick is watched for (the Runs tab's Resume may choose another run meanwhile)
 # Brings an answer into view when it is not (on a phone the page is one long column): scrolls as little as needed.
@@ -61,15 +67,19 @@ class TrainTab:
     """Lays out the Train tab and answers its events."""
 
     def __init__(self, studio: Studio, access: Access, visitor: gr.BrowserState, models: list[str],
-                 default_model: str):
-        self.studio, self.access, self.visitor_state = studio, access, visitor
+                 first: dict[str, str], guide: GuideEstimate | None = None):
+        """`first`: the form's first values (`first_values`); `guide`: online, the guides' run measured here."""
+        self.studio, self.access, self.visitor_state, self.guide = studio, access, visitor, guide
         # Per browser session, the run its last Start or Stop chose and when, until a tick shows the page has taken
         # it: a tick sent before (for the run shown then) must not paint that run's status over the chosen one.
         self._chosen: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._chosen_lock = threading.Lock()  # Start, Stop and ticks run in Gradio's worker threads
         with gr.Row():
             with gr.Column(scale=2):
-                self.form = build_data_fields(models, default_model)
+                self.form = build_data_fields(models, first)
+                with gr.Row(visible=guide is not None):
+                    self.fit_note = gr.Markdown(elem_id="fit-note")
+                    self.quick_btn = gr.Button("Quick run for this device", scale=0, elem_id="quick-run")
                 with gr.Row():
                     self.preview_btn = gr.Button("Preview data and estimate", elem_id="preview-button")
                     self.start_btn = gr.Button("Start", variant="primary", elem_id="start-button")
@@ -85,7 +95,7 @@ class TrainTab:
                 with gr.Accordion("Command line", open=False):
                     self.command = gr.Code(language="shell", interactive=False, elem_id="train-command", lines=2,
                                            label="The same run on your machine (pip install -r requirements.txt)")
-                self.form.update(build_settings_fields(default_model, access.trackers()))
+                self.form.update(build_settings_fields(first, access.trackers()))
                 self.probes = gr.Textbox("", label="Probe sentences (one per line, each with <mask>; add => word to "
                                                    "give the right answer)", lines=3, elem_id="probes",
                                          placeholder="empty: held-out sentences of your data are picked for you",
@@ -111,6 +121,13 @@ class TrainTab:
         gr.on([field.change for field in form.values()], self.command_line, inputs_kwargs=form,
               outputs=self.command, api_name=False, show_progress="hidden")
         demo.load(self.command_line, inputs_kwargs=form, outputs=self.command, api_name=False)
+        if self.guide is not None:
+            demo.load(self.guide.note, None, self.fit_note, api_name=False)
+            ticks = gr.Timer(NOTE_POLL_S)  # until the guides' run is measured
+            ticks.tick(self.guide.note_until_measured, None, [self.fit_note, ticks], api_name=False,
+                       show_progress="hidden")
+            quick = [form[name] for name in QUICK_FIELDS]
+            self.quick_btn.click(self.quick_run, None, [*quick, self.fit_note], api_name="quick_run")
         self.preview_btn.click(self.preview, inputs_kwargs=form,
                                outputs=[self.preview_md, self.example, self.probes, form["text_column"]],
                                api_name="preview", concurrency_limit=1).success(  # it trains a few real steps
@@ -134,6 +151,19 @@ class TrainTab:
     def model_changed(self, model: str):
         """Hide the masking knob for causal models and suggest a learning rate for the model."""
         return gr.update(visible=not is_causal(model)), gr.update(value=default_learning_rate(model or ""))
+
+    def quick_run(self):
+        """The form set to the guides' run cut to a run's budget on this device (the starter model on the same
+        rows when even the smallest slice would not fit), and the note saying what it keeps; gr.Error (a
+        `refusal`) while the guides' run is still being measured or could not be."""
+        try:
+            fit = self.guide.quick()
+        except ValueError as error:
+            raise refusal(error) from None
+        config = fit.config if fit.fits else fit.config.replace(model=STARTER)
+        values = {**{name: getattr(config, name) for name in QUICK_FIELDS}, "dataset": HUB,
+                  "hub_dataset": config.dataset, "max_steps": config.max_steps or 0}
+        return *(values[name] for name in QUICK_FIELDS), self.guide.note()
 
     def preview(self, **form):
         """Blocks, an example block with its hidden words, probes, and the time and memory estimate for this device;

@@ -14,7 +14,7 @@ from gradio_client import Client
 FORM = {"model": "starter", "dataset": "builtin", "hub_dataset": "", "dataset_file": None, "slice": "train[:5000]",
         "text_column": "", "block_size": 128, "mlm_probability": 0.15, "epochs": 1, "learning_rate": 5e-4,
         "batch_size": 16, "max_steps": 0, "eval_steps": 0, "seed": 42, "warmup_ratio": 0.0, "weight_decay": 0.01,
-        "gradient_accumulation": 1, "whole_word_masking": False}
+        "gradient_accumulation": 1, "whole_word_masking": False, "report_to": "none"}
 
 
 def train_form(**changes) -> dict:
@@ -76,9 +76,10 @@ def raw_call(url: str, endpoint: str, kwargs: dict) -> dict:
     return {kind: data}
 
 
-def visitor_at(url: str, address: str, user: str | None = None) -> Client:
+def visitor_at(url: str, address: str, user: str | None = None, access_token: str = "hf_oauth_for_tests") -> Client:
     """An API client coming from `address` (as the Space's proxy reports it), signed in as `user` when given: the
-    session cookie Gradio's sign-in sets, signed with the Space's OAuth secret as Gradio signs it."""
+    session cookie Gradio's sign-in sets (with the OAuth `access_token` the hub granted), signed with the Space's
+    OAuth secret as Gradio signs it."""
     headers = {"X-Forwarded-For": address}
     if user is not None:
         import base64
@@ -90,7 +91,8 @@ def visitor_at(url: str, address: str, user: str | None = None) -> Client:
 
         session = {"oauth_info": {"userinfo": {"preferred_username": user, "name": user, "picture": "",
                                                "profile": f"https://huggingface.co/{user}"},
-                                  "expires_at": int(time.time()) + 3600, "access_token": "hf_oauth_for_tests"}}
+                                  "expires_at": int(time.time()) + 3600, "access_token": access_token,
+                                  "scope": "openid profile"}}
         signer = TimestampSigner(hashlib.sha256(f"{OAUTH_SECRET}-v4".encode()).hexdigest())
         headers["Cookie"] = "session=" + signer.sign(base64.b64encode(json.dumps(session).encode())).decode()
     return Client(url, verbose=False, headers=headers)

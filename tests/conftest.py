@@ -103,19 +103,20 @@ PLANTED_TOKEN = "hf_PlantedSecret0123456789abcdefXYZ"  # must never show up in a
 UPLOAD_LIMIT_MB = 1  # small, so a test can upload a file over the limit
 
 
-def start_app(runs: Path, log: Path, **env: str) -> tuple[subprocess.Popen, str]:
+def start_app(runs: Path, log: Path, cwd: Path = ROOT, **env: str) -> tuple[subprocess.Popen, str]:
     """`python app.py` as a user starts it (offline, a hub token in its environment), serving `runs`; (process, URL).
 
-    `env` changes its environment; a value of "" removes the variable.
+    `cwd` is the folder holding the app.py to start (and the only one on its PYTHONPATH); `env` changes its
+    environment; a value of "" removes the variable.
     """
     import urllib.request
 
     port = _free_port()
     base = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-            "MLM_STUDIO_RUNS": str(runs), "PYTHONPATH": str(ROOT), "HF_TOKEN": PLANTED_TOKEN,
+            "MLM_STUDIO_RUNS": str(runs), "PYTHONPATH": str(cwd), "HF_TOKEN": PLANTED_TOKEN,
             "MLM_STUDIO_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB), **env}
     with log.open("a") as out:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                    env={name: value for name, value in base.items() if value != ""})
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
@@ -138,6 +139,17 @@ def app_server(tmp_path_factory):
     yield {"url": url, "runs": runs, "process": process, "log": log}
     process.terminate()
     process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """The stand-in hub serving tiny models and an ELI5-shaped dataset under the real ids (tests/hub_content.py),
+    accepting pushes: built once per test session."""
+    from .hub_content import populated_hub
+
+    hub = populated_hub(tmp_path_factory.mktemp("hub-content"))
+    yield hub
+    hub.close()
 
 
 ADMIN_PASSWORD = "owner-password-for-tests"

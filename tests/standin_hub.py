@@ -1,20 +1,26 @@
 """A stand-in for the Hugging Face hub on 127.0.0.1 (the app reaches it through HF_ENDPOINT).
 
-It records every request and the token it carried, serves the model and dataset repositories it is given in the
-hub's layout (enough for `huggingface_hub`, `transformers.from_pretrained` and `datasets.load_dataset`, streaming
-included), and creates repositories. Told to (`accept_commits=True`), it stores what `upload_folder` pushes; else
-a push is refused, as by a hub that lets nobody write. Plain HTTP only: no LFS, no Xet.
+It records every request and the token it carried, serves the model, dataset and Space repositories it is given
+in the hub's layout (enough for `huggingface_hub`, `transformers.from_pretrained` and `datasets.load_dataset`,
+streaming included), and creates repositories (a Space's `sdk` and `hardware` are recorded on its `Repo`). Told to
+(`accept_commits=True`), it stores what `upload_folder` pushes; else a push is refused, as by a hub that lets nobody
+write. Plain HTTP only: no LFS, no Xet.
 
-The routes, as `huggingface_hub` calls them:
-    GET  /api/{models|datasets}/{repo}[/revision/{rev}]      repo_info: sha and siblings
-    GET  /api/{models|datasets}/{repo}/tree/{rev}[/{path}]   list_repo_tree (`recursive=true|false`)
-    POST /api/{models|datasets}/{repo}/paths-info/{rev}      get_paths_info (form field `paths`, repeated)
+Token scopes (`scopes`: token -> its OAuth scopes), as the hub documents them for a Hugging Face sign-in: a token
+not in `scopes` may do everything (today's behaviour). A token in it may create a repository only with
+`contribute-repos` or `manage-repos` (else the hub's 403 for a forbidden create), and commit to a repository only
+with `write-repos` or `manage-repos`, or with `contribute-repos` to a repository that this same token created.
+
+The routes, as `huggingface_hub` calls them ({kinds} is models, datasets or spaces):
+    GET  /api/{kinds}/{repo}[/revision/{rev}]                repo_info: sha and siblings
+    GET  /api/{kinds}/{repo}/tree/{rev}[/{path}]             list_repo_tree (`recursive=true|false`)
+    POST /api/{kinds}/{repo}/paths-info/{rev}                get_paths_info (form field `paths`, repeated)
     HEAD|GET /{repo}/resolve/{rev}/{path}                    a model's file (GET takes a `Range`)
-    HEAD|GET /datasets/{repo}/resolve/{rev}/{path}           a dataset's file
-    POST /api/repos/create                                   create_repo
+    HEAD|GET /{datasets|spaces}/{repo}/resolve/{rev}/{path}  a dataset's or a Space's file
+    POST /api/repos/create                                   create_repo (`type` model, dataset or space)
     POST /api/validate-yaml                                  a README's metadata (upload_folder asks first)
-    POST /api/{models|datasets}/{repo}/preupload/{rev}       every file "regular" (base64 in the commit)
-    POST /api/{models|datasets}/{repo}/commit/{rev}          create_commit (ndjson: header, file, deletedFile)
+    POST /api/{kinds}/{repo}/preupload/{rev}                 every file "regular" (base64 in the commit)
+    POST /api/{kinds}/{repo}/commit/{rev}                    create_commit (ndjson: header, file, deletedFile)
 Anything else is a 404.
 """
 
@@ -32,7 +38,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 DATE = "2026-01-01T00:00:00.000Z"  # every commit's date: nothing here reads it
 _REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
-_API = rf"/api/(?P<kind>model|dataset)s/{_REPO}"
+_API = rf"/api/(?P<kind>model|dataset|space)s/{_REPO}"
 # (method, path pattern, name of the StandInHub method that answers); the first match wins.
 ROUTES = [
     ("GET", rf"{_API}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree"),
@@ -42,7 +48,7 @@ ROUTES = [
     ("POST", rf"{_API}/commit/(?P<rev>[^/]+)", "commit"),
     ("POST", r"/api/repos/create", "create_repo"),
     ("POST", r"/api/validate-yaml", "validate_yaml"),
-    ("GET|HEAD", rf"/(?:(?P<kind>dataset)s/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
+    ("GET|HEAD", rf"/(?:(?P<kind>dataset|space)s/)?{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)", "resolve"),
 ]
 
 
@@ -74,10 +80,13 @@ def git_blob_id(data: bytes) -> str:
 class Repo:
     """One repository: its files at every commit it has had (the newest is `main`)."""
 
-    kind: str  # "model" or "dataset"
+    kind: str  # "model", "dataset" or "space"
     repo_id: str
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)  # commit sha -> path -> content
     head: str = ""
+    sdk: str | None = None  # a Space's, as create_repo asked for it
+    hardware: str | None = None  # a Space's, as create_repo asked for it (None: not asked)
+    created_by: str = ""  # the token that created it through create_repo ("" for add_repo's)
 
     def commit(self, files: dict[str, bytes]) -> str:
         """Make `files` the content of `main`; the new commit's sha."""
@@ -143,22 +152,33 @@ class Commit:
     paths: list[str]
 
 
+CREATE_SCOPES = {"contribute-repos", "manage-repos"}  # an OAuth token may create a repository with one of these
+WRITE_SCOPES = {"write-repos", "manage-repos"}  # ... and write to any repository it can see with one of these
+
+
+def bearer(headers) -> str:
+    """The token of a request's `Authorization: Bearer ...` header ("" for none)."""
+    return (headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+
+
 class StandInHub:
     """A hub on 127.0.0.1 serving `add_repo`'s repositories; records (method, path, Authorization header) of every
-    request in `requests` and every commit in `commits`."""
+    request in `requests` and every commit in `commits`. `scopes` limits what the tokens in it may do (see the
+    module's docstring)."""
 
-    def __init__(self, accept_commits: bool = False):
+    def __init__(self, accept_commits: bool = False, scopes: dict[str, set[str]] | None = None):
         self.requests: list[tuple[str, str, str]] = []
         self.commits: list[Commit] = []
         self.repos: dict[tuple[str, str], Repo] = {}
         self.accept_commits = accept_commits
+        self.scopes: dict[str, set[str]] = dict(scopes or {})
         self._lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def add_repo(self, kind: str, repo_id: str, files: dict[str, bytes]) -> Repo:
-        """Serve a repository ("model" or "dataset") holding `files` (path in the repo -> content)."""
+        """Serve a repository ("model", "dataset" or "space") holding `files` (path in the repo -> content)."""
         repo = self.repos[kind, repo_id] = Repo(kind, repo_id)
         repo.commit(files)
         return repo
@@ -211,22 +231,32 @@ class StandInHub:
             return error_reply(404, "RevisionNotFound", "Invalid rev id", **{"X-Repo-Commit": found.head})
         return (found, *at)
 
-    def _writable(self, kind: str, repo: str, rev: str) -> tuple[Repo, str, dict[str, bytes]] | Reply:
-        """As `_revision`, and a 403 for an existing repository when this hub takes no commits."""
-        found = self._revision(kind, repo, rev)
-        if not isinstance(found, Reply) and not self.accept_commits:
-            return error_reply(403, "Forbidden", "This hub takes no commits")
-        return found
-
-    def repo_info(self, kind: str, repo: str, rev: str | None = None, **_) -> Reply:
-        """`model_info` / `dataset_info`: the commit sha and the files (siblings)."""
+    def _writable(self, kind: str, repo: str, rev: str, headers) -> tuple[Repo, str, dict[str, bytes]] | Reply:
+        """As `_revision`, and a 403 for an existing repository when this hub takes no commits or the request's
+        token may not write to it (its `scopes`)."""
         found = self._revision(kind, repo, rev)
         if isinstance(found, Reply):
             return found
-        _, sha, files = found
+        if not self.accept_commits:
+            return error_reply(403, "Forbidden", "This hub takes no commits")
+        token = bearer(headers)
+        scopes = self.scopes.get(token)
+        if scopes is not None and not (scopes & WRITE_SCOPES or
+                                       ("contribute-repos" in scopes and found[0].created_by == token)):
+            return error_reply(403, "Forbidden", f"You don't have the rights to write to the {kind} {repo}")
+        return found
+
+    def repo_info(self, kind: str, repo: str, rev: str | None = None, **_) -> Reply:
+        """`model_info` / `dataset_info` / `space_info`: the commit sha and the files (siblings); a Space's sdk."""
+        found = self._revision(kind, repo, rev)
+        if isinstance(found, Reply):
+            return found
+        target, sha, files = found
+        space = {"sdk": target.sdk} if kind == "space" else {}
         return json_reply({"id": repo, "_id": repo, "author": repo.split("/")[0], "sha": sha, "private": False,
                            "gated": False, "disabled": False, "lastModified": DATE, "createdAt": DATE, "tags": [],
-                           "downloads": 0, "likes": 0, "siblings": [{"rfilename": name} for name in sorted(files)]})
+                           "downloads": 0, "likes": 0, "siblings": [{"rfilename": name} for name in sorted(files)],
+                           **space})
 
     def tree(self, kind: str, repo: str, rev: str, query: dict, path: str | None = None, **_) -> Reply:
         """`list_repo_tree`: the entries under a folder, its direct children or (`recursive`) all of them."""
@@ -274,16 +304,24 @@ class StandInHub:
         first, last = wanted
         return Reply(206, data[first:last + 1], {**info, "Content-Range": f"bytes {first}-{last}/{len(data)}"})
 
-    def create_repo(self, body: bytes, **_) -> Reply:
-        """`create_repo`: answered; the repository is made only where commits are accepted (409 if it exists)."""
+    def create_repo(self, body: bytes, headers, **_) -> Reply:
+        """`create_repo`: answered; the repository is made only where commits are accepted (409 if it exists), and
+        refused (403) to a token whose `scopes` hold neither `contribute-repos` nor `manage-repos`."""
         asked = json.loads(body or b"{}")
         repo_id = "/".join(part for part in (asked.get("organization"), asked.get("name")) if part)
         kind = asked.get("type") or "model"
         url = f"{self.url}/{repo_id}" if kind == "model" else f"{self.url}/{kind}s/{repo_id}"
+        token = bearer(headers)
+        scopes = self.scopes.get(token)
+        if scopes is not None and not scopes & CREATE_SCOPES:
+            namespace = asked.get("organization") or repo_id.split("/")[0]
+            return error_reply(403, "Forbidden",
+                               f'You don\'t have the rights to create a {kind} under the namespace "{namespace}"')
         if self.accept_commits and (kind, repo_id) in self.repos:  # the hub's 409 names the repository too
-            return json_reply({"error": "You already created this model repo", "url": url}, 409)
+            return json_reply({"error": f"You already created this {kind} repo", "url": url}, 409)
         if self.accept_commits:
-            self.add_repo(kind, repo_id, {".gitattributes": b""})
+            repo = self.add_repo(kind, repo_id, {".gitattributes": b""})
+            repo.sdk, repo.hardware, repo.created_by = asked.get("sdk"), asked.get("hardware"), token
         return json_reply({"url": url, "name": repo_id})
 
     def validate_yaml(self, body: bytes, **_) -> Reply:
@@ -292,9 +330,9 @@ class StandInHub:
         errors = metadata_errors(json.loads(body)["content"], models)
         return json_reply({"errors": [{"message": e} for e in errors], "warnings": []}, 400 if errors else 200)
 
-    def preupload(self, kind: str, repo: str, rev: str, body: bytes, **_) -> Reply:
+    def preupload(self, kind: str, repo: str, rev: str, body: bytes, headers, **_) -> Reply:
         """Every file is uploaded "regular" (its content in the commit itself); `oid` of a file already there."""
-        found = self._writable(kind, repo, rev)
+        found = self._writable(kind, repo, rev, headers)
         if isinstance(found, Reply):
             return found
         _, _, files = found
@@ -305,7 +343,7 @@ class StandInHub:
 
     def commit(self, kind: str, repo: str, rev: str, body: bytes, headers, **_) -> Reply:
         """`create_commit`: apply the ndjson operations (regular files, deletions) as a new commit of `main`."""
-        found = self._writable(kind, repo, rev)
+        found = self._writable(kind, repo, rev, headers)
         if isinstance(found, Reply):
             return found
         target, _, files = found

@@ -273,3 +273,12 @@ def test_preview_says_when_the_model_does_not_know_the_texts_script(tiny_mlm, tm
     assert "This model does not know the Greek script" in out and "hub is not reachable" in out
     assert "% of them one piece" in out
 
+
+
+@pytest.mark.parametrize("dataset, instead", [("eli5_category", "'dany0407/eli5_category', the same data as Parquet"),
+                                              ("someone/old_script", "a copy of it stored as data files")])
+def test_a_loading_script_is_refused_naming_what_to_use_instead(dataset, instead):
+    from mlm_core.data.hub_datasets import loading_script
+
+    said = str(loading_script(dataset, "x.py"))
+    assert said.startswith(f"dataset: {dataset!r} is a loading script (x.py)") and instead in said, said

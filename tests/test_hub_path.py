@@ -21,18 +21,10 @@ from gradio_client.exceptions import AppError
 
 from .app_client import ended, message, start, train_form, wait_for
 from .conftest import PLANTED_TOKEN, ROOT, start_app
-from .hub_content import CAUSAL_ID, DATASET_ID, MASKED_ID, SPLIT_ROWS, populated_hub
+from .hub_content import CAUSAL_ID, DATASET_ID, MASKED_ID, SPLIT_ROWS
 
 VISITOR_TOKEN = "hf_VisitorTypedThisToken0123456789"
 PARQUET = "/datasets/" + DATASET_ID + "/resolve/{sha}/data/{split}-00000-of-00001.parquet"
-
-
-@pytest.fixture(scope="session")
-def hub(tmp_path_factory):
-    """The stand-in hub with its repositories, accepting pushes: built once per test session."""
-    hub = populated_hub(tmp_path_factory.mktemp("hub-content"))
-    yield hub
-    hub.close()
 
 
 def online(hub, home: Path, **more: str) -> dict[str, str]:

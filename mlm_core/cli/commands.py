@@ -1,4 +1,5 @@
-"""Headless CLI over the same functions the app uses: train, fill-mask, generate, build-starter, info."""
+"""Headless CLI over the same functions the app uses: train, fill-mask, generate, build-starter, push, deploy-space,
+info."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
+from huggingface_hub import SpaceHardware
+
+from mlm_core.cli import deploy_space
 from mlm_core.cli.progress_bar import ProgressPrinter
 from mlm_core.config import FILE_DATASET, TrainConfig, default_learning_rate
 from mlm_core.models.inference import fill_mask, filled_sequence, generate, mask_token
@@ -27,6 +31,7 @@ from mlm_core.runs.run_dir import RunDir, list_runs
 from mlm_core.runs.session import RUN_MEMORY_VARIABLE
 from mlm_core.system import hub_access
 from mlm_core.system.container_limits import limit_this_process, prefer_as_oom_victim
+from mlm_core.system.storage import check_runs_folder
 from mlm_core.training.loop import train
 from mlm_core.training.preflight import preview
 from mlm_core.training.starter_recipe import build_starter
@@ -102,9 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("--token-file", type=Path, help="a file holding a token that may write (default: HF_TOKEN, "
                                                       "else the token `hf auth login` saved); never printed")
     push.add_argument("--public", action="store_true", help="make a new repository public (default: private)")
+    deploy = commands.add_parser("deploy-space", help="create or update a Gradio Space on the hub and upload the "
+                                                      "app to it (the files --dry-run lists); print its URL")
+    deploy.add_argument("repo", help="the Space to create or update, 'owner/space-name'")
+    deploy.add_argument("--token-file", type=Path, help="a file holding a token that may write (default: HF_TOKEN, "
+                                                        "else the token `hf auth login` saved); never printed")
+    deploy.add_argument("--private", action="store_true", help="make a new Space private (default: public)")
+    deploy.add_argument("--hardware", choices=[h.value for h in SpaceHardware], metavar="HARDWARE",
+                        help="hardware for a new Space, e.g. zero-a10g (default: the hub's; the README's "
+                             "suggested_hardware is only a suggestion)")
+    deploy.add_argument("--from", dest="source", type=Path, default=deploy_space.PROJECT_ROOT,
+                        help="the folder holding app.py (default: this project's)")
+    deploy.add_argument("--dry-run", action="store_true", help="print the files that would be uploaded; upload "
+                                                               "nothing")
     export = commands.add_parser("export", help="zip a finished run's model, tokenizer, card and results")
     export.add_argument("run", type=Path, help="the run's folder")
-    commands.add_parser("info", help="device, hub reachability and the offline defaults")
+    commands.add_parser("info", help="device, hub reachability, the offline defaults and where runs are kept")
     return parser
 
 
@@ -119,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"train": _train, "fill-mask": _fill_mask, "generate": _generate, "build-starter": _build_starter,
                 "train-queued": _train_queued, "preview": _preview, "runs": _runs, "push": _push, "export": _export,
-                "info": _info}
+                "deploy-space": _deploy_space, "info": _info}
     try:
         return handlers[args.command](args)
     except ValueError as error:
@@ -214,8 +232,9 @@ def _finished_run(folder: Path) -> RunDir:
     return run
 
 
-def _push(args: argparse.Namespace) -> int:
-    """Upload a finished run to the hub; print the repository's URL (never the token)."""
+def _token(args: argparse.Namespace) -> str:
+    """The token of --token-file, else HF_TOKEN, else the token `hf auth login` saved; ValueError in plain words
+    when the file cannot be read or there is none. Never printed."""
     from huggingface_hub import get_token
 
     if args.token_file:
@@ -227,7 +246,23 @@ def _push(args: argparse.Namespace) -> int:
         token = get_token()  # HF_TOKEN, else the token `hf auth login` saved
     if not token:
         raise ValueError("token: set HF_TOKEN, log in with `hf auth login`, or give --token-file")
-    print(push_run(_finished_run(args.run), args.repo, token, private=not args.public))
+    return token
+
+
+def _push(args: argparse.Namespace) -> int:
+    """Upload a finished run to the hub; print the repository's URL (never the token)."""
+    print(push_run(_finished_run(args.run), args.repo, _token(args), private=not args.public))
+    return 0
+
+
+def _deploy_space(args: argparse.Namespace) -> int:
+    """Upload the app to a Gradio Space; print its URL (never the token). With --dry-run, print the files that
+    would be uploaded, one a line, and upload nothing."""
+    hub_access.check_hub_id(args.repo, "repo_id", "use the form 'owner/space-name'", namespace=True)
+    if args.dry_run:
+        print("\n".join(deploy_space.checked_files(args.source)))
+        return 0
+    print(deploy_space.deploy(args.repo, _token(args), args.source, private=args.private, hardware=args.hardware))
     return 0
 
 
@@ -262,6 +297,7 @@ def _fill_mask(args: argparse.Namespace) -> int:
 
 def _preview(args: argparse.Namespace) -> int:
     """Print what a run with these options would train on and cost here (as JSON with --json)."""
+    _end_with_parent()  # the app's previews end with the app
     result = preview(train_config(args))
     if args.json:
         print(json.dumps(result.to_dict()))
@@ -345,11 +381,14 @@ def _build_starter(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    """Print the device, whether the hub is reachable, and the offline defaults."""
+    """Print the device, whether the hub is reachable, the offline defaults and where runs are kept (ValueError for
+    a runs folder that cannot hold runs)."""
     online = hub_access.is_online()
     print(f"device: {describe_device()}")
     print(f"hub: {'reachable' if online else 'not reachable: use --model starter --dataset builtin'}")
     print(f"starter model: {STARTER_DIR if STARTER_DIR.is_dir() else 'missing (python -m mlm_core build-starter)'}")
+    storage = check_runs_folder(runs_root())
+    print(f"runs folder: {storage.path}, {storage.where()}")
     return 0
 
 

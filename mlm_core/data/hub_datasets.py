@@ -7,10 +7,11 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
-from mlm_core.config import SLICE_PATTERN
+from mlm_core.config import DEFAULT_DATASET, SLICE_PATTERN
 from mlm_core.data.columns import Record, flatten_record, text_value
 from mlm_core.data.source_base import (
     ARROW_BATCH_RECORDS,
@@ -64,12 +65,24 @@ def load_hub(dataset_id: str, split: str, streaming: bool) -> Any:
             raise ValueError(f"slice: {split!r} does not fit {dataset_id!r} ({first_line(error)})") from None
         raise ValueError(f"dataset: could not load {dataset_id!r} ({first_line(error)})") from None
     except Exception as error:  # the hub raises many kinds; the user needs one line
+        script = re.search(r"Dataset scripts are no longer supported, but found (\S+)", str(error))
+        if script:
+            raise loading_script(dataset_id, script[1]) from None
         if type(error).__name__ in {"DatasetNotFoundError", "RepositoryNotFoundError", "GatedRepoError"}:
             raise hub_access.not_on_hub(dataset_id, "dataset", "dataset") from None
         raise ValueError(f"dataset: could not load {dataset_id!r} ({first_line(error)})") from None
     if isinstance(ds, (datasets.DatasetDict, datasets.IterableDatasetDict)):
         raise ValueError(f"slice: name one split of {dataset_id!r}, e.g. 'train[:5000]'")
     return ds
+
+
+def loading_script(dataset_id: str, script: str) -> ValueError:
+    """The refusal of a dataset that is a loading script (`datasets` >= 4 runs none), naming what to use instead."""
+    copies = {"eli5": DEFAULT_DATASET, "eli5_category": DEFAULT_DATASET}  # the guides' datasets, once scripts
+    instead = f"{copies[dataset_id]!r}, the same data as Parquet" if dataset_id in copies else \
+        "a copy of it stored as data files (Parquet, CSV or JSON: search the hub for its name)"
+    return ValueError(f"dataset: {dataset_id!r} is a loading script ({script}), which the datasets library no "
+                      f"longer runs; use {instead}")
 
 
 class ArrowSource(Source):

@@ -233,9 +233,11 @@ def push_run(run: RunDir, repo_id: str, token: str, private: bool = True) -> str
     """Upload the finished model with its card to `repo_id` on the hub with `token`; the URL. The token is not kept.
 
     Raises ValueError in plain words when the run has not completed, `repo_id` is not 'name/model', the hub is not
-    reachable, no token is given, or the hub refuses the upload (naming only the kind of error, never the token).
+    reachable, no token is given, the token may not create the repository (HTTP 401 or 403: the hub answers 401 to
+    a sign-in without the scope), or the hub refuses the upload (naming only the kind of error, never the token).
     """
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
 
     finished(run)
     hub_access.check_hub_id(repo_id, "repo_id", "use the form 'your-name/model-name'", namespace=True)
@@ -243,13 +245,19 @@ def push_run(run: RunDir, repo_id: str, token: str, private: bool = True) -> str
         raise ValueError("repo_id: the Hugging Face hub is not reachable from here; download the zip instead")
     if not token:
         raise ValueError("token: paste a Hugging Face token that may write")
-    api = HfApi(token=token)
+    api, created = HfApi(token=token), False
     try:
         api.create_repo(repo_id, private=private, exist_ok=True)
+        created = True
         with tempfile.TemporaryDirectory() as work:
             commit = api.upload_folder(repo_id=repo_id, folder_path=_staged(run, Path(work)),
                                        commit_message="Upload from MLM Studio")
     except Exception as error:  # hub errors can echo request headers: report the kind only, never the token
+        status = getattr(error.response, "status_code", 0) if isinstance(error, HfHubHTTPError) else 0
+        if not created and status in (401, 403):
+            raise ValueError(f"repo_id: this token or sign-in may not create repositories, so {repo_id} could not "
+                             "be made (a Hugging Face sign-in needs the contribute-repos scope, a token needs write "
+                             "access); or create the repository on the hub first and push again") from None
         raise ValueError(f"repo_id: the hub refused the upload ({type(error).__name__}); check the name and that "
                          "the token may write") from None
     return getattr(commit, "repo_url", None) or f"https://huggingface.co/{repo_id}"
