@@ -161,8 +161,8 @@ class TrainTab:
         except ValueError as error:
             raise refusal(error) from None
         config = fit.config if fit.fits else fit.config.replace(model=STARTER)
-        values = {**{name: getattr(config, name) for name in QUICK_FIELDS}, "dataset": HUB,
-                  "hub_dataset": config.dataset, "max_steps": config.max_steps or 0}
+        values = {**{name: getattr(config, name) for name in QUICK_FIELDS if hasattr(config, name)},
+                  "dataset": HUB, "hub_dataset": config.dataset, "max_steps": config.max_steps or 0}
         return *(values[name] for name in QUICK_FIELDS), self.guide.note()
 
     def preview(self, **form):

@@ -18,6 +18,9 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 from huggingface_hub import SpaceCard
 
+from mlm_core.system.storage import RunsStorage, mount_of
+from studio.train_tab import QUICK_FIELDS
+
 from .app_client import ended, message, start, train_form, visitor_at, wait_for
 from .conftest import ROOT, SPACE_OAUTH, start_app
 from .hub_content import DATASET_ID, MASKED_ID, SPLIT_ROWS
@@ -92,12 +95,16 @@ def space(hub, tmp_path_factory):
     space.stop()
 
 
+def form_values(quick: dict) -> dict:
+    """The form's values Quick run set."""
+    return {name: quick[name] for name in QUICK_FIELDS}
+
+
 @pytest.fixture(scope="module")
 def quick(space) -> dict:
     """Quick run's form values (waiting for the guides' run to be measured) and its note."""
-    model, source, dataset, rows, column, note = space.client.predict(api_name="/quick_run")
-    return {"model": model, "dataset": source, "hub_dataset": dataset, "slice": rows, "text_column": column,
-            "note": note}
+    *values, note = space.client.predict(api_name="/quick_run")
+    return {**dict(zip(QUICK_FIELDS, values, strict=True)), "note": note}
 
 
 def test_online_the_form_starts_on_the_guides_run_and_the_header_says_where_runs_are_kept(space):
@@ -107,9 +114,9 @@ def test_online_the_form_starts_on_the_guides_run_and_the_header_says_where_runs
     assert (form["slice"]["value"], form["text-column"]["value"]) == ("train[:5000]", "answers.text")
     header = space.header()
     assert "hub reachable" in header
-    # The test's runs folder is on the machine's root file system, as a Space's own disk is: a restart wipes it.
-    assert "Runs are kept on the Space's own disk, which every restart wipes" in header
-    assert "attach a Storage Bucket at `/data`" in header
+    storage = RunsStorage(space.runs, *mount_of(space.runs.resolve()))  # where this machine keeps the test's runs
+    assert storage.describe(on_space=True) in header
+    assert ("attach a Storage Bucket at `/data`" in header) is not storage.own_mount
 
 
 def test_the_space_serves_the_starter_from_its_uploaded_weights(space):
@@ -126,8 +133,8 @@ def test_quick_run_cuts_the_guides_run_to_a_visitors_budget_measured_here(space,
     measured = re.search(r"\(([\d,]+) steps at [\d.]+ s, measured\)", quick["note"])
     assert measured and f"first {rows:,} rows" in quick["note"], quick["note"]
     # What Preview measures for the preset fits the budget: the preset was chosen from the measured step time.
-    values = {k: quick[k] for k in ("model", "dataset", "hub_dataset", "slice", "text_column")}
-    summary, *_ = space.client.predict(**train_form(**values, epochs=3), api_name="/preview")  # the form's epochs
+    assert (quick["epochs"], quick["block_size"], quick["max_steps"]) == (3, 128, 0)  # as the guides' run measured
+    summary, *_ = space.client.predict(**train_form(**form_values(quick)), api_name="/preview")
     assert summary.startswith(f"**{rows:,} rows → "), summary
     steps = int(re.search(r"([\d,]+) steps at", summary)[1].replace(",", ""))
     assert steps <= RUN_STEPS, summary
@@ -147,8 +154,7 @@ def test_a_loading_script_dataset_is_refused_in_words_that_say_what_to_use(space
 def alices_run(space, quick) -> str:
     """A quick run of a signed-in visitor, 3 steps, completed."""
     alice = visitor_at(space.url, "203.0.113.7", user="alice", access_token=GRANTED)
-    values = {k: quick[k] for k in ("model", "dataset", "hub_dataset", "slice", "text_column")}
-    run = start(alice, **values, max_steps=3, batch_size=8)
+    run = start(alice, **{**form_values(quick), "max_steps": 3, "batch_size": 8})
     final = wait_for(alice, run, ended, timeout=300)
     assert final["status"] == "completed", final["events"][-3:]
     return run
