@@ -11,8 +11,8 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mlm_core.events import Eval, Event, Probe, Step
-from mlm_core.models.inference import filled_sequence
 from mlm_core.models.words import word_label
+from mlm_core.service.playground import Guess
 
 _LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=40), template="plotly_white",
                legend=dict(orientation="h", y=-0.2))
@@ -112,20 +112,19 @@ def _positions(steps: Sequence[Step], x: str):
     return lambda step, epoch: step
 
 
-def predictions_figure(results: list[list[dict[str, Any]]], title: str) -> go.Figure:
+def predictions_figure(guesses: Sequence[Sequence[Guess]], title: str) -> go.Figure:
     """Horizontal bars of each mask's guesses and probabilities, one panel per mask, likeliest on top."""
-    n = max(1, len(results))
+    n = max(1, len(guesses))
     figure = make_subplots(rows=n, cols=1, subplot_titles=[f"mask {i + 1}" for i in range(n)] if n > 1 else None,
                            vertical_spacing=0.12 if n > 1 else 0.0)
-    for row, guesses in enumerate(results, start=1):
-        guesses = guesses[::-1]
-        figure.add_bar(x=[g["score"] for g in guesses], y=[as_plot_text(word_label(g["token_str"])) for g in guesses],
-                       orientation="h",
-                       text=[f"{g['score']:.1%}" for g in guesses], textposition="auto", row=row, col=1,
-                       showlegend=False, marker_color="#4f46e5")
-        top = max((g["score"] for g in guesses), default=1.0)
+    for row, at_mask in enumerate(guesses, start=1):
+        at_mask = at_mask[::-1]
+        figure.add_bar(x=[g.probability for g in at_mask], y=[as_plot_text(g.word) for g in at_mask],
+                       orientation="h", text=[f"{g.probability:.1%}" for g in at_mask], textposition="auto",
+                       row=row, col=1, showlegend=False, marker_color="#4f46e5")
+        top = max((g.probability for g in at_mask), default=1.0)
         figure.update_xaxes(range=[0, min(1.0, top * 1.2)], tickformat=".0%", row=row, col=1)
-    rows = max((len(g) for g in results), default=1)
+    rows = max((len(g) for g in guesses), default=1)
     figure.update_layout(title=as_plot_text(title), template="plotly_white", height=120 + n * (40 + 24 * rows),
                          margin=dict(l=110, r=20, t=60, b=30))
     return figure
@@ -137,13 +136,10 @@ def as_plot_text(text: str) -> str:
     return html.escape(text, quote=False)
 
 
-def predictions_table(results: list[list[dict[str, Any]]], text: str, mask_token: str | None = None
-                      ) -> list[list[Any]]:
-    """Rows of (mask, rank, word, probability, the text with that mask filled and any other shown as ___); masks
-    in `text` spelled `<mask>`, `[MASK]` or the model's `mask_token`."""
-    return [[m + 1, rank + 1, word_label(g["token_str"]), round(g["score"], 4),
-             filled_sequence(text, results, m, g, mask_token)]
-            for m, guesses in enumerate(results) for rank, g in enumerate(guesses)]
+def predictions_table(guesses: Sequence[Sequence[Guess]]) -> list[list[Any]]:
+    """Rows of (mask, rank, word, probability, the text with that mask filled and any other shown as ___)."""
+    return [[m + 1, rank + 1, g.word, round(g.probability, 4), g.text]
+            for m, at_mask in enumerate(guesses) for rank, g in enumerate(at_mask)]
 
 
 PROBE_HEADERS = ["probe", "right word", "its rank: start → now", "top guesses now"]

@@ -5,13 +5,11 @@ from __future__ import annotations
 import gradio as gr
 
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
-from mlm_core.models.inference import fill_mask, generate, mask_token, rank_answer, word_surprise
-from mlm_core.models.loading import load_config
 from mlm_core.models.starter import default_examples
 from mlm_core.runs.model_sources import STARTER
 from mlm_core.runs.records import COMPLETED, RUN_PREFIX
+from mlm_core.service import playground
 from mlm_core.system.hub_access import is_online
-from mlm_core.tasks import detect_task
 
 from . import figures
 from .access import Access
@@ -27,21 +25,13 @@ except ImportError:
         """No ZeroGPU here: run as is."""
         return fn
 
-# The default run's held-out probe sentences, with their answers (written by `build-starter`).
+# The default run's held-out probe sentences, with their answers (written by `python -m starter`).
 EXAMPLES = [[e["text"], e["answer"]] for e in default_examples()] or [
     ["An assignment statement evaluates the <mask> list.", "expression"]]
 SURPRISE_EXAMPLE = ("An assignment statement evaluates the expression list and assigns the single resulting object "
                     "to each of the target lists, from left to right.")
 SURPRISE_SCALE_BITS = 20  # a word this surprising (or more) is shown in full red
 PREDICTION_HEADERS = ["mask", "rank", "word", "probability", "text"]
-
-
-def is_causal(model: str) -> bool:
-    """Whether `model` is a causal LM (unknown models count as masked until they load)."""
-    try:
-        return bool(model) and detect_task(load_config(model)).inference == "generate"
-    except (ValueError, OSError):
-        return False
 
 
 class FillTab:
@@ -143,7 +133,7 @@ class FillTab:
     @staticmethod
     def model_a_changed(model: str):
         """Show the fill-mask view for masked models and the generate view for causal ones."""
-        causal = is_causal(model)
+        causal = playground.generates(model)
         return gr.update(visible=not causal), gr.update(visible=causal)
 
     @gpu
@@ -158,10 +148,9 @@ class FillTab:
                 if not model:
                     outputs += [None, None, ""]
                     continue
-                results = fill_mask(model, text, top_k=top_k)
-                ranked = rank_answer(model, text, answer, top_k) if answer and len(results) == 1 else None
-                outputs += [figures.predictions_figure(results, _short(model)),
-                            figures.predictions_table(results, text, mask_token(model)), answer_note(answer, ranked)]
+                filled = playground.fill(model, text, top_k, answer)
+                outputs += [figures.predictions_figure(filled.guesses, _short(model)),
+                            figures.predictions_table(filled.guesses), answer_note(answer, filled)]
         except ValueError as error:
             raise refusal(error) from None
         return outputs
@@ -171,7 +160,8 @@ class FillTab:
         """Each word of a paragraph coloured by how surprised each model is by it, and the biggest changes;
         gr.Error (a `refusal`) in plain words for bad input or a model that cannot fill masks."""
         try:
-            scored = [word_surprise(model, text) if model else [] for model in (_model(model_a), _model(model_b))]
+            scored = [playground.surprise(model, text) if model else []
+                      for model in (_model(model_a), _model(model_b))]
         except ValueError as error:
             raise refusal(error) from None
         return (*[surprise_highlights(pieces) for pieces in scored], surprise_changes(*scored))
@@ -181,21 +171,21 @@ class FillTab:
         """Continue a prompt with a causal model; gr.Error (a `refusal`) in plain words for bad input or a model
         that cannot generate."""
         try:
-            return generate(_model(model) or "", prompt, max_new_tokens=_whole(max_new_tokens, "max_new_tokens"),
-                            temperature=_number(temperature, "temperature"), top_p=_number(top_p, "top_p"),
-                            seed=None if seed in (None, "") else _whole(seed, "seed"))
+            return playground.generate(_model(model) or "", prompt, _whole(max_new_tokens, "max_new_tokens"),
+                                       _number(temperature, "temperature"), _number(top_p, "top_p"),
+                                       None if seed in (None, "") else _whole(seed, "seed"))
         except ValueError as error:
             raise refusal(error) from None
 
 
-def answer_note(answer: str, ranked: tuple[int, float] | None) -> str:
+def answer_note(answer: str, filled: playground.Filled) -> str:
     """Where the model ranks the right word (HTML; the word is the visitor's, so it is escaped)."""
-    if not answer:
+    if not answer or len(filled.guesses) != 1:
         return ""
-    if ranked is None:
+    if filled.answer_rank is None:
         return f"<small>The right word <b>{escaped(answer)}</b> is too long for this text and model.</small>"
-    rank, probability = ranked
-    return f"<small>The right word <b>{escaped(answer)}</b> is guess #{rank:,} ({probability:.1%}).</small>"
+    return (f"<small>The right word <b>{escaped(answer)}</b> is guess #{filled.answer_rank:,} "
+            f"({filled.answer_probability:.1%}).</small>")
 
 
 def surprise_highlights(pieces: list[tuple[str, float | None]]) -> list[tuple[str, float | None]]:

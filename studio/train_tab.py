@@ -17,13 +17,13 @@ from mlm_core.models.loading import describe_device
 from mlm_core.runs.model_sources import STARTER
 from mlm_core.runs.records import QUEUED, RUNNING, RunIdentity, new_run_name
 from mlm_core.runs.run_dir import RunDir
+from mlm_core.service import playground
 from mlm_core.system.redact import hide_paths
 from mlm_core.training.setup import check_names
 
 from . import board, figures
 from .access import Access
 from .context import CANCELLED, Studio
-from .fill_tab import is_causal
 from .form import HUB, build_data_fields, build_settings_fields, command_line, config_from, source_changed
 from .quick_run import GuideEstimate
 from .start_check import check_inputs
@@ -150,7 +150,7 @@ class TrainTab:
 
     def model_changed(self, model: str):
         """Hide the masking knob for causal models and suggest a learning rate for the model."""
-        return gr.update(visible=not is_causal(model)), gr.update(value=default_learning_rate(model or ""))
+        return gr.update(visible=not playground.generates(model)), gr.update(value=default_learning_rate(model or ""))
 
     def quick_run(self):
         """The form set to the guides' run cut to a run's budget on this device (the starter model on the same

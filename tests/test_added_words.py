@@ -7,7 +7,7 @@ import torch
 
 from .model_families import build_family
 
-EVERYDAY = files("mlm_core.data").joinpath("everyday_sample.txt").read_text(encoding="utf-8")
+EVERYDAY = files("starter").joinpath("everyday_sample.txt").read_text(encoding="utf-8")
 
 
 @pytest.mark.parametrize("family, kind", [("bert", "WordPiece"), ("roberta", "byte-level BPE"),

@@ -45,7 +45,7 @@ def test_the_default_run_draws_curves_and_evaluating_costs_at_most_15_percent_of
 def test_the_default_run_is_a_visible_win_on_its_fill_mask_examples(starter_run):
     from mlm_core.events import Probe
     from mlm_core.models.starter import default_examples
-    from mlm_core.training.starter_recipe import first_and_last_scores
+    from starter.recipe import first_and_last_scores
 
     run = RunDir(starter_run["dir"])
     results = run.results()
@@ -127,7 +127,7 @@ def test_unparsable_option_is_one_line():
     assert process.stderr.strip() == "error: argument --block-size: invalid int value: 'abc'"
 
 
-@pytest.mark.parametrize("command", ["train", "fill-mask", "generate", "build-starter", "runs", "info"])
+@pytest.mark.parametrize("command", ["train", "fill-mask", "generate", "runs", "info"])
 def test_every_command_prints_its_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])

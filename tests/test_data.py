@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from bench.guide_recipe import make_group_texts
 from mlm_core.config import TrainConfig
 from mlm_core.data.builtin_corpus import docstring_records, reference_records
-from mlm_core.data.columns import as_text, detect_text_column, flatten_record
-from mlm_core.data.guide_recipe import make_group_texts
-from mlm_core.data.lm_data import extract_texts, group_texts, prepare_data
+from mlm_core.data.columns import as_text, check_column, detect_text_column, flatten_record
+from mlm_core.data.lm_data import prepare_data
 from mlm_core.data.sources import apply_slice, load_records, read_file
+
+from .list_data import group_texts
 
 
 def test_builtin_corpora_are_real_and_disjoint():
@@ -44,7 +46,7 @@ def test_text_column_detection_prefers_long_prose():
 
 def test_missing_text_column_is_named():
     with pytest.raises(ValueError, match="^text_column: no column 'body'; columns are text, topic"):
-        extract_texts([{"topic": "a", "text": "b"}], "body")
+        check_column([{"topic": "a", "text": "b"}], "body")
 
 
 def test_slices_select_rows():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlm_core.bench import data_scale
+from bench import data_scale
 
 from .conftest import ROOT, _free_port
 

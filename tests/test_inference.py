@@ -289,3 +289,23 @@ def test_surprise_scores_chinese_and_japanese_words_from_the_segmenters():
         scored = word_surprise("starter", text)
         assert [word for word, _ in scored] == words
         assert all(bits is not None and bits > 0 for _, bits in scored)
+
+
+def test_the_playground_fills_and_ranks_the_right_word_from_one_reading_of_the_masks(monkeypatch):
+    from mlm_core.models import inference
+    from mlm_core.service import playground
+
+    text = "Slicing is done exclusively with the following three <mask>."
+    calls = []
+    forward = inference._mask_probabilities
+    monkeypatch.setattr(inference, "_mask_probabilities", lambda *a: calls.append(1) or forward(*a))
+    filled = playground.fill("starter", text, 3, "methods")
+    assert len(calls) == 1  # the masks read once for the guesses and the rank (the page read them twice)
+    assert (filled.answer_rank, filled.answer_probability) == \
+        pytest.approx(inference.rank_answer("starter", text, "methods", top_k=3), rel=1e-5)
+    assert [g.word for g in filled.guesses[0]] == [g.word for g in playground.fill("starter", text, 3).guesses[0]]
+    assert all(g.text == text.replace("<mask>", g.word) for g in filled.guesses[0])
+    several = playground.fill("starter", "The <mask> statement exits the <mask>.", 2, "break")
+    assert len(several.guesses) == 2 and several.answer_rank is None  # a rank is for a text with one mask
+    with pytest.raises(ValueError, match="^answer: "):
+        playground.fill("starter", text, 3, 42)

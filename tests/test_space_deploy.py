@@ -33,7 +33,8 @@ SPACE = "your-name/mlm-studio"  # as the README's commands write it
 TOKEN = "hf_DeploysTheSpace0123456789abcdefXYZ"  # not in the hub's scopes: may do everything
 NO_CREATE = "hf_SignInWithWriteReposOnly0123456789"  # an OAuth token that may write, not create
 WRITES, CONTRIBUTES = "hf_ScopesWriteRepos0123456789abcdef", "hf_ScopesContribute0123456789abcdef"
-NEVER_UPLOADED = ("tests/", ".venv/", "runs/", ".git/", ".github/", ".ci/", "test-artifacts/", ".starter-build/")
+NEVER_UPLOADED = ("tests/", ".venv/", "runs/", ".git/", ".github/", ".ci/", "test-artifacts/", ".starter-build/",
+                  "bench/", "starter/")
 
 
 def requires_python_problems(requirements: str, python: str) -> list[str]:
@@ -132,7 +133,7 @@ def test_deploy_uploads_exactly_the_dry_runs_list_to_a_gradio_space_and_prints_i
 
 def test_the_space_holds_every_file_the_app_needs_and_nothing_of_the_developers(deployed):
     files = deployed["files"]
-    needed = {"app.py", "requirements.txt", "README.md", ".gitattributes", "mlm_core/data/everyday_sample.txt",
+    needed = {"app.py", "requirements.txt", "README.md", ".gitattributes",
               *(p.relative_to(ROOT).as_posix() for top in ("mlm_core", "studio") for p in (ROOT / top).rglob("*.py")),
               *(p.relative_to(ROOT).as_posix() for p in (ROOT / "assets" / "starter-mlm").iterdir() if p.is_file())}
     assert needed <= set(files), sorted(needed - set(files))
@@ -158,7 +159,8 @@ def test_the_upload_list_leaves_out_what_a_developer_has_lying_around(tmp_path):
     left = ["mlm_core/__pycache__/x.cpython-311.pyc", "studio/old.pyc", "runs/r/results.json", ".venv/bin/python",
             "tests/test_x.py", ".ci/run", ".github/workflows/ci.yml", "test-artifacts/a.png", ".env",
             "mlm_core/.env", "app.log", "docs/bench/run.log", "mlm_core/.data-cache/x", ".starter-build/c.txt",
-            ".git/HEAD", "notes.txt", "pytest.ini", "studio/.env.local", "assets/.netrc", "docs/x/.env.production"]
+            ".git/HEAD", "notes.txt", "pytest.ini", "studio/.env.local", "assets/.netrc", "docs/x/.env.production",
+            "bench/report.py", "starter/recipe.py"]
     for path in kept + left:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("x")

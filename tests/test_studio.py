@@ -238,11 +238,10 @@ def test_limits_count_the_address_and_the_account_not_the_secret_a_script_sends(
 
 
 def test_each_mask_row_shows_the_text_with_that_mask_filled_and_the_others_blank():
-    from mlm_core.models.inference import fill_mask
+    from mlm_core.service import playground
 
     text = "The event loop repeats the <mask> of [MASK] forever."
-    results = fill_mask("starter", text, top_k=2)
-    rows = figures.predictions_table(results, text)
+    rows = figures.predictions_table(playground.fill("starter", text, top_k=2).guesses)
     assert [row[:2] for row in rows] == [[1, 1], [1, 2], [2, 1], [2, 2]]
     for mask, _, word, _, sentence in rows:
         blank = "The event loop repeats the {} of {} forever."

@@ -14,9 +14,11 @@ import torch
 from mlm_core.config import TrainConfig
 from mlm_core.data import store_builder, store_cache
 from mlm_core.data.builtin_corpus import reference_records
-from mlm_core.data.lm_data import extract_texts, group_texts, prepare_data, split_indices, tokenize
+from mlm_core.data.lm_data import prepare_data, split_indices
 from mlm_core.data.sources import load_records
 from mlm_core.data.tokenizing import PreparationStopped, word_starts
+
+from .list_data import extract_texts, group_texts, tokenize
 
 
 @pytest.fixture(scope="module")

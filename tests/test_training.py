@@ -349,7 +349,7 @@ def test_an_upload_of_everyday_text_gets_probes_whose_answers_may_be_words_of_se
     from mlm_core.models.loading import load_tokenizer
 
     upload = tmp_path / "my garden notes.txt"
-    upload.write_text("\n\n".join([files("mlm_core.data").joinpath("everyday_sample.txt").read_text()] * 12))
+    upload.write_text("\n\n".join([files("starter").joinpath("everyday_sample.txt").read_text()] * 12))
     _, events = _run(_config(tiny_mlm, tmp_path / "run", dataset="file", dataset_file=str(upload), slice="train",
                              max_steps=2))
     probes = [e for e in events if isinstance(e, Probe)]

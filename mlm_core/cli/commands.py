@@ -1,5 +1,4 @@
-"""Headless CLI over the same functions the app uses: train, fill-mask, generate, build-starter, push, deploy-space,
-info."""
+"""Headless CLI over the same functions the app uses: train, fill-mask, generate, push, deploy-space, info."""
 
 from __future__ import annotations
 
@@ -34,7 +33,6 @@ from mlm_core.system.container_limits import limit_this_process, prefer_as_oom_v
 from mlm_core.system.storage import check_runs_folder
 from mlm_core.training.loop import train
 from mlm_core.training.preflight import preview
-from mlm_core.training.starter_recipe import build_starter
 
 EXIT_BAD_INPUT = 2
 EXIT_STOPPED = 130
@@ -93,11 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--greedy", action="store_true", help="always take the likeliest token")
     gen.add_argument("--seed", type=int)
     gen.add_argument("prompt")
-    starter = commands.add_parser("build-starter", help="pre-train the built-in starter model from scratch")
-    starter.add_argument("--output", type=Path, help="folder to write it to (default: assets/starter-mlm)")
-    starter.add_argument("--epochs", type=int, help="passes over the corpus (default: the committed recipe's)")
-    starter.add_argument("--work-dir", type=Path, help="keep the corpus, tokenizer and pre-training run here and "
-                                                      "resume it from its newest checkpoint (default: a temp folder)")
     runs = commands.add_parser("runs", help="list the runs of a runs folder with their status")
     runs.add_argument("--root", type=Path, help="the runs folder (default: MLM_STUDIO_RUNS, /data/mlm-studio-runs "
                                                 "on a Space, else ./runs)")
@@ -135,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("MLM_STUDIO_DEBUG"):
         warnings.simplefilter("ignore")
     args = build_parser().parse_args(argv)
-    handlers = {"train": _train, "fill-mask": _fill_mask, "generate": _generate, "build-starter": _build_starter,
+    handlers = {"train": _train, "fill-mask": _fill_mask, "generate": _generate,
                 "train-queued": _train_queued, "preview": _preview, "runs": _runs, "push": _push, "export": _export,
                 "deploy-space": _deploy_space, "info": _info}
     try:
@@ -367,26 +360,13 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _build_starter(args: argparse.Namespace) -> int:
-    """Pre-train the starter model and print what it and the default run on it measure."""
-    out = args.output or STARTER_DIR
-    with ProgressPrinter() as printer:
-        figures = build_starter(out, epochs=args.epochs, on_event=printer, work_dir=args.work_dir)
-    run = figures["default_run"]
-    print(f"starter model in {out}: perplexity {figures['pretraining_perplexity']:.2f} on held-out pre-training "
-          f"text, {figures['everyday_whole_share']:.0%} of everyday words one token; the default run takes the "
-          f"language reference from {run['base_perplexity']:.2f} to "
-          f"{run['final_perplexity']:.2f}, top-5 accuracy {run['base_top5']:.1%} to {run['final_top5']:.1%}")
-    return 0
-
-
 def _info(args: argparse.Namespace) -> int:
     """Print the device, whether the hub is reachable, the offline defaults and where runs are kept (ValueError for
     a runs folder that cannot hold runs)."""
     online = hub_access.is_online()
     print(f"device: {describe_device()}")
     print(f"hub: {'reachable' if online else 'not reachable: use --model starter --dataset builtin'}")
-    print(f"starter model: {STARTER_DIR if STARTER_DIR.is_dir() else 'missing (python -m mlm_core build-starter)'}")
+    print(f"starter model: {STARTER_DIR if STARTER_DIR.is_dir() else 'missing (python -m starter)'}")
     storage = check_runs_folder(runs_root())
     print(f"runs folder: {storage.path}, {storage.where()}")
     return 0

@@ -2,8 +2,7 @@
 
 `prepare_data` streams the source in numbered batches of documents through tokenizer processes into a store on disk
 (`token_store.py`), optionally cached (`store_cache.py`), so its memory stays flat whatever the corpus size. Blocks
-and the seeded split are the same as the guides' recipe (`group_texts` over the concatenated documents). The list-based
-helpers below (`tokenize`, `group_texts`, ...) are the reference that tests and the benchmark compare with.
+and the seeded split are the same as the guides' recipe (`group_texts` over the concatenated documents).
 """
 
 from __future__ import annotations
@@ -11,17 +10,14 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from mlm_core.config import TrainConfig
 from mlm_core.data.columns import (
-    Record,
     as_text,
-    check_column,
     detect_text_column,
     flatten_record,
     text_of,
@@ -30,12 +26,10 @@ from mlm_core.data.columns import (
 from mlm_core.data.sources import open_source
 from mlm_core.data.store_builder import token_store
 from mlm_core.data.token_store import Blocks, TokenStore
-from mlm_core.data.tokenizing import PreparationStopped, encode_with_offsets
+from mlm_core.data.tokenizing import PreparationStopped
 
-__all__ = ["LMData", "PreparationStopped", "as_text", "detect_text_column", "extract_texts", "flatten_record",
-           "group_texts", "prepare_data", "process_shard", "sample_texts", "split_indices", "tokenize"]
-
-_TOKENIZE_BATCH = 1000
+__all__ = ["LMData", "PreparationStopped", "as_text", "detect_text_column", "flatten_record", "prepare_data",
+           "process_shard", "sample_texts", "split_indices"]
 
 
 @dataclass(frozen=True)
@@ -67,65 +61,12 @@ class LMData:
         return self.train.block_size
 
 
-def extract_texts(records: Sequence[Record], column: str) -> list[str]:
-    """The non-empty texts of one column, lists joined as the guides do; ValueError naming `text_column` when no
-    record has the column or it holds no text."""
-    check_column(records, column)
-    texts = [t for t in (text_of(record, column) for record in records) if t is not None]
-    if not texts:
-        raise ValueError(f"text_column: column {column!r} holds no text in the selected rows")
-    return texts
-
-
 def sample_texts(config: TrainConfig, column: str, limit: int = 500) -> list[str]:
     """The first `limit` non-empty texts of a run's data (long ones in pieces, as they are tokenized; e.g. for probe
     sentences and the Preview), without reading the rest;
     ValueError in plain words when the data cannot be opened or read (as `open_source`)."""
     texts = (text_of(r, column) for r in open_source(config).peek(limit))
     return list(itertools.islice((piece for t in texts if t is not None for piece in text_pieces(t)), limit))
-
-
-def tokenize(tokenizer, texts: Sequence[str], with_offsets: bool = False) -> dict[str, list]:
-    """Token ids (and character offsets) of each text, special tokens added, no truncation: per text, a list of
-    [tokens] ids under 'input_ids' (and of [tokens] (start, end) character pairs under 'offset_mapping')."""
-    columns: dict[str, list] = {"input_ids": []}
-    if with_offsets:
-        columns["offset_mapping"] = []
-    for start in range(0, len(texts), _TOKENIZE_BATCH):
-        batch = list(texts[start : start + _TOKENIZE_BATCH])
-        if with_offsets:
-            ids, offsets = encode_with_offsets(tokenizer, batch)
-            columns["offset_mapping"].extend(offsets)
-        else:
-            ids = tokenizer(batch, return_attention_mask=False, verbose=False)["input_ids"]
-        columns["input_ids"].extend(ids)
-    return columns
-
-
-def group_texts(examples: dict[str, list], block_size: int) -> dict[str, np.ndarray]:
-    """The guides' `group_texts` in linear time: concatenate each column and cut it into `block_size` rows, as int64
-    arrays [blocks, block_size] (an offsets column: [blocks, block_size, 2]).
-
-    Like the guides, a remainder shorter than a block is dropped, unless the whole text is shorter than one block,
-    which then becomes a single short row.
-    """
-    grouped = {}
-    for key, sequences in examples.items():
-        flat = _concatenate(sequences)
-        total = len(flat)
-        width = block_size if total >= block_size else total
-        rows = total // width if width else 0
-        grouped[key] = flat[: rows * width].reshape(rows, width, *flat.shape[1:])
-    return grouped
-
-
-def _concatenate(sequences: Sequence[Sequence]) -> np.ndarray:
-    """One array of all items of all sequences, in order, without quadratic list concatenation."""
-    total = sum(len(s) for s in sequences)
-    first = next((s[0] for s in sequences if len(s)), None)
-    if first is None or np.isscalar(first):
-        return np.fromiter(itertools.chain.from_iterable(sequences), dtype=np.int64, count=total)
-    return np.asarray(list(itertools.chain.from_iterable(sequences)), dtype=np.int64).reshape(total, -1)
 
 
 def split_indices(n_blocks: int, eval_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,6 +58,22 @@ def predict_masks(tokenizer, lm, text: str, top_k: int = 5, targets: list[str] |
                   max_pieces: int = MAX_PIECES) -> list[list[dict[str, Any]]]:
     """`fill_mask` on a tokenizer and masked LM already in memory; ValueError in plain words as `fill_mask` for the
     text, `top_k` and `targets`."""
+    return _fill(tokenizer, lm, text, top_k, targets, max_pieces)[0]
+
+
+def fill_and_rank(model: str, text: str, top_k: int = 5, answer: str = ""
+                  ) -> tuple[list[list[dict[str, Any]]], tuple[int, float] | None]:
+    """`fill_mask`'s results and, for a text with one mask and a right `answer` (a word of any number of pieces),
+    its (rank, probability) among the words shown (see `word_rank`), from one reading of the masks; the rank is None
+    when there is no answer, several masks, or the answer reads as no token or makes the text too long. ValueError
+    in plain words as `fill_mask`."""
+    tokenizer, lm = _masked_lm(model)
+    return _fill(tokenizer, lm, text, top_k, None, MAX_PIECES, answer.strip() if isinstance(answer, str) else "")
+
+
+def _fill(tokenizer, lm, text: str, top_k: int, targets: list[str] | None, max_pieces: int, answer: str = ""
+          ) -> tuple[list[list[dict[str, Any]]], tuple[int, float] | None]:
+    """The guesses at each mask of `text` (pipeline-shaped) and the answer's (rank, probability) at a single mask."""
     input_ids, positions, probs = _mask_probabilities(tokenizer, lm, text)
     if not isinstance(top_k, int) or not 1 <= top_k <= len(tokenizer):
         raise ValueError(f"top_k: must be a whole number from 1 to {len(tokenizer)} (got {top_k!r})")
@@ -68,10 +84,16 @@ def predict_masks(tokenizer, lm, text: str, top_k: int = 5, targets: list[str] |
         guesses = [sorted((WordGuess(tuple(pieces), _probability(lm, tokenizer, input_ids, at, first, pieces))
                            for pieces in candidates), key=lambda guess: -guess.probability)[:top_k]
                    for at, first in zip(masks, probs)]
-    else:
-        guesses = [guess_words(lm, tokenizer, input_ids, at, first, top_k, max_pieces, limit)
+    else:  # a right word is ranked among RANK_WIDTH candidates, as `score_probe` ranks a probe's
+        width = max(top_k, RANK_WIDTH) if answer and len(masks) == 1 else top_k
+        guesses = [guess_words(lm, tokenizer, input_ids, at, first, width, max_pieces, limit)
                    for at, first in zip(masks, probs)]
-    return _propositions(tokenizer, input_ids, masks, guesses)
+    ranked = None
+    pieces = word_pieces(tokenizer, answer) if answer and len(masks) == 1 and not targets else []
+    if pieces and len(input_ids) + len(pieces) - 1 <= limit:
+        probability = _probability(lm, tokenizer, input_ids, masks[0], probs[0], pieces)
+        ranked = word_rank(tokenizer, probs[0], probability, pieces, guesses[0]), probability
+    return _propositions(tokenizer, input_ids, masks, [row[:top_k] for row in guesses]), ranked
 
 
 def score_probe(tokenizer, lm, text: str, answer: str | None, top_k: int = 5, max_pieces: int = MAX_PIECES,

@@ -1,7 +1,7 @@
 """What adding your words changes: the same run on everyday text with and without `add_words`, word accuracy and
 perplexity of each on its held-out text.
 
-    python -m mlm_core.bench.added_words [--model starter] [--words 300] [--steps 150] [--seeds 0 1]
+    python -m bench.added_words [--model starter] [--words 300] [--steps 150] [--seeds 0 1]
 
 Needs the Debian `fortunes` package (the everyday text: its sayings and quotations). Writes
 docs/bench/added_words.json.
@@ -15,9 +15,9 @@ import tempfile
 from pathlib import Path
 
 from mlm_core.config import TrainConfig
-from mlm_core.data.everyday_corpus import fortune_records
 from mlm_core.system.atomic_files import write_json
 from mlm_core.training.loop import train
+from starter.everyday_corpus import fortune_records
 
 RECORDS = 4000  # sayings of the fortunes package: about 600 KB of everyday English
 

@@ -1,4 +1,4 @@
-"""`build-starter`: pre-train the built-in masked LM from scratch on the docstrings of Python and its libraries."""
+"""`python -m starter`: pre-train the built-in masked LM from scratch on the docstrings of Python and its libraries."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from typing import Any
 import torch
 
 from mlm_core.config import STARTER_LEARNING_RATE, TrainConfig
-from mlm_core.data.builtin_corpus import LIBRARY_PACKAGES, library_versions, pretraining_records
-from mlm_core.data.everyday_corpus import EVERYDAY_SAMPLE, LICENCES, everyday_records
 from mlm_core.events import Event, Probe
 from mlm_core.models.inference import word_pieces
 from mlm_core.models.loading import load_tokenizer
@@ -29,6 +27,8 @@ from mlm_core.runs.run_dir import RunDir
 from mlm_core.system.atomic_files import atomic_dir, write_json
 from mlm_core.training.loop import evaluate, train
 from mlm_core.training.meter import perplexity
+from starter.docstring_corpus import LIBRARY_PACKAGES, library_versions, pretraining_records
+from starter.everyday_corpus import EVERYDAY_SAMPLE, LICENCES, everyday_records
 
 # 16,384 pieces keep 89% of the running words of everyday prose whole (everyday_sample.txt; 8,192 built from the
 # docstrings alone kept about a third), and the tied embedding (16,384 x 256 in fp16, 8.4 MB) under a Space's 10 MB
@@ -167,7 +167,7 @@ def model_card(figures: dict[str, Any], run: dict[str, Any], examples: list[dict
 A small ModernBERT-style masked language model (rotary positions, pre-norm, GeGLU), trained from scratch so that
 MLM Studio works with no internet.
 
-- Made by: `python -m mlm_core build-starter` (tokenizer, then weights; fixed seeds), in
+- Made by: `python -m starter` (tokenizer, then weights; fixed seeds), in
   {figures['build_minutes']:.0f} minutes on {pre['device']}.
 - Corpus: everyday English that installs offline from Debian packages, and docstrings read with `ast` from the `.py`
   files (nothing imported) of the Python {corpus['python']} standard library and of the installed runtime
@@ -181,7 +181,7 @@ MLM Studio works with no internet.
   fine-tuning on it is a real domain adaptation.
 - Tokenizer: byte-level BPE, {VOCAB_SIZE:,} tokens trained on that corpus, RoBERTa special tokens
   (`<s> <pad> </s> <unk> <mask>`): {figures['everyday_whole_share']:.1%} of the running words of a page of everyday
-  prose (`mlm_core/data/everyday_sample.txt`) are one token.
+  prose (`starter/everyday_sample.txt`) are one token.
 - Model: ModernBERT, {SHAPE.layers} layers, hidden size {SHAPE.hidden}, {SHAPE.heads} heads, feed-forward
   {SHAPE.intermediate}, blocks of up to {SHAPE.max_length} tokens, {figures['parameters'] / 1e6:.1f}M parameters,
   stored in float16 (safetensors).

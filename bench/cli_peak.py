@@ -1,6 +1,6 @@
 """Peak memory of a one-step CLI run on a large generated text file, whole-word masking or not.
 
-`python -m mlm_core.bench.cli_peak [MEGABYTES]` runs `python -m mlm_core train --model starter --dataset-file ...
+`python -m bench.cli_peak [MEGABYTES]` runs `python -m mlm_core train --model starter --dataset-file ...
 --max-steps 1` in a child process, twice (plain, then with `--whole-word-masking`), and prints one JSON line per run:
 seconds and the CLI process's peak resident memory (its tokenizer workers hold about 50 MiB each).
 """
@@ -15,9 +15,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlm_core.bench.data_scale import write_corpus
+from bench.data_scale import write_corpus
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_step(corpus: Path, run_dir: Path, whole_word: bool) -> dict:

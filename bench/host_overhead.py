@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import get_scheduler
 
-from mlm_core.bench import train_speed
+from bench import train_speed
 from mlm_core.models.loading import default_device
 from mlm_core.models.scratch import Shape, init_model
 from mlm_core.runs.model_sources import STARTER_DIR

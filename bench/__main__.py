@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from mlm_core.bench import (
+from bench import (
     data_prep,
     data_scale,
     flops,
@@ -29,7 +29,7 @@ from mlm_core.bench import (
 from mlm_core.models.loading import preload, quiet_transformers
 from mlm_core.system.atomic_files import read_json, write_json
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 # (training steps per round, DistilRoBERTa batch, rounds, fill-mask repeats, data-prep repeats)
 SIZES = {"quick": (4, 8, 3, 20, 1), "full": (8, 16, 5, 50, 3)}
 HOST_STEPS = {"quick": 30, "full": 100}  # steps of the tiny model per contender and round
@@ -37,7 +37,7 @@ HOST_STEPS = {"quick": 30, "full": 100}  # steps of the tiny model per contender
 
 def main(argv: list[str] | None = None) -> int:
     """Benchmark, report, write; RuntimeError when a measured child process fails."""
-    parser = argparse.ArgumentParser(prog="python -m mlm_core.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (about 7 minutes on 2 cores)")
     parser.add_argument("--out", type=Path, help="folder for the JSON and markdown (default: docs/, full runs only)")
     parser.add_argument("--only", choices=["data-scale"], help="run one section; its figures replace that section's "
@@ -90,7 +90,7 @@ def run(mode: str) -> dict:
     ratios = {
         "train_speedup": train["speedup"], "train_loss_gap": train["loss_gap"],
         "starter_train_speedup": starter_train["speedup"], "host_overhead_ratio": host["ratio"],
-        "group_speedup": prep["group_speedup"], "prepare_speedup": prep["prepare_speedup"],
+        "eli5_prepare_speedup": prep["speedup"],
         "fill_mask_p50_ratio": fill["ratio_p50"],
         "fill_mask_busy_ratio": busy["ratio_p50"], "mfu": achieved / peak["flops_per_s"], **scale["ratios"],
     }

@@ -1,6 +1,6 @@
 """Data preparation at scale: ours against the guides' recipe on generated 10, 40 and 160 MB text files.
 
-Each contender runs in its own process (`python -m mlm_core.bench.data_scale CONTENDER FILE`), which times load ->
+Each contender runs in its own process (`python -m bench.data_scale CONTENDER FILE`), which times load ->
 tokenize -> group -> split and reports its own peak resident memory (VmHWM: exact for the process, unlike a child's
 ru_maxrss, which Linux seeds with the parent's). Ours also reports its tokenizer workers' peaks; its memory figure is
 main + workers, an upper bound of what the job held at once.
@@ -50,8 +50,8 @@ def measure(contender: str, path: Path, whole_word: bool = False, timeout: float
     """Seconds and peak memory (bytes) of one contender preparing one file, in a fresh process; RuntimeError with
     the end of its stderr when it fails, subprocess.TimeoutExpired after `timeout` seconds."""
     env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}  # both may use every core
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    command = [sys.executable, "-m", "mlm_core.bench.data_scale", contender, str(path)]
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "bench.data_scale", contender, str(path)]
     done = subprocess.run(command + (["--whole-word"] if whole_word else []), capture_output=True, text=True,
                           env=env, timeout=timeout)
     if done.returncode != 0:
@@ -166,7 +166,7 @@ def child(contender: str, path: str, whole_word: bool) -> dict:
         if contender == "guide":
             from datasets import disable_progress_bars
 
-            from mlm_core.data.guide_recipe import prepare_text_file
+            from bench.guide_recipe import prepare_text_file
 
             disable_progress_bars()
             with ChildPeaks() as pool:  # the `num_proc` processes of `datasets.map`

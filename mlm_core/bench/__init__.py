@@ -1,1 +1,0 @@
-"""`python -m mlm_core.bench`: our engine against the task guides' recipe, measured in one run on this machine."""
