@@ -8,7 +8,7 @@ import sys
 
 def main() -> None:
     """Build the page and serve it (`python app.py`); a setting that cannot work is one line and exit code 2."""
-    from studio.environment import withdraw_server_token
+    from mlm_core.system.environment import withdraw_server_token
 
     server_token = withdraw_server_token()  # first: huggingface_hub must never see it in a public Space
     from studio.page import serve

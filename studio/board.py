@@ -6,9 +6,8 @@ import html
 from collections.abc import Sequence
 
 from mlm_core.events import Done, Error, Eval, Event, Started, Status, Step
-from mlm_core.runs.records import COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED, RunResults
-from mlm_core.system.redact import hide_paths
-from mlm_core.tasks import MaskedLM, get_task
+from mlm_core.service.shown import MASKED_GUESSED, guessed_by, hide_paths
+from mlm_core.service.workspace import COMPLETED, FAILED, INTERRUPTED, QUEUED, RUNNING, STOPPED, RunResults
 
 from .text import escaped
 
@@ -111,7 +110,7 @@ def accuracy_text(results: RunResults) -> str:
     """' It now guesses 41% of the hidden words right, up from 30% ...' (empty when not measured)."""
     if results.final_top1 is None or results.base_top1 is None:
         return ""
-    words = results.accuracy_counts or ("hidden pieces" if _guessed(results.task) == MaskedLM.guessed else
+    words = results.accuracy_counts or ("hidden pieces" if guessed_by(results.task) == MASKED_GUESSED else
                                          "next tokens")  # runs before words were counted
     return (f" It now guesses <b>{results.final_top1:.0%} of the {words}</b> of your held-out text right, "
             f"{_change(results.base_top1, results.final_top1)}; the right word is among its five likeliest guesses "
@@ -142,9 +141,5 @@ def owner_note(yours: bool, public: bool) -> str:
 def guessed_words(events: Sequence[Event]) -> str:
     """What the run's accuracy counts: 'hidden words' (masked LM) or 'next tokens' (causal LM)."""
     started = _last(events, Started)
-    return _guessed(started.task if started is not None else None)
+    return guessed_by(started.task if started is not None else None)
 
-
-def _guessed(task: str | None) -> str:
-    """What the accuracy of a run of this task counts (a masked LM's when the task is not known)."""
-    return (get_task(task) if task else MaskedLM).guessed

@@ -11,8 +11,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from mlm_core.events import Eval, Event, Probe, Step
-from mlm_core.models.words import word_label
-from mlm_core.service.playground import Guess
+from mlm_core.service.playground import Guess, word_label
 
 _LAYOUT = dict(height=320, margin=dict(l=50, r=20, t=50, b=40), template="plotly_white",
                legend=dict(orientation="h", y=-0.2))

@@ -5,15 +5,12 @@ from __future__ import annotations
 import gradio as gr
 
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
-from mlm_core.models.starter import default_examples
-from mlm_core.runs.model_sources import STARTER
-from mlm_core.runs.records import COMPLETED, RUN_PREFIX
 from mlm_core.service import playground
-from mlm_core.system.hub_access import is_online
+from mlm_core.service.playground import STARTER, default_examples, is_online
+from mlm_core.service.workspace import COMPLETED, RUN_PREFIX, Workspace
 
 from . import figures
 from .access import Access
-from .context import Studio
 from .text import escaped, refusal
 
 try:  # ZeroGPU Spaces lend a GPU per call; elsewhere the decorator is a no-op
@@ -37,7 +34,7 @@ PREDICTION_HEADERS = ["mask", "rank", "word", "probability", "text"]
 class FillTab:
     """Lays out the Fill-mask tab and answers its events."""
 
-    def __init__(self, studio: Studio, access: Access):
+    def __init__(self, studio: Workspace, access: Access):
         self.studio, self.access = studio, access
         with gr.Tab("Fill-mask", id="fill") as self.tab:
             with gr.Group() as self.mask_view:
@@ -142,15 +139,14 @@ class FillTab:
         gr.Error (a `refusal`) in plain words for bad input or a model that cannot fill masks."""
         outputs = []
         try:
-            top_k = _whole(top_k, "top_k")
-            answer = answer.strip() if isinstance(answer, str) else ""
-            for model in (_model(model_a), _model(model_b)):
+            for model in (model_a, model_b):
                 if not model:
                     outputs += [None, None, ""]
                     continue
-                filled = playground.fill(model, text, top_k, answer)
-                outputs += [figures.predictions_figure(filled.guesses, _short(model)),
-                            figures.predictions_table(filled.guesses), answer_note(answer, filled)]
+                request = playground.FillRequest(model, text, top_k, answer if isinstance(answer, str) else "")
+                filled = playground.fill(request)
+                outputs += [figures.predictions_figure(filled.guesses, _short(filled.model)),
+                            figures.predictions_table(filled.guesses), answer_note(request.answer, filled)]
         except ValueError as error:
             raise refusal(error) from None
         return outputs
@@ -160,8 +156,7 @@ class FillTab:
         """Each word of a paragraph coloured by how surprised each model is by it, and the biggest changes;
         gr.Error (a `refusal`) in plain words for bad input or a model that cannot fill masks."""
         try:
-            scored = [playground.surprise(model, text) if model else []
-                      for model in (_model(model_a), _model(model_b))]
+            scored = [playground.surprise(model, text) if model else [] for model in (model_a, model_b)]
         except ValueError as error:
             raise refusal(error) from None
         return (*[surprise_highlights(pieces) for pieces in scored], surprise_changes(*scored))
@@ -171,9 +166,8 @@ class FillTab:
         """Continue a prompt with a causal model; gr.Error (a `refusal`) in plain words for bad input or a model
         that cannot generate."""
         try:
-            return playground.generate(_model(model) or "", prompt, _whole(max_new_tokens, "max_new_tokens"),
-                                       _number(temperature, "temperature"), _number(top_p, "top_p"),
-                                       None if seed in (None, "") else _whole(seed, "seed"))
+            return playground.generate(playground.GenerateRequest(model, prompt, max_new_tokens, temperature, top_p,
+                                                                  seed))
         except ValueError as error:
             raise refusal(error) from None
 
@@ -201,28 +195,6 @@ def surprise_changes(a: list, b: list, n: int = 8) -> list[list[str]]:
     pairs = [(word.strip(), x, y) for (word, x), (_, y) in zip(a, b) if x is not None and y is not None]
     pairs.sort(key=lambda pair: pair[2] - pair[1])
     return [[word, f"{x:.1f}", f"{y:.1f}"] for word, x, y in pairs[:n]]
-
-
-def _model(value) -> str | None:
-    """A model name from a dropdown (anything else an API client sent is refused)."""
-    if value is None or isinstance(value, str):
-        return value
-    raise ValueError("model: choose a model by its name")
-
-
-def _number(value, name: str) -> float:
-    """A number from a slider or number box."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise ValueError(f"{name}: must be a number")
-    return float(value)
-
-
-def _whole(value, name: str) -> int:
-    """A whole number from a slider or number box."""
-    number = _number(value, name)
-    if number != int(number):
-        raise ValueError(f"{name}: must be a whole number")
-    return int(number)
 
 
 def _short(model: str) -> str:

@@ -22,9 +22,8 @@ from mlm_core.config import (
     field_help,
     train_command,
 )
-from mlm_core.data.text_files import FILE_SUFFIXES, MAX_UPLOAD_MB
-from mlm_core.runs.model_sources import STARTER
-from mlm_core.system.redact import hide_paths
+from mlm_core.service.launch import FILE_SUFFIXES, MAX_UPLOAD_MB, STARTER
+from mlm_core.service.shown import hide_paths
 
 BUILTIN, HUB = "builtin", "hub"
 SOURCES = [("Built-in corpus (offline)", BUILTIN), ("Hub dataset", HUB), ("Upload a file", FILE_DATASET)]

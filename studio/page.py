@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import signal
-from pathlib import Path
 
 import gradio as gr
 from starlette.middleware import Middleware
 
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
-from mlm_core.data.builtin_corpus import reference_records
-from mlm_core.data.text_files import MAX_UPLOAD_MB
-from mlm_core.models.loading import describe_device, preload
-from mlm_core.runs.model_sources import STARTER, STARTER_DIR
-from mlm_core.runs.records import Budget, runs_root
-from mlm_core.system.hub_access import forbid_local_paths, is_online
-from mlm_core.system.storage import RunsStorage, check_runs_folder
+from mlm_core.service.hosting import (
+    STARTER,
+    RunsStorage,
+    builtin_text,
+    check_runs_folder,
+    describe_device,
+    forbid_local_paths,
+    is_online,
+    preload,
+    starter_summary,
+)
+from mlm_core.service.launch import MAX_UPLOAD_MB
+from mlm_core.service.workspace import Budget, Workspace, runs_root
 
 from . import refusals
 from .access import Access, new_visitor_token
-from .context import Studio
 from .fill_tab import FillTab
 from .form import first_values
 from .quick_run import GuideEstimate, guide_config
@@ -51,25 +54,7 @@ def header(access: Access, storage: RunsStorage) -> str:
     return "\n".join(lines)
 
 
-def builtin_text() -> str:
-    """What the built-in corpus is, from the function that reads it (its docstring's subject) and its size."""
-    records = reference_records()
-    subject = inspect.getdoc(reference_records).split(",")[0]  # "The Python language reference (`pydoc_data...`)"
-    words = sum(len(record["text"].split()) for record in records)
-    return f"{subject}, {len(records)} topics, {words:,} words."
-
-
-def starter_summary(card: Path = STARTER_DIR / "README.md") -> str:
-    """What the starter model is, from the last paragraph of its model card (what it was trained on and knows);
-    empty without a card."""
-    try:
-        paragraphs = [" ".join(p.split()) for p in card.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-    except OSError:
-        return ""
-    return paragraphs[-1] if paragraphs else ""
-
-
-def build(studio: Studio, access: Access, storage: RunsStorage) -> gr.Blocks:
+def build(studio: Workspace, access: Access, storage: RunsStorage) -> gr.Blocks:
     """Lay out the app and wire its events."""
     online = is_online()
     models = [STARTER, DEFAULT_MODEL, DEFAULT_CAUSAL_MODEL, "google-bert/bert-base-uncased",
@@ -123,7 +108,7 @@ def _visitor_token(token):
     return token if isinstance(token, str) and len(token) == 32 else new_visitor_token()
 
 
-async def launched(studio: Studio, access: Access, storage: RunsStorage, **launch: object) -> None:
+async def launched(studio: Workspace, access: Access, storage: RunsStorage, **launch: object) -> None:
     """Build the page and serve it until the server stops, inside a running event loop: outside one, Gradio makes a
     new loop for each lock and event it creates and drops the one before, whose collection logs "Exception ignored in
     BaseEventLoop.__del__ ... Invalid file descriptor: -1" tracebacks."""
@@ -143,7 +128,7 @@ def serve(server_token: str | None = None) -> None:
     if access.public:
         forbid_local_paths()  # names visitors type are hub ids, the built-in ones or runs, never files here
     preload()
-    studio = Studio.open(root)
+    studio = Workspace.open(root)
     try:
         public = dict(app_kwargs={"middleware": [Middleware(UploadQuota, address_of=access.address_key)]}) \
             if access.public else {}

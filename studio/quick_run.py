@@ -8,13 +8,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from mlm_core.children import preview_in_child
 from mlm_core.config import DEFAULT_DATASET, DEFAULT_HUB_SLICE, DEFAULT_MODEL, DEFAULT_TEXT_COLUMN, TrainConfig
-from mlm_core.models.loading import describe_device
-from mlm_core.runs.records import Budget
-from mlm_core.system.redact import hide_paths
-from mlm_core.training.budget_fit import BudgetFit, fit_to_budget
-from mlm_core.training.preflight import Preview
+from mlm_core.service import launch
+from mlm_core.service.launch import BudgetFit, Preview, describe_device, fit_to_budget
+from mlm_core.service.shown import hide_paths
+from mlm_core.service.workspace import Budget
 
 from .board import duration
 from .text import markdown_escaped, plain
@@ -32,7 +30,7 @@ def guide_config(root: Path) -> TrainConfig:
 
 
 class GuideEstimate:
-    """The guides' run measured on this device (`preview_in_child`: the model loads, the data is read, real steps
+    """The guides' run measured on this device (`launch.preview`: the model loads, the data is read, real steps
     are timed), started at construction on a thread, and the quick run cut from it to fit `budget`."""
 
     def __init__(self, config: TrainConfig, budget: Budget):
@@ -48,7 +46,7 @@ class GuideEstimate:
 
     def _measure(self) -> None:
         try:
-            self.measured = preview_in_child(self.config, timeout_s=MEASURE_TIMEOUT_S)
+            self.measured = launch.preview(self.config, timeout_s=MEASURE_TIMEOUT_S)
         except ValueError as error:
             self.error = hide_paths(plain(str(error)))
         except Exception as error:  # a child that could not start or answered out of shape: said, not raised

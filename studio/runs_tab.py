@@ -9,14 +9,11 @@ import time
 import gradio as gr
 
 from mlm_core.config import TrainConfig
-from mlm_core.runs.export import push_run, zip_run
-from mlm_core.runs.records import QUEUED, RUNNING
-from mlm_core.runs.run_dir import RunDir
-from mlm_core.system.redact import hide_paths
+from mlm_core.service.shown import hide_paths
+from mlm_core.service.workspace import CANCELLED, QUEUED, RUNNING, RunDir, Workspace, push_run, zip_run
 
 from . import board, figures
 from .access import Access
-from .context import CANCELLED, Studio
 from .form import command_line
 from .text import escaped, refusal
 
@@ -30,7 +27,7 @@ PRIVATE_SETTINGS = {"output_dir", "dataset_file"}  # where a run and its upload 
 class RunsTab:
     """Lays out the Runs tab and answers its events."""
 
-    def __init__(self, studio: Studio, access: Access, visitor: gr.BrowserState,
+    def __init__(self, studio: Workspace, access: Access, visitor: gr.BrowserState,
                  watched: tuple[gr.Tabs, gr.Textbox]):
         """`watched`: the page's tabs and the Train tab's watched run, which Resume switches to the resumed run."""
         self.studio, self.access, self.visitor_state = studio, access, visitor

@@ -7,7 +7,7 @@ import re
 
 import gradio as gr
 
-from mlm_core.system.redact import hide_paths
+from mlm_core.service.shown import hide_paths
 
 # The engine names fields as the CLI spells them ("block_size: ..."); the page names them as its form does.
 FIELD_LABELS = {

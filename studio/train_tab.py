@@ -7,26 +7,19 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
-from mlm_core.children import preview_in_child
-from mlm_core.config import FILE_DATASET, TrainConfig, default_learning_rate
-from mlm_core.models.loading import describe_device
-from mlm_core.runs.model_sources import STARTER
-from mlm_core.runs.records import QUEUED, RUNNING, RunIdentity, new_run_name
-from mlm_core.runs.run_dir import RunDir
-from mlm_core.service import playground
-from mlm_core.system.redact import hide_paths
-from mlm_core.training.setup import check_names
+from mlm_core.config import default_learning_rate
+from mlm_core.service import launch, playground
+from mlm_core.service.launch import STARTER, describe_device
+from mlm_core.service.shown import hide_paths
+from mlm_core.service.workspace import CANCELLED, QUEUED, RUNNING, RunDir, RunIdentity, Workspace
 
 from . import board, figures
 from .access import Access
-from .context import CANCELLED, Studio
 from .form import HUB, build_data_fields, build_settings_fields, command_line, config_from, source_changed
 from .quick_run import GuideEstimate
-from .start_check import check_inputs
 from .text import markdown_escaped, plain, refusal
 
 POLL_S = 1.0
@@ -66,7 +59,7 @@ class Board:
 class TrainTab:
     """Lays out the Train tab and answers its events."""
 
-    def __init__(self, studio: Studio, access: Access, visitor: gr.BrowserState, models: list[str],
+    def __init__(self, studio: Workspace, access: Access, visitor: gr.BrowserState, models: list[str],
                  first: dict[str, str], guide: GuideEstimate | None = None):
         """`first`: the form's first values (`first_values`); `guide`: online, the guides' run measured here."""
         self.studio, self.access, self.visitor_state, self.guide = studio, access, visitor, guide
@@ -169,7 +162,7 @@ class TrainTab:
         """Blocks, an example block with its hidden words, probes, and the time and memory estimate for this device;
         gr.Error (a `refusal`) in plain words when the settings, model or data cannot be used."""
         try:
-            result = preview_in_child(config_from(form, output_dir=str(self.studio.root / "preview")))
+            result = launch.preview(config_from(form, output_dir=str(self.studio.root / "preview")))
         except ValueError as error:
             raise refusal(error) from None
         rows = f"{result.records:,} of {result.rows_total:,} rows" if result.rows_total else \
@@ -201,16 +194,13 @@ class TrainTab:
         try:
             lines = probes.splitlines() if isinstance(probes, str) else []
             probes = tuple(line.strip() for line in lines if line.strip())
-            config = config_from(form, output_dir=str(self.studio.root / "new-run"))
-            data = Path(config.dataset_file).stem if config.dataset_file else config.dataset
-            config = config.replace(output_dir=str(self.studio.root / new_run_name(config.model, data)))
-            check_names(config)
+            config = launch.new_run(config_from(form, output_dir=str(self.studio.root / "new-run")), self.studio.root)
             self.access.check_report_to(config.report_to)
-            check_inputs(config, lambda done, total: progress((done, total), desc="Reading your data",
+            launch.check_inputs(config, lambda done, total: progress((done, total), desc="Reading your data",
                                                               unit="documents"))
             with self.access.admitting():
                 budget = self.access.check_start(visitor, self.studio.runs(), self.studio.root, probes)
-                identity = RunIdentity(label=_label(config), owner=visitor.key,
+                identity = RunIdentity(label=launch.label_of(config), owner=visitor.key,
                                        user=visitor.user, address=visitor.address, source="app", probes=probes,
                                        budget=budget)
                 run = self.studio.queue.submit(config, identity)
@@ -334,11 +324,3 @@ def without_text(result) -> str:
     return (f"{left:,} of the {result.records:,} rows hold no text in {result.text_column!r} (empty, or a number, "
             "a list or another value that is not text) and are left out.")
 
-
-def _label(config: TrainConfig) -> str:
-    """How a new run is listed until its owner renames it: the model and the data, an upload by its file's name
-    ('starter on gardening.txt'), a hub dataset by its own."""
-    names = {"builtin": "built-in corpus", "builtin-docstrings": "built-in docstrings", FILE_DATASET: "uploaded file"}
-    data = Path(config.dataset_file).name if config.dataset_file else \
-        names.get(config.dataset, config.dataset.rsplit("/", 1)[-1])
-    return f"{config.model.rsplit('/', 1)[-1]} on {data}"

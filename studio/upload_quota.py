@@ -11,7 +11,7 @@ from collections import deque
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlm_core.data.text_files import MAX_UPLOAD_MB
+from mlm_core.service.launch import MAX_UPLOAD_MB
 
 WINDOW_S = 3600
 UPLOADS_EXPIRE_S = 3600  # Gradio's cache of uploads and downloads: files older than this are deleted ...

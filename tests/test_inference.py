@@ -88,8 +88,25 @@ def test_generation_needs_a_causal_model(tiny_clm):
     assert text == generate(str(tiny_clm), "The if statement", max_new_tokens=5, seed=0), "seeded sampling repeats"
     with pytest.raises(ValueError, match="^model: .* is a masked language model"):
         generate("starter", "The if statement")
-    with pytest.raises(ValueError, match="^max_new_tokens: "):
-        generate(str(tiny_clm), "The if statement", max_new_tokens=0)
+
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"max_new_tokens": 0}, "^max_new_tokens: must be a whole number from 1 to 512"),
+    ({"max_new_tokens": 2.5}, "^max_new_tokens: "),
+    ({"temperature": 0.0}, "^temperature: "),
+    ({"top_p": 1.5}, "^temperature: .*top_p"),
+    ({"temperature": "hot"}, "^temperature: must be a number"),
+    ({"seed": -1}, "^seed: "),
+    ({"sample": "yes"}, "^sample: "),
+])
+def test_a_generate_request_refuses_settings_that_cannot_sample_before_any_model_loads(settings, message):
+    from mlm_core.service import playground
+
+    with pytest.raises(ValueError, match=message):
+        playground.GenerateRequest("nobody/not-loaded", "The if statement", **settings)
+    request = playground.GenerateRequest(" starter ", "x", max_new_tokens=5.0, seed="")
+    assert (request.model, request.max_new_tokens, request.seed) == ("starter", 5, None)  # as a page sends them
 
 
 def _starter_misses(cases: dict[str, set[str]]) -> dict[str, set[str]]:
@@ -299,13 +316,19 @@ def test_the_playground_fills_and_ranks_the_right_word_from_one_reading_of_the_m
     calls = []
     forward = inference._mask_probabilities
     monkeypatch.setattr(inference, "_mask_probabilities", lambda *a: calls.append(1) or forward(*a))
-    filled = playground.fill("starter", text, 3, "methods")
+    filled = playground.fill(playground.FillRequest("starter", text, 3, "methods"))
     assert len(calls) == 1  # the masks read once for the guesses and the rank (the page read them twice)
     assert (filled.answer_rank, filled.answer_probability) == \
         pytest.approx(inference.rank_answer("starter", text, "methods", top_k=3), rel=1e-5)
-    assert [g.word for g in filled.guesses[0]] == [g.word for g in playground.fill("starter", text, 3).guesses[0]]
+    again = playground.fill(playground.FillRequest("starter", text, 3.0))  # a top_k as a slider sends it
+    assert [g.word for g in filled.guesses[0]] == [g.word for g in again.guesses[0]]
     assert all(g.text == text.replace("<mask>", g.word) for g in filled.guesses[0])
-    several = playground.fill("starter", "The <mask> statement exits the <mask>.", 2, "break")
+    several = playground.fill(playground.FillRequest("starter", "The <mask> statement exits the <mask>.", 2, "break"))
     assert len(several.guesses) == 2 and several.answer_rank is None  # a rank is for a text with one mask
     with pytest.raises(ValueError, match="^answer: "):
-        playground.fill("starter", text, 3, 42)
+        playground.FillRequest("starter", text, 3, 42)
+    for top_k in (0, 2.5, 101, True, None):
+        with pytest.raises(ValueError, match="^top_k: "):
+            playground.FillRequest("starter", text, top_k)
+    with pytest.raises(ValueError, match="^model: "):
+        playground.FillRequest(["starter"], text)

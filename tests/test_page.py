@@ -268,7 +268,7 @@ def test_preview_and_start_answer_in_view_and_start_shows_no_queue_flash(browser
 
 def test_a_queued_runs_start_time_counts_down(monkeypatch):
     from mlm_core.events import Step
-    from studio.context import Studio
+    from mlm_core.service.workspace import Workspace as Studio
 
     # The wait the page shows is the running run's estimate from its last step, less the time since that step.
     step = Step(step=2, total_steps=40, epoch=0.1, loss=1.0, learning_rate=1e-3, tokens=10, tokens_per_s=1.0,

@@ -165,7 +165,8 @@ def test_probes_are_whole_sentences_with_a_content_word_hidden_and_a_known_answe
 
 
 def test_the_public_rules_refuse_in_words_and_keep_the_owners_token_for_the_owner(finished_run, tmp_path):
-    from studio.access import Access, Limits, Visitor
+    from mlm_core.service.access import Limits, Visitor
+    from studio.access import Access
 
     rules = Access(public=True, limits=Limits(active_runs=1), admin_password="secret", server_token="hf_owner")
     visitor, other = rules.visitor("a" * 32, None), rules.visitor("b" * 32, None)  # two browsers' secrets
@@ -201,7 +202,8 @@ def test_limits_count_the_address_and_the_account_not_the_secret_a_script_sends(
 
     from mlm_core.queue import RunQueue
     from mlm_core.runs.records import RunIdentity
-    from studio.access import UNLOCK_TRIES_TOTAL, Access, Limits
+    from mlm_core.service.access import UNLOCK_TRIES_TOTAL, Limits
+    from studio.access import Access
 
     rules = Access(public=True, limits=Limits(active_runs=1, queued_runs=2), admin_password="secret",
                    trusted_proxies=1)
@@ -241,7 +243,7 @@ def test_each_mask_row_shows_the_text_with_that_mask_filled_and_the_others_blank
     from mlm_core.service import playground
 
     text = "The event loop repeats the <mask> of [MASK] forever."
-    rows = figures.predictions_table(playground.fill("starter", text, top_k=2).guesses)
+    rows = figures.predictions_table(playground.fill(playground.FillRequest("starter", text, top_k=2)).guesses)
     assert [row[:2] for row in rows] == [[1, 1], [1, 2], [2, 1], [2, 2]]
     for mask, _, word, _, sentence in rows:
         blank = "The event loop repeats the {} of {} forever."

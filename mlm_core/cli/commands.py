@@ -20,7 +20,7 @@ from huggingface_hub import SpaceHardware
 from mlm_core.cli import deploy_space
 from mlm_core.cli.progress_bar import ProgressPrinter
 from mlm_core.config import FILE_DATASET, TrainConfig, default_learning_rate
-from mlm_core.models.inference import fill_mask, filled_sequence, generate, mask_token
+from mlm_core.models.inference import fill_mask, filled_sequence, mask_token
 from mlm_core.models.loading import describe_device
 from mlm_core.models.words import word_label
 from mlm_core.runs.export import push_run, zip_run
@@ -28,6 +28,7 @@ from mlm_core.runs.model_sources import STARTER_DIR
 from mlm_core.runs.records import COMPLETED, STOPPED, RunResults, runs_root
 from mlm_core.runs.run_dir import RunDir, list_runs
 from mlm_core.runs.session import RUN_MEMORY_VARIABLE
+from mlm_core.service import playground
 from mlm_core.system import hub_access
 from mlm_core.system.container_limits import limit_this_process, prefer_as_oom_victim
 from mlm_core.system.storage import check_runs_folder
@@ -355,8 +356,9 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 def _generate(args: argparse.Namespace) -> int:
     """Print the prompt's continuation."""
-    print(generate(args.model, args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                   top_p=args.top_p, top_k=args.top_k, do_sample=not args.greedy, seed=args.seed))
+    print(playground.generate(playground.GenerateRequest(
+        args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.top_k,
+        sample=not args.greedy)))
     return 0
 
 

@@ -235,15 +235,11 @@ def _propositions(tokenizer, input_ids, masks: list[int], guesses: list[list[Wor
 def generate(model: str, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0, top_p: float = 0.95,
              top_k: int = 50, do_sample: bool = True, seed: int | None = None) -> str:
     """The prompt continued by a causal LM, as text; ValueError in plain words for a model that cannot load or
-    generate, an empty or too long prompt, `max_new_tokens` out of range, or sampling settings that cannot sample."""
+    generate, or an empty or too long prompt (the settings are checked by `playground.GenerateRequest`)."""
     tokenizer, lm, task = load_for_inference(model)
     if task.inference != "generate":
         raise ValueError(f"model: {model} is a {task.title}; it fills masks but cannot generate text")
     check_text(prompt, "prompt", "type the beginning of a text to continue")
-    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= MAX_NEW_TOKENS:
-        raise ValueError(f"max_new_tokens: must be a whole number from 1 to {MAX_NEW_TOKENS}")
-    if do_sample and not (temperature > 0 and 0 < top_p <= 1 and top_k >= 1):
-        raise ValueError("temperature: must be above 0, with top_p in (0, 1] and top_k at least 1")
     input_ids = torch.tensor([tokenizer(prompt, verbose=False)["input_ids"]], device=lm.device)
     room = max_block_size(lm.config, tokenizer) - input_ids.shape[1]
     if room < 1:

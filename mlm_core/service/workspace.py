@@ -1,4 +1,5 @@
-"""The app's shared state, made once at launch: the runs folder, its queue, the events of its runs."""
+"""The runs folder the app serves, made once at launch: its queue (one run trains at a time), its runs, their events
+read as they grow."""
 
 from __future__ import annotations
 
@@ -12,15 +13,32 @@ from pathlib import Path
 from mlm_core.events import Event, Step, parse_events
 from mlm_core.models.loading import forget_models
 from mlm_core.queue import RunQueue
-from mlm_core.runs.records import QUEUED, RUNNING
+from mlm_core.runs.export import push_run, zip_run
+from mlm_core.runs.records import (
+    COMPLETED,
+    FAILED,
+    INTERRUPTED,
+    QUEUED,
+    RUN_PREFIX,
+    RUNNING,
+    STOPPED,
+    Budget,
+    RunIdentity,
+    RunResults,
+    runs_root,
+)
 from mlm_core.runs.run_dir import RunDir, list_runs, recover_runs, run_in
+
+# What the page reads of a run, as the engine names it.
+__all__ = ["COMPLETED", "FAILED", "INTERRUPTED", "QUEUED", "RUN_PREFIX", "RUNNING", "STOPPED", "Budget", "RunDir",
+           "RunIdentity", "RunResults", "Workspace", "push_run", "runs_root", "zip_run"]
 
 CANCELLED, STOPPING = "cancelled", "stopping"
 EVENT_CACHE_RUNS = 16  # runs whose parsed events are kept (the ones visitors watch or compare)
 
 
 @dataclass
-class Studio:
+class Workspace:
     """What every visitor's handlers share: one runs folder, one queue (one run trains at a time)."""
 
     root: Path
@@ -29,7 +47,7 @@ class Studio:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def open(cls, root: Path) -> Studio:
+    def open(cls, root: Path) -> Workspace:
         """Recover the runs folder after a crash, then start the queue (runs queued before a restart resume)."""
         root.mkdir(parents=True, exist_ok=True)
         recover_runs(root)

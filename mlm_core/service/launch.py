@@ -1,0 +1,59 @@
+"""Preview, check and start a run: what the Train tab's buttons call, the same loading functions as the run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+from mlm_core.children import preview_in_child as preview
+from mlm_core.config import FILE_DATASET, TrainConfig
+from mlm_core.data.lm_data import prepare_data
+from mlm_core.data.store_cache import default_cache_dir
+from mlm_core.data.text_files import FILE_SUFFIXES, MAX_UPLOAD_MB
+from mlm_core.models.loading import default_device, describe_device, load_config, load_tokenizer, max_block_size
+from mlm_core.runs.model_sources import STARTER
+from mlm_core.runs.records import new_run_name
+from mlm_core.tasks import detect_task
+from mlm_core.training.budget_fit import BudgetFit, fit_to_budget
+from mlm_core.training.memory_check import check_fits
+from mlm_core.training.preflight import Preview
+from mlm_core.training.setup import check_names
+
+__all__ = ["FILE_SUFFIXES", "MAX_UPLOAD_MB", "STARTER", "BudgetFit", "Preview", "check_inputs", "describe_device",
+           "fit_to_budget", "label_of", "new_run", "preview"]
+
+
+def new_run(config: TrainConfig, root: Path) -> TrainConfig:
+    """The config of a new run in the runs folder `root` (its folder named after the model, the data and the time);
+    ValueError in plain words for a model or dataset name that cannot be one."""
+    data = Path(config.dataset_file).stem if config.dataset_file else config.dataset
+    config = config.replace(output_dir=str(root / new_run_name(config.model, data)))
+    check_names(config)
+    return config
+
+
+def label_of(config: TrainConfig) -> str:
+    """How a new run is listed until its owner renames it: the model and the data, an upload by its file's name
+    ('starter on gardening.txt'), a hub dataset by its own."""
+    names = {"builtin": "built-in corpus", "builtin-docstrings": "built-in docstrings", FILE_DATASET: "uploaded file"}
+    data = Path(config.dataset_file).name if config.dataset_file else \
+        names.get(config.dataset, config.dataset.rsplit("/", 1)[-1])
+    return f"{config.model.rsplit('/', 1)[-1]} on {data}"
+
+
+def check_inputs(config: TrainConfig, on_progress: Callable[[int, int | None], None] | None = None) -> None:
+    """Before a run is queued, refuse in the run's own words (those Preview shows) what would make it fail: a model
+    that cannot load (a hub model while the hub is unreachable), data that cannot be read or makes fewer than two
+    blocks, or a step that cannot fit in memory (ValueError). The data is tokenized into the cache the run then
+    reuses, once; `on_progress(documents_read, total_or_None)` follows that (as `prepare_data`'s)."""
+    tokenizer, model_config = load_tokenizer(config.model), load_config(config.model)
+    task = detect_task(model_config, tokenizer)
+    task.check_tokenizer(tokenizer, config.model)
+    block_size = min(config.block_size, max_block_size(model_config, tokenizer))
+    prepare_data(config, tokenizer, block_size, on_progress=on_progress, cache_dir=default_cache_dir(config.output_dir))
+    # The weights stay unloaded in the app's process: the estimate without them refuses only what cannot fit even
+    # so; the run checks again with them.
+    weightless = SimpleNamespace(config=model_config, parameters=lambda: iter(()))
+    check_fits(weightless, config.batch_size, block_size, task.labelled_share(config.mlm_probability),
+               default_device())
