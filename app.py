@@ -10,12 +10,12 @@ def main() -> None:
     """Build the page and serve it (`python app.py`); a setting that cannot work is one line and exit code 2."""
     from mlm_core.system.environment import withdraw_server_token
 
-    server_token = withdraw_server_token()  # first: huggingface_hub must never see it in a public Space
-    from studio.page import serve
-
     try:
+        server_token = withdraw_server_token()  # first: huggingface_hub must never see it in a public Space
+        from studio.page import serve
+
         serve(server_token)
-    except ValueError as error:  # a runs folder that cannot hold runs, a limit that is not a number
+    except ValueError as error:  # a setting that is not of its kind, a runs folder that cannot hold runs
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
 

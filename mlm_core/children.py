@@ -11,9 +11,8 @@ from pathlib import Path
 
 import mlm_core
 from mlm_core.config import TrainConfig, train_arguments
+from mlm_core.system import settings
 from mlm_core.training.preflight import Preview
-
-PREVIEW_TIMEOUT_S = float(os.environ.get("MLM_STUDIO_PREVIEW_TIMEOUT_S", "900"))
 
 
 def child_command(*arguments: str) -> list[str]:
@@ -30,9 +29,11 @@ def child_environment() -> dict[str, str]:
             "MLM_STUDIO_PARENT_PID": str(os.getpid())}
 
 
-def preview_in_child(config: TrainConfig, timeout_s: float = PREVIEW_TIMEOUT_S) -> Preview:
+def preview_in_child(config: TrainConfig, timeout_s: float | None = None) -> Preview:
     """`preview(config)` in a child process (`python -m mlm_core preview --json`); its memory leaves with it.
-    ValueError in plain words as `preview`, or when it takes longer than `timeout_s` or its process dies."""
+    ValueError in plain words as `preview`, or when it takes longer than `timeout_s` (default: the setting
+    MLM_STUDIO_PREVIEW_TIMEOUT_S) or its process dies."""
+    timeout_s = settings.current().preview_timeout_s if timeout_s is None else timeout_s
     try:
         done = subprocess.run(child_command("preview", "--json", *train_arguments(config)), capture_output=True,
                               text=True, timeout=timeout_s, env=child_environment(), stdin=subprocess.DEVNULL)

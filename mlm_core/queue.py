@@ -4,7 +4,6 @@ process (`python -m mlm_core train-queued RUN`), so that no run's crash or out-o
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import subprocess
 import sys
@@ -18,11 +17,11 @@ from mlm_core.config import TrainConfig
 from mlm_core.events import Error, Step
 from mlm_core.runs.records import FAILED, INTERRUPTED, QUEUED, RESUMABLE, RUNNING, STOPPED, RunIdentity, RunResults
 from mlm_core.runs.run_dir import RunDir, list_runs
+from mlm_core.system import settings
 from mlm_core.system.container_limits import oom_kills
 
 POLL_S = 2.0  # how often a waiting queue looks whether another process still trains
 WATCH_S = 0.2  # how often the worker looks at its child
-STOP_GRACE_S = float(os.environ.get("MLM_STUDIO_STOP_GRACE_S", "60"))  # after Stop, a child is killed past this
 PROCESS_LOG = "process.log"  # the child's own output (a traceback, if Python itself failed)
 
 
@@ -189,7 +188,7 @@ def _watch(job: Job) -> None:
             if asked is None:
                 asked = time.monotonic()
                 process.send_signal(signal.SIGTERM)
-            elif time.monotonic() - asked > STOP_GRACE_S:
+            elif time.monotonic() - asked > settings.current().stop_grace_s:  # after Stop
                 process.kill()
         time.sleep(WATCH_S)
 

@@ -10,6 +10,7 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
+from mlm_core.service.access import new_visitor_token
 from mlm_core.service.hosting import (
     STARTER,
     RunsStorage,
@@ -19,13 +20,14 @@ from mlm_core.service.hosting import (
     forbid_local_paths,
     is_online,
     preload,
+    settings,
     starter_summary,
 )
 from mlm_core.service.launch import MAX_UPLOAD_MB
 from mlm_core.service.workspace import Budget, Workspace, runs_root
 
 from . import refusals
-from .access import Access, new_visitor_token
+from .access import Access
 from .fill_tab import FillTab
 from .form import first_values
 from .quick_run import GuideEstimate, guide_config
@@ -46,7 +48,7 @@ def header(access: Access, storage: RunsStorage) -> str:
     lines = ["# MLM Studio", "Fine-tune a language model on text you care about, then ask it to fill in words.  ",
              f"**Device:** {describe_device()} · {hub}  ", f"**Built-in text:** {builtin_text()}  ",
              f"**Built-in model (`{STARTER}`):** {starter_summary()}  ",
-             f"**Runs:** {storage.describe(on_space=bool(os.environ.get('SPACE_ID')))}"]
+             f"**Runs:** {storage.describe(on_space=settings.current().on_space)}"]
     if access.public:
         lines.append(f"\n🌍 **Public mode.** Everyone can watch every run and use every finished model; you can stop, "
                      f"resume, delete, download or push only the runs you started. Limits: {access.limits.describe()}. "
@@ -65,7 +67,7 @@ def build(studio: Workspace, access: Access, storage: RunsStorage) -> gr.Blocks:
     with gr.Blocks(title="MLM Studio", delete_cache=expiry) as demo:
         visitor = gr.BrowserState("", storage_key=VISITOR_KEY)
         gr.Markdown(header(access, storage))
-        if os.environ.get("OAUTH_CLIENT_ID"):  # a Space with `hf_oauth: true` in its README
+        if settings.current().oauth_client_id:  # a Space with `hf_oauth: true` in its README
             with gr.Row():
                 gr.LoginButton(scale=0, elem_id="sign-in")
                 gr.Markdown("Sign in with Hugging Face and your runs follow you to any browser; the Space's owner "
@@ -119,12 +121,12 @@ async def launched(studio: Workspace, access: Access, storage: RunsStorage, **la
 def serve(server_token: str | None = None) -> None:
     """Start the app on this machine's runs folder (`server_token`: the owner's, withdrawn from a public Space);
     ValueError in plain words for a runs folder that cannot hold runs (`check_runs_folder`) or, in public mode, a
-    limit in the environment that is not a number (see `Limits.from_env`)."""
+    setting in the environment that is not of its kind (see `Settings.from_env`)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     refusals.install()
     root = runs_root()
     storage = check_runs_folder(root)
-    access = Access.from_env(server_token, root)
+    access = Access.from_settings(server_token, root)
     if access.public:
         forbid_local_paths()  # names visitors type are hub ids, the built-in ones or runs, never files here
     preload()
@@ -132,7 +134,7 @@ def serve(server_token: str | None = None) -> None:
     try:
         public = dict(app_kwargs={"middleware": [Middleware(UploadQuota, address_of=access.address_key)]}) \
             if access.public else {}
-        asyncio.run(launched(studio, access, storage, server_name=os.environ.get("GRADIO_SERVER_NAME", "0.0.0.0"),
+        asyncio.run(launched(studio, access, storage, server_name=settings.current().server_name,
                              theme=gr.themes.Soft(), css=CSS, show_error=False,
                              max_file_size=f"{MAX_UPLOAD_MB}mb", **public))
     finally:

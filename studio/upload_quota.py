@@ -4,23 +4,17 @@ client address may post so many bytes an hour, and everyone together so many; Gr
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from mlm_core.service.launch import MAX_UPLOAD_MB
+from mlm_core.service.hosting import settings
 
 WINDOW_S = 3600
 UPLOADS_EXPIRE_S = 3600  # Gradio's cache of uploads and downloads: files older than this are deleted ...
 CACHE_SWEEP_S = 600  # ... this often
-
-
-def _megabytes(name: str, default: float) -> int:
-    """A size in MB from the environment (or `default`), in bytes."""
-    return int(float(os.environ.get(name, "") or default) * 2**20)
 
 
 class UploadQuota:
@@ -29,8 +23,8 @@ class UploadQuota:
 
     def __init__(self, app: ASGIApp, address_of, per_address: int | None = None, total: int | None = None):
         self.app, self.address_of = app, address_of
-        self.per_address = per_address or _megabytes("MLM_STUDIO_UPLOAD_MB_PER_HOUR", 4 * MAX_UPLOAD_MB)
-        self.total = total or _megabytes("MLM_STUDIO_UPLOAD_MB_TOTAL_PER_HOUR", 20 * MAX_UPLOAD_MB)
+        self.per_address = per_address or int(settings.current().upload_mb_per_hour * 2**20)
+        self.total = total or int(settings.current().upload_mb_total_per_hour * 2**20)
         self._sent: dict[str, deque[tuple[float, int]]] = {}
         self._lock = threading.Lock()
 

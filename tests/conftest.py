@@ -14,8 +14,18 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # every test runs without the hub, as CI doe
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from mlm_core.system import settings  # noqa: E402 (after the environment above)
+
 ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(hidden=32, layers=2, heads=2, intermediate=64, max_length=128)
+
+
+@pytest.fixture(autouse=True)
+def _settings_read_afresh():
+    """Each test reads the settings from the environment it sets (a process of the app reads them once)."""
+    settings.current.cache_clear()
+    yield
+    settings.current.cache_clear()
 
 
 def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -27,9 +27,8 @@ from mlm_core.runs.export import push_run, zip_run
 from mlm_core.runs.model_sources import STARTER_DIR
 from mlm_core.runs.records import COMPLETED, STOPPED, RunResults, runs_root
 from mlm_core.runs.run_dir import RunDir, list_runs
-from mlm_core.runs.session import RUN_MEMORY_VARIABLE
 from mlm_core.service import playground
-from mlm_core.system import hub_access
+from mlm_core.system import hub_access, settings
 from mlm_core.system.container_limits import limit_this_process, prefer_as_oom_victim
 from mlm_core.system.storage import check_runs_folder
 from mlm_core.training.loop import train
@@ -39,7 +38,6 @@ EXIT_BAD_INPUT = 2
 EXIT_STOPPED = 130
 PARENT_PID_VARIABLE = "MLM_STUDIO_PARENT_PID"  # set by the app's queue for its training children
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
-TRAIN_NICE = 10  # niceness of the app's training children (MLM_STUDIO_TRAIN_NICE changes it)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,7 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     A bad argument raises SystemExit(2) (and --help SystemExit(0)); other errors are one line and exit code 1, or,
     with MLM_STUDIO_DEBUG=1, re-raised with their traceback.
     """
-    if not os.environ.get("MLM_STUDIO_DEBUG"):
+    try:
+        debug = settings.current().debug
+    except ValueError as error:  # a setting that is not of its kind
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if not debug:
         warnings.simplefilter("ignore")
     args = build_parser().parse_args(argv)
     handlers = {"train": _train, "fill-mask": _fill_mask, "generate": _generate,
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except Exception as error:  # the user gets one line; MLM_STUDIO_DEBUG=1 shows the traceback
-        if os.environ.get("MLM_STUDIO_DEBUG"):
+        if debug:
             raise
         print(f"error: {type(error).__name__}: {error}".splitlines()[0], file=sys.stderr)
         return 1
@@ -316,11 +319,10 @@ def _train_queued(args: argparse.Namespace) -> int:
     """Train a queued run as its identity says (the app's queue runs this in a child process); SIGTERM stops it
     after its current step. Events go to the run's events.jsonl, as for every run."""
     _end_with_parent()
-    nice = os.environ.get("MLM_STUDIO_TRAIN_NICE", "")
-    os.nice(int(nice) if nice.strip().isdigit() else TRAIN_NICE)  # the app's requests first; idle cores are the run's
-    limit = os.environ.get(RUN_MEMORY_VARIABLE)
+    os.nice(settings.current().train_nice)  # the app's requests first; idle cores are the run's
+    limit = settings.current().run_memory_mb
     if limit:
-        limit_this_process(float(limit))
+        limit_this_process(limit)
     else:
         prefer_as_oom_victim()
     run = RunDir(args.run)

@@ -15,7 +15,6 @@ from mlm_core.config import DEFAULT_DATASET, SLICE_PATTERN
 from mlm_core.data.columns import Record, flatten_record, text_value
 from mlm_core.data.source_base import (
     ARROW_BATCH_RECORDS,
-    STREAM_MB,
     Counts,
     Source,
     Want,
@@ -25,7 +24,7 @@ from mlm_core.data.source_base import (
     first_line,
     parse_slice,
 )
-from mlm_core.system import hub_access
+from mlm_core.system import hub_access, settings
 
 
 def open_hub_source(dataset_id: str, spec: str) -> Source:
@@ -35,7 +34,7 @@ def open_hub_source(dataset_id: str, spec: str) -> Source:
     parse_slice(spec, one_split=False)
     split = SLICE_PATTERN.match(spec)["split"]
     size = split_bytes(dataset_id, split)
-    if size is not None and size > STREAM_MB * 2**20:
+    if size is not None and size > settings.current().stream_mb * 2**20:
         return StreamSource(dataset_id, spec, load_hub(dataset_id, split, streaming=True))
     return ArrowSource(dataset_id, spec, load_hub(dataset_id, spec, streaming=False))
 
@@ -139,7 +138,7 @@ class StreamSource(Source):
             self.range = slice(int(start) if start else None, int(stop) if stop else None)
         if self.range.stop is not None:
             self.total = max(0, self.range.stop - (self.range.start or 0))
-        self.size_hint = STREAM_MB * 2**20
+        self.size_hint = settings.current().stream_mb * 2**20
         self.identity = json.dumps({"info": repr(info.splits) if info else None,
                                     "version": str(getattr(info, "version", None))}, sort_keys=True)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
@@ -14,7 +13,6 @@ from mlm_core.system import hub_access
 BATCH_RECORDS = 1000  # records per batch handed to a tokenizer (datasets.map's default batch size)
 BATCH_CHARS = 2 << 20  # ... and at most about this much text, so that long documents keep batches small
 ARROW_BATCH_RECORDS = 256  # hub rows are read by position, so their batches are fixed-size
-STREAM_MB = int(os.environ.get("MLM_STUDIO_STREAM_MB", "1024"))  # hub splits larger than this are streamed
 Want = Callable[[int], bool]
 
 

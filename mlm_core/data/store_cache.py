@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from mlm_core.data.token_store import META, STORE_VERSION
+from mlm_core.system import settings
 
-DEFAULT_CAP_MB = 2048
 USED = "last-used"  # touched on every use: its time orders entries for cleaning
 STALE_S = 6 * 3600  # unfinished builds older than this belong to no live process
 _DIGESTS: dict[tuple, str] = {}  # (path, size, mtime, inode) -> content digest, so Preview then Start hashes once
@@ -26,13 +26,13 @@ _DIGESTS: dict[tuple, str] = {}  # (path, size, mtime, inode) -> content digest,
 
 def cap_bytes() -> int:
     """The cache's size cap in bytes, from MLM_STUDIO_DATA_CACHE_MB."""
-    return int(float(os.environ.get("MLM_STUDIO_DATA_CACHE_MB", DEFAULT_CAP_MB)) * 2**20)
+    return int(settings.current().data_cache_mb * 2**20)
 
 
 def default_cache_dir(output_dir: str | os.PathLike) -> Path | None:
     """Where a run's prepared data is cached: MLM_STUDIO_DATA_CACHE if set ('off' for none), else `.data-cache`
     beside the run folder (in the runs folder, so a Space keeps it on its persistent disk)."""
-    chosen = os.environ.get("MLM_STUDIO_DATA_CACHE")
+    chosen = settings.current().data_cache
     if chosen is not None:
         return None if chosen.strip().lower() in ("", "0", "off", "none") else Path(chosen)
     return Path(output_dir).resolve().parent / ".data-cache"

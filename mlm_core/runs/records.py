@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mlm_core.system import settings
+
 PERSISTENT_MOUNT = Path("/data")  # where the README has a Space mount its Storage Bucket; the rest goes at a restart
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 RUN_PREFIX = "run:"  # `run:NAME` names the saved model of a run of the runs folder wherever a model is asked for
@@ -19,8 +21,8 @@ QUEUED, RUNNING, STOPPED, INTERRUPTED, COMPLETED, FAILED = (
 RESUMABLE = {STOPPED, INTERRUPTED}
 def runs_root() -> Path:
     """MLM_STUDIO_RUNS if set, else /data/mlm-studio-runs where /data is writable (a Space's bucket), else ./runs."""
-    if os.environ.get("MLM_STUDIO_RUNS"):
-        return Path(os.environ["MLM_STUDIO_RUNS"])
+    if settings.current().runs:
+        return Path(settings.current().runs)
     if PERSISTENT_MOUNT.is_dir() and os.access(PERSISTENT_MOUNT, os.W_OK):
         return PERSISTENT_MOUNT / "mlm-studio-runs"
     return Path("runs")

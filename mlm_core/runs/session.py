@@ -11,9 +11,8 @@ from mlm_core.events import Error, Event, EventLog, Status, Step
 from mlm_core.runs.lock import RunLock
 from mlm_core.runs.records import QUEUED, RESUMABLE, RUNNING, RunResults
 from mlm_core.runs.run_dir import RunBusy, RunDir
+from mlm_core.system import settings
 from mlm_core.system.atomic_files import remove_partial
-
-RUN_MEMORY_VARIABLE = "MLM_STUDIO_RUN_MEMORY_MB"  # the memory one run's process may take, when set
 
 
 def is_main_process() -> bool:
@@ -129,5 +128,5 @@ def failure_message(error: BaseException) -> str:
 
 def memory_limit_text() -> str:
     """'at most 1.5 GiB' under a data limit (MLM_STUDIO_RUN_MEMORY_MB), else 'what the machine has free'."""
-    limit = os.environ.get(RUN_MEMORY_VARIABLE)
-    return f"at most {float(limit) / 1024:.1f} GiB" if limit else "what the machine has free"
+    limit = settings.current().run_memory_mb
+    return f"at most {limit / 1024:.1f} GiB" if limit else "what the machine has free"

@@ -18,7 +18,8 @@ from pathlib import Path
 from mlm_core.config import NO_TRACKER, check_report_to, trackers
 from mlm_core.runs.records import QUEUED, RUNNING, Budget
 from mlm_core.runs.run_dir import RunDir
-from mlm_core.system.environment import public_mode
+from mlm_core.system import settings
+from mlm_core.system.settings import Settings
 
 _TOKEN = re.compile(r"[0-9a-f]{32}")
 UNLOCK_WINDOW_S = 600
@@ -75,37 +76,24 @@ def _salt(root: Path) -> bytes:
     return path.read_bytes()
 
 
-def _env_number(name: str, default: float | None, kind=float) -> float | None:
-    """A limit from the environment: a number, or 0 / 'none' for no limit."""
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"0", "none", "off"}:
-        return None
-    return kind(raw)
-
-
 @dataclass(frozen=True)
 class Limits:
-    """What one visitor's run may take in public mode; each has an environment variable (0 or 'none': no limit)."""
+    """What one visitor's run may take in public mode (None: no limit); each is a setting (`Settings.max_*`)."""
 
-    run_steps: int | None = 2000  # MLM_STUDIO_MAX_RUN_STEPS
-    run_minutes: float | None = 30.0  # MLM_STUDIO_MAX_RUN_MINUTES
-    active_runs: int | None = 1  # MLM_STUDIO_MAX_ACTIVE_RUNS: queued or training, per visitor and per address
-    queued_runs: int | None = 8  # MLM_STUDIO_MAX_QUEUED_RUNS: waiting in the queue, from everyone together
-    probes: int = 20  # MLM_STUDIO_MAX_PROBES
+    run_steps: int | None = Settings.max_run_steps
+    run_minutes: float | None = Settings.max_run_minutes
+    active_runs: int | None = Settings.max_active_runs  # queued or training, per visitor and per address
+    queued_runs: int | None = Settings.max_queued_runs  # waiting in the queue, from everyone together
+    probes: int = Settings.max_probes
     probe_chars: int = 300
-    min_free_disk_gb: float | None = 2.0  # MLM_STUDIO_MIN_FREE_DISK_GB: new runs wait for room on the disk
+    min_free_disk_gb: float | None = Settings.min_free_disk_gb  # new runs wait for room on the disk
 
     @classmethod
-    def from_env(cls) -> Limits:
-        """The defaults above, changed by the environment; ValueError for a setting that is not a number."""
-        return cls(run_steps=_env_number("MLM_STUDIO_MAX_RUN_STEPS", cls.run_steps, int),
-                   run_minutes=_env_number("MLM_STUDIO_MAX_RUN_MINUTES", cls.run_minutes),
-                   active_runs=_env_number("MLM_STUDIO_MAX_ACTIVE_RUNS", cls.active_runs, int),
-                   queued_runs=_env_number("MLM_STUDIO_MAX_QUEUED_RUNS", cls.queued_runs, int),
-                   probes=int(_env_number("MLM_STUDIO_MAX_PROBES", cls.probes, int) or cls.probes),
-                   min_free_disk_gb=_env_number("MLM_STUDIO_MIN_FREE_DISK_GB", cls.min_free_disk_gb))
+    def of(cls, settings: Settings) -> Limits:
+        """The limits the settings set."""
+        return cls(run_steps=settings.max_run_steps, run_minutes=settings.max_run_minutes,
+                   active_runs=settings.max_active_runs, queued_runs=settings.max_queued_runs,
+                   probes=settings.max_probes or cls.probes, min_free_disk_gb=settings.min_free_disk_gb)
 
     @property
     def budget(self) -> Budget:
@@ -136,16 +124,15 @@ class Access:
     _admitting: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def from_env(cls, server_token: str | None, root: Path | None = None) -> Access:
+    def from_settings(cls, server_token: str | None, root: Path | None = None) -> Access:
         """The mode, owner and limits this process runs with (the address salt kept in the runs folder `root`, so
-        that limits hold across restarts); ValueError (public mode) for a limit that is not a number."""
-        admins = {name.strip() for name in os.environ.get("MLM_STUDIO_ADMINS", "").split(",") if name.strip()}
-        if os.environ.get("SPACE_AUTHOR_NAME"):
-            admins.add(os.environ["SPACE_AUTHOR_NAME"])
-        public = public_mode()
-        proxies = int(_env_number("MLM_STUDIO_TRUSTED_PROXIES", 1 if os.environ.get("SPACE_ID") else 0, int) or 0)
-        return cls(public=public, limits=Limits.from_env() if public else Limits(None, None, None, None),
-                   admins=frozenset(admins), admin_password=os.environ.get("MLM_STUDIO_ADMIN_PASSWORD") or None,
+        that limits hold across restarts); ValueError for a setting that is not of its kind."""
+        chosen = settings.current()
+        admins = {*chosen.admins, *([chosen.space_author] if chosen.space_author else [])}
+        public = chosen.is_public
+        proxies = chosen.trusted_proxies if chosen.trusted_proxies is not None else int(chosen.on_space)
+        return cls(public=public, limits=Limits.of(chosen) if public else Limits(None, None, None, None),
+                   admins=frozenset(admins), admin_password=chosen.admin_password or None,
                    server_token=server_token if public else None, trusted_proxies=proxies,
                    salt=_salt(root) if root is not None else secrets.token_bytes(16))
 

@@ -9,11 +9,12 @@ from pathlib import Path
 from mlm_core.data.builtin_corpus import reference_records
 from mlm_core.models.loading import describe_device, preload
 from mlm_core.runs.model_sources import STARTER, STARTER_DIR
+from mlm_core.system import settings
 from mlm_core.system.hub_access import forbid_local_paths, is_online
 from mlm_core.system.storage import RunsStorage, check_runs_folder
 
 __all__ = ["STARTER", "RunsStorage", "builtin_text", "check_runs_folder", "describe_device", "forbid_local_paths",
-           "is_online", "preload", "starter_summary"]
+           "is_online", "preload", "settings", "starter_summary"]
 
 
 def builtin_text() -> str:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import os
 
+from mlm_core.system import settings
+
 TOKEN_VARIABLES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 
 def public_mode() -> bool:
     """Public on a Space (every Space sets SPACE_ID) or with MLM_STUDIO_PUBLIC=1; MLM_STUDIO_PUBLIC=0 forces private."""
-    setting = os.environ.get("MLM_STUDIO_PUBLIC", "").strip().lower()
-    if setting in {"0", "false", "no", "off"}:
-        return False
-    return setting in {"1", "true", "yes", "on"} or bool(os.environ.get("SPACE_ID"))
+    return settings.current().is_public
 
 
 def withdraw_server_token() -> str | None:
