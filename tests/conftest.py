@@ -20,6 +20,20 @@ ROOT = Path(__file__).resolve().parent.parent
 TINY = dict(hidden=32, layers=2, heads=2, intermediate=64, max_length=128)
 
 
+# The tiers. The quick tier (`python -m pytest -m "not slow"`, under 3 minutes on 2 cores) holds the unit tests, tiny
+# models trained in-process, one model family of each tokenizer kind and the HTTP contract on one shared app server.
+# The full tier (`-m slow`) adds everything that drives the app end to end: these files, and the tests marked slow.
+FULL_TIER_FILES = {"test_reliability.py", "test_public.py", "test_runs.py", "test_hub_path.py", "test_space.py",
+                   "test_page.py", "test_added_words.py", "test_bench.py", "test_trackers.py", "test_browser.py",
+                   "test_data_scale.py", "test_secrets.py", "test_starter_recipe.py"}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name in FULL_TIER_FILES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _settings_read_afresh():
     """Each test reads the settings from the environment it sets (a process of the app reads them once)."""

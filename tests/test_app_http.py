@@ -107,6 +107,7 @@ def test_preview_reports_blocks_an_example_and_an_estimate(client):
     assert all(" => " in line for line in probes.splitlines())  # each picked probe comes with its answer
 
 
+@pytest.mark.slow
 def test_preview_reads_a_nested_upload_and_says_how_many_rows_it_uses(client, tmp_path):
     from mlm_core.data.builtin_corpus import reference_records
 
@@ -127,6 +128,7 @@ def test_the_surprise_view_colours_every_word_under_both_models(client):
         assert all(0 < p["class_or_confidence"] <= 1 for p in pieces)
 
 
+@pytest.mark.slow  # a real run of the default model
 def test_the_readmes_python_example_runs_against_the_app(app_server, tmp_path):
     import re
 

@@ -18,12 +18,16 @@ from .conftest import ROOT, tiny_config
 from .model_families import BLOCK, build_family, masked_lm_families
 
 FAMILIES = masked_lm_families()
+# The quick tier trains one family of each tokenizer kind (WordPiece, byte-level BPE, SentencePiece Unigram, bytes in
+# Python, and a SentencePiece BPE without a mask token, refused); the full tier every family.
+QUICK = {"bert", "roberta", "albert", "perceiver", "reformer"}
 OUTCOMES: dict[str, dict[str, str]] = {}
 TABLE = ROOT / "docs" / "MODEL_FAMILIES.md"
 SURPRISE_TEXT = "Café naïve, the list returns 北京大学 🙂."
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("family", [family if family in QUICK else pytest.param(family, marks=pytest.mark.slow)
+                                    for family in FAMILIES])
 def test_family_trains_fills_masks_and_scores_words_or_is_refused(family, tmp_path):
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 

@@ -105,6 +105,7 @@ def test_figures_and_text_from_events():
     assert "put &lt;mask&gt; where" in failed
 
 
+@pytest.mark.slow
 def test_the_comparison_overlays_two_real_runs_and_lists_the_settings_that_differ(finished_run, tiny_mlm, tmp_path):
     other = RunDir(tmp_path / "other")
     train(tiny_config(tiny_mlm, other.path, max_steps=4, eval_steps=2, learning_rate=3e-3))

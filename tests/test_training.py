@@ -34,6 +34,7 @@ def _losses(events):
     return {e.step: e.loss for e in events if isinstance(e, Step)}
 
 
+@pytest.mark.slow
 def test_loss_equals_the_models_own_loss_for_20_steps(tiny_mlm, tmp_path):
     config = _config(tiny_mlm, tmp_path / "a", max_steps=20)
     _, ours = _run(config)
