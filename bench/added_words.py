@@ -30,14 +30,29 @@ def compare(model: str, words: int, steps: int, seed: int, folder: Path) -> dict
         upload.write_text("\n".join(json.dumps(record) for record in records), encoding="utf-8")
     figures = {}
     for added in (0, words):
-        config = TrainConfig(model=model, dataset="file", dataset_file=str(upload), block_size=128, batch_size=16,
-                             learning_rate=1e-3, max_steps=steps, whole_word_masking=True, add_words=added, seed=seed,
-                             output_dir=str(folder / f"run-{seed}-{added}"))
+        config = TrainConfig(
+            model=model,
+            dataset="file",
+            dataset_file=str(upload),
+            block_size=128,
+            batch_size=16,
+            learning_rate=1e-3,
+            max_steps=steps,
+            whole_word_masking=True,
+            add_words=added,
+            seed=seed,
+            output_dir=str(folder / f"run-{seed}-{added}"),
+        )
         results = train(config)
         figures["with" if added else "without"] = {
-            "added_words": len(results.added_words), "base_top1": results.base_top1, "final_top1": results.final_top1,
-            "final_top5": results.final_top5, "final_perplexity": results.final_perplexity,
-            "eval_blocks": results.eval_blocks, "accuracy_counts": results.accuracy_counts}
+            "added_words": len(results.added_words),
+            "base_top1": results.base_top1,
+            "final_top1": results.final_top1,
+            "final_top5": results.final_top5,
+            "final_perplexity": results.final_perplexity,
+            "eval_blocks": results.eval_blocks,
+            "accuracy_counts": results.accuracy_counts,
+        }
     return figures
 
 
@@ -55,8 +70,10 @@ def main(argv: list[str] | None = None) -> None:
     write_json(args.out, result)
     for seed, figures in runs.items():
         without, added = figures["without"], figures["with"]
-        print(f"seed {seed}: {added['added_words']} words added; word top-1 {without['final_top1']:.1%} -> "
-              f"{added['final_top1']:.1%}, top-5 {without['final_top5']:.1%} -> {added['final_top5']:.1%}")
+        print(
+            f"seed {seed}: {added['added_words']} words added; word top-1 {without['final_top1']:.1%} -> "
+            f"{added['final_top1']:.1%}, top-5 {without['final_top5']:.1%} -> {added['final_top5']:.1%}"
+        )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,14 @@ def compare(model: str, records: list[dict], block_size: int = 128, repeats: int
     with tempfile.TemporaryDirectory() as tmp:
         upload = Path(tmp) / "eli5.jsonl"
         upload.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-        config = TrainConfig(model=model, dataset="file", dataset_file=str(upload), slice="train",
-                             text_column=COLUMN, output_dir=str(Path(tmp) / "run"))
+        config = TrainConfig(
+            model=model,
+            dataset="file",
+            dataset_file=str(upload),
+            slice="train",
+            text_column=COLUMN,
+            output_dir=str(Path(tmp) / "run"),
+        )
         best: dict[str, list[float]] = {"prepare_guide": [], "prepare_ours": []}
         for _ in range(repeats):
             seconds, (tokenized, grouped) = _timed(lambda: _guide_preparation(tokenizer, records, block_size))
@@ -42,10 +48,15 @@ def compare(model: str, records: list[dict], block_size: int = 128, repeats: int
     first_batch = min(MAP_BATCH, math.ceil(len(records) / NUM_PROC))  # datasets.map shards contiguously
     common = sum(lengths[:first_batch]) // block_size
     ours = Blocks(data.train.store, np.arange(common), block_size)[:].numpy()
-    result["identical"] = bool(common and data.tokens == sum(lengths)
-                               and np.array_equal(ours, np.asarray(grouped[:common]["input_ids"])))
-    result.update(documents=len(records), tokens=data.tokens, guide_blocks=len(grouped),
-                  ours_blocks=len(data.train) + len(data.eval))
+    result["identical"] = bool(
+        common and data.tokens == sum(lengths) and np.array_equal(ours, np.asarray(grouped[:common]["input_ids"]))
+    )
+    result.update(
+        documents=len(records),
+        tokens=data.tokens,
+        guide_blocks=len(grouped),
+        ours_blocks=len(data.train) + len(data.eval),
+    )
     result["speedup"] = result["prepare_guide"] / result["prepare_ours"]
     return result
 
@@ -64,6 +75,10 @@ def _guide_preparation(tokenizer, records: list[dict], block_size: int):
 
     disable_progress_bars()
     dataset = Dataset.from_list(records).flatten()
-    tokenized = dataset.map(make_preprocess_function(tokenizer, COLUMN), batched=True, num_proc=NUM_PROC,
-                            remove_columns=dataset.column_names)
+    tokenized = dataset.map(
+        make_preprocess_function(tokenizer, COLUMN),
+        batched=True,
+        num_proc=NUM_PROC,
+        remove_columns=dataset.column_names,
+    )
     return tokenized, tokenized.map(make_group_texts(block_size), batched=True, num_proc=NUM_PROC)

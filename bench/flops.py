@@ -33,8 +33,12 @@ def matmul_peak(repeats: int = 5) -> dict:
         _sync(device)
         seconds.append((time.perf_counter() - started) / inner)
     best = min(seconds[1:])
-    return {"flops_per_s": 2 * MATMUL_SIZE**3 / best, "dtype": str(dtype).removeprefix("torch."),
-            "size": MATMUL_SIZE, "median_flops_per_s": 2 * MATMUL_SIZE**3 / statistics.median(seconds[1:])}
+    return {
+        "flops_per_s": 2 * MATMUL_SIZE**3 / best,
+        "dtype": str(dtype).removeprefix("torch."),
+        "size": MATMUL_SIZE,
+        "median_flops_per_s": 2 * MATMUL_SIZE**3 / statistics.median(seconds[1:]),
+    }
 
 
 def step_flops(config: TrainConfig, batches: int = 3) -> float:
@@ -43,8 +47,9 @@ def step_flops(config: TrainConfig, batches: int = 3) -> float:
     setup = load_inputs(config, None, lambda _: None)
     device = default_device()
     objective = LMObjective(setup.model.to(device), setup.task).train()
-    masker = batcher_for(setup.task, setup.tokenizer, config.mlm_probability, config.whole_word_masking,
-                         seed=config.seed)
+    masker = batcher_for(
+        setup.task, setup.tokenizer, config.mlm_probability, config.whole_word_masking, seed=config.seed
+    )
     counts = []
     for i in range(batches):
         batch = masker(setup.data.train[i * config.batch_size : (i + 1) * config.batch_size]).to(device)

@@ -38,15 +38,17 @@ def make_preprocess_function(tokenizer, column: str = "answers.text"):
     return preprocess_function
 
 
-def prepare_text_file(path, tokenizer, block_size: int, eval_fraction: float = 0.1, seed: int = 42,
-                      cache_dir: str | None = None):
+def prepare_text_file(
+    path, tokenizer, block_size: int, eval_fraction: float = 0.1, seed: int = 42, cache_dir: str | None = None
+):
     """The guides' recipe on a .txt upload: `load_dataset("text", sample_by="paragraph")`, a batched `map` of the
     tokenizer, a batched `map` of `group_texts` (both with `num_proc=4`), then a seeded train/test split (the
     benchmark's baseline)."""
     from datasets import load_dataset
 
     dataset = load_dataset("text", data_files=str(path), sample_by="paragraph", split="train", cache_dir=cache_dir)
-    tokenized = dataset.map(lambda examples: tokenizer(examples["text"]), batched=True, num_proc=NUM_PROC,
-                            remove_columns=["text"])
+    tokenized = dataset.map(
+        lambda examples: tokenizer(examples["text"]), batched=True, num_proc=NUM_PROC, remove_columns=["text"]
+    )
     blocks = tokenized.map(make_group_texts(block_size), batched=True, num_proc=NUM_PROC)
     return blocks.train_test_split(test_size=eval_fraction, seed=seed)

@@ -71,11 +71,18 @@ def compare(work: Path, steps: int, batch_size: int = 8, rounds: int = 3) -> dic
     times: dict[str, list[float]] = {"ours": [], "bare": []}
     for round_ in range(rounds):
         config = replace(train_speed.bench_config(model, steps, batch_size, work / f"host-{round_}"), seed=round_)
-        for name in (["ours", "bare"] if round_ % 2 == 0 else ["bare", "ours"]):
+        for name in ["ours", "bare"] if round_ % 2 == 0 else ["bare", "ours"]:
             seconds = train_speed.ours(config).seconds if name == "ours" else bare(config, steps)
             times[name].append(statistics.median(seconds))
     ratios = [o / b for o, b in zip(times["ours"], times["bare"])]
     ours_s, bare_s = statistics.median(times["ours"]), statistics.median(times["bare"])
-    return {"ours_step_ms": ours_s * 1000, "bare_step_ms": bare_s * 1000, "extra_ms": (ours_s - bare_s) * 1000,
-            "ratio": statistics.median(ratios), "ratio_range": [min(ratios), max(ratios)], "steps": steps,
-            "batch_size": batch_size, "rounds": rounds}
+    return {
+        "ours_step_ms": ours_s * 1000,
+        "bare_step_ms": bare_s * 1000,
+        "extra_ms": (ours_s - bare_s) * 1000,
+        "ratio": statistics.median(ratios),
+        "ratio_range": [min(ratios), max(ratios)],
+        "steps": steps,
+        "batch_size": batch_size,
+        "rounds": rounds,
+    }

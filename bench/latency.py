@@ -29,8 +29,10 @@ WARMUP = 3
 def percentiles(seconds: list[float]) -> dict[str, float]:
     """p50 and p95 in milliseconds of timings in seconds; StatisticsError when there are none."""
     ordered = sorted(seconds)
-    return {"p50_ms": 1000 * statistics.median(ordered),
-            "p95_ms": 1000 * ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]}
+    return {
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p95_ms": 1000 * ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+    }
 
 
 def _timed(fn) -> float:
@@ -47,8 +49,9 @@ def versus_pipeline(model: str, repeats: int) -> dict:
     from transformers import pipeline
 
     cuda = torch.cuda.is_available()
-    pipe = pipeline("fill-mask", model=model, top_k=TOP_K, device=0 if cuda else -1,
-                    dtype=torch.bfloat16 if cuda else torch.float32)
+    pipe = pipeline(
+        "fill-mask", model=model, top_k=TOP_K, device=0 if cuda else -1, dtype=torch.bfloat16 if cuda else torch.float32
+    )
     text = SENTENCE.replace("<mask>", pipe.tokenizer.mask_token)
     # One piece per guess, as the pipeline proposes: the same work (whole words of more pieces take more passes).
     ours_fn, pipe_fn = (lambda: fill_mask(model, SENTENCE, top_k=TOP_K, max_pieces=1)), (lambda: pipe(text))
@@ -78,11 +81,23 @@ def during_training(model: str, repeats: int, train_steps: int) -> dict:
     idle = [_timed(query) for _ in range(repeats)]
     busy: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = TrainConfig(model=model, dataset="builtin", slice="train", block_size=128, batch_size=16,
-                             max_steps=train_steps, learning_rate=1e-4, output_dir=str(Path(tmp) / "run"))
+        config = TrainConfig(
+            model=model,
+            dataset="builtin",
+            slice="train",
+            block_size=128,
+            batch_size=16,
+            max_steps=train_steps,
+            learning_rate=1e-4,
+            output_dir=str(Path(tmp) / "run"),
+        )
         run = RunQueue(Path(tmp)).submit(config, RunIdentity())  # queued, and trained as the app's queue does it
-        child = subprocess.Popen(child_command("train-queued", str(run.path)), env=child_environment(),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen(
+            child_command("train-queued", str(run.path)),
+            env=child_environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             _wait_for_a_step(run, child)
             while len(busy) < repeats and child.poll() is None:
@@ -91,8 +106,12 @@ def during_training(model: str, repeats: int, train_steps: int) -> dict:
             child.send_signal(signal.SIGTERM)  # stops after its step, as Stop does
             child.wait()
     idle += [_timed(query) for _ in range(repeats)]
-    result = {"idle": percentiles(idle), "training": percentiles(busy), "samples_while_training": len(busy),
-              "max_pieces": MAX_PIECES}
+    result = {
+        "idle": percentiles(idle),
+        "training": percentiles(busy),
+        "samples_while_training": len(busy),
+        "max_pieces": MAX_PIECES,
+    }
     result["ratio_p50"] = result["training"]["p50_ms"] / result["idle"]["p50_ms"]
     return result
 

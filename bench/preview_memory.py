@@ -18,13 +18,33 @@ def training_peak(config: TrainConfig) -> dict:
     predicted; RuntimeError when the training child fails, ValueError in plain words as `preview`."""
     with tempfile.TemporaryDirectory() as tmp:
         run = replace(config, output_dir=str(Path(tmp) / "run"))
-        command = [sys.executable, "-m", "mlm_core", "train", "--model", run.model, "--dataset", run.dataset,
-                   "--slice", run.slice, "--block-size", str(run.block_size), "--batch-size", str(run.batch_size),
-                   "--max-steps", str(run.max_steps), "--output-dir", run.output_dir]
+        command = [
+            sys.executable,
+            "-m",
+            "mlm_core",
+            "train",
+            "--model",
+            run.model,
+            "--dataset",
+            run.dataset,
+            "--slice",
+            run.slice,
+            "--block-size",
+            str(run.block_size),
+            "--batch-size",
+            str(run.batch_size),
+            "--max-steps",
+            str(run.max_steps),
+            "--output-dir",
+            run.output_dir,
+        ]
         child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         _, status, usage = os.wait4(child.pid, 0)
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"training child failed: {child.stderr.read()[-500:]}")
     estimate = preview(config)
-    return {"peak_rss_bytes": usage.ru_maxrss * 1024, "preflight_estimate_bytes": estimate.memory_bytes,
-            "preflight_seconds_per_step": estimate.seconds_per_step}
+    return {
+        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "preflight_estimate_bytes": estimate.memory_bytes,
+        "preflight_seconds_per_step": estimate.seconds_per_step,
+    }

@@ -12,8 +12,15 @@ from mlm_core.system import hub_access
 
 DISTILROBERTA = "distilbert/distilroberta-base"
 # DistilRoBERTa's dimensions; offline the weights are random and token ids come from the starter's tokenizer.
-DISTILROBERTA_SHAPE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=6, num_attention_heads=12,
-                           intermediate_size=3072, max_position_embeddings=514, type_vocab_size=1)
+DISTILROBERTA_SHAPE = dict(
+    vocab_size=50265,
+    hidden_size=768,
+    num_hidden_layers=6,
+    num_attention_heads=12,
+    intermediate_size=3072,
+    max_position_embeddings=514,
+    type_vocab_size=1,
+)
 ELI5_CHARS_PER_DOCUMENT = 1000  # ELI5 train[:5000] holds about a million tokens: ~200 tokens a document
 
 
@@ -37,8 +44,12 @@ def distilroberta(work: Path) -> Subject:
     if not folder.is_dir():
         tokenizer = AutoTokenizer.from_pretrained(STARTER_DIR)
         torch.manual_seed(0)
-        config = RobertaConfig(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                               eos_token_id=tokenizer.eos_token_id, **DISTILROBERTA_SHAPE)
+        config = RobertaConfig(
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            **DISTILROBERTA_SHAPE,
+        )
         RobertaForMaskedLM(config).save_pretrained(folder)
         tokenizer.save_pretrained(folder)
     return Subject("DistilRoBERTa shape", str(folder), "random weights, DistilRoBERTa's shape (hub unreachable)")

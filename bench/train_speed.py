@@ -30,9 +30,21 @@ def bench_config(model: str, steps: int, batch_size: int, work: Path) -> TrainCo
     """Hyper-parameters both contenders share: a short run on part of the built-in corpus; ValueError naming a bad
     `steps` or `batch_size`. One evaluation, after the last step: between timed steps it would count as training
     (the cause of the "30% slower" quick benchmark after runs got ten evaluations each)."""
-    return TrainConfig(model=model, dataset="builtin", slice="train", block_size=128, batch_size=batch_size,
-                       max_steps=steps, learning_rate=1e-4, weight_decay=0.01, warmup_ratio=0.0,
-                       eval_fraction=0.01, eval_steps=steps, seed=0, output_dir=str(work / "ours"))
+    return TrainConfig(
+        model=model,
+        dataset="builtin",
+        slice="train",
+        block_size=128,
+        batch_size=batch_size,
+        max_steps=steps,
+        learning_rate=1e-4,
+        weight_decay=0.01,
+        warmup_ratio=0.0,
+        eval_fraction=0.01,
+        eval_steps=steps,
+        seed=0,
+        output_dir=str(work / "ours"),
+    )
 
 
 @contextlib.contextmanager
@@ -52,8 +64,10 @@ def ours(config: TrainConfig) -> Timings:
     between two timed steps (the Trainer contender makes none: its time would count as training)."""
     stamps: list[tuple[type, float]] = []
     with every_step_read_back():
-        results = train(config, on_event=lambda e: stamps.append((type(e), time.perf_counter()))
-                        if isinstance(e, (Step, Eval)) else None)
+        results = train(
+            config,
+            on_event=lambda e: stamps.append((type(e), time.perf_counter())) if isinstance(e, (Step, Eval)) else None,
+        )
     steps = [i for i, (kind, _) in enumerate(stamps) if kind is Step]
     if any(stamps[i][0] is Eval for i in range(steps[0], steps[-1])):
         raise AssertionError("an evaluation ran between timed steps: its time would count as training")
@@ -84,10 +98,21 @@ def guides_trainer(config: TrainConfig, work: Path) -> Timings:
 
     cuda = torch.cuda.is_available()
     args = TrainingArguments(
-        output_dir=str(work / "trainer"), per_device_train_batch_size=config.batch_size, max_steps=config.max_steps,
-        learning_rate=config.learning_rate, weight_decay=config.weight_decay, warmup_steps=0,
-        lr_scheduler_type="linear", logging_steps=config.max_steps, save_strategy="no", report_to="none",
-        disable_tqdm=True, seed=config.seed, use_cpu=not cuda, bf16=cuda and torch.cuda.is_bf16_supported())
+        output_dir=str(work / "trainer"),
+        per_device_train_batch_size=config.batch_size,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=0,
+        lr_scheduler_type="linear",
+        logging_steps=config.max_steps,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=config.seed,
+        use_cpu=not cuda,
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+    )
     model = AutoModelForMaskedLM.from_pretrained(config.model, dtype=torch.float32)  # the starter is stored in fp16
     collator = DataCollatorForLanguageModeling(setup.tokenizer, mlm_probability=config.mlm_probability)
     dataset = Dataset.from_dict({"input_ids": setup.data.train[:].tolist()})
@@ -118,11 +143,15 @@ def compare(model: str, steps: int, batch_size: int, rounds: int) -> dict:
     result: dict = {"tokens_per_step": tokens_per_step, "rounds": rounds}
     for name, runs in timed.items():
         seconds = statistics.median(s for t in runs for s in t.seconds)
-        result[name] = {"tokens_per_s": tokens_per_step / seconds, "step_seconds": seconds,
-                        "eval_loss": statistics.mean(t.eval_loss for t in runs),
-                        "timed_steps": sum(len(t.seconds) for t in runs)}
-    ratios = [statistics.median(t.seconds) / statistics.median(o.seconds)
-              for o, t in zip(timed["ours"], timed["trainer"])]
+        result[name] = {
+            "tokens_per_s": tokens_per_step / seconds,
+            "step_seconds": seconds,
+            "eval_loss": statistics.mean(t.eval_loss for t in runs),
+            "timed_steps": sum(len(t.seconds) for t in runs),
+        }
+    ratios = [
+        statistics.median(t.seconds) / statistics.median(o.seconds) for o, t in zip(timed["ours"], timed["trainer"])
+    ]
     result["speedup"] = statistics.median(ratios)
     result["speedup_range"] = [min(ratios), max(ratios)]
     result["loss_gap"] = abs(result["ours"]["eval_loss"] / result["trainer"]["eval_loss"] - 1)

@@ -34,46 +34,66 @@ class TrainConfig:
     """One fine-tuning run: model, data, and every hyper-parameter; ValueError naming the first bad field on
     construction."""
 
-    model: str = _field(DEFAULT_MODEL, "Base model: a hub id, 'starter' (the built-in model), a finished run as "
-                        "'run:NAME', or (on your own machine) a local folder.", max_length=200)
+    model: str = _field(
+        DEFAULT_MODEL,
+        "Base model: a hub id, 'starter' (the built-in model), a finished run as "
+        "'run:NAME', or (on your own machine) a local folder.",
+        max_length=200,
+    )
     dataset: str = _field(
-        DEFAULT_DATASET, "Text to learn from: a hub dataset id, 'builtin', 'builtin-docstrings', or 'file'.",
-        max_length=200)
-    dataset_file: str | None = _field(None, "Path of an uploaded .txt, .csv, .jsonl or .json file (dataset 'file').",
-                                      max_length=4096)
-    slice: str = _field("train", "Which rows to use: 'train' for all, or e.g. 'train[:5000]' or 'train[10%:20%]'.",
-                        max_length=64)
-    text_column: str | None = _field(None, "Column holding the text (nested fields as 'answers.text'); empty: detect.",
-                                     max_length=200)
+        DEFAULT_DATASET,
+        "Text to learn from: a hub dataset id, 'builtin', 'builtin-docstrings', or 'file'.",
+        max_length=200,
+    )
+    dataset_file: str | None = _field(
+        None, "Path of an uploaded .txt, .csv, .jsonl or .json file (dataset 'file').", max_length=4096
+    )
+    slice: str = _field(
+        "train", "Which rows to use: 'train' for all, or e.g. 'train[:5000]' or 'train[10%:20%]'.", max_length=64
+    )
+    text_column: str | None = _field(
+        None, "Column holding the text (nested fields as 'answers.text'); empty: detect.", max_length=200
+    )
     block_size: int = _field(128, "Tokens the model reads at once; text is cut into blocks this long.", min=8, max=8192)
     mlm_probability: float = _field(
         0.15, "Share of tokens hidden for the model to guess (masked models only).", min=0.0, max=1.0, open=True
     )
     whole_word_masking: bool = _field(False, "Hide whole words instead of single word pieces.")
     epochs: int = _field(3, "Passes over the training text.", min=1, max=1000)
-    max_steps: int | None = _field(None, "Stop after this many optimizer steps (overrides epochs); empty: no limit.",
-                                   min=1)
-    learning_rate: float = _field(2e-5, "How big each update is; too high diverges, too low learns slowly.", min=0.0,
-                                  max=1.0, open_min=True)
+    max_steps: int | None = _field(
+        None, "Stop after this many optimizer steps (overrides epochs); empty: no limit.", min=1
+    )
+    learning_rate: float = _field(
+        2e-5, "How big each update is; too high diverges, too low learns slowly.", min=0.0, max=1.0, open_min=True
+    )
     weight_decay: float = _field(0.01, "Pulls weights towards zero to reduce over-fitting.", min=0.0, max=1.0)
-    warmup_ratio: float = _field(0.0, "Share of steps over which the learning rate ramps up from zero.", min=0.0,
-                                 max=0.9)
+    warmup_ratio: float = _field(
+        0.0, "Share of steps over which the learning rate ramps up from zero.", min=0.0, max=0.9
+    )
     batch_size: int = _field(16, "Blocks per step; larger is smoother but needs more memory.", min=1, max=4096)
     gradient_accumulation: int = _field(1, "Steps whose gradients are summed before one update.", min=1, max=1024)
-    eval_fraction: float = _field(0.1, "Share of blocks held out to measure perplexity.", min=0.0, max=0.5,
-                                  open_min=True)
+    eval_fraction: float = _field(
+        0.1, "Share of blocks held out to measure perplexity.", min=0.0, max=0.5, open_min=True
+    )
     seed: int = _field(42, "Random seed: the same seed gives the same run.", min=0, max=2**32 - 1)
-    output_dir: str = _field("runs/run", "Folder the run writes its checkpoints, model and results to.",
-                             max_length=4096)
+    output_dir: str = _field(
+        "runs/run", "Folder the run writes its checkpoints, model and results to.", max_length=4096
+    )
     save_steps: int = _field(0, "Also save a checkpoint every N steps (0: at each epoch end only).", min=0)
     eval_steps: int = _field(0, "Measure perplexity and accuracy every N steps (0: about ten times per run).", min=0)
     add_words: int = _field(
-        0, "Add up to this many words your text uses often that the model's vocabulary cuts into pieces, as new "
-        "tokens started from their pieces (masked models; 0: none).", min=0, max=MAX_ADDED_WORDS)
+        0,
+        "Add up to this many words your text uses often that the model's vocabulary cuts into pieces, as new "
+        "tokens started from their pieces (masked models; 0: none).",
+        min=0,
+        max=MAX_ADDED_WORDS,
+    )
     report_to: str = _field(
-        NO_TRACKER, "Also send the metrics to an experiment tracker: 'none', 'trackio' (kept offline, in the runs "
+        NO_TRACKER,
+        "Also send the metrics to an experiment tracker: 'none', 'trackio' (kept offline, in the runs "
         "folder), or another one Accelerate supports that is installed here ('tensorboard', 'wandb', ...).",
-        max_length=64)
+        max_length=64,
+    )
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -144,8 +164,9 @@ def check_report_to(name: str, installed: bool = True) -> None:
         return
     choices = ", ".join(here)
     if name not in trackers(installed=False):
-        raise ValueError(f"report_to: {name!r} is not an experiment tracker Accelerate supports; choose one of "
-                         f"{choices}")
+        raise ValueError(
+            f"report_to: {name!r} is not an experiment tracker Accelerate supports; choose one of {choices}"
+        )
     if installed:
         raise ValueError(f"report_to: {name} is not installed here (pip install {name}); choose one of {choices}")
 

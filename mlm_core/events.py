@@ -129,8 +129,9 @@ class Error(Event):
     message: str
 
 
-EVENT_TYPES: dict[str, type[Event]] = {cls.kind: cls for cls in (Status, Started, Step, Eval, Probe, Checkpoint,
-                                                                          Done, Error)}
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls for cls in (Status, Started, Step, Eval, Probe, Checkpoint, Done, Error)
+}
 
 
 def event_from_dict(data: dict[str, Any]) -> Event:

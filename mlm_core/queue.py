@@ -169,8 +169,12 @@ class RunQueue:
             with (run.path / PROCESS_LOG).open("ab") as log:
                 job.process = subprocess.Popen(
                     child_command("train-queued", str(run.path.resolve())),
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=child_environment(),
-                    start_new_session=True)  # a Ctrl-C in the app's terminal reaches the app, which stops the run
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=child_environment(),
+                    start_new_session=True,
+                )  # a Ctrl-C in the app's terminal reaches the app, which stops the run
             _watch(job)
             record_death(run, job.process.returncode, started, oom_kills() > kills_before, job.stop_flag.is_set())
         except Exception as error:  # the queue goes on, whatever happened to this run
@@ -193,8 +197,14 @@ def _watch(job: Job) -> None:
         time.sleep(WATCH_S)
 
 
-def record_death(run: RunDir, returncode: int | None, started: float, out_of_memory: bool, stop_asked: bool,
-                 reason: str | None = None) -> None:
+def record_death(
+    run: RunDir,
+    returncode: int | None,
+    started: float,
+    out_of_memory: bool,
+    stop_asked: bool,
+    reason: str | None = None,
+) -> None:
     """If the child ended without recording an outcome (killed, crashed in Python itself, never started), say why
     in the run's events and results: `stopped` when Stop was asked, `interrupted` (it can resume) when it was
     killed, `failed` otherwise. Nothing for a run deleted meanwhile."""
@@ -206,19 +216,22 @@ def record_death(run: RunDir, returncode: int | None, started: float, out_of_mem
     if reason is None and returncode is not None and returncode < 0:
         name = signal.Signals(-returncode).name
         cause = "the system ran out of memory" if out_of_memory else f"it received {name}"
-        reason = (f"the training process was killed at step {steps:,} ({cause}); resume continues from its last "
-                  "checkpoint")
+        reason = (
+            f"the training process was killed at step {steps:,} ({cause}); resume continues from its last checkpoint"
+        )
     elif reason is None:
         tail = _last_line(run.path / PROCESS_LOG)
         reason = f"the training process ended with exit code {returncode} at step {steps:,}" + (
-            f": {tail}" if tail else "")
+            f": {tail}" if tail else ""
+        )
     status = INTERRUPTED if returncode is not None and returncode < 0 else FAILED
     if stop_asked:
         status, reason = STOPPED, f"stopped at step {steps:,} before it could save one"
     config = run.config()
     run.event_log().write(Error(reason))
-    run.write_results(RunResults(status=status, model=config.model, dataset=config.dataset, steps=steps,
-                                 message=reason))
+    run.write_results(
+        RunResults(status=status, model=config.model, dataset=config.dataset, steps=steps, message=reason)
+    )
     if run.identity().queued_at is not None:  # it never got to claim the run: take it out of the queue
         run.set_identity(dataclasses.replace(run.identity(), queued_at=None, resume=False))
 

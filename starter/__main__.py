@@ -21,8 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m starter", description=__doc__)
     parser.add_argument("--output", type=Path, help="folder to write it to (default: assets/starter-mlm)")
     parser.add_argument("--epochs", type=int, help="passes over the corpus (default: the committed recipe's)")
-    parser.add_argument("--work-dir", type=Path, help="keep the corpus, tokenizer and pre-training run here and "
-                                                      "resume it from its newest checkpoint (default: a temp folder)")
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="keep the corpus, tokenizer and pre-training run here and "
+        "resume it from its newest checkpoint (default: a temp folder)",
+    )
     return parser
 
 
@@ -45,10 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {type(error).__name__}: {error}".splitlines()[0], file=sys.stderr)
         return 1
     run = figures["default_run"]
-    print(f"starter model in {out}: perplexity {figures['pretraining_perplexity']:.2f} on held-out pre-training "
-          f"text, {figures['everyday_whole_share']:.0%} of everyday words one token; the default run takes the "
-          f"language reference from {run['base_perplexity']:.2f} to "
-          f"{run['final_perplexity']:.2f}, top-5 accuracy {run['base_top5']:.1%} to {run['final_top5']:.1%}")
+    print(
+        f"starter model in {out}: perplexity {figures['pretraining_perplexity']:.2f} on held-out pre-training "
+        f"text, {figures['everyday_whole_share']:.0%} of everyday words one token; the default run takes the "
+        f"language reference from {run['base_perplexity']:.2f} to "
+        f"{run['final_perplexity']:.2f}, top-5 accuracy {run['base_top5']:.1%} to {run['final_top5']:.1%}"
+    )
     return 0
 
 

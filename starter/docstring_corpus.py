@@ -16,8 +16,7 @@ from mlm_core.data.builtin_corpus import MIN_DOCSTRING_CHARS, docstring_records,
 # Left out: plotly, whose docstrings are generated (thousands of near-identical property descriptions), and torch and
 # transformers, 10 million characters about tensors and model internals: a starter pre-trained with them (measured)
 # guessed "shape" or "axis" in plain Python sentences and was 4 points less accurate on the language reference.
-LIBRARY_PACKAGES = ("numpy", "huggingface_hub", "datasets", "gradio", "accelerate", "tqdm", "tokenizers",
-                    "safetensors")
+LIBRARY_PACKAGES = ("numpy", "huggingface_hub", "datasets", "gradio", "accelerate", "tqdm", "tokenizers", "safetensors")
 _LIBRARY_SKIPPED_DIRS = {"test", "tests", "testing", "pydoc_data", "__pycache__"}
 
 

@@ -94,5 +94,7 @@ def fortune_records(folder: Path = FORTUNES_DIR) -> Iterator[dict[str, str]]:
 
 def _require(present: bool, source: str) -> None:
     if not present:
-        raise ValueError(f"corpus: {source!r} needs the Debian package {PACKAGES[source]} "
-                         f"(apt-get install {' '.join(PACKAGES.values())})")
+        raise ValueError(
+            f"corpus: {source!r} needs the Debian package {PACKAGES[source]} "
+            f"(apt-get install {' '.join(PACKAGES.values())})"
+        )

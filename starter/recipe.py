@@ -37,8 +37,16 @@ VOCAB_SIZE = 16384
 SHAPE = Shape(hidden=256, layers=4, heads=4, intermediate=512, max_length=128)
 EPOCHS = 6
 SAVE_STEPS = 500
-PRETRAIN = dict(slice="train", block_size=128, batch_size=32, learning_rate=1e-3, warmup_ratio=0.06,
-                weight_decay=0.01, eval_fraction=0.02, seed=0)
+PRETRAIN = dict(
+    slice="train",
+    block_size=128,
+    batch_size=32,
+    learning_rate=1e-3,
+    warmup_ratio=0.06,
+    weight_decay=0.01,
+    eval_fraction=0.02,
+    seed=0,
+)
 # The default run: the app's and the CLI's defaults with the starter on the built-in corpus.
 DEFAULT_RUN = dict(dataset="builtin", slice="train", learning_rate=STARTER_LEARNING_RATE)
 
@@ -49,8 +57,12 @@ def corpus_records() -> list[dict[str, str]]:
     return list(pretraining_records()) + everyday_records()
 
 
-def build_starter(out_dir: Path = STARTER_DIR, epochs: int | None = None,
-                  on_event: Callable[[Event], None] | None = None, work_dir: Path | None = None) -> dict[str, Any]:
+def build_starter(
+    out_dir: Path = STARTER_DIR,
+    epochs: int | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    work_dir: Path | None = None,
+) -> dict[str, Any]:
     """Train tokenizer and model from scratch, save them in fp16, measure the default run; return the figures.
 
     With `work_dir`, the corpus, tokenizer and pre-training run are kept there and a later call resumes the run from
@@ -67,13 +79,13 @@ def build_starter(out_dir: Path = STARTER_DIR, epochs: int | None = None,
                 for record in records:
                     file.write(json.dumps({"text": record["text"]}, ensure_ascii=False) + "\n")
             with atomic_dir(init_dir) as tmp:
-                tokenizer = train_tokenizer((r["text"] for r in records), VOCAB_SIZE, tmp,
-                                            max_length=SHAPE.max_length)
+                tokenizer = train_tokenizer((r["text"] for r in records), VOCAB_SIZE, tmp, max_length=SHAPE.max_length)
                 init_model(tokenizer, SHAPE, tmp, architecture="modernbert")
             write_json(work / "corpus.json", corpus_figures(records))
         pretrain = dict(PRETRAIN, dataset="file", dataset_file=str(corpus_file))
-        config = TrainConfig(model=str(init_dir), epochs=epochs, output_dir=str(run.path),
-                             save_steps=SAVE_STEPS, **pretrain)
+        config = TrainConfig(
+            model=str(init_dir), epochs=epochs, output_dir=str(run.path), save_steps=SAVE_STEPS, **pretrain
+        )
         resume = run.is_run() and run.status() != COMPLETED
         if not (run.is_run() and run.status() == COMPLETED):
             train(config, on_event=on_event, resume=resume)
@@ -81,7 +93,8 @@ def build_starter(out_dir: Path = STARTER_DIR, epochs: int | None = None,
         with atomic_dir(out_dir) as tmp:
             figures = {
                 "parameters": _save_fp16(run.model_path, tmp),
-                "pretrain": results.to_dict(), "epochs": epochs,
+                "pretrain": results.to_dict(),
+                "epochs": epochs,
                 "corpus": json.loads((work / "corpus.json").read_text(encoding="utf-8")),
                 "pretraining_perplexity": perplexity(evaluate(TrainConfig(model=str(tmp), **pretrain)).loss),
                 "everyday_whole_share": whole_word_share(load_tokenizer(tmp), EVERYDAY_SAMPLE.read_text("utf-8")),
@@ -92,10 +105,13 @@ def build_starter(out_dir: Path = STARTER_DIR, epochs: int | None = None,
     return figures
 
 
-SOURCE_NAMES = {"gcide": "the GNU Collaborative International Dictionary of English (`dict-gcide`): definitions and "
-                        "their quotations",
-                "bible": "the King James Bible (`bible-kjv`)", "fortunes": "the BSD fortune cookies (`fortunes`)",
-                "docstrings": "Python docstrings"}
+SOURCE_NAMES = {
+    "gcide": "the GNU Collaborative International Dictionary of English (`dict-gcide`): definitions and "
+    "their quotations",
+    "bible": "the King James Bible (`bible-kjv`)",
+    "fortunes": "the BSD fortune cookies (`fortunes`)",
+    "docstrings": "Python docstrings",
+}
 
 
 def whole_word_share(tokenizer, text: str) -> float:
@@ -113,8 +129,13 @@ def corpus_figures(records: list[dict[str, str]]) -> dict[str, Any]:
         figures = sources.setdefault(kind, {"records": 0, "characters": 0})
         figures["records"] += 1
         figures["characters"] += len(record["text"])
-    return {"records": len(records), "characters": sum(len(r["text"]) for r in records), "sources": sources,
-            "libraries": library_versions(), "python": platform.python_version()}
+    return {
+        "records": len(records),
+        "characters": sum(len(r["text"]) for r in records),
+        "sources": sources,
+        "libraries": library_versions(),
+        "python": platform.python_version(),
+    }
 
 
 def describe_starter(folder: Path, on_event: Callable[[Event], None] | None = None) -> dict[str, Any]:
@@ -124,8 +145,10 @@ def describe_starter(folder: Path, on_event: Callable[[Event], None] | None = No
         run = RunDir(Path(work) / "default-run")
         train(TrainConfig(model=str(folder), output_dir=str(run.path), **DEFAULT_RUN), on_event=on_event)
         results, probes = run.results(), [e for e in run.events() if isinstance(e, Probe)]
-    examples = [{"text": first.text, "answer": first.answer, "rank_before": first.answer_rank,
-                 "rank_after": last.answer_rank} for first, last in zip(*first_and_last_scores(probes))]
+    examples = [
+        {"text": first.text, "answer": first.answer, "rank_before": first.answer_rank, "rank_after": last.answer_rank}
+        for first, last in zip(*first_and_last_scores(probes))
+    ]
     write_json(folder / EXAMPLES_FILE, examples)
     figures = {**json.loads((folder / "build.json").read_text(encoding="utf-8")), "default_run": results.to_dict()}
     write_json(folder / "build.json", figures)
@@ -157,48 +180,51 @@ def model_card(figures: dict[str, Any], run: dict[str, Any], examples: list[dict
     pre, corpus = figures["pretrain"], figures["corpus"]
     versions = ", ".join(f"{name} {version}" for name, version in corpus["libraries"].items())
     licences = {**LICENCES, "docstrings": "the licences of Python and of those libraries"}
-    sources = "\n".join(f"  - {SOURCE_NAMES[name]} ({licences[name]}): {part['records']:,} records, "
-                        f"{part['characters'] / 1e6:.1f} million characters"
-                        for name, part in corpus["sources"].items())
-    rows = "\n".join(f"| {_cell(e['text'])} | {_cell(e['answer'])} | {e['rank_before']:,} | {e['rank_after']:,} |"
-                     for e in examples)
+    sources = "\n".join(
+        f"  - {SOURCE_NAMES[name]} ({licences[name]}): {part['records']:,} records, "
+        f"{part['characters'] / 1e6:.1f} million characters"
+        for name, part in corpus["sources"].items()
+    )
+    rows = "\n".join(
+        f"| {_cell(e['text'])} | {_cell(e['answer'])} | {e['rank_before']:,} | {e['rank_after']:,} |" for e in examples
+    )
     return f"""# MLM Studio starter model
 
 A small ModernBERT-style masked language model (rotary positions, pre-norm, GeGLU), trained from scratch so that
 MLM Studio works with no internet.
 
 - Made by: `python -m starter` (tokenizer, then weights; fixed seeds), in
-  {figures['build_minutes']:.0f} minutes on {pre['device']}.
+  {figures["build_minutes"]:.0f} minutes on {pre["device"]}.
 - Corpus: everyday English that installs offline from Debian packages, and docstrings read with `ast` from the `.py`
-  files (nothing imported) of the Python {corpus['python']} standard library and of the installed runtime
-  requirements {', '.join(LIBRARY_PACKAGES)} (a paragraph repeated with only names or code changed is kept once):
+  files (nothing imported) of the Python {corpus["python"]} standard library and of the installed runtime
+  requirements {", ".join(LIBRARY_PACKAGES)} (a paragraph repeated with only names or code changed is kept once):
 {sources}
 
-  {corpus['records']:,} records, {corpus['characters'] / 1e6:.1f} million characters,
-  {pre['train_blocks'] + pre['eval_blocks']:,} blocks of {pre['block_size']} tokens. The text depends on the
+  {corpus["records"]:,} records, {corpus["characters"] / 1e6:.1f} million characters,
+  {pre["train_blocks"] + pre["eval_blocks"]:,} blocks of {pre["block_size"]} tokens. The text depends on the
   installed versions, so a rebuild matches this one with the same versions: {versions}.
 - Not in the corpus: the Python language reference (`pydoc_data.topics`), the built-in fine-tuning dataset, so
   fine-tuning on it is a real domain adaptation.
 - Tokenizer: byte-level BPE, {VOCAB_SIZE:,} tokens trained on that corpus, RoBERTa special tokens
-  (`<s> <pad> </s> <unk> <mask>`): {figures['everyday_whole_share']:.1%} of the running words of a page of everyday
+  (`<s> <pad> </s> <unk> <mask>`): {figures["everyday_whole_share"]:.1%} of the running words of a page of everyday
   prose (`starter/everyday_sample.txt`) are one token.
 - Model: ModernBERT, {SHAPE.layers} layers, hidden size {SHAPE.hidden}, {SHAPE.heads} heads, feed-forward
-  {SHAPE.intermediate}, blocks of up to {SHAPE.max_length} tokens, {figures['parameters'] / 1e6:.1f}M parameters,
+  {SHAPE.intermediate}, blocks of up to {SHAPE.max_length} tokens, {figures["parameters"] / 1e6:.1f}M parameters,
   stored in float16 (safetensors).
-- Pre-training: {figures['epochs']} epochs, {pre['steps']:,} steps of {PRETRAIN['batch_size']} blocks, learning rate
-  {PRETRAIN['learning_rate']} with {PRETRAIN['warmup_ratio']:.0%} warm-up and linear decay, 15% of tokens masked,
-  {pre['seconds'] / 60:.0f} minutes. Held-out pre-training text ({PRETRAIN['eval_fraction']:.0%} of blocks):
-  perplexity {figures['pretraining_perplexity']:.2f}.
+- Pre-training: {figures["epochs"]} epochs, {pre["steps"]:,} steps of {PRETRAIN["batch_size"]} blocks, learning rate
+  {PRETRAIN["learning_rate"]} with {PRETRAIN["warmup_ratio"]:.0%} warm-up and linear decay, 15% of tokens masked,
+  {pre["seconds"] / 60:.0f} minutes. Held-out pre-training text ({PRETRAIN["eval_fraction"]:.0%} of blocks):
+  perplexity {figures["pretraining_perplexity"]:.2f}.
 
 ## The default run
-`python -m mlm_core train --model starter --dataset builtin`, the app's defaults: {run['steps']} steps in
-{run['seconds']:.0f} s on {run['device']}. On the fixed held-out sample of the language reference (a hidden word
+`python -m mlm_core train --model starter --dataset builtin`, the app's defaults: {run["steps"]} steps in
+{run["seconds"]:.0f} s on {run["device"]}. On the fixed held-out sample of the language reference (a hidden word
 counts as right when the model restores every hidden piece of it):
 
 | | perplexity | top-1 accuracy (hidden words) | top-5 accuracy (hidden words) |
 | --- | --- | --- | --- |
-| starter | {run['base_perplexity']:.2f} | {run['base_top1']:.1%} | {run['base_top5']:.1%} |
-| after the default run | {run['final_perplexity']:.2f} | {run['final_top1']:.1%} | {run['final_top5']:.1%} |
+| starter | {run["base_perplexity"]:.2f} | {run["base_top1"]:.1%} | {run["base_top5"]:.1%} |
+| after the default run | {run["final_perplexity"]:.2f} | {run["final_top1"]:.1%} | {run["final_top5"]:.1%} |
 
 The Fill-mask examples are the sentences the default run watches (held-out sentences, a content word hidden); the
 right word's rank among each model's guesses:

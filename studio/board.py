@@ -38,22 +38,31 @@ def progress_html(events: Sequence[Event], status: str) -> str:
         timing = f"ETA {duration(step.eta_s)}"
     else:
         timing = {COMPLETED: "done", STOPPED: f"stopped at step {step.step:,}"}.get(status, status)
-    label = (f"step {step.step:,} / {step.total_steps:,} · epoch {step.epoch:.2f} · {timing} · "
-             f"{step.tokens_per_s:,.0f} tokens/s · elapsed {duration(step.elapsed_s)}")
+    label = (
+        f"step {step.step:,} / {step.total_steps:,} · epoch {step.epoch:.2f} · {timing} · "
+        f"{step.tokens_per_s:,.0f} tokens/s · elapsed {duration(step.elapsed_s)}"
+    )
     return _bar(step.progress, label)
 
 
 def _bar(fraction: float, label: str) -> str:
     """HTML of one progress bar."""
     percent = max(0.0, min(1.0, fraction)) * 100
-    return (f'<div class="mlm-progress" data-progress="{percent:.1f}">'
-            f'<div style="background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden">'
-            f'<div style="background:#4f46e5;width:{percent:.1f}%;height:100%"></div></div>'
-            f'<div style="font-size:0.9em;margin-top:4px">{percent:.0f}% · {html.escape(label)}</div></div>')
+    return (
+        f'<div class="mlm-progress" data-progress="{percent:.1f}">'
+        f'<div style="background:#e5e7eb;border-radius:6px;height:14px;overflow:hidden">'
+        f'<div style="background:#4f46e5;width:{percent:.1f}%;height:100%"></div></div>'
+        f'<div style="font-size:0.9em;margin-top:4px">{percent:.0f}% · {html.escape(label)}</div></div>'
+    )
 
 
-def status_line(events: Sequence[Event], status: str, stopping: bool = False, position: int | None = None,
-                wait_s: float | None = None) -> str:
+def status_line(
+    events: Sequence[Event],
+    status: str,
+    stopping: bool = False,
+    position: int | None = None,
+    wait_s: float | None = None,
+) -> str:
     """What the run is doing now, as one line of HTML (whatever a visitor typed is shown as text)."""
     if status == QUEUED:
         when = f"; it should start in about {duration(wait_s)}" if wait_s is not None else ""
@@ -83,17 +92,24 @@ def outcome_text(results: RunResults | None) -> str:
         return ""
     base, final = results.base_perplexity, results.final_perplexity
     if final is None:
-        return (f"The run stopped after {results.steps:,} steps. Before training, the model's perplexity on your "
-                f"held-out text was <b>{base:,.1f}</b>. Resume it from the Runs tab, or start a new run.")
+        return (
+            f"The run stopped after {results.steps:,} steps. Before training, the model's perplexity on your "
+            f"held-out text was <b>{base:,.1f}</b>. Resume it from the Runs tab, or start a new run."
+        )
     change = "less" if final < base else "more"
-    ending = (" and is now in the <b>Fill-mask</b> tab." if results.status == COMPLETED else
-              f"; it stopped after {results.steps:,} steps (figures from its last evaluation): resume it from the "
-              "Runs tab to finish it.")
-    return (f"<b>Perplexity {base:,.1f} → {final:,.1f}.</b> Before fine-tuning, guessing each hidden word of your "
-            f"held-out text was as hard for the model as picking among about {base:,.0f} equally likely words; now it "
-            f"is about {final:,.0f}. The model is {abs(1 - final / base):.0%} {change} surprised by your kind of text "
-            f"(lower is better).{accuracy_text(results)}{added_text(results)} It was trained on {results.tokens:,} "
-            f"tokens in {duration(results.seconds)}{ending}")
+    ending = (
+        " and is now in the <b>Fill-mask</b> tab."
+        if results.status == COMPLETED
+        else f"; it stopped after {results.steps:,} steps (figures from its last evaluation): resume it from the "
+        "Runs tab to finish it."
+    )
+    return (
+        f"<b>Perplexity {base:,.1f} → {final:,.1f}.</b> Before fine-tuning, guessing each hidden word of your "
+        f"held-out text was as hard for the model as picking among about {base:,.0f} equally likely words; now it "
+        f"is about {final:,.0f}. The model is {abs(1 - final / base):.0%} {change} surprised by your kind of text "
+        f"(lower is better).{accuracy_text(results)}{added_text(results)} It was trained on {results.tokens:,} "
+        f"tokens in {duration(results.seconds)}{ending}"
+    )
 
 
 def added_text(results: RunResults) -> str:
@@ -110,11 +126,14 @@ def accuracy_text(results: RunResults) -> str:
     """' It now guesses 41% of the hidden words right, up from 30% ...' (empty when not measured)."""
     if results.final_top1 is None or results.base_top1 is None:
         return ""
-    words = results.accuracy_counts or ("hidden pieces" if guessed_by(results.task) == MASKED_GUESSED else
-                                         "next tokens")  # runs before words were counted
-    return (f" It now guesses <b>{results.final_top1:.0%} of the {words}</b> of your held-out text right, "
-            f"{_change(results.base_top1, results.final_top1)}; the right word is among its five likeliest guesses "
-            f"{results.final_top5:.0%} of the time, {_change(results.base_top5, results.final_top5)}.")
+    words = results.accuracy_counts or (
+        "hidden pieces" if guessed_by(results.task) == MASKED_GUESSED else "next tokens"
+    )  # runs before words were counted
+    return (
+        f" It now guesses <b>{results.final_top1:.0%} of the {words}</b> of your held-out text right, "
+        f"{_change(results.base_top1, results.final_top1)}; the right word is among its five likeliest guesses "
+        f"{results.final_top5:.0%} of the time, {_change(results.base_top5, results.final_top5)}."
+    )
 
 
 def _change(before: float, after: float) -> str:
@@ -134,12 +153,13 @@ def owner_note(yours: bool, public: bool) -> str:
         return ""
     if yours:
         return "<small>This is your run: you can stop it here, and resume, delete or push it in Runs.</small>"
-    return ("<small>Another visitor started this run: you can watch it and use its model in Fill-mask; only they "
-            "can stop it.</small>")
+    return (
+        "<small>Another visitor started this run: you can watch it and use its model in Fill-mask; only they "
+        "can stop it.</small>"
+    )
 
 
 def guessed_words(events: Sequence[Event]) -> str:
     """What the run's accuracy counts: 'hidden words' (masked LM) or 'next tokens' (causal LM)."""
     started = _last(events, Started)
     return guessed_by(started.task if started is not None else None)
-

@@ -18,15 +18,20 @@ try:  # ZeroGPU Spaces lend a GPU per call; elsewhere the decorator is a no-op
 
     gpu = spaces.GPU
 except ImportError:
+
     def gpu(fn):
         """No ZeroGPU here: run as is."""
         return fn
 
+
 # The default run's held-out probe sentences, with their answers (written by `python -m starter`).
 EXAMPLES = [[e["text"], e["answer"]] for e in default_examples()] or [
-    ["An assignment statement evaluates the <mask> list.", "expression"]]
-SURPRISE_EXAMPLE = ("An assignment statement evaluates the expression list and assigns the single resulting object "
-                    "to each of the target lists, from left to right.")
+    ["An assignment statement evaluates the <mask> list.", "expression"]
+]
+SURPRISE_EXAMPLE = (
+    "An assignment statement evaluates the expression list and assigns the single resulting object "
+    "to each of the target lists, from left to right."
+)
 SURPRISE_SCALE_BITS = 20  # a word this surprising (or more) is shown in full red
 PREDICTION_HEADERS = ["mask", "rank", "word", "probability", "text"]
 
@@ -39,53 +44,88 @@ class FillTab:
         with gr.Tab("Fill-mask", id="fill") as self.tab:
             with gr.Group() as self.mask_view:
                 with gr.Row():
-                    self.text = gr.Textbox(EXAMPLES[0][0], label="Text with <mask> (or [MASK]); up to 5 masks",
-                                           lines=2, elem_id="fill-text", scale=4)
-                    self.answer = gr.Textbox(EXAMPLES[0][1], label="Right word (if you know it)", elem_id="fill-answer",
-                                             info="Shows where each model ranks it.", scale=1)
-                self.examples = gr.Examples(EXAMPLES, inputs=[self.text, self.answer],
-                                            label="Held-out sentences of the built-in corpus, with the hidden word")
+                    self.text = gr.Textbox(
+                        EXAMPLES[0][0],
+                        label="Text with <mask> (or [MASK]); up to 5 masks",
+                        lines=2,
+                        elem_id="fill-text",
+                        scale=4,
+                    )
+                    self.answer = gr.Textbox(
+                        EXAMPLES[0][1],
+                        label="Right word (if you know it)",
+                        elem_id="fill-answer",
+                        info="Shows where each model ranks it.",
+                        scale=1,
+                    )
+                self.examples = gr.Examples(
+                    EXAMPLES,
+                    inputs=[self.text, self.answer],
+                    label="Held-out sentences of the built-in corpus, with the hidden word",
+                )
                 with gr.Row():
-                    self.top_k = gr.Slider(1, 20, 5, step=1, label="top_k", info="How many guesses to show per mask.",
-                                           elem_id="top-k")
-                    self.model_a = gr.Dropdown(label="Model A", info="Usually the base model.",
-                                               allow_custom_value=True, elem_id="model-a")
-                    self.model_b = gr.Dropdown(label="Model B", info="Usually your fine-tuned run.",
-                                               allow_custom_value=True, elem_id="model-b")
+                    self.top_k = gr.Slider(
+                        1, 20, 5, step=1, label="top_k", info="How many guesses to show per mask.", elem_id="top-k"
+                    )
+                    self.model_a = gr.Dropdown(
+                        label="Model A", info="Usually the base model.", allow_custom_value=True, elem_id="model-a"
+                    )
+                    self.model_b = gr.Dropdown(
+                        label="Model B", info="Usually your fine-tuned run.", allow_custom_value=True, elem_id="model-b"
+                    )
                 self.fill_btn = gr.Button("Fill the mask", variant="primary", elem_id="fill-button")
                 with gr.Row():
                     with gr.Column():
                         self.note_a = gr.HTML(elem_id="note-a")
                         self.plot_a = gr.Plot(label="Model A", elem_id="plot-a")
-                        self.table_a = gr.Dataframe(headers=PREDICTION_HEADERS, datatype="str", wrap=True,
-                                                    elem_id="table-a")
+                        self.table_a = gr.Dataframe(
+                            headers=PREDICTION_HEADERS, datatype="str", wrap=True, elem_id="table-a"
+                        )
                     with gr.Column():
                         self.note_b = gr.HTML(elem_id="note-b")
                         self.plot_b = gr.Plot(label="Model B", elem_id="plot-b")
-                        self.table_b = gr.Dataframe(headers=PREDICTION_HEADERS, datatype="str", wrap=True,
-                                                    elem_id="table-b")
+                        self.table_b = gr.Dataframe(
+                            headers=PREDICTION_HEADERS, datatype="str", wrap=True, elem_id="table-b"
+                        )
                 with gr.Accordion("Surprise view: how surprised each model is by every word", open=False):
-                    self.paragraph = gr.Textbox(SURPRISE_EXAMPLE, lines=3, label="A paragraph", elem_id="surprise-text",
-                                                info="Each word is hidden in turn; the redder, the more the model "
-                                                     "was surprised by it (bits of surprise).")
+                    self.paragraph = gr.Textbox(
+                        SURPRISE_EXAMPLE,
+                        lines=3,
+                        label="A paragraph",
+                        elem_id="surprise-text",
+                        info="Each word is hidden in turn; the redder, the more the model "
+                        "was surprised by it (bits of surprise).",
+                    )
                     self.surprise_btn = gr.Button("Show surprise", elem_id="surprise-button")
                     with gr.Row():
-                        self.surprise_a = gr.HighlightedText(label="Model A", elem_id="surprise-a",
-                                                             show_legend=False, combine_adjacent=False)
-                        self.surprise_b = gr.HighlightedText(label="Model B", elem_id="surprise-b",
-                                                             show_legend=False, combine_adjacent=False)
-                    self.changes = gr.Dataframe(headers=["word", "surprise under A (bits)", "under B (bits)"],
-                                                datatype="str", label="Words that surprise B least compared with A",
-                                                elem_id="surprise-changes")
+                        self.surprise_a = gr.HighlightedText(
+                            label="Model A", elem_id="surprise-a", show_legend=False, combine_adjacent=False
+                        )
+                        self.surprise_b = gr.HighlightedText(
+                            label="Model B", elem_id="surprise-b", show_legend=False, combine_adjacent=False
+                        )
+                    self.changes = gr.Dataframe(
+                        headers=["word", "surprise under A (bits)", "under B (bits)"],
+                        datatype="str",
+                        label="Words that surprise B least compared with A",
+                        elem_id="surprise-changes",
+                    )
             with gr.Group(visible=False) as self.generate_view:
                 gr.Markdown("Model A is a causal model: it continues text instead of filling masks.")
                 self.prompt = gr.Textbox(label="Prompt", lines=2)
                 with gr.Row():
                     self.new_tokens = gr.Slider(1, 256, 50, step=1, label="Max new tokens")
-                    self.temperature = gr.Slider(0.1, 2.0, 1.0, step=0.05, label="Temperature",
-                                                 info="Higher is more adventurous.")
-                    self.top_p = gr.Slider(0.1, 1.0, 0.95, step=0.01, label="top_p",
-                                           info="Sample only from the likeliest words that add up to this share.")
+                    self.temperature = gr.Slider(
+                        0.1, 2.0, 1.0, step=0.05, label="Temperature", info="Higher is more adventurous."
+                    )
+                    self.top_p = gr.Slider(
+                        0.1,
+                        1.0,
+                        0.95,
+                        step=0.01,
+                        label="top_p",
+                        info="Sample only from the likeliest words that add up to this share.",
+                    )
                     self.seed = gr.Number(0, label="Seed", precision=0)
                 self.gen_btn = gr.Button("Generate", variant="primary")
                 self.generated = gr.Textbox(label="Generated text", lines=6)
@@ -103,10 +143,18 @@ class FillTab:
             trigger(self.fill, fill_inputs, fill_outputs, api_name=False)
         self.top_k.change(self.fill, fill_inputs, fill_outputs, api_name=False, trigger_mode="always_last")
         self.examples.load_input_event.then(self.fill, fill_inputs, fill_outputs, api_name=False)
-        self.surprise_btn.click(self.surprise, [self.paragraph, *models],
-                                [self.surprise_a, self.surprise_b, self.changes], api_name="surprise")
-        self.gen_btn.click(self.generate, [self.model_a, self.prompt, self.new_tokens, self.temperature, self.top_p,
-                                           self.seed], self.generated, api_name="generate")
+        self.surprise_btn.click(
+            self.surprise,
+            [self.paragraph, *models],
+            [self.surprise_a, self.surprise_b, self.changes],
+            api_name="surprise",
+        )
+        self.gen_btn.click(
+            self.generate,
+            [self.model_a, self.prompt, self.new_tokens, self.temperature, self.top_p, self.seed],
+            self.generated,
+            api_name="generate",
+        )
 
     def choices(self) -> list[tuple[str, str]]:
         """Models to compare: the starter, hub bases when online, and every completed run."""
@@ -116,8 +164,11 @@ class FillTab:
         for run in self.studio.runs():
             if run.status() == COMPLETED:
                 results = run.results()
-                ppl = f" (perplexity {results.base_perplexity:,.0f} → {results.final_perplexity:,.0f})" \
-                    if results and results.final_perplexity is not None else ""
+                ppl = (
+                    f" (perplexity {results.base_perplexity:,.0f} → {results.final_perplexity:,.0f})"
+                    if results and results.final_perplexity is not None
+                    else ""
+                )
                 choices.append((f"run {run.identity().label}{ppl}", f"{RUN_PREFIX}{run.name}"))
         return choices
 
@@ -145,8 +196,11 @@ class FillTab:
                     continue
                 request = playground.FillRequest(model, text, top_k, answer if isinstance(answer, str) else "")
                 filled = playground.fill(request)
-                outputs += [figures.predictions_figure(filled.guesses, _short(filled.model)),
-                            figures.predictions_table(filled.guesses), answer_note(request.answer, filled)]
+                outputs += [
+                    figures.predictions_figure(filled.guesses, _short(filled.model)),
+                    figures.predictions_table(filled.guesses),
+                    answer_note(request.answer, filled),
+                ]
         except ValueError as error:
             raise refusal(error) from None
         return outputs
@@ -166,8 +220,9 @@ class FillTab:
         """Continue a prompt with a causal model; gr.Error (a `refusal`) in plain words for bad input or a model
         that cannot generate."""
         try:
-            return playground.generate(playground.GenerateRequest(model, prompt, max_new_tokens, temperature, top_p,
-                                                                  seed))
+            return playground.generate(
+                playground.GenerateRequest(model, prompt, max_new_tokens, temperature, top_p, seed)
+            )
         except ValueError as error:
             raise refusal(error) from None
 
@@ -178,14 +233,15 @@ def answer_note(answer: str, filled: playground.Filled) -> str:
         return ""
     if filled.answer_rank is None:
         return f"<small>The right word <b>{escaped(answer)}</b> is too long for this text and model.</small>"
-    return (f"<small>The right word <b>{escaped(answer)}</b> is guess #{filled.answer_rank:,} "
-            f"({filled.answer_probability:.1%}).</small>")
+    return (
+        f"<small>The right word <b>{escaped(answer)}</b> is guess #{filled.answer_rank:,} "
+        f"({filled.answer_probability:.1%}).</small>"
+    )
 
 
 def surprise_highlights(pieces: list[tuple[str, float | None]]) -> list[tuple[str, float | None]]:
     """Words with a score from 0 (expected) to 1 (very surprising) for a HighlightedText."""
-    return [(word, None if bits is None else round(min(bits / SURPRISE_SCALE_BITS, 1.0), 3))
-            for word, bits in pieces]
+    return [(word, None if bits is None else round(min(bits / SURPRISE_SCALE_BITS, 1.0), 3)) for word, bits in pieces]
 
 
 def surprise_changes(a: list, b: list, n: int = 8) -> list[list[str]]:

@@ -35,24 +35,45 @@ def first_values(online: bool) -> dict[str, str]:
     """What the form starts on: online the guides' run (their model, ELI5 and slice), offline the built-in model
     and corpus."""
     if online:
-        return {"model": DEFAULT_MODEL, "dataset": HUB, "hub_dataset": DEFAULT_DATASET, "slice": DEFAULT_HUB_SLICE,
-                "text_column": DEFAULT_TEXT_COLUMN}
+        return {
+            "model": DEFAULT_MODEL,
+            "dataset": HUB,
+            "hub_dataset": DEFAULT_DATASET,
+            "slice": DEFAULT_HUB_SLICE,
+            "text_column": DEFAULT_TEXT_COLUMN,
+        }
     return {"model": STARTER, "dataset": BUILTIN, "hub_dataset": "", "slice": _DEFAULTS["slice"], "text_column": ""}
 
 
 def build_data_fields(models: list[str], first: dict[str, str]) -> dict[str, gr.components.Component]:
     """Base model and data: what the run learns from, starting on `first` (see `first_values`)."""
     return {
-        "model": gr.Dropdown(models, value=first["model"], allow_custom_value=True, label="Base model",
-                             info=field_help("model"), elem_id="model"),
-        "dataset": gr.Radio(SOURCES, value=first["dataset"], label="Data", info="Where your text comes from.",
-                            elem_id="source"),
-        "hub_dataset": gr.Textbox(first["hub_dataset"], label="Hub dataset id",
-                                  placeholder=f"e.g. {DEFAULT_DATASET}", info="A dataset on the Hugging Face hub.",
-                                  visible=first["dataset"] == HUB, elem_id="hub-dataset"),
-        "dataset_file": gr.File(label=f"Your text (.txt, .csv, .jsonl, .json; up to {MAX_UPLOAD_MB} MB)",
-                                visible=False, file_types=list(FILE_SUFFIXES), type="filepath",
-                                elem_id="dataset-file"),
+        "model": gr.Dropdown(
+            models,
+            value=first["model"],
+            allow_custom_value=True,
+            label="Base model",
+            info=field_help("model"),
+            elem_id="model",
+        ),
+        "dataset": gr.Radio(
+            SOURCES, value=first["dataset"], label="Data", info="Where your text comes from.", elem_id="source"
+        ),
+        "hub_dataset": gr.Textbox(
+            first["hub_dataset"],
+            label="Hub dataset id",
+            placeholder=f"e.g. {DEFAULT_DATASET}",
+            info="A dataset on the Hugging Face hub.",
+            visible=first["dataset"] == HUB,
+            elem_id="hub-dataset",
+        ),
+        "dataset_file": gr.File(
+            label=f"Your text (.txt, .csv, .jsonl, .json; up to {MAX_UPLOAD_MB} MB)",
+            visible=False,
+            file_types=list(FILE_SUFFIXES),
+            type="filepath",
+            elem_id="dataset-file",
+        ),
     }
 
 
@@ -62,49 +83,79 @@ def build_settings_fields(first: dict[str, str], trackers: list[str]) -> dict[st
     d = _DEFAULTS
     fields = {
         "slice": gr.Textbox(first["slice"], label="Rows (slice)", info=field_help("slice"), elem_id="slice"),
-        "text_column": gr.Textbox(first["text_column"], label="Text column", placeholder="detected automatically",
-                                  info=field_help("text_column"), elem_id="text-column"),
+        "text_column": gr.Textbox(
+            first["text_column"],
+            label="Text column",
+            placeholder="detected automatically",
+            info=field_help("text_column"),
+            elem_id="text-column",
+        ),
     }
     with gr.Row():
-        fields["block_size"] = gr.Number(d["block_size"], label="Block size", precision=0,
-                                         info=field_help("block_size"))
-        fields["mlm_probability"] = gr.Slider(0.05, 0.5, d["mlm_probability"], step=0.01,
-                                              label="Masking probability", info=field_help("mlm_probability"))
+        fields["block_size"] = gr.Number(
+            d["block_size"], label="Block size", precision=0, info=field_help("block_size")
+        )
+        fields["mlm_probability"] = gr.Slider(
+            0.05, 0.5, d["mlm_probability"], step=0.01, label="Masking probability", info=field_help("mlm_probability")
+        )
     with gr.Row():
-        fields["epochs"] = gr.Number(d["epochs"], label="Epochs", precision=0, info=field_help("epochs"),
-                                     elem_id="epochs")
-        fields["learning_rate"] = gr.Number(default_learning_rate(first["model"]), label="Learning rate",
-                                            info=field_help("learning_rate"))
-        fields["batch_size"] = gr.Number(d["batch_size"], label="Batch size", precision=0,
-                                         info=field_help("batch_size"))
+        fields["epochs"] = gr.Number(
+            d["epochs"], label="Epochs", precision=0, info=field_help("epochs"), elem_id="epochs"
+        )
+        fields["learning_rate"] = gr.Number(
+            default_learning_rate(first["model"]), label="Learning rate", info=field_help("learning_rate")
+        )
+        fields["batch_size"] = gr.Number(
+            d["batch_size"], label="Batch size", precision=0, info=field_help("batch_size")
+        )
     with gr.Accordion("More settings", open=False):
         with gr.Row():
-            fields["max_steps"] = gr.Number(0, label="Max steps (0: no limit)", precision=0,
-                                            info=field_help("max_steps"))
-            fields["eval_steps"] = gr.Number(d["eval_steps"], label="Evaluate every N steps (0: automatic)",
-                                             precision=0, info=field_help("eval_steps"))
+            fields["max_steps"] = gr.Number(
+                0, label="Max steps (0: no limit)", precision=0, info=field_help("max_steps")
+            )
+            fields["eval_steps"] = gr.Number(
+                d["eval_steps"],
+                label="Evaluate every N steps (0: automatic)",
+                precision=0,
+                info=field_help("eval_steps"),
+            )
             fields["seed"] = gr.Number(d["seed"], label="Seed", precision=0, info=field_help("seed"))
         with gr.Row():
-            fields["warmup_ratio"] = gr.Number(d["warmup_ratio"], label="Warm-up share",
-                                               info=field_help("warmup_ratio"))
-            fields["weight_decay"] = gr.Number(d["weight_decay"], label="Weight decay",
-                                               info=field_help("weight_decay"))
-            fields["gradient_accumulation"] = gr.Number(d["gradient_accumulation"], label="Gradient accumulation",
-                                                        precision=0, info=field_help("gradient_accumulation"))
+            fields["warmup_ratio"] = gr.Number(
+                d["warmup_ratio"], label="Warm-up share", info=field_help("warmup_ratio")
+            )
+            fields["weight_decay"] = gr.Number(d["weight_decay"], label="Weight decay", info=field_help("weight_decay"))
+            fields["gradient_accumulation"] = gr.Number(
+                d["gradient_accumulation"],
+                label="Gradient accumulation",
+                precision=0,
+                info=field_help("gradient_accumulation"),
+            )
         with gr.Row():
-            fields["whole_word_masking"] = gr.Checkbox(d["whole_word_masking"], label="Whole-word masking",
-                                                       info=field_help("whole_word_masking"))
-            fields["add_words"] = gr.Number(d["add_words"], label="Add your words", precision=0, minimum=0,
-                                            maximum=MAX_ADDED_WORDS, info=field_help("add_words"))
-        fields["report_to"] = gr.Dropdown(trackers, value=d["report_to"], label="Experiment tracker",
-                                          info=field_help("report_to"))
+            fields["whole_word_masking"] = gr.Checkbox(
+                d["whole_word_masking"], label="Whole-word masking", info=field_help("whole_word_masking")
+            )
+            fields["add_words"] = gr.Number(
+                d["add_words"],
+                label="Add your words",
+                precision=0,
+                minimum=0,
+                maximum=MAX_ADDED_WORDS,
+                info=field_help("add_words"),
+            )
+        fields["report_to"] = gr.Dropdown(
+            trackers, value=d["report_to"], label="Experiment tracker", info=field_help("report_to")
+        )
     return fields
 
 
 def source_changed(source: str) -> tuple:
     """Show the hub id box or the upload box, and the rows a first run of that source should use."""
-    return (gr.update(visible=source == HUB), gr.update(visible=source == FILE_DATASET),
-            gr.update(value=DEFAULT_HUB_SLICE if source == HUB else "train"))
+    return (
+        gr.update(visible=source == HUB),
+        gr.update(visible=source == FILE_DATASET),
+        gr.update(value=DEFAULT_HUB_SLICE if source == HUB else "train"),
+    )
 
 
 def config_from(values: dict[str, Any], output_dir: str) -> TrainConfig:
@@ -127,9 +178,12 @@ def config_from(values: dict[str, Any], output_dir: str) -> TrainConfig:
 def command_line(config: TrainConfig) -> str:
     """The `python -m mlm_core train ...` line that repeats these settings on one's own machine: an uploaded file
     by its name, the output folder under ./runs (no path of this server is shown)."""
-    shown = config.replace(model=hide_paths(config.model), dataset=hide_paths(config.dataset),
-                           output_dir=f"runs/{Path(config.output_dir).name}",
-                           dataset_file=Path(config.dataset_file).name if config.dataset_file else None)
+    shown = config.replace(
+        model=hide_paths(config.model),
+        dataset=hide_paths(config.dataset),
+        output_dir=f"runs/{Path(config.output_dir).name}",
+        dataset_file=Path(config.dataset_file).name if config.dataset_file else None,
+    )
     return train_command(shown)
 
 

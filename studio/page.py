@@ -43,26 +43,41 @@ CSS = "th .header { word-break: normal !important; overflow-wrap: normal !import
 
 def header(access: Access, storage: RunsStorage) -> str:
     """Which device serves, whether the hub is reachable, where runs are kept, and who may do what."""
-    hub = "🌐 Hugging Face hub reachable" if is_online() else \
-        "📴 Hub not reachable: the built-in corpus and starter model are in use"
-    lines = ["# MLM Studio", "Fine-tune a language model on text you care about, then ask it to fill in words.  ",
-             f"**Device:** {describe_device()} · {hub}  ", f"**Built-in text:** {builtin_text()}  ",
-             f"**Built-in model (`{STARTER}`):** {starter_summary()}  ",
-             f"**Runs:** {storage.describe(on_space=settings.current().on_space)}"]
+    hub = (
+        "🌐 Hugging Face hub reachable"
+        if is_online()
+        else "📴 Hub not reachable: the built-in corpus and starter model are in use"
+    )
+    lines = [
+        "# MLM Studio",
+        "Fine-tune a language model on text you care about, then ask it to fill in words.  ",
+        f"**Device:** {describe_device()} · {hub}  ",
+        f"**Built-in text:** {builtin_text()}  ",
+        f"**Built-in model (`{STARTER}`):** {starter_summary()}  ",
+        f"**Runs:** {storage.describe(on_space=settings.current().on_space)}",
+    ]
     if access.public:
-        lines.append(f"\n🌍 **Public mode.** Everyone can watch every run and use every finished model; you can stop, "
-                     f"resume, delete, download or push only the runs you started. Limits: {access.limits.describe()}. "
-                     "Models and data come from the hub, the built-in ones, or your own upload.")
+        lines.append(
+            f"\n🌍 **Public mode.** Everyone can watch every run and use every finished model; you can stop, "
+            f"resume, delete, download or push only the runs you started. Limits: {access.limits.describe()}. "
+            "Models and data come from the hub, the built-in ones, or your own upload."
+        )
     return "\n".join(lines)
 
 
 def build(studio: Workspace, access: Access, storage: RunsStorage) -> gr.Blocks:
     """Lay out the app and wire its events."""
     online = is_online()
-    models = [STARTER, DEFAULT_MODEL, DEFAULT_CAUSAL_MODEL, "google-bert/bert-base-uncased",
-              "FacebookAI/roberta-base"] if online else [STARTER]
-    guide = GuideEstimate(guide_config(studio.root), access.limits.budget if access.public else Budget()) \
-        if online else None
+    models = (
+        [STARTER, DEFAULT_MODEL, DEFAULT_CAUSAL_MODEL, "google-bert/bert-base-uncased", "FacebookAI/roberta-base"]
+        if online
+        else [STARTER]
+    )
+    guide = (
+        GuideEstimate(guide_config(studio.root), access.limits.budget if access.public else Budget())
+        if online
+        else None
+    )
     expiry = (CACHE_SWEEP_S, UPLOADS_EXPIRE_S) if access.public else None  # uploads and downloads expire
     with gr.Blocks(title="MLM Studio", delete_cache=expiry) as demo:
         visitor = gr.BrowserState("", storage_key=VISITOR_KEY)
@@ -70,8 +85,10 @@ def build(studio: Workspace, access: Access, storage: RunsStorage) -> gr.Blocks:
         if settings.current().oauth_client_id:  # a Space with `hf_oauth: true` in its README
             with gr.Row():
                 gr.LoginButton(scale=0, elem_id="sign-in")
-                gr.Markdown("Sign in with Hugging Face and your runs follow you to any browser; the Space's owner "
-                            "(and the accounts in MLM_STUDIO_ADMINS) get the owner's rights.")
+                gr.Markdown(
+                    "Sign in with Hugging Face and your runs follow you to any browser; the Space's owner "
+                    "(and the accounts in MLM_STUDIO_ADMINS) get the owner's rights."
+                )
         if access.public:
             owner_panel(access, visitor)
         with gr.Tabs() as tabs:
@@ -89,8 +106,12 @@ def owner_panel(access: Access, visitor: gr.BrowserState) -> None:
     """Where the Space's owner unlocks the owner's rights with a password (or signs in above) to act on any run; a
     wrong password gets a `refusal` toast."""
     with gr.Accordion("Owner", open=False):
-        password = gr.Textbox(label="Owner's password", type="password", max_length=200,
-                              info="Set by MLM_STUDIO_ADMIN_PASSWORD; unlocks the owner's rights in this browser.")
+        password = gr.Textbox(
+            label="Owner's password",
+            type="password",
+            max_length=200,
+            info="Set by MLM_STUDIO_ADMIN_PASSWORD; unlocks the owner's rights in this browser.",
+        )
         unlock = gr.Button("Unlock")
 
     def unlocked(visitor, password, request: gr.Request):
@@ -132,10 +153,23 @@ def serve(server_token: str | None = None) -> None:
     preload()
     studio = Workspace.open(root)
     try:
-        public = dict(app_kwargs={"middleware": [Middleware(UploadQuota, address_of=access.address_key)]}) \
-            if access.public else {}
-        asyncio.run(launched(studio, access, storage, server_name=settings.current().server_name,
-                             theme=gr.themes.Soft(), css=CSS, show_error=False,
-                             max_file_size=f"{MAX_UPLOAD_MB}mb", **public))
+        public = (
+            dict(app_kwargs={"middleware": [Middleware(UploadQuota, address_of=access.address_key)]})
+            if access.public
+            else {}
+        )
+        asyncio.run(
+            launched(
+                studio,
+                access,
+                storage,
+                server_name=settings.current().server_name,
+                theme=gr.themes.Soft(),
+                css=CSS,
+                show_error=False,
+                max_file_size=f"{MAX_UPLOAD_MB}mb",
+                **public,
+            )
+        )
     finally:
         studio.close()

@@ -25,8 +25,13 @@ WAIT_S = 120.0  # how long Quick run waits for a measurement still under way
 def guide_config(root: Path) -> TrainConfig:
     """The guides' run: DistilRoBERTa on the first 5,000 ELI5 rows, with the engine's defaults (3 epochs, blocks
     of 128)."""
-    return TrainConfig(model=DEFAULT_MODEL, dataset=DEFAULT_DATASET, slice=DEFAULT_HUB_SLICE,
-                       text_column=DEFAULT_TEXT_COLUMN, output_dir=str(root / "guide-estimate"))
+    return TrainConfig(
+        model=DEFAULT_MODEL,
+        dataset=DEFAULT_DATASET,
+        slice=DEFAULT_HUB_SLICE,
+        text_column=DEFAULT_TEXT_COLUMN,
+        output_dir=str(root / "guide-estimate"),
+    )
 
 
 class GuideEstimate:
@@ -37,8 +42,9 @@ class GuideEstimate:
         self.config = config
         limited = bool(budget.minutes or budget.steps)
         self.budget = budget if limited else Budget(minutes=PRIVATE_QUICK_MINUTES)
-        self.budget_words = f"a visitor's run ({self.budget.describe()})" if limited else \
-            f"a quick run ({self.budget.describe()})"
+        self.budget_words = (
+            f"a visitor's run ({self.budget.describe()})" if limited else f"a quick run ({self.budget.describe()})"
+        )
         self.measured: Preview | None = None
         self.error: str | None = None
         self._done = threading.Event()
@@ -58,12 +64,15 @@ class GuideEstimate:
         """The guides' run cut to the budget; ValueError in plain words while the measurement is still under way
         after `wait_s`, or when it failed."""
         if not self._done.wait(wait_s):
-            raise ValueError("quick run: the guides' run is still being measured on this device (the model and the "
-                             "data download first); try again in a minute")
+            raise ValueError(
+                "quick run: the guides' run is still being measured on this device (the model and the "
+                "data download first); try again in a minute"
+            )
         if self.measured is None:
             raise ValueError(f"quick run: the guides' run could not be measured here ({self.error})")
-        return fit_to_budget(self.config, self.measured, self.budget.minutes and self.budget.minutes * 60,
-                             self.budget.steps)
+        return fit_to_budget(
+            self.config, self.measured, self.budget.minutes and self.budget.minutes * 60, self.budget.steps
+        )
 
     def note_until_measured(self) -> tuple[str, gr.Timer]:
         """The note, and the page's timer for it turned off once the measurement has ended."""
@@ -71,19 +80,27 @@ class GuideEstimate:
 
     def note(self) -> str:
         """Markdown for the page: what the guides' run costs on this device, and what Quick run would keep."""
-        guide = (f"**The guides' run** ({DEFAULT_MODEL} on {DEFAULT_DATASET} `{DEFAULT_HUB_SLICE}`, "
-                 f"{self.config.epochs} epochs)")
+        guide = (
+            f"**The guides' run** ({DEFAULT_MODEL} on {DEFAULT_DATASET} `{DEFAULT_HUB_SLICE}`, "
+            f"{self.config.epochs} epochs)"
+        )
         if not self._done.is_set():
             return f"{guide}: ⏳ measuring its time on {describe_device()}…"
         if self.measured is None:
             return f"{guide}: could not be measured here ({markdown_escaped(self.error or '')})."
         measured, fit = self.measured, self.quick(0)
-        line = (f"{guide} takes about **{duration(measured.estimated_seconds)}** on {describe_device()} "
-                f"({measured.total_steps:,} steps at {measured.seconds_per_step:.2f} s, measured).")
+        line = (
+            f"{guide} takes about **{duration(measured.estimated_seconds)}** on {describe_device()} "
+            f"({measured.total_steps:,} steps at {measured.seconds_per_step:.2f} s, measured)."
+        )
         if fit.rows == measured.records:
             return line + f" It fits {self.budget_words}."
         if fit.fits:
-            return line + (f" **Quick run** keeps its first {fit.rows:,} rows (`{fit.config.slice}`): about "
-                           f"{fit.steps:,} steps and {duration(fit.estimated_seconds)}, within {self.budget_words}.")
-        return line + (f" Even its first {fit.rows:,} rows make a run longer than {self.budget_words} with this "
-                       "model: **Quick run** trains the built-in starter model on them instead.")
+            return line + (
+                f" **Quick run** keeps its first {fit.rows:,} rows (`{fit.config.slice}`): about "
+                f"{fit.steps:,} steps and {duration(fit.estimated_seconds)}, within {self.budget_words}."
+            )
+        return line + (
+            f" Even its first {fit.rows:,} rows make a run longer than {self.budget_words} with this "
+            "model: **Quick run** trains the built-in starter model on them instead."
+        )

@@ -18,8 +18,19 @@ from .form import command_line
 from .text import escaped, refusal
 
 MAX_COMPARED = 6
-TABLE_HEADERS = ["label", "status", "base model", "data", "base perplexity", "final perplexity", "steps", "duration",
-                 "date", "yours", "run"]
+TABLE_HEADERS = [
+    "label",
+    "status",
+    "base model",
+    "data",
+    "base perplexity",
+    "final perplexity",
+    "steps",
+    "duration",
+    "date",
+    "yours",
+    "run",
+]
 MAX_LABEL_CHARS = 80
 PRIVATE_SETTINGS = {"output_dir", "dataset_file"}  # where a run and its upload live on the server
 
@@ -27,25 +38,34 @@ PRIVATE_SETTINGS = {"output_dir", "dataset_file"}  # where a run and its upload 
 class RunsTab:
     """Lays out the Runs tab and answers its events."""
 
-    def __init__(self, studio: Workspace, access: Access, visitor: gr.BrowserState,
-                 watched: tuple[gr.Tabs, gr.Textbox]):
+    def __init__(
+        self, studio: Workspace, access: Access, visitor: gr.BrowserState, watched: tuple[gr.Tabs, gr.Textbox]
+    ):
         """`watched`: the page's tabs and the Train tab's watched run, which Resume switches to the resumed run."""
         self.studio, self.access, self.visitor_state = studio, access, visitor
         self.tabs, self.watched = watched
         with gr.Tab("Runs", id="runs") as self.tab:
-            self.table = gr.Dataframe(headers=TABLE_HEADERS, datatype="str", label="Every run, newest first",
-                                      interactive=False, elem_id="runs-table", wrap=True)
+            self.table = gr.Dataframe(
+                headers=TABLE_HEADERS,
+                datatype="str",
+                label="Every run, newest first",
+                interactive=False,
+                elem_id="runs-table",
+                wrap=True,
+            )
             self.refresh_btn = gr.Button("Refresh", size="sm")
             with gr.Accordion("Compare runs", open=True):
                 with gr.Row():
-                    self.compared = gr.CheckboxGroup(label=f"Runs to overlay (up to {MAX_COMPARED})",
-                                                     elem_id="compare-runs", scale=3)
+                    self.compared = gr.CheckboxGroup(
+                        label=f"Runs to overlay (up to {MAX_COMPARED})", elem_id="compare-runs", scale=3
+                    )
                     self.x_axis = gr.Radio(list(figures.X_AXES), value="steps", label="x axis", scale=1)
                 with gr.Row():
                     self.compare_loss = gr.Plot(label="Train loss", elem_id="compare-loss")
                     self.compare_ppl = gr.Plot(label="Perplexity", elem_id="compare-ppl")
-                self.differences = gr.Dataframe(label="Settings that differ", interactive=False, datatype="str",
-                                                elem_id="compare-settings")
+                self.differences = gr.Dataframe(
+                    label="Settings that differ", interactive=False, datatype="str", elem_id="compare-settings"
+                )
             with gr.Accordion("One run", open=True):
                 with gr.Row():
                     self.selected = gr.Dropdown(label="Run", allow_custom_value=True, elem_id="selected-run")
@@ -65,13 +85,22 @@ class RunsTab:
                     self.zip_file = gr.File(label="Zip", elem_id="run-zip")
                 with gr.Row():
                     self.repo_id = gr.Textbox(label="Hub repository", placeholder="your-name/my-model")
-                    self.token = gr.Textbox(label="Hub token (write)", type="password",
-                                            placeholder="leave empty to use HF_TOKEN", info="Used once, never stored.")
+                    self.token = gr.Textbox(
+                        label="Hub token (write)",
+                        type="password",
+                        placeholder="leave empty to use HF_TOKEN",
+                        info="Used once, never stored.",
+                    )
                     self.private = gr.Checkbox(True, label="Private")
                 self.push_btn = gr.Button("Push to the hub")
                 self.pushed = gr.Markdown()
-                self.command = gr.Code(language="shell", interactive=False, elem_id="run-command", lines=2,
-                                       label="This run from the command line")
+                self.command = gr.Code(
+                    language="shell",
+                    interactive=False,
+                    elem_id="run-command",
+                    lines=2,
+                    label="This run from the command line",
+                )
             with gr.Accordion("Owner", open=False, visible=access.public):
                 with gr.Row():
                     self.stop_source_btn = gr.Button("Stop every run from the chosen run's visitor and address")
@@ -88,21 +117,27 @@ class RunsTab:
         api_inputs = [gr.Textbox(visible=False), gr.Textbox(visible=False)]  # run names (comma-separated), x axis
         gr.Button(visible=False).click(self.compare, api_inputs, compare_outputs, api_name="compare")
         actions = [self.label_btn, self.resume_btn, self.stop_btn, self.delete_btn, self.zip_btn, self.push_btn]
-        self.selected.change(self.selected_changed, [visitor, self.selected],
-                             [self.label, self.confirm_row, self.rights, self.zip_file, self.pushed, *actions],
-                             api_name=False)
+        self.selected.change(
+            self.selected_changed,
+            [visitor, self.selected],
+            [self.label, self.confirm_row, self.rights, self.zip_file, self.pushed, *actions],
+            api_name=False,
+        )
         self.selected.change(self.command_line, [visitor, self.selected], self.command, api_name=False)
         self.label_btn.click(self.set_label, [visitor, self.selected, self.label], listing, api_name="set_label")
-        self.resume_btn.click(self.resume, [visitor, self.selected], [*listing, self.watched, self.tabs],
-                              api_name="resume")
+        self.resume_btn.click(
+            self.resume, [visitor, self.selected], [*listing, self.watched, self.tabs], api_name="resume"
+        )
         self.stop_btn.click(self.stop, [visitor, self.selected], listing, api_name="stop_run")
         self.delete_btn.click(self.ask_delete, self.selected, [self.confirm_row, self.confirm_text], api_name=False)
         self.keep_btn.click(lambda: gr.update(visible=False), None, self.confirm_row, api_name=False)
         self.confirm_btn.click(self.delete, [visitor, self.selected], listing, api_name="delete").then(
-            lambda: (gr.update(visible=False), None), None, [self.confirm_row, self.zip_file], api_name=False)
+            lambda: (gr.update(visible=False), None), None, [self.confirm_row, self.zip_file], api_name=False
+        )
         self.zip_btn.click(self.export_zip, [visitor, self.selected], self.zip_file, api_name="export_zip")
-        self.push_btn.click(self.push, [visitor, self.selected, self.repo_id, self.token, self.private], self.pushed,
-                            api_name="push")
+        self.push_btn.click(
+            self.push, [visitor, self.selected, self.repo_id, self.token, self.private], self.pushed, api_name="push"
+        )
         gr.Button(visible=False).click(self.runs_json, visitor, gr.Textbox(visible=False), api_name="runs")
         self.stop_source_btn.click(self.stop_source, [visitor, self.selected], listing, api_name="stop_source")
         self.clear_queue_btn.click(self.clear_queue, visitor, listing, api_name="clear_queue")
@@ -129,8 +164,7 @@ class RunsTab:
         except ValueError as error:
             raise refusal(error) from None
         names = display_names(runs)
-        loss, ppl = figures.compare_figures([(name, self.studio.events(run)) for name, run in zip(names, runs)],
-                                            x_axis)
+        loss, ppl = figures.compare_figures([(name, self.studio.events(run)) for name, run in zip(names, runs)], x_axis)
         return loss, ppl, settings_table(runs)
 
     def selected_changed(self, visitor, run_name, request: gr.Request):
@@ -141,12 +175,24 @@ class RunsTab:
         except ValueError:
             return ("", gr.update(visible=False), "", None, "", *[gr.update(interactive=False)] * 6)
         yours = self.access.may_control(visitor, run)
-        rights = "" if not self.access.public else (
-            "This is your run: you can relabel, resume, stop, delete, download and push it." if yours else
-            "Another visitor started this run: you can compare it and use its model in Fill-mask; only they (or the "
-            "owner) can change, download or push it.")
-        return (run.identity().label, gr.update(visible=False), f"<small>{rights}</small>", None, "",
-                *[gr.update(interactive=yours)] * 6)
+        rights = (
+            ""
+            if not self.access.public
+            else (
+                "This is your run: you can relabel, resume, stop, delete, download and push it."
+                if yours
+                else "Another visitor started this run: you can compare it and use its model in Fill-mask; only "
+                "they (or the owner) can change, download or push it."
+            )
+        )
+        return (
+            run.identity().label,
+            gr.update(visible=False),
+            f"<small>{rights}</small>",
+            None,
+            "",
+            *[gr.update(interactive=yours)] * 6,
+        )
 
     def command_line(self, visitor, run_name, request: gr.Request) -> str:
         """The CLI line that repeats the chosen run's settings, for whoever may control the run (it names their
@@ -168,6 +214,7 @@ class RunsTab:
     def resume(self, visitor, run_name, request: gr.Request):
         """Queue a stopped or interrupted run to continue from its checkpoint and show it in the Train tab; gr.Error
         (a refusal) when the visitor may not, or the run cannot resume."""
+
         def resume(run: RunDir) -> None:
             with self.access.admitting():  # a resumed run is active too: the same limits as Start
                 self.access.check_start(self.access.visitor(visitor, request), self.studio.runs(), self.studio.root)
@@ -180,13 +227,17 @@ class RunsTab:
     def stop(self, visitor, run_name, request: gr.Request):
         """Stop a training run after its current step (it keeps its checkpoint), or take a waiting one out; gr.Error
         (a refusal) when the visitor may not, or there is nothing this process can stop."""
+
         def stop(run: RunDir) -> tuple[str, str]:
             """The run's label (a cancelled new run is deleted) and what Stop did."""
             return run.identity().label, self.studio.stop(run)
 
         label, done = self._act(visitor, run_name, request, "stop", stop)
-        gr.Info(f"Run {escaped(label)} was waiting in the queue; it is taken out." if done == CANCELLED else
-                f"Run {escaped(label)} stops after its current step and keeps its checkpoint.")
+        gr.Info(
+            f"Run {escaped(label)} was waiting in the queue; it is taken out."
+            if done == CANCELLED
+            else f"Run {escaped(label)} stops after its current step and keeps its checkpoint."
+        )
         return self.listing()
 
     def stop_source(self, visitor, run_name, request: gr.Request):
@@ -223,8 +274,9 @@ class RunsTab:
             run = self.studio.run(run_name)
         except ValueError as error:
             raise refusal(error) from None
-        return gr.update(visible=True), (f"Delete run **{run.name}** with its model and checkpoints? This cannot be "
-                                         "undone.")
+        return gr.update(visible=True), (
+            f"Delete run **{run.name}** with its model and checkpoints? This cannot be undone."
+        )
 
     def delete(self, visitor, run_name, request: gr.Request):
         """Delete a run and everything it saved; gr.Error (a refusal) when the visitor may not, or it is training."""
@@ -237,14 +289,17 @@ class RunsTab:
         the run has not completed."""
         return str(self._act(visitor, run_name, request, "download", zip_run))
 
-    def push(self, visitor, run_name, repo_id, token, private, request: gr.Request,
-             oauth_token: gr.OAuthToken | None = None):
+    def push(
+        self, visitor, run_name, repo_id, token, private, request: gr.Request, oauth_token: gr.OAuthToken | None = None
+    ):
         """Push the run to the hub with its model card; the token is used once and never kept. gr.Error (a refusal)
         in plain words when the visitor may not, has no token to use, or the push fails."""
+
         def pushed(run: RunDir) -> str:
             """Push with the token this visitor may use; its URL (ValueError as `push_token` and `push_run`)."""
-            key = self.access.push_token(self.access.visitor(visitor, request), token,
-                                         oauth_token.token if oauth_token else None)
+            key = self.access.push_token(
+                self.access.visitor(visitor, request), token, oauth_token.token if oauth_token else None
+            )
             return push_run(run, repo_id if isinstance(repo_id, str) else "", key, private is not False)
 
         return f"Pushed to {self._act(visitor, run_name, request, 'push', pushed)}"
@@ -266,18 +321,29 @@ class RunsTab:
         out = []
         for run in self.studio.runs():
             identity, results, status = run.identity(), run.results(), run.status()
-            out.append({"name": run.name, "label": identity.label, "status": status,
-                        "model": hide_paths(run.config().model), "created": identity.created,
-                        "resumable": run.resumable(), "yours": self.access.may_control(visitor, run),
-                        "position": self.studio.queue.position(run) if status == QUEUED else None,
-                        "results": _public_results(results) if results and status not in {RUNNING, QUEUED} else None})
+            out.append(
+                {
+                    "name": run.name,
+                    "label": identity.label,
+                    "status": status,
+                    "model": hide_paths(run.config().model),
+                    "created": identity.created,
+                    "resumable": run.resumable(),
+                    "yours": self.access.may_control(visitor, run),
+                    "position": self.studio.queue.position(run) if status == QUEUED else None,
+                    "results": _public_results(results) if results and status not in {RUNNING, QUEUED} else None,
+                }
+            )
         return json.dumps(out)
 
 
 def _same_source(identity, chosen) -> bool:
     """Whether a run came from the same browser, account or address as the chosen one."""
-    return any(value is not None and value == getattr(chosen, name)
-               for name in ("owner", "user", "address") if (value := getattr(identity, name)))
+    return any(
+        value is not None and value == getattr(chosen, name)
+        for name in ("owner", "user", "address")
+        if (value := getattr(identity, name))
+    )
 
 
 def _public_results(results) -> dict:
@@ -290,9 +356,19 @@ def _row(run: RunDir, yours: bool) -> list[str]:
     identity, config, status = run.identity(), run.config(), run.status()
     results = run.results() if status not in {RUNNING, QUEUED} else None
     number = "" if results is None else f"{results.steps:,}"
-    return [identity.label, status, hide_paths(config.model), config.dataset, _fmt(results and results.base_perplexity),
-            _fmt(results and results.final_perplexity), number, board.duration(results.seconds) if results else "",
-            time.strftime("%Y-%m-%d %H:%M", time.localtime(identity.created)), "yes" if yours else "", run.name]
+    return [
+        identity.label,
+        status,
+        hide_paths(config.model),
+        config.dataset,
+        _fmt(results and results.base_perplexity),
+        _fmt(results and results.final_perplexity),
+        number,
+        board.duration(results.seconds) if results else "",
+        time.strftime("%Y-%m-%d %H:%M", time.localtime(identity.created)),
+        "yes" if yours else "",
+        run.name,
+    ]
 
 
 def _fmt(value: float | None) -> str:

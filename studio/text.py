@@ -11,17 +11,40 @@ from mlm_core.service.shown import hide_paths
 
 # The engine names fields as the CLI spells them ("block_size: ..."); the page names them as its form does.
 FIELD_LABELS = {
-    "model": "Base model", "dataset": "Data", "dataset_file": "Your file", "slice": "Rows",
+    "model": "Base model",
+    "dataset": "Data",
+    "dataset_file": "Your file",
+    "slice": "Rows",
     "text_column": "Text column",
-    "block_size": "Block size", "mlm_probability": "Masking probability", "whole_word_masking": "Whole-word masking",
+    "block_size": "Block size",
+    "mlm_probability": "Masking probability",
+    "whole_word_masking": "Whole-word masking",
     "add_words": "Add your words",
-    "epochs": "Epochs", "max_steps": "Max steps", "learning_rate": "Learning rate", "weight_decay": "Weight decay",
-    "warmup_ratio": "Warm-up", "batch_size": "Batch size", "gradient_accumulation": "Gradient accumulation",
-    "eval_fraction": "Held-out share", "seed": "Seed", "output_dir": "Run", "save_steps": "Save every",
-    "eval_steps": "Evaluate every", "report_to": "Experiment tracker", "run": "Run", "text": "Text",
-    "top_k": "Guesses per mask", "targets": "Candidates",
-    "prompt": "Prompt", "max_new_tokens": "Max new tokens", "temperature": "Temperature", "repo_id": "Hub repository",
-    "token": "Hub token", "label": "Label", "probes": "Probe sentences", "task": "Task",
+    "epochs": "Epochs",
+    "max_steps": "Max steps",
+    "learning_rate": "Learning rate",
+    "weight_decay": "Weight decay",
+    "warmup_ratio": "Warm-up",
+    "batch_size": "Batch size",
+    "gradient_accumulation": "Gradient accumulation",
+    "eval_fraction": "Held-out share",
+    "seed": "Seed",
+    "output_dir": "Run",
+    "save_steps": "Save every",
+    "eval_steps": "Evaluate every",
+    "report_to": "Experiment tracker",
+    "run": "Run",
+    "text": "Text",
+    "top_k": "Guesses per mask",
+    "targets": "Candidates",
+    "prompt": "Prompt",
+    "max_new_tokens": "Max new tokens",
+    "temperature": "Temperature",
+    "repo_id": "Hub repository",
+    "token": "Hub token",
+    "label": "Label",
+    "probes": "Probe sentences",
+    "task": "Task",
 }
 _FIELD_PREFIX = re.compile(r"^([a-z_]+): ")
 
@@ -30,7 +53,7 @@ def plain(message: str) -> str:
     """An engine message with its field identifier replaced by the form's label ("block_size: x" -> "Block size: x")."""
     match = _FIELD_PREFIX.match(message)
     if match and match[1] in FIELD_LABELS:
-        return f"{FIELD_LABELS[match[1]]}: {message[match.end():]}"
+        return f"{FIELD_LABELS[match[1]]}: {message[match.end() :]}"
     return message
 
 

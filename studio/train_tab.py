@@ -25,8 +25,18 @@ from .text import markdown_escaped, plain, refusal
 POLL_S = 1.0
 NOTE_POLL_S = 5.0
 # What Quick run sets: the data and every setting the number of steps depends on, as the guides' run was measured.
-QUICK_FIELDS = ("model", "dataset", "hub_dataset", "slice", "text_column", "block_size", "epochs", "batch_size",
-                "gradient_accumulation", "max_steps")
+QUICK_FIELDS = (
+    "model",
+    "dataset",
+    "hub_dataset",
+    "slice",
+    "text_column",
+    "block_size",
+    "epochs",
+    "batch_size",
+    "gradient_accumulation",
+    "max_steps",
+)
 MAX_SESSIONS = 1000  # browser sessions whose last chosen run is remembered (the oldest are forgotten)
 CHOSEN_FOR_S = 30.0  # how long a late tick is watched for (the Runs tab's Resume may choose another run meanwhile)
 # Brings an answer into view when it is not (on a phone the page is one long column): scrolls as little as needed.
@@ -52,15 +62,33 @@ class Board:
 
     def outputs(self) -> list:
         """The components a board refresh updates, in the order `TrainTab.board` returns them."""
-        return [self.run_name, self.status, self.progress, self.loss_plot, self.ppl_plot, self.accuracy_plot,
-                self.probe_table, self.outcome, self.owner, self.stop_btn, self.seen]
+        return [
+            self.run_name,
+            self.status,
+            self.progress,
+            self.loss_plot,
+            self.ppl_plot,
+            self.accuracy_plot,
+            self.probe_table,
+            self.outcome,
+            self.owner,
+            self.stop_btn,
+            self.seen,
+        ]
 
 
 class TrainTab:
     """Lays out the Train tab and answers its events."""
 
-    def __init__(self, studio: Workspace, access: Access, visitor: gr.BrowserState, models: list[str],
-                 first: dict[str, str], guide: GuideEstimate | None = None):
+    def __init__(
+        self,
+        studio: Workspace,
+        access: Access,
+        visitor: gr.BrowserState,
+        models: list[str],
+        first: dict[str, str],
+        guide: GuideEstimate | None = None,
+    ):
         """`first`: the form's first values (`first_values`); `guide`: online, the guides' run measured here."""
         self.studio, self.access, self.visitor_state, self.guide = studio, access, visitor, guide
         # Per browser session, the run its last Start or Stop chose and when, until a tick shows the page has taken
@@ -81,58 +109,100 @@ class TrainTab:
                 owner, status = gr.HTML(elem_id="run-owner"), gr.HTML(elem_id="run-status")
                 progress, outcome = gr.HTML(elem_id="run-progress"), gr.HTML(elem_id="run-outcome")
                 self.preview_md = gr.Markdown(elem_id="preview")
-                self.example = gr.HighlightedText(label="One training block: the highlighted words are hidden for "
-                                                        "the model to guess", color_map={"hidden": "#f59e0b"},
-                                                  combine_adjacent=False, show_legend=False, elem_id="example-block",
-                                                  visible=False)
+                self.example = gr.HighlightedText(
+                    label="One training block: the highlighted words are hidden for the model to guess",
+                    color_map={"hidden": "#f59e0b"},
+                    combine_adjacent=False,
+                    show_legend=False,
+                    elem_id="example-block",
+                    visible=False,
+                )
                 with gr.Accordion("Command line", open=False):
-                    self.command = gr.Code(language="shell", interactive=False, elem_id="train-command", lines=2,
-                                           label="The same run on your machine (pip install -r requirements.txt)")
+                    self.command = gr.Code(
+                        language="shell",
+                        interactive=False,
+                        elem_id="train-command",
+                        lines=2,
+                        label="The same run on your machine (pip install -r requirements.txt)",
+                    )
                 self.form.update(build_settings_fields(first, access.trackers()))
-                self.probes = gr.Textbox("", label="Probe sentences (one per line, each with <mask>; add => word to "
-                                                   "give the right answer)", lines=3, elem_id="probes",
-                                         placeholder="empty: held-out sentences of your data are picked for you",
-                                         info="Re-scored at every evaluation so you can watch the guesses change.")
+                self.probes = gr.Textbox(
+                    "",
+                    label="Probe sentences (one per line, each with <mask>; add => word to give the right answer)",
+                    lines=3,
+                    elem_id="probes",
+                    placeholder="empty: held-out sentences of your data are picked for you",
+                    info="Re-scored at every evaluation so you can watch the guesses change.",
+                )
             with gr.Column(scale=3):
                 self.board_view = Board(
-                    run_name=gr.Textbox(visible="hidden", elem_id="watched-run"), status=status, progress=progress,
+                    run_name=gr.Textbox(visible="hidden", elem_id="watched-run"),
+                    status=status,
+                    progress=progress,
                     loss_plot=gr.Plot(label="Loss", elem_id="loss-plot"),
                     ppl_plot=gr.Plot(label="Perplexity", elem_id="ppl-plot"),
                     accuracy_plot=gr.Plot(label="Guessed right", elem_id="accuracy-plot"),
-                    probe_table=gr.Dataframe(headers=figures.PROBE_HEADERS, label="Watch it learn: held-out sentences "
-                                             "with a word hidden", interactive=False, wrap=True, datatype="str",
-                                             column_widths=["42%", "12%", "20%", "26%"], elem_id="probe-table"),
-                    outcome=outcome, owner=owner, stop_btn=stop_btn, seen=gr.State(""))
+                    probe_table=gr.Dataframe(
+                        headers=figures.PROBE_HEADERS,
+                        label="Watch it learn: held-out sentences with a word hidden",
+                        interactive=False,
+                        wrap=True,
+                        datatype="str",
+                        column_widths=["42%", "12%", "20%", "26%"],
+                        elem_id="probe-table",
+                    ),
+                    outcome=outcome,
+                    owner=owner,
+                    stop_btn=stop_btn,
+                    seen=gr.State(""),
+                )
 
     def wire(self, demo: gr.Blocks) -> None:
         """Connect the tab's events (API names are the public endpoints)."""
         form, view, visitor = self.form, self.board_view, self.visitor_state
-        form["dataset"].change(source_changed, form["dataset"], [form["hub_dataset"], form["dataset_file"],
-                                                                  form["slice"]], api_name=False)
-        form["model"].change(self.model_changed, form["model"], [form["mlm_probability"], form["learning_rate"]],
-                             api_name=False)
-        gr.on([field.change for field in form.values()], self.command_line, inputs_kwargs=form,
-              outputs=self.command, api_name=False, show_progress="hidden")
+        form["dataset"].change(
+            source_changed, form["dataset"], [form["hub_dataset"], form["dataset_file"], form["slice"]], api_name=False
+        )
+        form["model"].change(
+            self.model_changed, form["model"], [form["mlm_probability"], form["learning_rate"]], api_name=False
+        )
+        gr.on(
+            [field.change for field in form.values()],
+            self.command_line,
+            inputs_kwargs=form,
+            outputs=self.command,
+            api_name=False,
+            show_progress="hidden",
+        )
         demo.load(self.command_line, inputs_kwargs=form, outputs=self.command, api_name=False)
         if self.guide is not None:
             demo.load(self.guide.note, None, self.fit_note, api_name=False)
             ticks = gr.Timer(NOTE_POLL_S)  # until the guides' run is measured
-            ticks.tick(self.guide.note_until_measured, None, [self.fit_note, ticks], api_name=False,
-                       show_progress="hidden")
+            ticks.tick(
+                self.guide.note_until_measured, None, [self.fit_note, ticks], api_name=False, show_progress="hidden"
+            )
             quick = [form[name] for name in QUICK_FIELDS]
             self.quick_btn.click(self.quick_run, None, [*quick, self.fit_note], api_name="quick_run")
-        self.preview_btn.click(self.preview, inputs_kwargs=form,
-                               outputs=[self.preview_md, self.example, self.probes, form["text_column"]],
-                               api_name="preview", concurrency_limit=1).success(  # it trains a few real steps
-            None, js=SCROLL_TO.format("preview"))
-        self.start_btn.click(self.start, [visitor, self.probes], view.outputs(), inputs_kwargs=form,
-                             api_name="start").success(None, js=SCROLL_TO.format("run-status"))
+        self.preview_btn.click(
+            self.preview,
+            inputs_kwargs=form,
+            outputs=[self.preview_md, self.example, self.probes, form["text_column"]],
+            api_name="preview",
+            concurrency_limit=1,
+        ).success(  # it trains a few real steps
+            None, js=SCROLL_TO.format("preview")
+        )
+        self.start_btn.click(
+            self.start, [visitor, self.probes], view.outputs(), inputs_kwargs=form, api_name="start"
+        ).success(None, js=SCROLL_TO.format("run-status"))
         view.stop_btn.click(self.stop, [visitor, view.run_name], view.outputs(), api_name="stop")
-        gr.Timer(POLL_S).tick(self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False,
-                              show_progress="hidden")
+        gr.Timer(POLL_S).tick(
+            self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False, show_progress="hidden"
+        )
         demo.load(self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False)
-        gr.Button(visible=False).click(self.status_json, gr.Textbox(visible=False), gr.Textbox(visible=False),
-                                       api_name="status")
+        gr.Button(visible=False).click(
+            self.status_json, gr.Textbox(visible=False), gr.Textbox(visible=False), api_name="status"
+        )
 
     def command_line(self, **form) -> str:
         """The CLI line for the form as it stands, or what to fix first (as a shell comment)."""
@@ -154,8 +224,12 @@ class TrainTab:
         except ValueError as error:
             raise refusal(error) from None
         config = fit.config if fit.fits else fit.config.replace(model=STARTER)
-        values = {**{name: getattr(config, name) for name in QUICK_FIELDS if hasattr(config, name)},
-                  "dataset": HUB, "hub_dataset": config.dataset, "max_steps": config.max_steps or 0}
+        values = {
+            **{name: getattr(config, name) for name in QUICK_FIELDS if hasattr(config, name)},
+            "dataset": HUB,
+            "hub_dataset": config.dataset,
+            "max_steps": config.max_steps or 0,
+        }
         return *(values[name] for name in QUICK_FIELDS), self.guide.note()
 
     def preview(self, **form):
@@ -165,25 +239,27 @@ class TrainTab:
             result = launch.preview(config_from(form, output_dir=str(self.studio.root / "preview")))
         except ValueError as error:
             raise refusal(error) from None
-        rows = f"{result.records:,} of {result.rows_total:,} rows" if result.rows_total else \
-            f"{result.records:,} rows"
-        lines = [f"**{rows} → {result.tokens:,} tokens → {result.train_blocks:,} training and "
-                 f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens** (text column "
-                 f"{markdown_escaped(result.text_column)}).",
-                 f"**Estimate on {describe_device()}:** {result.total_steps:,} steps at {result.seconds_per_step:.2f} "
-                 f"s each (measured) → about **{board.duration(result.estimated_seconds)}**, using about "
-                 f"**{result.memory_bytes / 2**30:.1f} GiB** of memory.",
-                 f"**Your words:** {result.pieces_per_word:.2f} pieces each on average; {result.whole_word_share:.0%} "
-                 "of them are one piece of this model's vocabulary (the model guesses those in one go).",
-                 *([f"⚠️ {markdown_escaped(result.fit_advice)}"] if result.fit_advice else []),
-                 *[f"ℹ️ {markdown_escaped(hide_paths(plain(m)))}" for m in result.messages if "block_size" in m],
-                 *([f"ℹ️ {markdown_escaped(without_text(result))}"] if result.records > result.documents else [])]
+        rows = f"{result.records:,} of {result.rows_total:,} rows" if result.rows_total else f"{result.records:,} rows"
+        lines = [
+            f"**{rows} → {result.tokens:,} tokens → {result.train_blocks:,} training and "
+            f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens** (text column "
+            f"{markdown_escaped(result.text_column)}).",
+            f"**Estimate on {describe_device()}:** {result.total_steps:,} steps at {result.seconds_per_step:.2f} "
+            f"s each (measured) → about **{board.duration(result.estimated_seconds)}**, using about "
+            f"**{result.memory_bytes / 2**30:.1f} GiB** of memory.",
+            f"**Your words:** {result.pieces_per_word:.2f} pieces each on average; {result.whole_word_share:.0%} "
+            "of them are one piece of this model's vocabulary (the model guesses those in one go).",
+            *([f"⚠️ {markdown_escaped(result.fit_advice)}"] if result.fit_advice else []),
+            *[f"ℹ️ {markdown_escaped(hide_paths(plain(m)))}" for m in result.messages if "block_size" in m],
+            *([f"ℹ️ {markdown_escaped(without_text(result))}"] if result.records > result.documents else []),
+        ]
         probes = "\n".join(probe.line() for probe in result.probes)
         example = gr.update(value=result.example, visible=True)
         return "\n\n".join(lines), example, probes or gr.skip(), result.text_column
 
-    def start(self, visitor=None, probes="", request: gr.Request = None, dataset_file=None,
-              progress=gr.Progress(), **form):
+    def start(
+        self, visitor=None, probes="", request: gr.Request = None, dataset_file=None, progress=gr.Progress(), **form
+    ):
         """Queue a run (it starts at once when the device is free); its dashboard replaces the one shown. gr.Error
         (a `refusal`) in plain words when the visitor may not start one or the settings, model or data cannot be
         used (whatever Preview refuses: nothing is queued then; the data is read first, with a progress bar, and the
@@ -196,13 +272,20 @@ class TrainTab:
             probes = tuple(line.strip() for line in lines if line.strip())
             config = launch.new_run(config_from(form, output_dir=str(self.studio.root / "new-run")), self.studio.root)
             self.access.check_report_to(config.report_to)
-            launch.check_inputs(config, lambda done, total: progress((done, total), desc="Reading your data",
-                                                              unit="documents"))
+            launch.check_inputs(
+                config, lambda done, total: progress((done, total), desc="Reading your data", unit="documents")
+            )
             with self.access.admitting():
                 budget = self.access.check_start(visitor, self.studio.runs(), self.studio.root, probes)
-                identity = RunIdentity(label=launch.label_of(config), owner=visitor.key,
-                                       user=visitor.user, address=visitor.address, source="app", probes=probes,
-                                       budget=budget)
+                identity = RunIdentity(
+                    label=launch.label_of(config),
+                    owner=visitor.key,
+                    user=visitor.user,
+                    address=visitor.address,
+                    source="app",
+                    probes=probes,
+                    budget=budget,
+                )
                 run = self.studio.queue.submit(config, identity)
         except ValueError as error:
             raise refusal(error) from None
@@ -270,8 +353,19 @@ class TrainTab:
         if run is None:
             if seen == "none":  # unchanged; and a tick answered late must not blank a run Start chose meanwhile
                 return [gr.skip()] * 10 + [seen]
-            return ["", board.status_line([], "none"), board.progress_html([], "none"), None, None, None, [], "", "",
-                    gr.update(interactive=False), "none"]
+            return [
+                "",
+                board.status_line([], "none"),
+                board.progress_html([], "none"),
+                None,
+                None,
+                None,
+                [],
+                "",
+                "",
+                gr.update(interactive=False),
+                "none",
+            ]
         events, status = self.studio.events(run), run.status()
         job = self.studio.queue.active()
         stopping = job is not None and job.run == run and job.stopping
@@ -281,10 +375,19 @@ class TrainTab:
         if key == seen:
             return [gr.skip()] * 10 + [seen]
         results = board.results_from(events) if status not in {RUNNING, QUEUED} else None
-        return [run.name, line, board.progress_html(events, status), figures.loss_figure(events),
-                figures.perplexity_figure(events), figures.accuracy_figure(events, board.guessed_words(events)),
-                figures.probe_table(events), board.outcome_text(results), board.owner_note(yours, self.access.public),
-                gr.update(interactive=yours and status in {RUNNING, QUEUED}), key]
+        return [
+            run.name,
+            line,
+            board.progress_html(events, status),
+            figures.loss_figure(events),
+            figures.perplexity_figure(events),
+            figures.accuracy_figure(events, board.guessed_words(events)),
+            figures.probe_table(events),
+            board.outcome_text(results),
+            board.owner_note(yours, self.access.public),
+            gr.update(interactive=yours and status in {RUNNING, QUEUED}),
+            key,
+        ]
 
     def _status_line(self, run: RunDir, events: list, status: str, stopping: bool) -> str:
         """The run's status line. A queued run that is next while no other run trains or starts is starting (its
@@ -308,9 +411,15 @@ class TrainTab:
         except (ValueError, StopIteration):
             return json.dumps({"name": None, "status": "none", "events": []})
         status = run.status()
-        return json.dumps({"name": run.name, "label": run.identity().label, "status": status,
-                           "position": self.studio.queue.position(run) if status == QUEUED else None,
-                           "events": [public_event(e) for e in self.studio.events(run)]})
+        return json.dumps(
+            {
+                "name": run.name,
+                "label": run.identity().label,
+                "status": status,
+                "position": self.studio.queue.position(run) if status == QUEUED else None,
+                "events": [public_event(e) for e in self.studio.events(run)],
+            }
+        )
 
 
 def public_event(event) -> dict:
@@ -321,6 +430,7 @@ def public_event(event) -> dict:
 def without_text(result) -> str:
     """The sentence for rows left out because their column held no text."""
     left = result.records - result.documents
-    return (f"{left:,} of the {result.records:,} rows hold no text in {result.text_column!r} (empty, or a number, "
-            "a list or another value that is not text) and are left out.")
-
+    return (
+        f"{left:,} of the {result.records:,} rows hold no text in {result.text_column!r} (empty, or a number, "
+        "a list or another value that is not text) and are left out."
+    )

@@ -56,8 +56,10 @@ class UploadQuota:
             mine = sum(n for _, n in self._sent.get(address, ()))
             everyone = sum(n for entries in self._sent.values() for _, n in entries)
             if mine + size > self.per_address:
-                return (f"Upload refused: each address may upload {self.per_address / 2**20:,.0f} MB an hour here; "
-                        "try again later.")
+                return (
+                    f"Upload refused: each address may upload {self.per_address / 2**20:,.0f} MB an hour here; "
+                    "try again later."
+                )
             if everyone + size > self.total:
                 return "Upload refused: this Space has taken all the uploads it can this hour; try again later."
             self._sent.setdefault(address, deque()).append((now, size))

@@ -11,10 +11,27 @@ import urllib.request
 from gradio_client import Client
 
 # The Train form, keyed by the /start and /preview endpoints' parameter names (TrainConfig's field names).
-FORM = {"model": "starter", "dataset": "builtin", "hub_dataset": "", "dataset_file": None, "slice": "train[:5000]",
-        "text_column": "", "block_size": 128, "mlm_probability": 0.15, "epochs": 1, "learning_rate": 5e-4,
-        "batch_size": 16, "max_steps": 0, "eval_steps": 0, "seed": 42, "warmup_ratio": 0.0, "weight_decay": 0.01,
-        "gradient_accumulation": 1, "whole_word_masking": False, "report_to": "none"}
+FORM = {
+    "model": "starter",
+    "dataset": "builtin",
+    "hub_dataset": "",
+    "dataset_file": None,
+    "slice": "train[:5000]",
+    "text_column": "",
+    "block_size": 128,
+    "mlm_probability": 0.15,
+    "epochs": 1,
+    "learning_rate": 5e-4,
+    "batch_size": 16,
+    "max_steps": 0,
+    "eval_steps": 0,
+    "seed": 42,
+    "warmup_ratio": 0.0,
+    "weight_decay": 0.01,
+    "gradient_accumulation": 1,
+    "whole_word_masking": False,
+    "report_to": "none",
+}
 
 
 def train_form(**changes) -> dict:
@@ -43,8 +60,10 @@ def wait_for(client: Client, run: str, predicate, timeout: float, every: float =
         if predicate(current):
             return current
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; last status {current['status']} with {len(current['events'])} events: "
-                                 f"{current['events'][-3:]}")
+            raise AssertionError(
+                f"timed out; last status {current['status']} with {len(current['events'])} events: "
+                f"{current['events'][-3:]}"
+            )
         time.sleep(every)
 
 
@@ -89,10 +108,19 @@ def visitor_at(url: str, address: str, user: str | None = None, access_token: st
 
         from .conftest import OAUTH_SECRET
 
-        session = {"oauth_info": {"userinfo": {"preferred_username": user, "name": user, "picture": "",
-                                               "profile": f"https://huggingface.co/{user}"},
-                                  "expires_at": int(time.time()) + 3600, "access_token": access_token,
-                                  "scope": "openid profile"}}
+        session = {
+            "oauth_info": {
+                "userinfo": {
+                    "preferred_username": user,
+                    "name": user,
+                    "picture": "",
+                    "profile": f"https://huggingface.co/{user}",
+                },
+                "expires_at": int(time.time()) + 3600,
+                "access_token": access_token,
+                "scope": "openid profile",
+            }
+        }
         signer = TimestampSigner(hashlib.sha256(f"{OAUTH_SECRET}-v4".encode()).hexdigest())
         headers["Cookie"] = "session=" + signer.sign(base64.b64encode(json.dumps(session).encode())).decode()
     return Client(url, verbose=False, headers=headers)

@@ -23,9 +23,21 @@ TINY = dict(hidden=32, layers=2, heads=2, intermediate=64, max_length=128)
 # The tiers. The quick tier (`python -m pytest -m "not slow"`, under 3 minutes on 2 cores) holds the unit tests, tiny
 # models trained in-process, one model family of each tokenizer kind and the HTTP contract on one shared app server.
 # The full tier (`-m slow`) adds everything that drives the app end to end: these files, and the tests marked slow.
-FULL_TIER_FILES = {"test_reliability.py", "test_public.py", "test_runs.py", "test_hub_path.py", "test_space.py",
-                   "test_page.py", "test_added_words.py", "test_bench.py", "test_trackers.py", "test_browser.py",
-                   "test_data_scale.py", "test_secrets.py", "test_starter_recipe.py"}
+FULL_TIER_FILES = {
+    "test_reliability.py",
+    "test_public.py",
+    "test_runs.py",
+    "test_hub_path.py",
+    "test_space.py",
+    "test_page.py",
+    "test_added_words.py",
+    "test_bench.py",
+    "test_trackers.py",
+    "test_browser.py",
+    "test_data_scale.py",
+    "test_secrets.py",
+    "test_starter_recipe.py",
+}
 
 
 def pytest_collection_modifyitems(items):
@@ -45,8 +57,14 @@ def _settings_read_afresh():
 def run_cli(*args: str, timeout: float = 600, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`python -m mlm_core ARGS` in a subprocess, as a user runs it."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "mlm_core", *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=cwd or ROOT, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "mlm_core", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd or ROOT,
+        env=env,
+    )
 
 
 def _tiny_model(folder: Path, causal: bool) -> Path:
@@ -76,8 +94,16 @@ def tiny_config(model, out, **changes):
     """A quick run of a tiny model on part of the built-in corpus."""
     from mlm_core.config import TrainConfig
 
-    values = dict(model=str(model), dataset="builtin", slice="train[:40]", block_size=64, batch_size=8,
-                  learning_rate=1e-3, epochs=1, output_dir=str(out))
+    values = dict(
+        model=str(model),
+        dataset="builtin",
+        slice="train[:40]",
+        block_size=64,
+        batch_size=8,
+        learning_rate=1e-3,
+        epochs=1,
+        output_dir=str(out),
+    )
     return TrainConfig(**{**values, **changes})
 
 
@@ -98,8 +124,10 @@ def finished_run(tiny_mlm, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("runs")
     queue = RunQueue(root).start()
-    run = queue.submit(tiny_config(tiny_mlm, root / "done", max_steps=6, eval_steps=3),
-                       RunIdentity(label="done", probes=("The <mask> statement exits a loop.", "no mask in this one")))
+    run = queue.submit(
+        tiny_config(tiny_mlm, root / "done", max_steps=6, eval_steps=3),
+        RunIdentity(label="done", probes=("The <mask> statement exits a loop.", "no mask in this one")),
+    )
     assert wait_status(run, {"completed", "failed"}) == "completed", run.events()[-1]
     queue.close()
     return run
@@ -136,12 +164,24 @@ def start_app(runs: Path, log: Path, cwd: Path = ROOT, **env: str) -> tuple[subp
     import urllib.request
 
     port = _free_port()
-    base = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-            "MLM_STUDIO_RUNS": str(runs), "PYTHONPATH": str(cwd), "HF_TOKEN": PLANTED_TOKEN,
-            "MLM_STUDIO_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB), **env}
+    base = {
+        **os.environ,
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "MLM_STUDIO_RUNS": str(runs),
+        "PYTHONPATH": str(cwd),
+        "HF_TOKEN": PLANTED_TOKEN,
+        "MLM_STUDIO_MAX_UPLOAD_MB": str(UPLOAD_LIMIT_MB),
+        **env,
+    }
     with log.open("a") as out:
-        process = subprocess.Popen([sys.executable, "app.py"], cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                   env={name: value for name, value in base.items() if value != ""})
+        process = subprocess.Popen(
+            [sys.executable, "app.py"],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={name: value for name, value in base.items() if value != ""},
+        )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120
     while True:
@@ -177,14 +217,24 @@ def hub(tmp_path_factory):
 
 
 ADMIN_PASSWORD = "owner-password-for-tests"
-PUBLIC_LIMITS = {"MLM_STUDIO_MAX_RUN_STEPS": "12", "MLM_STUDIO_MAX_ACTIVE_RUNS": "1", "MLM_STUDIO_MAX_PROBES": "20",
-                 "MLM_STUDIO_MAX_QUEUED_RUNS": "3", "MLM_STUDIO_UPLOAD_MB_PER_HOUR": "2"}
+PUBLIC_LIMITS = {
+    "MLM_STUDIO_MAX_RUN_STEPS": "12",
+    "MLM_STUDIO_MAX_ACTIVE_RUNS": "1",
+    "MLM_STUDIO_MAX_PROBES": "20",
+    "MLM_STUDIO_MAX_QUEUED_RUNS": "3",
+    "MLM_STUDIO_UPLOAD_MB_PER_HOUR": "2",
+}
 SPACE_AUTHOR, OAUTH_SECRET = "space-author", "oauth-client-secret-for-tests"
 # What a Space with `hf_oauth: true` sets (the sign-in provider is the stand-in hub; nothing here calls it).
-SPACE_OAUTH = {"SYSTEM": "spaces", "GRADIO_SSR_MODE": "False", "SPACE_ID": f"{SPACE_AUTHOR}/mlm-studio",
-               "SPACE_AUTHOR_NAME": SPACE_AUTHOR,
-               "OAUTH_CLIENT_ID": "client-id-for-tests", "OAUTH_CLIENT_SECRET": OAUTH_SECRET,
-               "OAUTH_SCOPES": "openid profile"}
+SPACE_OAUTH = {
+    "SYSTEM": "spaces",
+    "GRADIO_SSR_MODE": "False",
+    "SPACE_ID": f"{SPACE_AUTHOR}/mlm-studio",
+    "SPACE_AUTHOR_NAME": SPACE_AUTHOR,
+    "OAUTH_CLIENT_ID": "client-id-for-tests",
+    "OAUTH_CLIENT_SECRET": OAUTH_SECRET,
+    "OAUTH_SCOPES": "openid profile",
+}
 
 
 @pytest.fixture(scope="module")
@@ -195,9 +245,18 @@ def public_server(tmp_path_factory):
 
     hub = StandInHub()
     runs, log = tmp_path_factory.mktemp("public-runs"), tmp_path_factory.mktemp("public-log") / "app.log"
-    process, url = start_app(runs, log, MLM_STUDIO_PUBLIC="1", HF_HUB_OFFLINE="", HF_ENDPOINT=hub.url,
-                             HF_HUB_DISABLE_TELEMETRY="1", MLM_STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD, **PUBLIC_LIMITS,
-                             **SPACE_OAUTH, OPENID_PROVIDER_URL=hub.url)
+    process, url = start_app(
+        runs,
+        log,
+        MLM_STUDIO_PUBLIC="1",
+        HF_HUB_OFFLINE="",
+        HF_ENDPOINT=hub.url,
+        HF_HUB_DISABLE_TELEMETRY="1",
+        MLM_STUDIO_ADMIN_PASSWORD=ADMIN_PASSWORD,
+        **PUBLIC_LIMITS,
+        **SPACE_OAUTH,
+        OPENID_PROVIDER_URL=hub.url,
+    )
     yield {"url": url, "runs": runs, "process": process, "log": log, "hub": hub}
     process.terminate()
     process.wait(timeout=30)

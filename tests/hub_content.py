@@ -14,8 +14,20 @@ from .standin_hub import StandInHub
 MASKED_ID, CAUSAL_ID = "distilbert/distilroberta-base", "distilbert/distilgpt2"
 DATASET_ID = "dany0407/eli5_category"
 SPLIT_ROWS = {"train": 400, "validation1": 40, "validation2": 30, "test": 40}
-CATEGORIES = ["Biology", "Chemistry", "Culture", "Earth Science", "Economics", "Engineering", "Mathematics", "Other",
-              "Physics", "Psychology", "Repost", "Technology"]
+CATEGORIES = [
+    "Biology",
+    "Chemistry",
+    "Culture",
+    "Earth Science",
+    "Economics",
+    "Engineering",
+    "Mathematics",
+    "Other",
+    "Physics",
+    "Psychology",
+    "Repost",
+    "Technology",
+]
 
 
 def sentences() -> list[str]:
@@ -28,8 +40,11 @@ def sentences() -> list[str]:
             if paragraph[:1].isspace() or re.search(r"\*\*\*|===|---|>>>|\|", paragraph):
                 continue
             text = " ".join(paragraph.split())
-            found += [s for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text)
-                      if 40 <= len(s) <= 300 and s[0].isupper() and s.endswith(".")]
+            found += [
+                s
+                for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", text)
+                if 40 <= len(s) <= 300 and s[0].isupper() and s.endswith(".")
+            ]
     return found
 
 
@@ -49,13 +64,23 @@ def eli5_rows(split: str, n: int, pool: list[str], start: int, rng: random.Rando
             text, start = _answer(rng, pool, start)
             texts.append(text)
         subject = pool[start % len(pool)].split()[1:6]
-        rows.append({
-            "q_id": f"{split[:2]}{i:05x}", "title": f"ELI5: why {' '.join(subject).rstrip('.,;:').lower()}?",
-            "selftext": "" if i % 3 else pool[(start + 7) % len(pool)], "category": rng.choice(CATEGORIES),
-            "subreddit": "explainlikeimfive",
-            "answers": {"a_id": [f"c{i:05x}{j}" for j in range(len(texts))], "text": texts,
-                        "score": [rng.randint(1, 500) for _ in texts], "text_urls": [[] for _ in texts]},
-            "title_urls": [], "selftext_urls": []})
+        rows.append(
+            {
+                "q_id": f"{split[:2]}{i:05x}",
+                "title": f"ELI5: why {' '.join(subject).rstrip('.,;:').lower()}?",
+                "selftext": "" if i % 3 else pool[(start + 7) % len(pool)],
+                "category": rng.choice(CATEGORIES),
+                "subreddit": "explainlikeimfive",
+                "answers": {
+                    "a_id": [f"c{i:05x}{j}" for j in range(len(texts))],
+                    "text": texts,
+                    "score": [rng.randint(1, 500) for _ in texts],
+                    "text_urls": [[] for _ in texts],
+                },
+                "title_urls": [],
+                "selftext_urls": [],
+            }
+        )
     return rows, start
 
 
@@ -64,10 +89,23 @@ def eli5_features():
     from datasets import Features, List, Value
 
     text = Value("string")
-    return Features({"q_id": text, "title": text, "selftext": text, "category": text, "subreddit": text,
-                     "answers": {"a_id": List(text), "text": List(text), "score": List(Value("int32")),
-                                 "text_urls": List(List(text))},
-                     "title_urls": List(text), "selftext_urls": List(text)})
+    return Features(
+        {
+            "q_id": text,
+            "title": text,
+            "selftext": text,
+            "category": text,
+            "subreddit": text,
+            "answers": {
+                "a_id": List(text),
+                "text": List(text),
+                "score": List(Value("int32")),
+                "text_urls": List(List(text)),
+            },
+            "title_urls": List(text),
+            "selftext_urls": List(text),
+        }
+    )
 
 
 def eli5_files() -> dict[str, bytes]:
@@ -95,14 +133,22 @@ def _card(infos: dict) -> str:
     from huggingface_hub import DatasetCardData
 
     info = next(iter(infos.values()))[0].info.copy()
-    info.splits = datasets.SplitDict({split: datasets.SplitInfo(split, num_bytes=size, num_examples=len(table))
-                                      for split, (table, size, _) in infos.items()})
+    info.splits = datasets.SplitDict(
+        {
+            split: datasets.SplitInfo(split, num_bytes=size, num_examples=len(table))
+            for split, (table, size, _) in infos.items()
+        }
+    )
     info.dataset_size = sum(size for _, size, _ in infos.values())
     info.download_size = sum(size for _, _, size in infos.values())
     data = DatasetCardData()
     datasets.info.DatasetInfosDict({"default": info}).to_dataset_card_data(data)
-    data["configs"] = [{"config_name": "default", "data_files": [
-        {"split": split, "path": f"data/{split}-00000-of-00001.parquet"} for split in infos]}]
+    data["configs"] = [
+        {
+            "config_name": "default",
+            "data_files": [{"split": split, "path": f"data/{split}-00000-of-00001.parquet"} for split in infos],
+        }
+    ]
     return f"---\n{data.to_yaml()}\n---\n# ELI5-Category (a stand-in)\n\nQuestions and their answers, tiny.\n"
 
 

@@ -24,8 +24,6 @@ def extract_texts(records: Sequence[Record], column: str) -> list[str]:
     return texts
 
 
-
-
 def tokenize(tokenizer, texts: Sequence[str], with_offsets: bool = False) -> dict[str, list]:
     """Token ids (and character offsets) of each text, special tokens added, no truncation: per text, a list of
     [tokens] ids under 'input_ids' (and of [tokens] (start, end) character pairs under 'offset_mapping')."""

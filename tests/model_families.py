@@ -9,35 +9,90 @@ from pathlib import Path
 
 BLOCK = 64  # the block size the family test trains with; Reformer's axial positions are shaped to it
 VOCAB = 400
-TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            max_position_embeddings=256, embedding_size=32)
+TINY = dict(
+    hidden_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+    max_position_embeddings=256,
+    embedding_size=32,
+)
 # Where a family names its sizes otherwise, or needs more to stay tiny (defaults give up to 290 M parameters).
-_SEQ2SEQ = dict(d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2, decoder_attention_heads=2,
-                encoder_ffn_dim=64, decoder_ffn_dim=64)
+_SEQ2SEQ = dict(
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+)
 CONFIG_CHANGES = {
-    "bart": _SEQ2SEQ, "mbart": _SEQ2SEQ, "mvp": _SEQ2SEQ,
+    "bart": _SEQ2SEQ,
+    "mbart": _SEQ2SEQ,
+    "mvp": _SEQ2SEQ,
     "distilbert": dict(dim=32, n_layers=2, n_heads=2, hidden_dim=64),
     "eurobert": dict(num_key_value_heads=2, head_dim=16),
-    "funnel": dict(num_hidden_layers=None, block_sizes=[1, 1], block_repeats=[1, 1], d_model=32, n_head=2,
-                   d_head=16, d_inner=64, num_decoder_layers=1),
+    "funnel": dict(
+        num_hidden_layers=None,
+        block_sizes=[1, 1],
+        block_repeats=[1, 1],
+        d_model=32,
+        n_head=2,
+        d_head=16,
+        d_inner=64,
+        num_decoder_layers=1,
+    ),
     "layoutlm": dict(max_2d_position_embeddings=64),
     "luke": dict(entity_vocab_size=8, entity_emb_size=16),
     "mobilebert": dict(true_hidden_size=32, intra_bottleneck_size=32, num_feedforward_networks=1),
-    "neomme": dict(num_key_value_heads=2, head_dim=16, embedding_rank=16, embedding_dim=16, sliding_window=32,
-                   layer_types=["sliding_attention", "full_attention"]),
-    "perceiver": dict(d_latents=32, d_model=32, num_latents=16, num_blocks=1, num_self_attends_per_block=1,
-                      num_self_attention_heads=2, num_cross_attention_heads=2),
-    "reformer": dict(attn_layers=["local", "local"], axial_pos_shape=[8, 8], axial_pos_embds_dim=[16, 16],
-                     attention_head_size=16, feed_forward_size=64, local_attn_chunk_length=16, is_decoder=False),
+    "neomme": dict(
+        num_key_value_heads=2,
+        head_dim=16,
+        embedding_rank=16,
+        embedding_dim=16,
+        sliding_window=32,
+        layer_types=["sliding_attention", "full_attention"],
+    ),
+    "perceiver": dict(
+        d_latents=32,
+        d_model=32,
+        num_latents=16,
+        num_blocks=1,
+        num_self_attends_per_block=1,
+        num_self_attention_heads=2,
+        num_cross_attention_heads=2,
+    ),
+    "reformer": dict(
+        attn_layers=["local", "local"],
+        axial_pos_shape=[8, 8],
+        axial_pos_embds_dim=[16, 16],
+        attention_head_size=16,
+        feed_forward_size=64,
+        local_attn_chunk_length=16,
+        is_decoder=False,
+    ),
     "rembert": dict(input_embedding_size=32, output_embedding_size=32),
     "roc_bert": dict(shape_vocab_size=8, pronunciation_vocab_size=8, shape_embed_dim=16, pronunciation_embed_dim=16),
     "tapas": dict(type_vocab_sizes=[3, 4, 4, 4, 4, 4, 4]),
     "xmod": dict(languages=["en_XX"], default_language="en_XX"),
 }
-TINY_VISION = dict(model_type="siglip_vision_model", hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                   intermediate_size=64, image_size=32, patch_size=16)
-TEXT_EXTRA = ["Café crème and naïve résumé.", "Ο σκύλος τρέχει στο πάρκο.", "北京大学的学生在图书馆学习。",
-              "Привет, как дела?", "The weather is nice 🙂 today."] * 10
+TINY_VISION = dict(
+    model_type="siglip_vision_model",
+    hidden_size=32,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=64,
+    image_size=32,
+    patch_size=16,
+)
+TEXT_EXTRA = [
+    "Café crème and naïve résumé.",
+    "Ο σκύλος τρέχει στο πάρκο.",
+    "北京大学的学生在图书馆学习。",
+    "Привет, как дела?",
+    "The weather is nice 🙂 today.",
+] * 10
 
 
 def family_texts() -> list[str]:
@@ -72,8 +127,11 @@ def build_family(model_type: str, folder: Path) -> tuple[Path, str]:
     sizes = {key: value for key, value in sizes.items() if value is not None}
     text_part = getattr(CONFIG_MAPPING[model_type], "sub_configs_defaults", {}).get("text_config")
     if text_part is not None:  # a vision-language family: a tiny text model and a tiny image encoder
-        sizes = dict(text_config={"model_type": text_part.model_type, **sizes}, vision_config=TINY_VISION,
-                     image_token_id=len(tokenizer) - 1)
+        sizes = dict(
+            text_config={"model_type": text_part.model_type, **sizes},
+            vision_config=TINY_VISION,
+            image_token_id=len(tokenizer) - 1,
+        )
     config = AutoConfig.for_model(model_type, **sizes)
     torch.manual_seed(0)
     AutoModelForMaskedLM.from_config(config).save_pretrained(folder)
@@ -123,11 +181,19 @@ def _byte_level_fast(texts: list[str]):
     specials = ["[CLS]", "[SEP]", "[PAD]", "[UNK]", "[MASK]"]
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=VOCAB, special_tokens=specials, show_progress=False)
-    bpe.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-                                                       special_tokens=[(t, bpe.token_to_id(t)) for t in specials[:2]])
-    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, cls_token="[CLS]", sep_token="[SEP]",
-                                   pad_token="[PAD]", unk_token="[UNK]",
-                                   mask_token=AddedToken("[MASK]", lstrip=True, rstrip=False, special=True))
+    bpe.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[(t, bpe.token_to_id(t)) for t in specials[:2]],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe._tokenizer,
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        mask_token=AddedToken("[MASK]", lstrip=True, rstrip=False, special=True),
+    )
 
 
 def _wordpiece_vocab(texts: list[str]) -> list[str]:
@@ -163,14 +229,36 @@ def _xlm(cls):
 
         bpe = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
         bpe.pre_tokenizer = pre_tokenizers.Whitespace()
-        specials = ["<s>", "</s>", "<pad>", "<unk>", "<special0>", "<special1>", "<special2>", "<special3>",
-                    "<special4>", "<special5>", "<special6>", "<special7>", "<special8>", "<special9>"]
-        bpe.train_from_iterator([text.lower() for text in texts], trainers.BpeTrainer(
-            vocab_size=VOCAB, special_tokens=specials, end_of_word_suffix="</w>", show_progress=False))
+        specials = [
+            "<s>",
+            "</s>",
+            "<pad>",
+            "<unk>",
+            "<special0>",
+            "<special1>",
+            "<special2>",
+            "<special3>",
+            "<special4>",
+            "<special5>",
+            "<special6>",
+            "<special7>",
+            "<special8>",
+            "<special9>",
+        ]
+        bpe.train_from_iterator(
+            [text.lower() for text in texts],
+            trainers.BpeTrainer(
+                vocab_size=VOCAB, special_tokens=specials, end_of_word_suffix="</w>", show_progress=False
+            ),
+        )
         model = json.loads(bpe.to_str())["model"]
         merges = [" ".join(pair) if isinstance(pair, list) else pair for pair in model["merges"]]
-        return _files_tokenizer(cls, {"vocab.json": json.dumps(model["vocab"]), "merges.txt": "\n".join(merges)},
-                                vocab_file="vocab.json", merges_file="merges.txt")
+        return _files_tokenizer(
+            cls,
+            {"vocab.json": json.dumps(model["vocab"]), "merges.txt": "\n".join(merges)},
+            vocab_file="vocab.json",
+            merges_file="merges.txt",
+        )
 
     return build
 
@@ -181,10 +269,13 @@ def _roc_bert(texts: list[str]):
 
     vocab = _wordpiece_vocab(texts)
     table = json.dumps({token: index % 8 for index, token in enumerate(vocab)})
-    return _files_tokenizer(RoCBertTokenizer, {"vocab.txt": "\n".join(vocab), "shape.json": table,
-                                               "pronunciation.json": table},
-                            vocab_file="vocab.txt", word_shape_file="shape.json",
-                            word_pronunciation_file="pronunciation.json")
+    return _files_tokenizer(
+        RoCBertTokenizer,
+        {"vocab.txt": "\n".join(vocab), "shape.json": table, "pronunciation.json": table},
+        vocab_file="vocab.txt",
+        word_shape_file="shape.json",
+        word_pronunciation_file="pronunciation.json",
+    )
 
 
 def _tapas(texts: list[str]):
@@ -217,5 +308,12 @@ def _xlm_class(name: str):
     return build
 
 
-_SPECIAL_BUILDERS = {"esm": _esm, "flaubert": _xlm_class("FlaubertTokenizer"), "xlm": _xlm_class("XLMTokenizer"),
-                     "roc_bert": _roc_bert, "roformer": _roformer, "tapas": _tapas, "perceiver": _perceiver}
+_SPECIAL_BUILDERS = {
+    "esm": _esm,
+    "flaubert": _xlm_class("FlaubertTokenizer"),
+    "xlm": _xlm_class("XLMTokenizer"),
+    "roc_bert": _roc_bert,
+    "roformer": _roformer,
+    "tapas": _tapas,
+    "perceiver": _perceiver,
+}

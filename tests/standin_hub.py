@@ -110,8 +110,7 @@ def entry(path: str, files: dict[str, bytes], sha: str) -> dict | None:
         data = files[path]
         return {"type": "file", "path": path, "size": len(data), "oid": git_blob_id(data), "lastCommit": commit}
     if any(name.startswith(path + "/") for name in files) or path == "":
-        return {"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest(),
-                "lastCommit": commit}
+        return {"type": "directory", "path": path, "oid": hashlib.sha1(path.encode()).hexdigest(), "lastCommit": commit}
     return None
 
 
@@ -139,8 +138,11 @@ def metadata_errors(readme: str, models: set[str]) -> list[str]:
     if not isinstance(metadata, dict):
         return ["the metadata is not a mapping"]
     bases = metadata.get("base_model") or []
-    return [f'"base_model" {base!r} is not a model on the hub'
-            for base in ([bases] if isinstance(bases, str) else bases) if base not in models]
+    return [
+        f'"base_model" {base!r} is not a model on the hub'
+        for base in ([bases] if isinstance(bases, str) else bases)
+        if base not in models
+    ]
 
 
 @dataclass
@@ -241,8 +243,9 @@ class StandInHub:
             return error_reply(403, "Forbidden", "This hub takes no commits")
         token = bearer(headers)
         scopes = self.scopes.get(token)
-        if scopes is not None and not (scopes & WRITE_SCOPES or
-                                       ("contribute-repos" in scopes and found[0].created_by == token)):
+        if scopes is not None and not (
+            scopes & WRITE_SCOPES or ("contribute-repos" in scopes and found[0].created_by == token)
+        ):
             return error_reply(403, "Forbidden", f"You don't have the rights to write to the {kind} {repo}")
         return found
 
@@ -253,10 +256,24 @@ class StandInHub:
             return found
         target, sha, files = found
         space = {"sdk": target.sdk} if kind == "space" else {}
-        return json_reply({"id": repo, "_id": repo, "author": repo.split("/")[0], "sha": sha, "private": False,
-                           "gated": False, "disabled": False, "lastModified": DATE, "createdAt": DATE, "tags": [],
-                           "downloads": 0, "likes": 0, "siblings": [{"rfilename": name} for name in sorted(files)],
-                           **space})
+        return json_reply(
+            {
+                "id": repo,
+                "_id": repo,
+                "author": repo.split("/")[0],
+                "sha": sha,
+                "private": False,
+                "gated": False,
+                "disabled": False,
+                "lastModified": DATE,
+                "createdAt": DATE,
+                "tags": [],
+                "downloads": 0,
+                "likes": 0,
+                "siblings": [{"rfilename": name} for name in sorted(files)],
+                **space,
+            }
+        )
 
     def tree(self, kind: str, repo: str, rev: str, query: dict, path: str | None = None, **_) -> Reply:
         """`list_repo_tree`: the entries under a folder, its direct children or (`recursive`) all of them."""
@@ -272,7 +289,7 @@ class StandInHub:
         paths = set()
         for name in files:
             if name.startswith(prefix):
-                parts = name[len(prefix):].split("/")
+                parts = name[len(prefix) :].split("/")
                 depth = range(1, len(parts) + 1) if recursive else [1]
                 paths.update(prefix + "/".join(parts[:n]) for n in depth)
         return json_reply([entry(p, files, sha) for p in sorted(paths)])
@@ -296,13 +313,17 @@ class StandInHub:
         if path not in files:
             return error_reply(404, "EntryNotFound", f"{path} does not exist", **{"X-Repo-Commit": sha})
         data = files[path]
-        info = {"X-Repo-Commit": sha, "ETag": f'"{git_blob_id(data)}"', "Accept-Ranges": "bytes",
-                "Content-Type": "application/octet-stream"}
+        info = {
+            "X-Repo-Commit": sha,
+            "ETag": f'"{git_blob_id(data)}"',
+            "Accept-Ranges": "bytes",
+            "Content-Type": "application/octet-stream",
+        }
         wanted = byte_range(headers.get("Range"), len(data))
         if wanted is None:
             return Reply(200, data, info)
         first, last = wanted
-        return Reply(206, data[first:last + 1], {**info, "Content-Range": f"bytes {first}-{last}/{len(data)}"})
+        return Reply(206, data[first : last + 1], {**info, "Content-Range": f"bytes {first}-{last}/{len(data)}"})
 
     def create_repo(self, body: bytes, headers, **_) -> Reply:
         """`create_repo`: answered; the repository is made only where commits are accepted (409 if it exists), and
@@ -315,8 +336,9 @@ class StandInHub:
         scopes = self.scopes.get(token)
         if scopes is not None and not scopes & CREATE_SCOPES:
             namespace = asked.get("organization") or repo_id.split("/")[0]
-            return error_reply(403, "Forbidden",
-                               f'You don\'t have the rights to create a {kind} under the namespace "{namespace}"')
+            return error_reply(
+                403, "Forbidden", f'You don\'t have the rights to create a {kind} under the namespace "{namespace}"'
+            )
         if self.accept_commits and (kind, repo_id) in self.repos:  # the hub's 409 names the repository too
             return json_reply({"error": f"You already created this {kind} repo", "url": url}, 409)
         if self.accept_commits:
@@ -337,9 +359,19 @@ class StandInHub:
             return found
         _, _, files = found
         asked = json.loads(body)["files"]
-        return json_reply({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                                      "oid": git_blob_id(files[f["path"]]) if f["path"] in files else None}
-                                     for f in asked]})
+        return json_reply(
+            {
+                "files": [
+                    {
+                        "path": f["path"],
+                        "uploadMode": "regular",
+                        "shouldIgnore": False,
+                        "oid": git_blob_id(files[f["path"]]) if f["path"] in files else None,
+                    }
+                    for f in asked
+                ]
+            }
+        )
 
     def commit(self, kind: str, repo: str, rev: str, body: bytes, headers, **_) -> Reply:
         """`create_commit`: apply the ndjson operations (regular files, deletions) as a new commit of `main`."""

@@ -10,8 +10,9 @@ from .model_families import build_family
 EVERYDAY = files("starter").joinpath("everyday_sample.txt").read_text(encoding="utf-8")
 
 
-@pytest.mark.parametrize("family, kind", [("bert", "WordPiece"), ("roberta", "byte-level BPE"),
-                                          ("xlm-roberta", "SentencePiece Unigram")])
+@pytest.mark.parametrize(
+    "family, kind", [("bert", "WordPiece"), ("roberta", "byte-level BPE"), ("xlm-roberta", "SentencePiece Unigram")]
+)
 def test_frequent_split_words_become_one_token_with_embeddings_from_their_pieces(family, kind, tmp_path):
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
@@ -58,8 +59,18 @@ def test_a_run_adds_the_uploads_words_saves_them_with_the_model_and_keeps_them_o
 
     upload = tmp_path / "garden.txt"
     upload.write_text("\n\n".join([EVERYDAY] * 12), encoding="utf-8")
-    config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(upload), block_size=64, batch_size=8,
-                         learning_rate=1e-3, max_steps=6, eval_steps=2, add_words=30, output_dir=str(tmp_path / "run"))
+    config = TrainConfig(
+        model=str(tiny_mlm),
+        dataset="file",
+        dataset_file=str(upload),
+        block_size=64,
+        batch_size=8,
+        learning_rate=1e-3,
+        max_steps=6,
+        eval_steps=2,
+        add_words=30,
+        output_dir=str(tmp_path / "run"),
+    )
     stop = threading.Event()
     stopped = train(config, on_event=lambda e: stop.set() if isinstance(e, Eval) and not e.base else None, stop=stop)
     assert stopped.status == "stopped" and len(stopped.added_words) == 30
@@ -84,8 +95,10 @@ def test_words_of_a_script_the_model_spells_out_become_one_token_each():
     from mlm_core.runs.model_sources import STARTER_DIR
 
     # What the fit check advises offline for a script the model does not know: the starter reads Greek byte by byte.
-    greek = ("Ο κηπουρός ποτίζει τα φυτά στο θερμοκήπιο κάθε βράδυ. Τα φυτά χρειάζονται νερό και ήλιο. "
-             "Ο κηπουρός αγαπά τα φυτά του.")
+    greek = (
+        "Ο κηπουρός ποτίζει τα φυτά στο θερμοκήπιο κάθε βράδυ. Τα φυτά χρειάζονται νερό και ήλιο. "
+        "Ο κηπουρός αγαπά τα φυτά του."
+    )
     tokenizer = load_tokenizer("starter")
     words = split_words([greek], tokenizer, limit=10, min_count=2)
     assert set(words) == {"κηπουρός", "φυτά"} and all(len(word_pieces(tokenizer, w)) > 5 for w in words)

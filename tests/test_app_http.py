@@ -54,8 +54,8 @@ def test_start_queue_stop_then_the_queued_run_completes_and_fills_masks(client, 
     assert probe_steps == eval_steps and len(probe_steps) >= 3  # the probe is re-scored at every evaluation
 
     plot_a, table_a, note_a, plot_b, table_b, note_b = client.predict(
-        "The <mask> statement exits the innermost loop.", 3, "starter", f"run:{second}", "break",
-        api_name="/fill_mask")
+        "The <mask> statement exits the innermost loop.", 3, "starter", f"run:{second}", "break", api_name="/fill_mask"
+    )
     assert "The right word <b>break</b> is guess #" in note_a and "guess #" in note_b
     for table in (table_a, table_b):
         rows = table["data"]
@@ -67,10 +67,27 @@ def test_start_queue_stop_then_the_queued_run_completes_and_fills_masks(client, 
 @pytest.mark.slow
 def test_a_cli_run_in_the_apps_folder_is_seen_running_is_not_trained_twice_and_holds_the_queue(client, app_server):
     folder = app_server["runs"] / "from-the-cli"
-    cli = subprocess.Popen([sys.executable, "-m", "mlm_core", "train", "--model", "starter", "--dataset", "builtin",
-                            "--epochs", "20", "--output-dir", str(folder)], cwd=ROOT,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                           stderr=subprocess.PIPE, text=True)
+    cli = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlm_core",
+            "train",
+            "--model",
+            "starter",
+            "--dataset",
+            "builtin",
+            "--epochs",
+            "20",
+            "--output-dir",
+            str(folder),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(client, folder.name, lambda s: count(s, "step") >= 1, timeout=180)
         assert status(client, folder.name)["status"] == "running"
@@ -112,10 +129,13 @@ def test_preview_reads_a_nested_upload_and_says_how_many_rows_it_uses(client, tm
     from mlm_core.data.builtin_corpus import reference_records
 
     upload = tmp_path / "nested.jsonl"
-    upload.write_text("\n".join(json.dumps({"id": i, "meta": {"body": r["text"]}})
-                                for i, r in enumerate(reference_records()[:30])), encoding="utf-8")
-    summary, _, _, column = client.predict(**train_form(dataset="file", dataset_file=handle_file(str(upload)),
-                                                        slice="train[:20]"), api_name="/preview")
+    upload.write_text(
+        "\n".join(json.dumps({"id": i, "meta": {"body": r["text"]}}) for i, r in enumerate(reference_records()[:30])),
+        encoding="utf-8",
+    )
+    summary, _, _, column = client.predict(
+        **train_form(dataset="file", dataset_file=handle_file(str(upload)), slice="train[:20]"), api_name="/preview"
+    )
     assert column == "meta.body" and "20 of 30 rows" in summary
 
 

@@ -42,8 +42,12 @@ def test_data_scale_section_measures_both_recipes_in_their_own_processes(tmp_pat
         for name in ("guide", "ours"):
             assert row[name]["seconds"] > 0 and row[name]["peak_main_bytes"] > 100 * 2**20
         assert abs(row["ours"]["blocks"] - row["guide"]["blocks"]) < 0.02 * row["guide"]["blocks"]
-    assert set(result["ratios"]) == {"scale_speedup_min", "scale_growth", "scale_memory_ratio",
-                                     "scale_memory_ratio_wwm"}
+    assert set(result["ratios"]) == {
+        "scale_speedup_min",
+        "scale_growth",
+        "scale_memory_ratio",
+        "scale_memory_ratio_wwm",
+    }
     assert not list(tmp_path.iterdir()), "the generated files are removed"
     section = report._scale_section({**result, "date": "today", "previous": {**result, "date": "before"}})
     assert "| 1 MB |" in section and "2 runs: before and today" in section and "earlier run's ratios" in section
@@ -55,9 +59,11 @@ def test_our_timed_steps_include_no_evaluation(tiny_mlm, tmp_path):
     from mlm_core.training.loop import train
 
     kinds: list[str] = []
-    train(train_speed.bench_config(str(tiny_mlm), 4, 4, tmp_path),
-          on_event=lambda e: kinds.append(type(e).__name__) if isinstance(e, (Step, Eval)) else None)
-    timed = kinds[kinds.index("Step"): len(kinds) - kinds[::-1].index("Step")]
+    train(
+        train_speed.bench_config(str(tiny_mlm), 4, 4, tmp_path),
+        on_event=lambda e: kinds.append(type(e).__name__) if isinstance(e, (Step, Eval)) else None,
+    )
+    timed = kinds[kinds.index("Step") : len(kinds) - kinds[::-1].index("Step")]
     assert timed == ["Step"] * 4, kinds
 
 
@@ -91,8 +97,9 @@ def test_both_recipes_train_alike_with_the_same_draws(tiny_mlm, tmp_path):
 
     setup = load_inputs(config, None, lambda _: None)
     order = torch.cat(list(epoch_batches(len(setup.data.train), config.batch_size, 0, config.seed))[:steps])
-    masker = batcher_for(setup.task, setup.tokenizer, config.mlm_probability, config.whole_word_masking,
-                         seed=config.seed)
+    masker = batcher_for(
+        setup.task, setup.tokenizer, config.mlm_probability, config.whole_word_masking, seed=config.seed
+    )
 
     def collate(rows):
         batch = masker(torch.tensor([r["input_ids"] for r in rows]), None)
@@ -103,13 +110,25 @@ def test_both_recipes_train_alike_with_the_same_draws(tiny_mlm, tmp_path):
             return SequentialSampler(self.train_dataset)
 
     args = TrainingArguments(
-        output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=config.batch_size, max_steps=steps,
-        learning_rate=config.learning_rate, weight_decay=config.weight_decay, warmup_steps=0,
-        lr_scheduler_type="linear", save_strategy="no", report_to="none", disable_tqdm=True, seed=config.seed,
-        use_cpu=True)
-    trainer = InOrder(model=AutoModelForMaskedLM.from_pretrained(str(model), dtype=torch.float32), args=args,
-                      train_dataset=Dataset.from_dict({"input_ids": torch.as_tensor(setup.data.train[order]).tolist()}),
-                      data_collator=collate)
+        output_dir=str(tmp_path / "trainer"),
+        per_device_train_batch_size=config.batch_size,
+        max_steps=steps,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        warmup_steps=0,
+        lr_scheduler_type="linear",
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        seed=config.seed,
+        use_cpu=True,
+    )
+    trainer = InOrder(
+        model=AutoModelForMaskedLM.from_pretrained(str(model), dtype=torch.float32),
+        args=args,
+        train_dataset=Dataset.from_dict({"input_ids": torch.as_tensor(setup.data.train[order]).tolist()}),
+        data_collator=collate,
+    )
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     trainer.save_model(str(tmp_path / "trained"))

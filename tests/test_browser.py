@@ -15,20 +15,30 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 DIARY = Path(__file__).resolve().parent / "garden-diary.txt"  # a year of a vegetable garden, in everyday English
 DIARY_SENTENCE, DIARY_ANSWER = "In August the <mask> grew faster than we could pick them.", "courgettes"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 
 
 def _traces(plot_id: str, trace: int = 0, count: bool = False) -> str:
     """JavaScript: how many points a plot's trace has (or, with `count`, how many traces it has)."""
     value = "p.data.length" if count else f"(p.data[{trace}] ? p.data[{trace}].x.length : 0)"
-    return (f"() => {{ const p = document.querySelector('#{plot_id} .js-plotly-plot'); "
-            f"return p && p.data && p.data.length ? {value} : 0; }}")
+    return (
+        f"() => {{ const p = document.querySelector('#{plot_id} .js-plotly-plot'); "
+        f"return p && p.data && p.data.length ? {value} : 0; }}"
+    )
 
 
 POINTS, EVALS = _traces("loss-plot"), _traces("ppl-plot")
-BARS = ("() => { const p = document.querySelector('#plot-a .js-plotly-plot'); "
-        "return p && p.data ? p.data[0].y.length : 0; }")
+BARS = (
+    "() => { const p = document.querySelector('#plot-a .js-plotly-plot'); "
+    "return p && p.data ? p.data[0].y.length : 0; }"
+)
 
 
 @pytest.fixture(scope="module")
@@ -169,8 +179,7 @@ def _assert_shown_as_text(page, pixel: str, visible: bool = True) -> None:
     """The visitor's text is on the page as typed (when `visible`), and the page made no link or image of it."""
     if visible:
         page.get_by_text("[Your session expired]", exact=False).filter(visible=True).first.wait_for()
-    made = page.evaluate(f"() => [...document.querySelectorAll('a[href^=\"{pixel}\"], img[src^=\"{pixel}\"]')]"
-                         ".length")
+    made = page.evaluate(f'() => [...document.querySelectorAll(\'a[href^="{pixel}"], img[src^="{pixel}"]\')].length')
     assert made == 0
 
 
@@ -190,13 +199,17 @@ def test_what_a_visitor_typed_shows_as_text_in_another_visitors_browser(browser,
         a = Client(public_server["url"], verbose=False)
         run = start(a, probes=f"The <mask> {typed}", max_steps=2)
         wait_for(a, run, ended, timeout=180)
-        a.predict(visitor="", run_name=run, label=f'<a href="{pixel.url}/a">[Your session expired]</a>',
-                  api_name="/set_label")  # Plotly renders links in legends
+        a.predict(
+            visitor="", run_name=run, label=f'<a href="{pixel.url}/a">[Your session expired]</a>', api_name="/set_label"
+        )  # Plotly renders links in legends
         # On your own machine: a model name with Markdown in it. Start refuses it; a run queued with it by another
         # program sharing the runs folder fails to load, and says so.
         c = Client(app_server["url"], verbose=False)
-        failed = RunQueue(app_server["runs"]).submit(tiny_config(typed, app_server["runs"] / "typed-model"),
-                                                     RunIdentity(label="typed model")).name
+        failed = (
+            RunQueue(app_server["runs"])
+            .submit(tiny_config(typed, app_server["runs"] / "typed-model"), RunIdentity(label="typed model"))
+            .name
+        )
         wait_for(c, failed, ended, timeout=120)
 
         page = _new_page(browser)  # visitor B

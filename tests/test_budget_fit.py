@@ -12,15 +12,29 @@ from mlm_core.training.preflight import Preview
 
 def measured(records: int = 5000, steps: int = 1900, seconds_per_step: float = 4.0) -> Preview:
     """A preview as `preview()` reports it for the guides' run on a slow machine."""
-    return Preview(documents=records, tokens=steps * 2048, train_blocks=steps * 16, eval_blocks=100, block_size=128,
-                   task=get_task("mlm"), text_column="answers.text", rows_total=None, example=[], probes=[],
-                   total_steps=steps, seconds_per_step=seconds_per_step,
-                   estimated_seconds=steps * seconds_per_step, memory_bytes=0, records=records)
+    return Preview(
+        documents=records,
+        tokens=steps * 2048,
+        train_blocks=steps * 16,
+        eval_blocks=100,
+        block_size=128,
+        task=get_task("mlm"),
+        text_column="answers.text",
+        rows_total=None,
+        example=[],
+        probes=[],
+        total_steps=steps,
+        seconds_per_step=seconds_per_step,
+        estimated_seconds=steps * seconds_per_step,
+        memory_bytes=0,
+        records=records,
+    )
 
 
 def config(rows: str = "train[:5000]") -> TrainConfig:
-    return TrainConfig(model="distilbert/distilroberta-base", dataset="dany0407/eli5_category", slice=rows,
-                       output_dir="runs/x")
+    return TrainConfig(
+        model="distilbert/distilroberta-base", dataset="dany0407/eli5_category", slice=rows, output_dir="runs/x"
+    )
 
 
 def test_a_run_longer_than_the_budget_keeps_the_rows_that_fit_with_headroom():

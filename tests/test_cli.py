@@ -32,10 +32,12 @@ def test_the_default_run_draws_curves_and_evaluating_costs_at_most_15_percent_of
     results, events = run.results(), run.events()
     evals = [e for e in events if isinstance(e, Eval)]
     spent = sum(e.seconds for e in evals)
-    print(f"\ndefault run: {results.steps} steps, {len(evals)} evaluations taking {spent:.1f} s of "
-          f"{results.seconds:.1f} s ({spent / results.seconds:.1%}); perplexity {results.base_perplexity:.2f} -> "
-          f"{results.final_perplexity:.2f}, top-1 {results.base_top1:.1%} -> {results.final_top1:.1%}, top-5 "
-          f"{results.base_top5:.1%} -> {results.final_top5:.1%}")
+    print(
+        f"\ndefault run: {results.steps} steps, {len(evals)} evaluations taking {spent:.1f} s of "
+        f"{results.seconds:.1f} s ({spent / results.seconds:.1%}); perplexity {results.base_perplexity:.2f} -> "
+        f"{results.final_perplexity:.2f}, top-1 {results.base_top1:.1%} -> {results.final_top1:.1%}, top-5 "
+        f"{results.base_top5:.1%} -> {results.final_top5:.1%}"
+    )
     assert results.steps >= 50 and len(evals) >= 10 and evals[0].base and evals[-1].step == results.steps
     assert spent <= 0.15 * results.seconds
     assert len([e for e in events if isinstance(e, Step)]) == results.steps
@@ -67,42 +69,48 @@ def test_the_cli_and_the_app_share_their_defaults(tmp_path):
     from studio.form import config_from
 
     for model in ("starter", "distilbert/distilroberta-base"):
-        cli = train_config(build_parser().parse_args(["train", "--model", model, "--dataset", "builtin",
-                                                      "--output-dir", "x"]))
+        cli = train_config(
+            build_parser().parse_args(["train", "--model", model, "--dataset", "builtin", "--output-dir", "x"])
+        )
         app = config_from({"model": model, "dataset": "builtin"}, output_dir="x")
         assert cli == app, (cli, app)
     assert cli.learning_rate == 2e-5
     assert config_from({"model": "starter"}, "x").learning_rate == STARTER_LEARNING_RATE == 1e-3
     file = tmp_path / "notes.txt"
-    alone = train_config(build_parser().parse_args(["train", "--model", "starter", "--dataset-file", str(file),
-                                                    "--output-dir", "x"]))
+    alone = train_config(
+        build_parser().parse_args(["train", "--model", "starter", "--dataset-file", str(file), "--output-dir", "x"])
+    )
     assert alone.dataset == "file" and alone.dataset_file == str(file)
 
 
 @pytest.mark.slow
 def test_fill_mask_json_from_a_finished_run(starter_run):
     model = starter_run["dir"] / "model"
-    process = run_cli("fill-mask", "--model", str(model), "--top-k", "4", "--json",
-                      "The <mask> statement exits a loop.")
+    process = run_cli(
+        "fill-mask", "--model", str(model), "--top-k", "4", "--json", "The <mask> statement exits a loop."
+    )
     assert process.returncode == 0, process.stderr
     [guesses] = json.loads(process.stdout)
     assert len(guesses) == 4 and set(guesses[0]) == {"score", "token", "tokens", "token_str", "sequence"}
     assert guesses[0]["score"] >= guesses[-1]["score"]
 
 
-@pytest.mark.parametrize("argv, field", [
-    (["train", "--model", "starter", "--dataset", "builtin", "--block-size", "0"], "block_size"),
-    (["train", "--model", "starter", "--dataset", "builtin", "--mlm-probability", "1.5"], "mlm_probability"),
-    (["train", "--model", "starter", "--dataset", "builtin", "--slice", "train[abc]"], "slice"),
-    (["train", "--model", "starter", "--dataset", "builtin", "--slice", "train[5000:]"], "slice"),
-    (["train", "--model", "starter", "--dataset", "builtin", "--text-column", "answers.text"], "text_column"),
-    (["train", "--model", "starter", "--dataset", "builtin", "--epochs", "0"], "epochs"),
-    (["train", "--model", "starter", "--dataset", "file"], "dataset_file"),
-    (["train", "--model", "nobody/no-such-model", "--dataset", "builtin"], "model"),
-    (["train", "--model", "starter", "--dataset", "someone/some-dataset"], "dataset"),
-    (["fill-mask", "--model", "starter", "There is no mask."], "text"),
-    (["fill-mask", "--model", "starter", "--top-k", "0", "A <mask>."], "top_k"),
-])
+@pytest.mark.parametrize(
+    "argv, field",
+    [
+        (["train", "--model", "starter", "--dataset", "builtin", "--block-size", "0"], "block_size"),
+        (["train", "--model", "starter", "--dataset", "builtin", "--mlm-probability", "1.5"], "mlm_probability"),
+        (["train", "--model", "starter", "--dataset", "builtin", "--slice", "train[abc]"], "slice"),
+        (["train", "--model", "starter", "--dataset", "builtin", "--slice", "train[5000:]"], "slice"),
+        (["train", "--model", "starter", "--dataset", "builtin", "--text-column", "answers.text"], "text_column"),
+        (["train", "--model", "starter", "--dataset", "builtin", "--epochs", "0"], "epochs"),
+        (["train", "--model", "starter", "--dataset", "file"], "dataset_file"),
+        (["train", "--model", "nobody/no-such-model", "--dataset", "builtin"], "model"),
+        (["train", "--model", "starter", "--dataset", "someone/some-dataset"], "dataset"),
+        (["fill-mask", "--model", "starter", "There is no mask."], "text"),
+        (["fill-mask", "--model", "starter", "--top-k", "0", "A <mask>."], "top_k"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(argv, field, capsys, tmp_path):
     if argv[0] == "train":
         argv = [*argv, "--output-dir", str(tmp_path / "run")]
@@ -117,7 +125,8 @@ def test_model_without_mlm_head_through_the_real_cli(tiny_clm):
     process = run_cli("fill-mask", "--model", str(tiny_clm), "The <mask> statement.")
     assert process.returncode == 2
     assert process.stderr.strip().splitlines() == [
-        f"error: model: {tiny_clm} is a causal language model; it generates text but cannot fill masks"]
+        f"error: model: {tiny_clm} is a causal language model; it generates text but cannot fill masks"
+    ]
     assert process.stdout == ""
 
 
@@ -134,9 +143,22 @@ def test_every_command_prints_its_help(command, capsys):
     assert exit_.value.code == 0 and "usage: python -m mlm_core" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("changes", [{}, {"model": "starter", "dataset": "file", "dataset_file": "/tmp/my text.txt",
-                                          "whole_word_masking": True, "max_steps": 5, "learning_rate": 5e-4,
-                                          "text_column": "answers.text", "slice": "train[:10%]"}])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {
+            "model": "starter",
+            "dataset": "file",
+            "dataset_file": "/tmp/my text.txt",
+            "whole_word_masking": True,
+            "max_steps": 5,
+            "learning_rate": 5e-4,
+            "text_column": "answers.text",
+            "slice": "train[:10%]",
+        },
+    ],
+)
 def test_the_command_line_of_a_run_gives_its_settings_back(changes):
     from mlm_core.cli.commands import build_parser, train_config
     from mlm_core.config import TrainConfig, train_arguments, train_command

@@ -29,16 +29,21 @@ def test_builtin_corpora_are_real_and_disjoint():
 def test_nested_fields_flatten_and_lists_join_like_the_guides():
     record = {"q_id": "7", "answers": {"a_id": ["x", "y"], "text": ["First answer.", "Second one."]}, "score": [3, 1]}
     flat = flatten_record(record)
-    assert flat == {"q_id": "7", "answers.a_id": ["x", "y"], "answers.text": ["First answer.", "Second one."],
-                    "score": [3, 1]}
+    assert flat == {
+        "q_id": "7",
+        "answers.a_id": ["x", "y"],
+        "answers.text": ["First answer.", "Second one."],
+        "score": [3, 1],
+    }
     assert as_text(flat["answers.text"]) == "First answer. Second one."
     assert as_text(flat["score"]) is None
     assert detect_text_column([flat] * 3) == "answers.text"
 
 
 def test_text_column_detection_prefers_long_prose():
-    records = [{"id": str(i), "label": "pos", "review": "A long review of the film, with many words. " * 3}
-               for i in range(10)]
+    records = [
+        {"id": str(i), "label": "pos", "review": "A long review of the film, with many words. " * 3} for i in range(10)
+    ]
     assert detect_text_column(records) == "review"
     with pytest.raises(ValueError, match="^text_column: no column holds text"):
         detect_text_column([{"n": 1}, {"n": 2}])
@@ -66,8 +71,10 @@ def test_empty_slice_is_refused():
 
 def test_file_formats(tmp_path):
     (tmp_path / "a.txt").write_text("First paragraph\nstill first.\n\n\nSecond paragraph.\n", encoding="utf-8")
-    assert read_file(str(tmp_path / "a.txt")) == [{"text": "First paragraph\nstill first."},
-                                                   {"text": "Second paragraph."}]
+    assert read_file(str(tmp_path / "a.txt")) == [
+        {"text": "First paragraph\nstill first."},
+        {"text": "Second paragraph."},
+    ]
     (tmp_path / "b.csv").write_text('id,body\n1,"Hello, world"\n2,Bye\n', encoding="utf-8")
     assert read_file(str(tmp_path / "b.csv")) == [{"id": "1", "body": "Hello, world"}, {"id": "2", "body": "Bye"}]
     (tmp_path / "c.jsonl").write_text('{"a": {"text": ["x", "y"]}}\n\n"bare"\n', encoding="utf-8")
@@ -76,12 +83,15 @@ def test_file_formats(tmp_path):
     assert read_file(str(tmp_path / "d.json")) == [{"text": "q"}]
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("bad.txt", b"caf\xe9 latin-1", "is not UTF-8 text"),
-    ("bad.jsonl", b'{"text": "ok"}\n{"text": broken\n', "line 2 is not valid JSON"),
-    ("bad.json", b"[1, 2", "not valid JSON"),
-    ("bad.pdf", b"%PDF", "use a .txt, .csv, .jsonl, .json file"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("bad.txt", b"caf\xe9 latin-1", "is not UTF-8 text"),
+        ("bad.jsonl", b'{"text": "ok"}\n{"text": broken\n', "line 2 is not valid JSON"),
+        ("bad.json", b"[1, 2", "not valid JSON"),
+        ("bad.pdf", b"%PDF", "use a .txt, .csv, .jsonl, .json file"),
+    ],
+)
 def test_bad_files_are_explained(tmp_path, name, content, message):
     (tmp_path / name).write_bytes(content)
     with pytest.raises(ValueError, match=f"^dataset_file: .*{message}"):
@@ -185,31 +195,51 @@ def test_rows_whose_text_is_not_text_are_counted_and_a_long_row_is_one_document(
     from mlm_core.data.columns import MAX_PIECE_CHARS
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_mlm)
-    rows = [{"text": f"Row {i} is a sentence about the garden and its beans."} if i % 2 else {"text": i}
-            for i in range(200)]
+    rows = [
+        {"text": f"Row {i} is a sentence about the garden and its beans."} if i % 2 else {"text": i} for i in range(200)
+    ]
     rows[1]["text"] = "word " * (MAX_PIECE_CHARS // 2)  # one row, tokenized in several pieces
     path = tmp_path / "numbers.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(path), block_size=32)
     data = prepare_data(config, tokenizer, 32)
     assert (data.records, data.documents) == (200, 100)
-    assert main(["preview", "--model", str(tiny_mlm), "--dataset-file", str(path), "--block-size", "32",
-                 "--max-steps", "2", "--output-dir", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "preview",
+                "--model",
+                str(tiny_mlm),
+                "--dataset-file",
+                str(path),
+                "--block-size",
+                "32",
+                "--max-steps",
+                "2",
+                "--output-dir",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     assert "100 of the 200 rows hold no text in 'text' and are left out" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("text, words", [
-    ("A naïve café owner", ["A", "naïve", "café", "owner"]),
-    ("Señor Müller ate crème brûlée", ["Señor", "Müller", "ate", "crème", "brûlée"]),
-    ("Ελληνικά κείμενα εδώ", ["Ελληνικά", "κείμενα", "εδώ"]),
-    ("Smile 😀 now", ["Smile", "😀", "now"]),
-    ("mixed 中文 text", ["mixed", "中文", "text"]),
-    ("我爱北京天安门", ["我", "爱", "北京", "天安门"]),  # no spaces: words from the segmenter
-    ("他来到了网易杭研大厦", ["他", "来到", "了", "网易", "杭研", "大厦"]),  # jieba's own README example
-    ("私は猫が好きです", ["私", "は", "猫", "が", "好き", "です"]),  # Japanese: words from MeCab with UniDic
-    ("カタカナとひらがなを読みます", ["カタカナ", "と", "ひらがな", "を", "読み", "ます"]),
-    ("Tokyoの天気は晴れ 😀", ["Tokyo", "の", "天気", "は", "晴れ", "😀"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("A naïve café owner", ["A", "naïve", "café", "owner"]),
+        ("Señor Müller ate crème brûlée", ["Señor", "Müller", "ate", "crème", "brûlée"]),
+        ("Ελληνικά κείμενα εδώ", ["Ελληνικά", "κείμενα", "εδώ"]),
+        ("Smile 😀 now", ["Smile", "😀", "now"]),
+        ("mixed 中文 text", ["mixed", "中文", "text"]),
+        ("我爱北京天安门", ["我", "爱", "北京", "天安门"]),  # no spaces: words from the segmenter
+        ("他来到了网易杭研大厦", ["他", "来到", "了", "网易", "杭研", "大厦"]),  # jieba's own README example
+        ("私は猫が好きです", ["私", "は", "猫", "が", "好き", "です"]),  # Japanese: words from MeCab with UniDic
+        ("カタカナとひらがなを読みます", ["カタカナ", "と", "ひらがな", "を", "読み", "ます"]),
+        ("Tokyoの天気は晴れ 😀", ["Tokyo", "の", "天気", "は", "晴れ", "😀"]),
+    ],
+)
 def test_pieces_of_one_character_or_word_are_one_word_in_every_script(text, words):
     from transformers import AutoTokenizer
 
@@ -231,8 +261,10 @@ def test_pieces_of_one_character_or_word_are_one_word_in_every_script(text, word
     assert [text[a:b] for a, b in spans] == words
 
 
-GREEK = ("Η γλώσσα είναι το σύστημα επικοινωνίας των ανθρώπων. Οι λέξεις της γράφονται με γράμματα του ελληνικού "
-         "αλφαβήτου και διαβάζονται από αριστερά προς τα δεξιά.")
+GREEK = (
+    "Η γλώσσα είναι το σύστημα επικοινωνίας των ανθρώπων. Οι λέξεις της γράφονται με γράμματα του ελληνικού "
+    "αλφαβήτου και διαβάζονται από αριστερά προς τα δεξιά."
+)
 ENGLISH = "The interpreter reads the statement and returns the value of the expression to the caller."
 
 
@@ -269,16 +301,36 @@ def test_preview_says_when_the_model_does_not_know_the_texts_script(tiny_mlm, tm
 
     path = tmp_path / "greek.txt"
     path.write_text("\n\n".join([GREEK] * 60), encoding="utf-8")
-    assert main(["preview", "--model", str(tiny_mlm), "--dataset-file", str(path), "--block-size", "32",
-                 "--max-steps", "2", "--output-dir", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "preview",
+                "--model",
+                str(tiny_mlm),
+                "--dataset-file",
+                str(path),
+                "--block-size",
+                "32",
+                "--max-steps",
+                "2",
+                "--output-dir",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "This model does not know the Greek script" in out and "hub is not reachable" in out
     assert "% of them one piece" in out
 
 
-
-@pytest.mark.parametrize("dataset, instead", [("eli5_category", "'dany0407/eli5_category', the same data as Parquet"),
-                                              ("someone/old_script", "a copy of it stored as data files")])
+@pytest.mark.parametrize(
+    "dataset, instead",
+    [
+        ("eli5_category", "'dany0407/eli5_category', the same data as Parquet"),
+        ("someone/old_script", "a copy of it stored as data files"),
+    ],
+)
 def test_a_loading_script_is_refused_naming_what_to_use_instead(dataset, instead):
     from mlm_core.data.hub_datasets import loading_script
 

@@ -35,8 +35,9 @@ def corpus_20mb(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("whole_word", [False, True])
 def test_a_20_mb_upload_is_prepared_in_flat_memory(corpus_20mb, whole_word):
     result = data_scale.measure("ours", corpus_20mb, whole_word=whole_word)
-    figures = {k: (round(v / MiB) if k.endswith("_bytes") else v) for k, v in result.items()
-               if k != "peak_worker_bytes"}
+    figures = {
+        k: (round(v / MiB) if k.endswith("_bytes") else v) for k, v in result.items() if k != "peak_worker_bytes"
+    }
     print(f"\n20 MB, whole-word {whole_word}: {figures}, workers {[b / MiB for b in result['peak_worker_bytes']]}")
     assert result["blocks"] > 40_000
     assert result["peak_main_bytes"] - result["before_bytes"] < CEILING_GROWTH
@@ -55,10 +56,38 @@ def test_two_cpu_processes_each_train_on_half_the_blocks(tiny_mlm, tmp_path):
     launcher = shutil.which("accelerate") or str(Path(sys.executable).with_name("accelerate"))
     run = tmp_path / "runs" / "two"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    command = [launcher, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
-               "-m", "mlm_core", "train", "--model", str(tiny_mlm), "--dataset", "builtin", "--slice", "train",
-               "--block-size", "64", "--batch-size", "8", "--max-steps", "3", "--output-dir", str(run)]
+    command = [
+        launcher,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "mlm_core",
+        "train",
+        "--model",
+        str(tiny_mlm),
+        "--dataset",
+        "builtin",
+        "--slice",
+        "train",
+        "--block-size",
+        "64",
+        "--batch-size",
+        "8",
+        "--max-steps",
+        "3",
+        "--output-dir",
+        str(run),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     config = TrainConfig(model=str(tiny_mlm), dataset="builtin", slice="train", block_size=64)

@@ -29,15 +29,20 @@ PARQUET = "/datasets/" + DATASET_ID + "/resolve/{sha}/data/{split}-00000-of-0000
 
 def online(hub, home: Path, **more: str) -> dict[str, str]:
     """Environment changes that put a process online against the stand-in, with its own empty hub cache."""
-    return {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "", "HF_HOME": str(home), "HF_HUB_DISABLE_TELEMETRY": "1",
-            **more}
+    return {"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "", "HF_HOME": str(home), "HF_HUB_DISABLE_TELEMETRY": "1", **more}
 
 
 def run_cli(args: list[str], env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     """`python -m mlm_core ARGS` with the environment changed as given ("" removes a variable)."""
     base = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    return subprocess.run([sys.executable, "-m", "mlm_core", *args], capture_output=True, text=True, cwd=ROOT,
-                          timeout=timeout, env={name: value for name, value in base.items() if value != ""})
+    return subprocess.run(
+        [sys.executable, "-m", "mlm_core", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+        env={name: value for name, value in base.items() if value != ""},
+    )
 
 
 def readme_command(model: str) -> list[str]:
@@ -51,7 +56,7 @@ def readme_command(model: str) -> list[str]:
 def with_output(args: list[str], folder: Path) -> list[str]:
     """The command with its `--output-dir` pointed at `folder`."""
     at = args.index("--output-dir")
-    return [*args[:at + 1], str(folder), *args[at + 2:]]
+    return [*args[: at + 1], str(folder), *args[at + 2 :]]
 
 
 def fetched(hub, path: str) -> bool:
@@ -86,8 +91,10 @@ def test_the_readmes_command_with_the_causal_model_streams_the_split(hub, tmp_pa
     args = readme_command(MASKED_ID)
     args[args.index("--model") + 1] = CAUSAL_ID
     hub.requests.clear()
-    done = run_cli([*with_output(args, tmp_path / "gpt"), "--max-steps", "2"],
-                   online(hub, tmp_path / "hf", MLM_STUDIO_STREAM_MB="0"))
+    done = run_cli(
+        [*with_output(args, tmp_path / "gpt"), "--max-steps", "2"],
+        online(hub, tmp_path / "hf", MLM_STUDIO_STREAM_MB="0"),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "of 400 (" in done.stderr and "5,000" not in done.stderr, done.stderr[-2000:]
     results = results_of(tmp_path / "gpt")
@@ -118,21 +125,26 @@ def test_the_app_online_offers_the_hub_models(app):
 def test_preview_reads_the_hub_dataset_slice_and_finds_its_text_column(app):
     summary, example, probes, column = app["client"].predict(
         **train_form(model=MASKED_ID, dataset="hub", hub_dataset=DATASET_ID, slice="validation1[:20]"),
-        api_name="/preview")
+        api_name="/preview",
+    )
     assert column == "answers.text", column
     assert "training and" in summary and "20 rows" in summary, summary
     tokens = example if isinstance(example, list) else example["value"]
     assert any(t.get("class_or_confidence") == "hidden" for t in tokens)
 
 
-@pytest.mark.parametrize("dataset, rows, words", [
-    (DATASET_ID, "validation3[:10]", "does not fit 'dany0407/eli5_category' (Unknown split"),
-    ("dany0407/no_such_dataset", "train[:10]", "the hub has no dataset called dany0407/no_such_dataset"),
-])
+@pytest.mark.parametrize(
+    "dataset, rows, words",
+    [
+        (DATASET_ID, "validation3[:10]", "does not fit 'dany0407/eli5_category' (Unknown split"),
+        ("dany0407/no_such_dataset", "train[:10]", "the hub has no dataset called dany0407/no_such_dataset"),
+    ],
+)
 def test_preview_refuses_what_the_hub_does_not_have_in_words(app, dataset, rows, words):
     with pytest.raises(AppError) as refused:
-        app["client"].predict(**train_form(model=MASKED_ID, dataset="hub", hub_dataset=dataset, slice=rows),
-                              api_name="/preview")
+        app["client"].predict(
+            **train_form(model=MASKED_ID, dataset="hub", hub_dataset=dataset, slice=rows), api_name="/preview"
+        )
     assert words in message(refused.value), message(refused.value)
 
 
@@ -140,8 +152,16 @@ def test_preview_refuses_what_the_hub_does_not_have_in_words(app, dataset, rows,
 def hub_run(app) -> str:
     """A run started in the app on the hub model and a slice of the hub dataset, trained to completion."""
     client = app["client"]
-    run = start(client, model=MASKED_ID, dataset="hub", hub_dataset=DATASET_ID, slice="train[:120]",
-                text_column="answers.text", max_steps=3, batch_size=8)
+    run = start(
+        client,
+        model=MASKED_ID,
+        dataset="hub",
+        hub_dataset=DATASET_ID,
+        slice="train[:120]",
+        text_column="answers.text",
+        max_steps=3,
+        batch_size=8,
+    )
     final = wait_for(client, run, ended, timeout=300)
     assert final["status"] == "completed", final["events"][-3:]
     return run
@@ -155,8 +175,9 @@ def test_a_run_on_a_hub_dataset_slice_completes_with_perplexities(app, hub_run):
 
 
 def test_fill_mask_on_the_hub_id_and_the_run_returns_guesses(app, hub_run):
-    outputs = app["client"].predict("The <mask> statement exits the innermost loop.", 3, MASKED_ID,
-                                    f"run:{hub_run}", "", api_name="/fill_mask")
+    outputs = app["client"].predict(
+        "The <mask> statement exits the innermost loop.", 3, MASKED_ID, f"run:{hub_run}", "", api_name="/fill_mask"
+    )
     for table in (outputs[1], outputs[4]):
         assert [row[1] for row in table["data"]] == [1, 2, 3]
         assert all(0 < float(row[3]) <= 1 for row in table["data"])
@@ -168,25 +189,34 @@ def test_generate_on_the_hub_causal_model(app):
 
 
 def test_a_push_uses_the_visitors_token_and_uploads_model_tokenizer_and_card(app, hub, hub_run):
-    answer = app["client"].predict(visitor="", run_name=hub_run, repo_id="visitor/eli5-tiny", token=VISITOR_TOKEN,
-                                   private=True, api_name="/push")
+    answer = app["client"].predict(
+        visitor="", run_name=hub_run, repo_id="visitor/eli5-tiny", token=VISITOR_TOKEN, private=True, api_name="/push"
+    )
     assert "visitor/eli5-tiny" in answer
     [commit] = [c for c in hub.commits if c.repo_id == "visitor/eli5-tiny"]
     assert commit.authorization == f"Bearer {VISITOR_TOKEN}"
     assert not any(PLANTED_TOKEN in auth for auth in hub.tokens()), hub.tokens()  # nothing the app sent had it
     files = hub.files("model", "visitor/eli5-tiny")
-    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "README.md",
-            "results.json"} <= set(files), sorted(files)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "README.md",
+        "results.json",
+    } <= set(files), sorted(files)
     card = files["README.md"].decode()
     assert f"base_model: {MASKED_ID}" in card and f"datasets/{DATASET_ID}" in card and "perplexity" in card
     assert json.loads(files["config.json"])["model_type"] == "roberta"
-    again = app["client"].predict(visitor="", run_name=hub_run, repo_id="visitor/eli5-tiny", token=VISITOR_TOKEN,
-                                  private=True, api_name="/push")
+    again = app["client"].predict(
+        visitor="", run_name=hub_run, repo_id="visitor/eli5-tiny", token=VISITOR_TOKEN, private=True, api_name="/push"
+    )
     assert "visitor/eli5-tiny" in again and len(hub.commits) == 1  # the repo exists, and nothing changed
 
 
-def test_the_cli_pushes_a_run_with_a_token_from_a_file_or_the_environment_and_never_prints_it(hub, hub_run, app,
-                                                                                              tmp_path):
+def test_the_cli_pushes_a_run_with_a_token_from_a_file_or_the_environment_and_never_prints_it(
+    hub, hub_run, app, tmp_path
+):
     run = Path(app["runs"]) / hub_run
     token_file = tmp_path / "token"
     token_file.write_text(VISITOR_TOKEN + "\n")

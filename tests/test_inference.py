@@ -50,15 +50,18 @@ def test_mask_spellings_are_mapped():
     assert fill_mask("starter", "Return the [MASK] of the list.", top_k=3) == fill_mask("starter", SENTENCE, top_k=3)
 
 
-@pytest.mark.parametrize("text, top_k, message", [
-    ("", 5, "^text: type a sentence"),
-    ("   ", 5, "^text: type a sentence"),
-    ("No mask here.", 5, "^text: put <mask>"),
-    (" ".join(["<mask>"] * 10), 5, "^text: 10 masks is too many"),
-    ("word " * 300 + "<mask>", 5, "^text: .* tokens is more than this model reads"),
-    ("x" * 1_000_000 + "<mask>", 5, "^text: 1,000,006 characters is too long"),
-    (SENTENCE, 0, "^top_k: "),
-])
+@pytest.mark.parametrize(
+    "text, top_k, message",
+    [
+        ("", 5, "^text: type a sentence"),
+        ("   ", 5, "^text: type a sentence"),
+        ("No mask here.", 5, "^text: put <mask>"),
+        (" ".join(["<mask>"] * 10), 5, "^text: 10 masks is too many"),
+        ("word " * 300 + "<mask>", 5, "^text: .* tokens is more than this model reads"),
+        ("x" * 1_000_000 + "<mask>", 5, "^text: 1,000,006 characters is too long"),
+        (SENTENCE, 0, "^top_k: "),
+    ],
+)
 def test_bad_fill_mask_input_is_explained(text, top_k, message):
     with pytest.raises(ValueError, match=message):
         fill_mask("starter", text, top_k=top_k)
@@ -90,16 +93,18 @@ def test_generation_needs_a_causal_model(tiny_clm):
         generate("starter", "The if statement")
 
 
-
-@pytest.mark.parametrize("settings, message", [
-    ({"max_new_tokens": 0}, "^max_new_tokens: must be a whole number from 1 to 512"),
-    ({"max_new_tokens": 2.5}, "^max_new_tokens: "),
-    ({"temperature": 0.0}, "^temperature: "),
-    ({"top_p": 1.5}, "^temperature: .*top_p"),
-    ({"temperature": "hot"}, "^temperature: must be a number"),
-    ({"seed": -1}, "^seed: "),
-    ({"sample": "yes"}, "^sample: "),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"max_new_tokens": 0}, "^max_new_tokens: must be a whole number from 1 to 512"),
+        ({"max_new_tokens": 2.5}, "^max_new_tokens: "),
+        ({"temperature": 0.0}, "^temperature: "),
+        ({"top_p": 1.5}, "^temperature: .*top_p"),
+        ({"temperature": "hot"}, "^temperature: must be a number"),
+        ({"seed": -1}, "^seed: "),
+        ({"sample": "yes"}, "^sample: "),
+    ],
+)
 def test_a_generate_request_refuses_settings_that_cannot_sample_before_any_model_loads(settings, message):
     from mlm_core.service import playground
 
@@ -118,13 +123,45 @@ def _starter_misses(cases: dict[str, set[str]]) -> dict[str, set[str]]:
 def test_starter_puts_a_sensible_word_in_its_top_5():
     # Sentences in the style of the built-in corpus (Python's documentation); each has a few right answers.
     cases = {
-        "Return the <mask> of the list.": {"length", "number", "size", "value", "values", "items", "elements",
-                                           "index", "sum", "first", "last", "contents", "copy", "name"},
-        "If the file does not <mask>, an exception is raised.": {"exist", "exists", "contain", "match", "have",
-                                                                 "support", "end", "open"},
-        "This function takes two <mask> and returns their sum.": {"arguments", "args", "values", "numbers",
-                                                                  "parameters", "integers", "objects", "items",
-                                                                  "operands", "inputs", "elements"},
+        "Return the <mask> of the list.": {
+            "length",
+            "number",
+            "size",
+            "value",
+            "values",
+            "items",
+            "elements",
+            "index",
+            "sum",
+            "first",
+            "last",
+            "contents",
+            "copy",
+            "name",
+        },
+        "If the file does not <mask>, an exception is raised.": {
+            "exist",
+            "exists",
+            "contain",
+            "match",
+            "have",
+            "support",
+            "end",
+            "open",
+        },
+        "This function takes two <mask> and returns their sum.": {
+            "arguments",
+            "args",
+            "values",
+            "numbers",
+            "parameters",
+            "integers",
+            "objects",
+            "items",
+            "operands",
+            "inputs",
+            "elements",
+        },
         "Raise a <mask> if the value is not valid.": {"ValueError", "TypeError", "KeyError", "exception", "error"},
         "Return True if the object is an <mask> of the class.": {"instance", "object", "subclass", "attribute"},
     }
@@ -140,18 +177,78 @@ def test_starter_puts_a_sensible_everyday_word_in_its_top_5():
     # gold, fire, coal: a dictionary of 1913 and the Bible), the docstring starter before it none.
     cases = {
         "The gardener waters the <mask> in the greenhouse every evening.": {
-            "plants", "flowers", "seeds", "seedlings", "tomatoes", "vegetables", "trees", "garden", "ground", "soil",
-            "roses", "herbs"},
-        "She poured a cup of <mask> and sat by the window.": {"tea", "coffee", "water", "milk", "wine", "cocoa",
-                                                             "chocolate"},
+            "plants",
+            "flowers",
+            "seeds",
+            "seedlings",
+            "tomatoes",
+            "vegetables",
+            "trees",
+            "garden",
+            "ground",
+            "soil",
+            "roses",
+            "herbs",
+        },
+        "She poured a cup of <mask> and sat by the window.": {
+            "tea",
+            "coffee",
+            "water",
+            "milk",
+            "wine",
+            "cocoa",
+            "chocolate",
+        },
         "The children played in the <mask> until it got dark.": {
-            "garden", "park", "yard", "street", "streets", "field", "fields", "woods", "snow", "sun", "house", "road",
-            "meadow", "sand", "water"},
+            "garden",
+            "park",
+            "yard",
+            "street",
+            "streets",
+            "field",
+            "fields",
+            "woods",
+            "snow",
+            "sun",
+            "house",
+            "road",
+            "meadow",
+            "sand",
+            "water",
+        },
         "He opened the door and walked into the <mask>.": {
-            "room", "house", "kitchen", "hall", "garden", "street", "yard", "shop", "church", "office", "bedroom",
-            "parlor", "parlour", "hallway", "chamber", "night", "darkness"},
-        "It was a cold and rainy <mask>.": {"day", "night", "morning", "evening", "afternoon", "week", "season",
-                                            "winter", "autumn", "month", "spring", "summer"},
+            "room",
+            "house",
+            "kitchen",
+            "hall",
+            "garden",
+            "street",
+            "yard",
+            "shop",
+            "church",
+            "office",
+            "bedroom",
+            "parlor",
+            "parlour",
+            "hallway",
+            "chamber",
+            "night",
+            "darkness",
+        },
+        "It was a cold and rainy <mask>.": {
+            "day",
+            "night",
+            "morning",
+            "evening",
+            "afternoon",
+            "week",
+            "season",
+            "winter",
+            "autumn",
+            "month",
+            "spring",
+            "summer",
+        },
     }
     missed = _starter_misses(cases)
     assert len(missed) <= 2, missed
@@ -215,7 +312,8 @@ def test_targets_are_looked_up_as_written_mid_sentence_and_may_be_words_of_sever
     [scored] = fill_mask("starter", SENTENCE, top_k=5, targets=["value", long_word])
     assert {g["token_str"].strip() for g in scored} == {"value", long_word}
     assert next(g for g in scored if len(g["tokens"]) > 1)["score"] == pytest.approx(
-        _chain_probability(pipeline, SENTENCE, word_pieces(tokenizer, long_word)), rel=1e-4)
+        _chain_probability(pipeline, SENTENCE, word_pieces(tokenizer, long_word)), rel=1e-4
+    )
     with pytest.raises(ValueError, match="targets: 'x+' is .* pieces for this model; the text has room for"):
         fill_mask("starter", SENTENCE, targets=["x" * 2000])
 
@@ -262,8 +360,9 @@ def test_words_are_decoded_from_their_whole_pieces_for_each_tokenizer_kind(tmp_p
     words = example_words(bpe, ids, torch.full_like(ids, -100))
     assert [w for w, _ in words] == ["Un", " café", " naïve,", " 中文!"]  # no "\ufffd" from a half character
 
-    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "garden",
-                                                   "##s", "grow", "in", "spring"]))
+    (tmp_path / "vocab.txt").write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "garden", "##s", "grow", "in", "spring"])
+    )
     wordpiece = BertTokenizerFast.from_pretrained(tmp_path)
     ids = torch.tensor(wordpiece("the gardens grow in spring")["input_ids"])
     labels = torch.full_like(ids, -100)
@@ -286,8 +385,9 @@ def test_a_mask_without_lstrip_reads_as_the_same_word_as_one_with_it(tiny_mlm, t
     plain = tmp_path / "mask-without-lstrip"
     shutil.copytree(tiny_mlm, plain)
     tokenizer = AutoTokenizer.from_pretrained(plain)
-    tokenizer.add_special_tokens({"mask_token": AddedToken("<mask>", lstrip=False, rstrip=False, normalized=False,
-                                                           special=True)})
+    tokenizer.add_special_tokens(
+        {"mask_token": AddedToken("<mask>", lstrip=False, rstrip=False, normalized=False, special=True)}
+    )
     tokenizer.save_pretrained(plain)
     text = "The function returns <mask> list."
     stray = AutoTokenizer.from_pretrained(plain).tokenize(text)
@@ -301,8 +401,10 @@ def test_a_mask_without_lstrip_reads_as_the_same_word_as_one_with_it(tiny_mlm, t
 def test_surprise_scores_chinese_and_japanese_words_from_the_segmenters():
     from mlm_core.models.inference import word_surprise
 
-    for text, words in (("我爱北京天安门", ["我", "爱", "北京", "天安门"]),
-                        ("私は猫が好きです", ["私", "は", "猫", "が", "好き", "です"])):
+    for text, words in (
+        ("我爱北京天安门", ["我", "爱", "北京", "天安门"]),
+        ("私は猫が好きです", ["私", "は", "猫", "が", "好き", "です"]),
+    ):
         scored = word_surprise("starter", text)
         assert [word for word, _ in scored] == words
         assert all(bits is not None and bits > 0 for _, bits in scored)
@@ -318,8 +420,9 @@ def test_the_playground_fills_and_ranks_the_right_word_from_one_reading_of_the_m
     monkeypatch.setattr(inference, "_mask_probabilities", lambda *a: calls.append(1) or forward(*a))
     filled = playground.fill(playground.FillRequest("starter", text, 3, "methods"))
     assert len(calls) == 1  # the masks read once for the guesses and the rank (the page read them twice)
-    assert (filled.answer_rank, filled.answer_probability) == \
-        pytest.approx(inference.rank_answer("starter", text, "methods", top_k=3), rel=1e-5)
+    assert (filled.answer_rank, filled.answer_probability) == pytest.approx(
+        inference.rank_answer("starter", text, "methods", top_k=3), rel=1e-5
+    )
     again = playground.fill(playground.FillRequest("starter", text, 3.0))  # a top_k as a slider sends it
     assert [g.word for g in filled.guesses[0]] == [g.word for g in again.guesses[0]]
     assert all(g.text == text.replace("<mask>", g.word) for g in filled.guesses[0])

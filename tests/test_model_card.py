@@ -64,8 +64,13 @@ def chain(finished_run, tmp_path, monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     copy_run(finished_run, root / "first", model="bert-base-uncased", dataset="dany0407/eli5_category")
     copy_run(finished_run, root / "second", model="run:first", dataset="builtin")
-    return copy_run(finished_run, tmp_path / "elsewhere" / "third", model=str(root / "second"),
-                    dataset="someone/more-text", slice="train[:500]")
+    return copy_run(
+        finished_run,
+        tmp_path / "elsewhere" / "third",
+        model=str(root / "second"),
+        dataset="someone/more-text",
+        slice="train[:500]",
+    )
 
 
 @pytest.fixture
@@ -94,9 +99,14 @@ def test_a_finished_runs_card_parses_back_to_its_metadata_and_measurements(finis
     assert task == ("fill-mask", "pydoc_data.topics", "Python language reference (pydoc_data.topics)", "train[:40]")
     measured = metrics(card)
     held_out = "(held-out 10% of train[:40])"
-    assert measured == pytest.approx({f"Perplexity {held_out}": results.final_perplexity,
-                                      f"Masked-word accuracy, top-1 {held_out}": results.final_top1,
-                                      f"Masked-word accuracy, top-5 {held_out}": results.final_top5}, abs=1e-4)
+    assert measured == pytest.approx(
+        {
+            f"Perplexity {held_out}": results.final_perplexity,
+            f"Masked-word accuracy, top-1 {held_out}": results.final_top1,
+            f"Masked-word accuracy, top-5 {held_out}": results.final_top5,
+        },
+        abs=1e-4,
+    )
     assert "words guessed right, top guess" in card and "## Hyper-parameters" in card  # the prose is kept
     assert str(finished_run.path.parent) not in card
 
@@ -106,13 +116,15 @@ def test_a_chain_of_runs_names_the_hub_model_at_its_root_with_its_licence_and_ev
     assert data.base_model == "bert-base-uncased"  # a valid id without a namespace is kept
     assert data.license == "apache-2.0"  # from the base model's card in the local hub cache
     assert data.datasets == ["someone/more-text", "dany0407/eli5_category"]  # the built-in corpus is not listed
-    assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in data.eval_results} == \
-        {("someone/more-text", "someone/more-text", "train[:500]")}
+    assert {(r.dataset_type, r.dataset_name, r.dataset_split) for r in data.eval_results} == {
+        ("someone/more-text", "someone/more-text", "train[:500]")
+    }
     assert describe_model("bert-base-uncased") == "[bert-base-uncased](https://huggingface.co/bert-base-uncased)"
 
 
-def test_a_base_model_without_a_cached_card_has_no_licence_and_a_loop_of_runs_has_no_base(finished_run, tmp_path,
-                                                                                           monkeypatch):
+def test_a_base_model_without_a_cached_card_has_no_licence_and_a_loop_of_runs_has_no_base(
+    finished_run, tmp_path, monkeypatch
+):
     monkeypatch.setenv("MLM_STUDIO_RUNS", str(tmp_path))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     hub_run = copy_run(finished_run, tmp_path / "hub", model="google-bert/bert-base-cased")

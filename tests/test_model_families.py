@@ -26,15 +26,15 @@ TABLE = ROOT / "docs" / "MODEL_FAMILIES.md"
 SURPRISE_TEXT = "Café naïve, the list returns 北京大学 🙂."
 
 
-@pytest.mark.parametrize("family", [family if family in QUICK else pytest.param(family, marks=pytest.mark.slow)
-                                    for family in FAMILIES])
+@pytest.mark.parametrize(
+    "family", [family if family in QUICK else pytest.param(family, marks=pytest.mark.slow) for family in FAMILIES]
+)
 def test_family_trains_fills_masks_and_scores_words_or_is_refused(family, tmp_path):
     from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
     folder, kind = build_family(family, tmp_path / "model")
     row = OUTCOMES[family] = {"class": MODEL_FOR_MASKED_LM_MAPPING_NAMES[family], "tokenizer": kind}
-    config = tiny_config(folder, tmp_path / "run", max_steps=2, eval_steps=2, block_size=BLOCK,
-                         whole_word_masking=True)
+    config = tiny_config(folder, tmp_path / "run", max_steps=2, eval_steps=2, block_size=BLOCK, whole_word_masking=True)
     try:
         results = train(config)
     except ValueError as refusal:
@@ -70,14 +70,18 @@ def family_table(outcomes: dict[str, dict[str, str]]) -> str:
     """docs/MODEL_FAMILIES.md from the outcomes of the parametrized test."""
     import transformers
 
-    lines = ["# Masked-LM families", "",
-             f"Written by `tests/test_model_families.py` (transformers {transformers.__version__}): each family in",
-             "transformers' masked-LM mapping, as a tiny random-weight model with a tokenizer of its kind, trained for",
-             "two steps with whole-word masking, then asked to fill a mask and to score each word's surprise (a text",
-             "with accents, Chinese and an emoji). A refused family is refused before training, with the sentence",
-             "shown.", "",
-             "| family | model class | tokenizer | train | fill-mask | surprise |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "# Masked-LM families",
+        "",
+        f"Written by `tests/test_model_families.py` (transformers {transformers.__version__}): each family in",
+        "transformers' masked-LM mapping, as a tiny random-weight model with a tokenizer of its kind, trained for",
+        "two steps with whole-word masking, then asked to fill a mask and to score each word's surprise (a text",
+        "with accents, Chinese and an emoji). A refused family is refused before training, with the sentence",
+        "shown.",
+        "",
+        "| family | model class | tokenizer | train | fill-mask | surprise |",
+        "|---|---|---|---|---|---|",
+    ]
     for family, row in outcomes.items():
         if "refused" in row:
             cells = [f"refused: {row['refused']}", "", ""]

@@ -24,13 +24,27 @@ from .app_client import count, ended, message, start, status, train_form, wait_f
 from .conftest import start_app
 
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 SIZES = [(390, 844), (1366, 768)]
-GARDEN = ["The old garden wall was covered in ivy.", "Roses climbed the trellis by the gate every June.",
-          "We watered the beans each evening before dusk.", "Slugs ate the young lettuce in the raised bed."]
-KITCHEN = ["Whisk the eggs with a pinch of salt.", "Fold the flour gently into the butter and sugar.",
-           "Bake the loaf until the crust sounds hollow.", "Let the soup simmer while the onions soften."]
+GARDEN = [
+    "The old garden wall was covered in ivy.",
+    "Roses climbed the trellis by the gate every June.",
+    "We watered the beans each evening before dusk.",
+    "Slugs ate the young lettuce in the raised bed.",
+]
+KITCHEN = [
+    "Whisk the eggs with a pinch of salt.",
+    "Fold the flour gently into the butter and sugar.",
+    "Bake the loaf until the crust sounds hollow.",
+    "Let the soup simmer while the onions soften.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +65,9 @@ def client(server) -> Client:
 def _text_file(folder: Path, name: str, sentences: list[str], paragraphs: int = 60) -> Path:
     """A .txt of short paragraphs (a blank line between them), each a sentence with its number."""
     path = folder / name
-    path.write_text("\n\n".join(f"{sentences[i % len(sentences)]} Note {i}." for i in range(paragraphs)),
-                    encoding="utf-8")
+    path.write_text(
+        "\n\n".join(f"{sentences[i % len(sentences)]} Note {i}." for i in range(paragraphs)), encoding="utf-8"
+    )
     return path
 
 
@@ -94,8 +109,12 @@ def uploaded_runs(client, tiny_mlm, tmp_path_factory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("uploads")
     boards = {}
     for name, sentences in (("gardening.txt", GARDEN), ("recipes.txt", KITCHEN)):
-        board = client.predict(visitor="", probes="", **train_form(**_upload(_text_file(folder, name, sentences),
-                                                                            **_quick(tiny_mlm))), api_name="/start")
+        board = client.predict(
+            visitor="",
+            probes="",
+            **train_form(**_upload(_text_file(folder, name, sentences), **_quick(tiny_mlm))),
+            api_name="/start",
+        )
         assert wait_for(client, board[0], ended, timeout=180)["status"] == "completed"
         boards[board[0]] = board[1]
     return boards
@@ -117,8 +136,11 @@ def test_start_refuses_what_preview_refuses_in_the_same_words_and_leaves_no_run(
     three = tmp_path / "three lines.txt"
     three.write_text("The garden wall was old.\nThe roses climbed it.\nWe watered them daily.\n", encoding="utf-8")
     before = set(_runs(client))
-    for changes, words in [({"model": "distilbert/distilroberta-base"}, "the hub is not reachable"),
-                           (_upload(three), "fewer than two blocks"), ({"batch_size": 4096}, "GiB of memory")]:
+    for changes, words in [
+        ({"model": "distilbert/distilroberta-base"}, "the hub is not reachable"),
+        (_upload(three), "fewer than two blocks"),
+        ({"batch_size": 4096}, "GiB of memory"),
+    ]:
         with pytest.raises(AppError) as previewed:
             client.predict(**train_form(**changes), api_name="/preview")
         with pytest.raises(AppError) as started:
@@ -173,8 +195,11 @@ def test_runs_tab_buttons_say_what_they_did_and_resume_shows_the_run_in_the_trai
 
 def test_the_header_says_what_the_builtin_text_and_model_are(server):
     config = json.loads(urllib.request.urlopen(f"{server['url']}config", timeout=10).read())
-    header = next(c["props"]["value"] for c in config["components"]
-                  if c["type"] == "markdown" and "# MLM Studio" in str(c["props"].get("value")))
+    header = next(
+        c["props"]["value"]
+        for c in config["components"]
+        if c["type"] == "markdown" and "# MLM Studio" in str(c["props"].get("value"))
+    )
     card = (STARTER_DIR / "README.md").read_text(encoding="utf-8")
     last_paragraph = " ".join(card.strip().split("\n\n")[-1].split())  # what the card says the model knows
     assert "Built-in text:** The Python language reference (`pydoc_data.topics`)" in header
@@ -184,8 +209,10 @@ def test_the_header_says_what_the_builtin_text_and_model_are(server):
 
 # ---- in a browser -----------------------------------------------------------------------------------------------
 
-IN_VIEW = ("(id) => { const r = document.getElementById(id).getBoundingClientRect(); "
-           "return r.height > 0 && r.top >= 0 && r.top < innerHeight - 20; }")
+IN_VIEW = (
+    "(id) => { const r = document.getElementById(id).getBoundingClientRect(); "
+    "return r.height > 0 && r.top >= 0 && r.top < innerHeight - 20; }"
+)
 # Words of table headers drawn on more than one line (broken mid-word).
 BROKEN_HEADER_WORDS = """(id) => { const broken = [];
   for (const th of document.querySelectorAll(`#${id} th`)) {
@@ -254,8 +281,9 @@ def test_preview_and_start_answer_in_view_and_start_shows_no_queue_flash(browser
 
     page.evaluate(WATCHING_STATUS)
     page.locator("#start-button").click()
-    page.locator("#run-status").get_by_text("Starting").or_(page.locator("#run-status").get_by_text("Training")) \
-        .first.wait_for()
+    page.locator("#run-status").get_by_text("Starting").or_(
+        page.locator("#run-status").get_by_text("Training")
+    ).first.wait_for()
     assert page.evaluate(IN_VIEW, "run-status"), "the run's status is out of view"
     run = page.locator("#watched-run textarea").input_value()
     page.locator("#run-status").get_by_text("Run completed").wait_for(timeout=180_000)
@@ -271,8 +299,18 @@ def test_a_queued_runs_start_time_counts_down(monkeypatch):
     from mlm_core.service.workspace import Workspace as Studio
 
     # The wait the page shows is the running run's estimate from its last step, less the time since that step.
-    step = Step(step=2, total_steps=40, epoch=0.1, loss=1.0, learning_rate=1e-3, tokens=10, tokens_per_s=1.0,
-                elapsed_s=4.0, eta_s=100.0, time=time.time() - 10)
+    step = Step(
+        step=2,
+        total_steps=40,
+        epoch=0.1,
+        loss=1.0,
+        learning_rate=1e-3,
+        tokens=10,
+        tokens_per_s=1.0,
+        elapsed_s=4.0,
+        eta_s=100.0,
+        time=time.time() - 10,
+    )
     monkeypatch.setattr(Studio, "events", lambda self, run: [step])
     studio = Studio.__new__(Studio)
     first = studio.eta_s(None)
@@ -295,8 +333,9 @@ def test_table_headers_never_break_inside_a_word(browser, server, uploaded_runs,
 
 
 @pytest.mark.slow
-def test_the_zip_follows_the_selected_run_and_resume_shows_the_run_in_the_train_tab(browser, server, client,
-                                                                                      uploaded_runs, tiny_mlm):
+def test_the_zip_follows_the_selected_run_and_resume_shows_the_run_in_the_train_tab(
+    browser, server, client, uploaded_runs, tiny_mlm
+):
     stopped = start(client, **_quick(tiny_mlm, max_steps=5000, slice="train[:20]"))
     wait_for(client, stopped, lambda s: count(s, "step") >= 1, timeout=120)
     client.predict(visitor="", run_name=stopped, api_name="/stop")
@@ -324,7 +363,8 @@ def test_the_zip_follows_the_selected_run_and_resume_shows_the_run_in_the_train_
     choose(stopped)
     page.get_by_role("button", name="Resume training").click()
     page.locator("#run-status").filter(visible=True).get_by_text("Training").or_(
-        page.locator("#run-status").get_by_text("Starting")).first.wait_for()
+        page.locator("#run-status").get_by_text("Starting")
+    ).first.wait_for()
     assert page.locator("#watched-run textarea").input_value() == stopped
     page.locator("#stop-button").click()
     page.locator("#run-status").get_by_text("stopped at step", exact=False).wait_for(timeout=60_000)

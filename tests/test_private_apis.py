@@ -47,6 +47,11 @@ print("ok")
 
 def test_trackio_starts_with_the_hub_offline_through_its_constant(tmp_path):
     # In a process of its own: trackio reads its folder once, at import.
-    done = subprocess.run([sys.executable, "-c", TRACKIO_OFFLINE, str(tmp_path)], capture_output=True, text=True,
-                          timeout=300, cwd=Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        [sys.executable, "-c", TRACKIO_OFFLINE, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert done.stdout.strip() == "ok", done.stderr[-2000:]

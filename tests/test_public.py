@@ -45,8 +45,9 @@ def test_a_visitors_action_never_sends_the_servers_token_and_only_the_owner_may(
     hub, (visitor, run) = public_server["hub"], finished
     hub.requests.clear()
     _refused(visitor, "/push", visitor="", run_name=run, repo_id="me/model", token=TYPED_TOKEN, private=True)
-    assert "paste a Hugging Face token" in _refused(visitor, "/push", visitor="", run_name=run, repo_id="me/model",
-                                                    token="", private=True)
+    assert "paste a Hugging Face token" in _refused(
+        visitor, "/push", visitor="", run_name=run, repo_id="me/model", token="", private=True
+    )
     _refused(visitor, "/fill_mask", GOOD, 3, "someone/model", "")  # the hub has no such model
     _refused(visitor, "/preview", **train_form(dataset="hub", hub_dataset="someone/data"))
     seen = hub.tokens()
@@ -66,8 +67,14 @@ def test_a_second_visitor_cannot_control_the_first_visitors_run(public_server):
     first, second = Client(public_server["url"], verbose=False), Client(public_server["url"], verbose=False)
     run = start(first, epochs=50)
     wait_for(first, run, lambda s: s["status"] in {"running", "stopped", "completed"}, timeout=120)
-    for endpoint, extra in [("/stop", {}), ("/resume", {}), ("/delete", {}), ("/set_label", {"label": "mine"}),
-                            ("/export_zip", {}), ("/push", {"repo_id": "b/x", "token": "hf_b", "private": True})]:
+    for endpoint, extra in [
+        ("/stop", {}),
+        ("/resume", {}),
+        ("/delete", {}),
+        ("/set_label", {"label": "mine"}),
+        ("/export_zip", {}),
+        ("/push", {"repo_id": "b/x", "token": "hf_b", "private": True}),
+    ]:
         text = _refused(second, endpoint, visitor="", run_name=run, **extra)
         assert "started by another visitor" in text, (endpoint, text)
     assert [r["yours"] for r in json.loads(second.predict(visitor="", api_name="/runs")) if r["name"] == run] == [False]
@@ -83,8 +90,17 @@ def test_a_second_visitor_cannot_control_the_first_visitors_run(public_server):
     assert run not in {r["name"] for r in json.loads(first.predict(visitor="", api_name="/runs"))}
 
 
-LOCAL_PATHS = ["/etc", str(ROOT), "assets/starter-mlm", "mlm_core", "~", ".", "../..", "/tmp/gradio",
-               f"{tempfile.gettempdir()}/gradio"]
+LOCAL_PATHS = [
+    "/etc",
+    str(ROOT),
+    "assets/starter-mlm",
+    "mlm_core",
+    "~",
+    ".",
+    "../..",
+    "/tmp/gradio",
+    f"{tempfile.gettempdir()}/gradio",
+]
 
 
 @pytest.mark.parametrize("path", LOCAL_PATHS)
@@ -101,9 +117,11 @@ def test_a_local_path_is_refused_in_every_field(public_server, path):
     ]
     for text in refusals:
         assert re.search(r"hub id such as|the hub has no|choose a run by its name|there is no run called", text), text
-    local = raw_call(public_server["url"], "preview", {**train_form(dataset="file"),
-                                                       "dataset_file": {"path": "/etc/hostname",
-                                                                        "meta": {"_type": "gradio.FileData"}}})
+    local = raw_call(
+        public_server["url"],
+        "preview",
+        {**train_form(dataset="file"), "dataset_file": {"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}},
+    )
     assert "upload it with the form" in local.get("error", ""), local
 
 
@@ -119,8 +137,9 @@ def test_each_limit_holds(public_server):
     visitor = Client(public_server["url"], verbose=False)
     probes = "\n".join(f"Probe number {i} has a <mask> in it." for i in range(21))
     assert "at most 20 probe sentences" in _refused(visitor, "/start", visitor="", probes=probes, **train_form())
-    assert "at most 300 characters" in _refused(visitor, "/start", visitor="", probes="a <mask> " + "x" * 400,
-                                                **train_form())
+    assert "at most 300 characters" in _refused(
+        visitor, "/start", visitor="", probes="a <mask> " + "x" * 400, **train_form()
+    )
     assert "at most 200 characters" in _refused(visitor, "/preview", **train_form(model="m" * 300))
 
     rss = _peak_rss_mb(public_server["process"].pid)
@@ -143,14 +162,16 @@ def _peak_rss_mb(pid: int) -> float:
     return peak / 2**20
 
 
-def test_no_server_path_in_any_response_or_export_and_exports_leave_nothing_behind(public_server, finished,
-                                                                                    tmp_path):
+def test_no_server_path_in_any_response_or_export_and_exports_leave_nothing_behind(public_server, finished, tmp_path):
     run = finished[1]
     visitor = Client(public_server["url"], verbose=False, download_files=str(tmp_path))  # not into the app's cache
     visitor.session_hash = finished[0].session_hash  # the same visitor (an API client's identity is its session)
-    seen = [status(visitor, run), visitor.predict(visitor="", api_name="/runs"),
-            visitor.predict(run, "tokens", api_name="/compare")[2],
-            visitor.predict(visitor="", probes="", **train_form(max_steps=1), api_name="/start")[1:]]
+    seen = [
+        status(visitor, run),
+        visitor.predict(visitor="", api_name="/runs"),
+        visitor.predict(run, "tokens", api_name="/compare")[2],
+        visitor.predict(visitor="", probes="", **train_form(max_steps=1), api_name="/start")[1:],
+    ]
     seen += [_refused(visitor, "/fill_mask", GOOD, 3, "starter", f"run:{name}") for name in ("nope", "..")]
     seen.append(_refused(visitor, "/preview", **train_form(text_column="nope")))
     gradio_cache = Path(tempfile.gettempdir()) / "gradio"
@@ -160,8 +181,11 @@ def test_no_server_path_in_any_response_or_export_and_exports_leave_nothing_behi
     print(f"\n20 downloads of a {size / 2**20:.1f} MB zip: the app's file cache grew {grown / 2**20:.1f} MB")
     assert grown <= 1.5 * size  # one copy, not twenty
     with zipfile.ZipFile(archives[0]) as archive:
-        seen += [archive.read(name).decode("utf-8", "replace") for name in archive.namelist()
-                 if not name.endswith(".safetensors")]
+        seen += [
+            archive.read(name).decode("utf-8", "replace")
+            for name in archive.namelist()
+            if not name.endswith(".safetensors")
+        ]
     text = json.dumps(seen, default=str)
     for server_path in {str(public_server["runs"]), str(ROOT), str(Path.home()), str(gradio_cache)}:
         assert server_path not in text, server_path
@@ -229,13 +253,20 @@ def _upload(url: str, address: str, size: int, chunked: bool = False) -> tuple[i
     import urllib.parse
 
     boundary = "mlmstudioboundary"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.txt\"\r\n"
-            f"Content-Type: text/plain\r\n\r\n").encode() + b"x" * size + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="a.txt"\r\n'
+            f"Content-Type: text/plain\r\n\r\n"
+        ).encode()
+        + b"x" * size
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     parsed = urllib.parse.urlparse(url)
     connection = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
     headers = {"Content-Type": f"multipart/form-data; boundary={boundary}", "X-Forwarded-For": address}
-    connection.request("POST", "/gradio_api/upload", body=iter([body]) if chunked else body, headers=headers,
-                       encode_chunked=chunked)
+    connection.request(
+        "POST", "/gradio_api/upload", body=iter([body]) if chunked else body, headers=headers, encode_chunked=chunked
+    )
     response = connection.getresponse()
     return response.status, response.read().decode()
 

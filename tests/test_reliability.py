@@ -88,17 +88,37 @@ BAD_INPUTS = [
     ("text with no mask", "/fill_mask", lambda f: ["No mask here.", 3, "starter", "starter"], "put <mask>"),
     ("10 masks", "/fill_mask", lambda f: [" ".join(["<mask>"] * 10), 3, "starter", "starter"], "10 masks"),
     ("1 MB of text", "/fill_mask", lambda f: ["x" * 2**20 + "<mask>", 3, "starter", "starter"], "too long"),
-    ("more tokens than the model reads", "/fill_mask", lambda f: ["word " * 300 + "<mask>", 3, "starter", ""],
-     "more than this model reads"),
-    ("unknown model id offline", "/fill_mask", lambda f: [GOOD, 3, "nobody/no-such-model", "starter"],
-     "nobody/no-such-model"),
-    ("causal model in the fill-mask tab", "/fill_mask", lambda f: [GOOD, 3, f["causal"], "starter"],
-     "causal language model"),
+    (
+        "more tokens than the model reads",
+        "/fill_mask",
+        lambda f: ["word " * 300 + "<mask>", 3, "starter", ""],
+        "more than this model reads",
+    ),
+    (
+        "unknown model id offline",
+        "/fill_mask",
+        lambda f: [GOOD, 3, "nobody/no-such-model", "starter"],
+        "nobody/no-such-model",
+    ),
+    (
+        "causal model in the fill-mask tab",
+        "/fill_mask",
+        lambda f: [GOOD, 3, f["causal"], "starter"],
+        "causal language model",
+    ),
     ("model without an MLM head", "/fill_mask", lambda f: [GOOD, 3, f["encoder"], "starter"], "no fill-mask head"),
-    ("fill-mask with a run that does not exist", "/fill_mask", lambda f: [GOOD, 3, "starter", "run:no-such-run"],
-     "there is no run called no-such-run"),
-    ("masked model in the generate view", "/generate", lambda f: ["starter", "The if", 20, 1.0, 0.9, 0],
-     "fills masks but cannot generate"),
+    (
+        "fill-mask with a run that does not exist",
+        "/fill_mask",
+        lambda f: [GOOD, 3, "starter", "run:no-such-run"],
+        "there is no run called no-such-run",
+    ),
+    (
+        "masked model in the generate view",
+        "/generate",
+        lambda f: ["starter", "The if", 20, 1.0, 0.9, 0],
+        "fills masks but cannot generate",
+    ),
     ("empty prompt", "/generate", lambda f: [f["causal"], "", 20, 1.0, 0.9, 0], "type the beginning"),
     ("block_size 0", "/preview", lambda f: train_form(block_size=0), "Block size: must be at least 8"),
     ("block_size above any model", "/preview", lambda f: train_form(block_size=100_000), "Block size"),
@@ -110,13 +130,21 @@ BAD_INPUTS = [
     ("negative learning rate", "/start", lambda f: _start(learning_rate=-1e-4), "Learning rate: must be above 0"),
     ("batch size 0", "/start", lambda f: _start(batch_size=0), "Batch size"),
     ("no base model", "/start", lambda f: _start(model=""), "Base model: give a hub id"),
-    ("unknown base model offline", "/preview", lambda f: train_form(model="nobody/no-such-model"),
-     "nobody/no-such-model"),
+    (
+        "unknown base model offline",
+        "/preview",
+        lambda f: train_form(model="nobody/no-such-model"),
+        "nobody/no-such-model",
+    ),
     ("malformed slice", "/preview", lambda f: train_form(slice="train[abc]"), "Rows: "),
     ("slice beyond the data", "/preview", lambda f: train_form(slice="train[5000:]"), "leaves no rows"),
     ("a split the data lacks", "/preview", lambda f: train_form(slice="test[:10]"), "one split"),
-    ("hub dataset offline", "/preview", lambda f: train_form(dataset="hub", hub_dataset="dany0407/eli5_category"),
-     "not reachable"),
+    (
+        "hub dataset offline",
+        "/preview",
+        lambda f: train_form(dataset="hub", hub_dataset="dany0407/eli5_category"),
+        "not reachable",
+    ),
     ("upload source with no file", "/preview", lambda f: train_form(dataset="file"), "Your file: "),
     ("non-UTF-8 upload", "/preview", lambda f: _upload(f, "latin1.txt"), "not UTF-8"),
     ("CSV with no text column", "/preview", lambda f: _upload(f, "numbers.csv"), "no column holds text"),
@@ -130,13 +158,21 @@ BAD_INPUTS = [
     ("no run chosen to export", "/export_zip", lambda f: _act(""), "choose a run by its name"),
     ("run name with ../ to resume", "/resume", lambda f: _act("../x"), "choose a run by its name"),
     ("resume a run that does not exist", "/resume", lambda f: _act("no-such-run"), "there is no run called"),
-    ("push a run that does not exist", "/push", lambda f: _act("some-run", repo_id="", token="", private=True),
-     "there is no run called some-run"),
+    (
+        "push a run that does not exist",
+        "/push",
+        lambda f: _act("some-run", repo_id="", token="", private=True),
+        "there is no run called some-run",
+    ),
     ("stop with nothing running", "/stop", lambda f: _act(""), "nothing is running"),
     ("a model name over 255 characters", "/preview", lambda f: train_form(model="m" * 300), "at most 200 characters"),
     ("a model sent as an object", "/preview", lambda f: train_form(model={"a": 1}), "Base model: must be text"),
-    ("a model sent as an object to fill-mask", "/fill_mask", lambda f: [GOOD, 3, {"a": 1}, "starter"],
-     "choose a model by its name"),
+    (
+        "a model sent as an object to fill-mask",
+        "/fill_mask",
+        lambda f: [GOOD, 3, {"a": 1}, "starter"],
+        "choose a model by its name",
+    ),
     ("deeply nested JSONL", "/preview", lambda f: _upload(f, "deep.jsonl"), "nested too deeply"),
     ("deeply nested JSON", "/preview", lambda f: _upload(f, "deep.json"), "nested too deeply"),
     ("a run name ending in a newline", "/export_zip", lambda f: _act("run\n"), "choose a run by its name"),
@@ -144,20 +180,24 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("what, endpoint, arguments, expected", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_is_refused_in_plain_words_and_the_app_keeps_serving(client, reference, files, what, endpoint,
-                                                                       arguments, expected):
+def test_bad_input_is_refused_in_plain_words_and_the_app_keeps_serving(
+    client, reference, files, what, endpoint, arguments, expected
+):
     given = arguments(files)
     with pytest.raises(AppError) as refused:
-        client.predict(*given, api_name=endpoint) if isinstance(given, list) else \
-            client.predict(**given, api_name=endpoint)
+        client.predict(*given, api_name=endpoint) if isinstance(given, list) else client.predict(
+            **given, api_name=endpoint
+        )
     text = message(refused.value)
     assert expected in text, text
     assert "Traceback" not in text and len(text) < 500, text
     assert _fill(client) == reference  # and the next normal request is answered correctly
 
 
-@pytest.mark.parametrize("option, value", [("--mlm-probability", "nan"), ("--mlm-probability", "inf"),
-                                           ("--learning-rate", "nan"), ("--block-size", "-5")])
+@pytest.mark.parametrize(
+    "option, value",
+    [("--mlm-probability", "nan"), ("--mlm-probability", "inf"), ("--learning-rate", "nan"), ("--block-size", "-5")],
+)
 def test_non_numbers_through_the_cli_are_one_line_and_exit_2(option, value):
     process = run_cli("train", "--model", "starter", "--dataset", "builtin", option, value, "--output-dir", "unused")
     assert process.returncode == 2 and process.stderr.count("\n") == 1, process.stderr
@@ -229,8 +269,9 @@ def test_sigkill_mid_run_then_restart_finds_it_interrupted_resumes_it_and_loses_
         model_a = start(client, epochs=1)
         assert wait_for(client, model_a, ended, timeout=180)["status"] == "completed"
         run_b = start(client, epochs=2)
-        running = wait_for(client, run_b, lambda s: count(s, "checkpoint") >= 1 and count(s, "step") >= _saved(s) + 5,
-                           timeout=180)
+        running = wait_for(
+            client, run_b, lambda s: count(s, "checkpoint") >= 1 and count(s, "step") >= _saved(s) + 5, timeout=180
+        )
         queued = start(client, epochs=1)  # waiting behind run b when the app dies
         os.kill(process.pid, signal.SIGKILL)  # no chance to clean up
         process.wait(timeout=30)
@@ -274,15 +315,16 @@ def _assert_nothing_partial_or_corrupt(runs: Path) -> None:
 
 
 def test_a_lone_surrogate_in_the_text_is_refused_in_words(client, reference, app_server):
-    answer = raw_call(app_server["url"], "fill_mask", {"text": "The <mask> \ud800.", "top_k": 3, "model_a": "starter",
-                                                       "model_b": ""})  # gradio_client cannot send one
+    answer = raw_call(
+        app_server["url"], "fill_mask", {"text": "The <mask> \ud800.", "top_k": 3, "model_a": "starter", "model_b": ""}
+    )  # gradio_client cannot send one
     assert "not valid text" in answer.get("error", ""), answer
     assert _fill(client) == reference
 
 
 def test_the_log_holds_no_traceback(app_server):
     log = app_server["log"].read_text(encoding="utf-8", errors="replace")
-    assert "Traceback" not in log, log[log.find("Traceback") - 200:][:2000]
+    assert "Traceback" not in log, log[log.find("Traceback") - 200 :][:2000]
     assert "refused:" in log  # Gradio's own refusals (a slider out of range) are logged as one line
 
 
@@ -314,13 +356,21 @@ def test_a_100_mb_document_without_a_break_previews_in_bounded_memory_and_the_ap
     path = tmp_path / ("long.txt" if kind == "one line" else "long.json")
     path.write_text(line if kind == "one line" else json.dumps([{"text": line}]))
     del line
-    done = subprocess.run([sys.executable, "-c", _PREVIEW_PROBE, str(path), str(tmp_path / "run")], cwd=ROOT,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", _PREVIEW_PROBE, str(path), str(tmp_path / "run")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     figures = json.loads(done.stdout.strip().splitlines()[-1])
     mb = {key: value / 2**20 for key, value in figures.items() if key != "tokens"}
-    print(f"\n100 MB, {kind}: {figures['tokens']:,} tokens; the preview's process peaked at {mb['child_peak']:.0f} MB; "
-          f"the caller went from {mb['before']:.0f} MB to {mb['after']:.0f} MB")
+    print(
+        f"\n100 MB, {kind}: {figures['tokens']:,} tokens; the preview's process peaked at {mb['child_peak']:.0f} MB; "
+        f"the caller went from {mb['before']:.0f} MB to {mb['after']:.0f} MB"
+    )
     assert figures["tokens"] > 20_000_000
     assert mb["child_peak"] < 1500  # a 60 MB line took over 22 GB when a document was tokenized whole
     assert mb["after"] - mb["before"] < 50  # the app's process holds none of it

@@ -78,11 +78,20 @@ def test_the_queue_trains_in_order_one_at_a_time_and_a_failure_does_not_stop_it(
     (tmp_path / "broken.jsonl").write_text('{"text": "fine"}\n{"text": broken\n', encoding="utf-8")
     queue = RunQueue(tmp_path / "runs").start()
     try:
-        long = queue.submit(_config(tiny_mlm, tmp_path / "runs" / "a-long", epochs=200, slice="train"),
-                            RunIdentity(label="long"))
+        long = queue.submit(
+            _config(tiny_mlm, tmp_path / "runs" / "a-long", epochs=200, slice="train"), RunIdentity(label="long")
+        )
         _wait_started(long)
-        broken = queue.submit(_config(tiny_mlm, tmp_path / "runs" / "b-broken", dataset="file", slice="train",
-                                      dataset_file=str(tmp_path / "broken.jsonl")), RunIdentity(label="broken"))
+        broken = queue.submit(
+            _config(
+                tiny_mlm,
+                tmp_path / "runs" / "b-broken",
+                dataset="file",
+                slice="train",
+                dataset_file=str(tmp_path / "broken.jsonl"),
+            ),
+            RunIdentity(label="broken"),
+        )
         short = queue.submit(_config(tiny_mlm, tmp_path / "runs" / "c-short", max_steps=2), RunIdentity())
         cancelled = queue.submit(_config(tiny_mlm, tmp_path / "runs" / "d-cancelled"), RunIdentity())
         assert [queue.position(r) for r in (long, broken, short, cancelled)] == [None, 1, 2, 3]
@@ -130,8 +139,9 @@ def test_a_second_trainer_is_refused_while_the_lock_lives_and_the_cli_lists_the_
         assert lock.pid == queue.current.process.pid != os.getpid() and lock.live  # its own child process
 
         for extra in ([], ["--resume"]):  # a new run into its folder, or a resume of it, from another process
-            process = run_cli("train", "--model", str(tiny_mlm), "--dataset", "builtin", "--output-dir",
-                              str(run.path), *extra)
+            process = run_cli(
+                "train", "--model", str(tiny_mlm), "--dataset", "builtin", "--output-dir", str(run.path), *extra
+            )
             assert process.returncode == 2, process.stderr
             [line] = process.stderr.strip().splitlines()
             assert "is already training (process" in line and "Traceback" not in line, line
@@ -149,11 +159,29 @@ def test_a_second_trainer_is_refused_while_the_lock_lives_and_the_cli_lists_the_
 
 def test_after_sigkill_the_lock_is_stale_and_the_run_resumes(tiny_mlm, tmp_path):
     folder = tmp_path / "killed"
-    args = ["--model", str(tiny_mlm), "--dataset", "builtin", "--slice", "train", "--block-size", "64",
-            "--epochs", "50", "--save-steps", "3", "--output-dir", str(folder)]
-    process = subprocess.Popen([sys.executable, "-m", "mlm_core", "train", *args], cwd=ROOT,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    args = [
+        "--model",
+        str(tiny_mlm),
+        "--dataset",
+        "builtin",
+        "--slice",
+        "train",
+        "--block-size",
+        "64",
+        "--epochs",
+        "50",
+        "--save-steps",
+        "3",
+        "--output-dir",
+        str(folder),
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlm_core", "train", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     run = RunDir(folder)
     deadline = time.monotonic() + 120
     while run.checkpoint() is None:
@@ -179,8 +207,9 @@ def test_a_folder_with_files_but_no_run_is_refused_and_left_as_it_was(tiny_mlm, 
     (folder / "results.json").write_text('{"mine": true}')
     (folder / ".tmp-notes").write_text("my own temp file")
     for extra in ([], ["--resume"]):
-        process = run_cli("train", "--model", str(tiny_mlm), "--dataset", "builtin", "--output-dir", str(folder),
-                          *extra)
+        process = run_cli(
+            "train", "--model", str(tiny_mlm), "--dataset", "builtin", "--output-dir", str(folder), *extra
+        )
         assert process.returncode == 2 and process.stderr.count("\n") == 1, process.stderr
     assert sorted(p.name for p in folder.iterdir()) == [".tmp-notes", "results.json"]
     assert json.loads((folder / "results.json").read_text()) == {"mine": True}
@@ -224,8 +253,9 @@ def test_a_budget_stops_a_run_in_minutes_and_the_run_can_resume_only_past_it(tin
 def test_a_killed_training_process_leaves_the_queue_serving_and_the_run_interrupted_with_why(tiny_mlm, tmp_path):
     queue = RunQueue(tmp_path).start()
     try:
-        killed = queue.submit(_config(tiny_mlm, tmp_path / "killed", epochs=200, slice="train", save_steps=2),
-                              RunIdentity())
+        killed = queue.submit(
+            _config(tiny_mlm, tmp_path / "killed", epochs=200, slice="train", save_steps=2), RunIdentity()
+        )
         after = queue.submit(_config(tiny_mlm, tmp_path / "after", max_steps=2), RunIdentity())
         _wait_started(killed)
         deadline = time.monotonic() + 60
@@ -255,8 +285,9 @@ def test_a_child_that_dies_before_claiming_its_run_fails_it_in_words_and_leaves_
     (run.path / "process.log").write_text("Traceback (most recent call last):\nImportError: no module named x\n")
     record_death(run, 1, started=time.time(), out_of_memory=False, stop_asked=False)
     assert run.status() == "failed" and run.identity().queued_at is None
-    assert run.results().message == ("the training process ended with exit code 1 at step 0: ImportError: no module "
-                                     "named x")
+    assert run.results().message == (
+        "the training process ended with exit code 1 at step 0: ImportError: no module named x"
+    )
     oom = RunQueue(tmp_path).submit(_config(tiny_mlm, tmp_path / "oom"), RunIdentity())
     record_death(oom, -9, started=time.time(), out_of_memory=True, stop_asked=False)
     assert oom.status() == "interrupted" and "(the system ran out of memory)" in oom.results().message
@@ -266,8 +297,10 @@ def test_a_run_past_its_memory_limit_fails_in_words_and_the_queue_goes_on(tiny_m
     monkeypatch.setenv("MLM_STUDIO_RUN_MEMORY_MB", "700")  # the children inherit it
     queue = RunQueue(tmp_path).start()
     try:
-        greedy = queue.submit(_config("starter", tmp_path / "greedy", batch_size=2048, block_size=128, max_steps=2,
-                                      slice="train"), RunIdentity())
+        greedy = queue.submit(
+            _config("starter", tmp_path / "greedy", batch_size=2048, block_size=128, max_steps=2, slice="train"),
+            RunIdentity(),
+        )
         after = queue.submit(_config(tiny_mlm, tmp_path / "after", max_steps=2), RunIdentity())
         assert wait_status(greedy, {"failed"}) == "failed"
         message = greedy.results().message

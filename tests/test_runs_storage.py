@@ -32,16 +32,20 @@ def mountinfo(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("folder, mount_point, fs_type, own", [
-    ("/data/mlm-studio-runs", "/data", "fuse.hf-mount", True),
-    ("/data", "/data", "fuse.hf-mount", True),
-    ("/home/user/app/runs", "/", "overlay", False),
-    ("/dev/shm/runs", "/dev/shm", "tmpfs", False),
-    ("/database/runs", "/", "overlay", False),  # /data is a mount point, not a prefix of the name
-    ("/mnt/my bucket/runs", "/mnt/my bucket", "fuse.hf-mount", True),
-])
-def test_the_mount_holding_the_runs_folder_says_whether_runs_survive_a_restart(mountinfo, folder, mount_point,
-                                                                               fs_type, own):
+@pytest.mark.parametrize(
+    "folder, mount_point, fs_type, own",
+    [
+        ("/data/mlm-studio-runs", "/data", "fuse.hf-mount", True),
+        ("/data", "/data", "fuse.hf-mount", True),
+        ("/home/user/app/runs", "/", "overlay", False),
+        ("/dev/shm/runs", "/dev/shm", "tmpfs", False),
+        ("/database/runs", "/", "overlay", False),  # /data is a mount point, not a prefix of the name
+        ("/mnt/my bucket/runs", "/mnt/my bucket", "fuse.hf-mount", True),
+    ],
+)
+def test_the_mount_holding_the_runs_folder_says_whether_runs_survive_a_restart(
+    mountinfo, folder, mount_point, fs_type, own
+):
     point, kind = mount_of(Path(folder), mountinfo)
     assert (point, kind) == (Path(mount_point), fs_type)
     storage = RunsStorage(Path(folder), point, kind)
@@ -71,8 +75,9 @@ def test_the_app_refuses_to_start_on_a_runs_folder_it_cannot_use_in_one_line(tmp
 
 def test_info_says_where_runs_are_kept(tmp_path):
     env = {**os.environ, "MLM_STUDIO_RUNS": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-m", "mlm_core", "info"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "mlm_core", "info"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     storage = RunsStorage(tmp_path / "runs", *mount_of(tmp_path))
     assert f"runs folder: {tmp_path / 'runs'}, {storage.where()}\n" in done.stdout, done.stdout

@@ -28,8 +28,9 @@ def test_planted_tokens_appear_in_no_output(app_server, tmp_path):
     seen = []
     for token in (TYPED_TOKEN, ""):  # typed into the field, or taken from HF_TOKEN in the app's environment
         with pytest.raises(AppError) as refused:
-            client.predict(visitor="", run_name=run, repo_id="someone/model", token=token, private=True,
-                           api_name="/push")
+            client.predict(
+                visitor="", run_name=run, repo_id="someone/model", token=token, private=True, api_name="/push"
+            )
         seen.append(str(refused.value))
     archive = client.predict(visitor="", run_name=run, api_name="/export_zip")
     with zipfile.ZipFile(archive) as zipped:

@@ -40,8 +40,10 @@ def deployed(hub, work: Path) -> Path:
     """Deploy this checkout to the stand-in hub as the Space `SPACE_ID` with the CLI; a folder holding the Space's
     files, as the hub would build it from them."""
     (work / "token").write_text("hf_TheOwnersDeployToken0123456789\n")
-    done = run_cli(["deploy-space", SPACE["SPACE_ID"], "--token-file", str(work / "token")],
-                   online(hub, work / "hf-deploy", HF_TOKEN=""))
+    done = run_cli(
+        ["deploy-space", SPACE["SPACE_ID"], "--token-file", str(work / "token")],
+        online(hub, work / "hf-deploy", HF_TOKEN=""),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     folder = work / "space"
     for path, data in hub.files("space", SPACE["SPACE_ID"]).items():
@@ -61,9 +63,13 @@ class Space:
         self.start()
 
     def start(self) -> None:
-        self.process, self.url = start_app(self.runs, self.log, cwd=self.folder,
-                                           **online(self.hub, self.work / "hf", **SPACE),
-                                           OPENID_PROVIDER_URL=self.hub.url)
+        self.process, self.url = start_app(
+            self.runs,
+            self.log,
+            cwd=self.folder,
+            **online(self.hub, self.work / "hf", **SPACE),
+            OPENID_PROVIDER_URL=self.hub.url,
+        )
         self.client = Client(self.url, verbose=False)
 
     def stop(self) -> None:
@@ -81,8 +87,11 @@ class Space:
 
     def header(self) -> str:
         config = json.loads(urllib.request.urlopen(f"{self.url}config", timeout=10).read())
-        return next(c["props"]["value"] for c in config["components"]
-                    if str(c.get("props", {}).get("value", "")).startswith("# MLM Studio"))
+        return next(
+            c["props"]["value"]
+            for c in config["components"]
+            if str(c.get("props", {}).get("value", "")).startswith("# MLM Studio")
+        )
 
 
 @pytest.fixture(scope="module")
@@ -109,8 +118,11 @@ def quick(space) -> dict:
 
 def test_online_the_form_starts_on_the_guides_run_and_the_header_says_where_runs_are_kept(space):
     form = space.components()
-    assert (form["model"]["value"], form["source"]["value"], form["hub-dataset"]["value"]) == \
-        (MASKED_ID, "hub", DATASET_ID)
+    assert (form["model"]["value"], form["source"]["value"], form["hub-dataset"]["value"]) == (
+        MASKED_ID,
+        "hub",
+        DATASET_ID,
+    )
     assert (form["slice"]["value"], form["text-column"]["value"]) == ("train[:5000]", "answers.text")
     header = space.header()
     assert "hub reachable" in header
@@ -121,8 +133,9 @@ def test_online_the_form_starts_on_the_guides_run_and_the_header_says_where_runs
 
 def test_the_space_serves_the_starter_from_its_uploaded_weights(space):
     assert (space.folder / "app.py").is_file() and not (space.folder / "tests").exists()
-    table = space.client.predict("The <mask> statement exits the innermost loop.", 3, "starter", "", "",
-                                 api_name="/fill_mask")[1]
+    table = space.client.predict(
+        "The <mask> statement exits the innermost loop.", 3, "starter", "", "", api_name="/fill_mask"
+    )[1]
     assert [row[1] for row in table["data"]] == [1, 2, 3]
 
 
@@ -143,8 +156,10 @@ def test_quick_run_cuts_the_guides_run_to_a_visitors_budget_measured_here(space,
 def test_a_loading_script_dataset_is_refused_in_words_that_say_what_to_use(space):
     space.hub.add_repo("dataset", "legacy/eli5_script", {"eli5_script.py": b"import datasets\n"})
     with pytest.raises(AppError) as refused:
-        space.client.predict(**train_form(model=MASKED_ID, dataset="hub", hub_dataset="legacy/eli5_script",
-                                          slice="train[:10]"), api_name="/preview")
+        space.client.predict(
+            **train_form(model=MASKED_ID, dataset="hub", hub_dataset="legacy/eli5_script", slice="train[:10]"),
+            api_name="/preview",
+        )
     said = message(refused.value)
     assert "'legacy/eli5_script' is a loading script (eli5_script.py)" in said and "Parquet" in said, said
     assert "Dataset scripts are no longer supported" not in said
@@ -170,14 +185,16 @@ def test_a_signed_in_push_needs_the_scopes_the_front_matter_asks_for(space, alic
     assert {"contribute-repos"} <= front_matter_scopes()  # a push creates the repository first
     limited = visitor_at(space.url, "203.0.113.7", user="alice", access_token=WRITE_ONLY)
     with pytest.raises(AppError) as refused:
-        limited.predict(visitor="", run_name=alices_run, repo_id="alice/eli5-quick", token="", private=True,
-                        api_name="/push")
+        limited.predict(
+            visitor="", run_name=alices_run, repo_id="alice/eli5-quick", token="", private=True, api_name="/push"
+        )
     assert "contribute-repos" in message(refused.value), message(refused.value)
     assert not space.hub.files("model", "alice/eli5-quick")
 
     granted = visitor_at(space.url, "203.0.113.7", user="alice", access_token=GRANTED)
-    answer = granted.predict(visitor="", run_name=alices_run, repo_id="alice/eli5-quick", token="", private=True,
-                             api_name="/push")
+    answer = granted.predict(
+        visitor="", run_name=alices_run, repo_id="alice/eli5-quick", token="", private=True, api_name="/push"
+    )
     assert "alice/eli5-quick" in answer
     [commit] = [c for c in space.hub.commits if c.repo_id == "alice/eli5-quick"]
     assert commit.authorization == f"Bearer {GRANTED}"

@@ -33,8 +33,18 @@ SPACE = "your-name/mlm-studio"  # as the README's commands write it
 TOKEN = "hf_DeploysTheSpace0123456789abcdefXYZ"  # not in the hub's scopes: may do everything
 NO_CREATE = "hf_SignInWithWriteReposOnly0123456789"  # an OAuth token that may write, not create
 WRITES, CONTRIBUTES = "hf_ScopesWriteRepos0123456789abcdef", "hf_ScopesContribute0123456789abcdef"
-NEVER_UPLOADED = ("tests/", ".venv/", "runs/", ".git/", ".github/", ".ci/", "test-artifacts/", ".starter-build/",
-                  "bench/", "starter/")
+NEVER_UPLOADED = (
+    "tests/",
+    ".venv/",
+    "runs/",
+    ".git/",
+    ".github/",
+    ".ci/",
+    "test-artifacts/",
+    ".starter-build/",
+    "bench/",
+    "starter/",
+)
 
 
 def requires_python_problems(requirements: str, python: str) -> list[str]:
@@ -101,8 +111,12 @@ def hosting_commands() -> list[list[str]]:
     """The arguments of each `python -m mlm_core ...` command in the README's "Hosting it as a Space" section."""
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split("\n## Hosting it as a Space\n", 1)[1].split("\n## ", 1)[0]
-    return [shlex.split(line.split(" #")[0])[3:] for block in re.findall(r"```bash\n(.*?)```", section, re.S)
-            for line in block.splitlines() if line.startswith("python -m mlm_core ")]
+    return [
+        shlex.split(line.split(" #")[0])[3:]
+        for block in re.findall(r"```bash\n(.*?)```", section, re.S)
+        for line in block.splitlines()
+        if line.startswith("python -m mlm_core ")
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -133,9 +147,14 @@ def test_deploy_uploads_exactly_the_dry_runs_list_to_a_gradio_space_and_prints_i
 
 def test_the_space_holds_every_file_the_app_needs_and_nothing_of_the_developers(deployed):
     files = deployed["files"]
-    needed = {"app.py", "requirements.txt", "README.md", ".gitattributes",
-              *(p.relative_to(ROOT).as_posix() for top in ("mlm_core", "studio") for p in (ROOT / top).rglob("*.py")),
-              *(p.relative_to(ROOT).as_posix() for p in (ROOT / "assets" / "starter-mlm").iterdir() if p.is_file())}
+    needed = {
+        "app.py",
+        "requirements.txt",
+        "README.md",
+        ".gitattributes",
+        *(p.relative_to(ROOT).as_posix() for top in ("mlm_core", "studio") for p in (ROOT / top).rglob("*.py")),
+        *(p.relative_to(ROOT).as_posix() for p in (ROOT / "assets" / "starter-mlm").iterdir() if p.is_file()),
+    }
     assert needed <= set(files), sorted(needed - set(files))
     assert not [p for p in files if p.startswith(NEVER_UPLOADED) or "__pycache__" in p or p.endswith(".pyc")]
     assert all(files[p] == (ROOT / p).read_bytes() for p in files)  # binaries byte for byte
@@ -147,20 +166,48 @@ def test_the_uploaded_readme_and_requirements_agree_on_a_python_zerogpu_offers(d
 
 
 def test_the_repos_own_readme_and_requirements_agree_on_a_python_zerogpu_offers():
-    python = check_space_python((ROOT / "README.md").read_text(encoding="utf-8"),
-                                (ROOT / "requirements.txt").read_text(encoding="utf-8"))
+    python = check_space_python(
+        (ROOT / "README.md").read_text(encoding="utf-8"), (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    )
     assert requires_python_problems("transformers==" + version("transformers"), "3.10.13")  # the check can fail
     assert python == "3.12.12"
 
 
 def test_the_upload_list_leaves_out_what_a_developer_has_lying_around(tmp_path):
-    kept = ["README.md", "app.py", "assets/starter-mlm/model.safetensors", "docs/bench/x.md", "mlm_core/__init__.py",
-            "mlm_core/runs/run_dir.py", "requirements.txt", "studio/page.py"]
-    left = ["mlm_core/__pycache__/x.cpython-311.pyc", "studio/old.pyc", "runs/r/results.json", ".venv/bin/python",
-            "tests/test_x.py", ".ci/run", ".github/workflows/ci.yml", "test-artifacts/a.png", ".env",
-            "mlm_core/.env", "app.log", "docs/bench/run.log", "mlm_core/.data-cache/x", ".starter-build/c.txt",
-            ".git/HEAD", "notes.txt", "pytest.ini", "studio/.env.local", "assets/.netrc", "docs/x/.env.production",
-            "bench/report.py", "starter/recipe.py"]
+    kept = [
+        "README.md",
+        "app.py",
+        "assets/starter-mlm/model.safetensors",
+        "docs/bench/x.md",
+        "mlm_core/__init__.py",
+        "mlm_core/runs/run_dir.py",
+        "requirements.txt",
+        "studio/page.py",
+    ]
+    left = [
+        "mlm_core/__pycache__/x.cpython-311.pyc",
+        "studio/old.pyc",
+        "runs/r/results.json",
+        ".venv/bin/python",
+        "tests/test_x.py",
+        ".ci/run",
+        ".github/workflows/ci.yml",
+        "test-artifacts/a.png",
+        ".env",
+        "mlm_core/.env",
+        "app.log",
+        "docs/bench/run.log",
+        "mlm_core/.data-cache/x",
+        ".starter-build/c.txt",
+        ".git/HEAD",
+        "notes.txt",
+        "pytest.ini",
+        "studio/.env.local",
+        "assets/.netrc",
+        "docs/x/.env.production",
+        "bench/report.py",
+        "starter/recipe.py",
+    ]
     for path in kept + left:
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text("x")
@@ -178,8 +225,13 @@ def test_the_upload_list_leaves_out_what_a_developer_has_lying_around(tmp_path):
 
 def test_in_a_git_checkout_only_tracked_files_go_and_an_lfs_pointer_is_refused(tmp_path):
     readme = "---\nsdk: gradio\napp_file: app.py\npython_version: '3.12.12'\n---\n# x\n"
-    files = {"README.md": readme, "app.py": "x", "requirements.txt": "x", "mlm_core/__init__.py": "x",
-             "assets/starter-mlm/model.safetensors": "weights"}
+    files = {
+        "README.md": readme,
+        "app.py": "x",
+        "requirements.txt": "x",
+        "mlm_core/__init__.py": "x",
+        "assets/starter-mlm/model.safetensors": "weights",
+    }
     for path, text in {**files, "mlm_core/hf-token.txt": "hf_secret", "studio/new.py": "x"}.items():
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text(text)
@@ -189,9 +241,11 @@ def test_in_a_git_checkout_only_tracked_files_go_and_an_lfs_pointer_is_refused(t
     subprocess.run([*git, "commit", "-q", "-m", "x"], check=True)
     assert checked_files(tmp_path) == sorted(files)  # the untracked token and module stay home
     (tmp_path / "assets/starter-mlm/model.safetensors").write_text(
-        "version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n")
-    with pytest.raises(ValueError, match="model.safetensors is a Git LFS pointer, not the file itself; run `git "
-                                         "lfs pull` first"):
+        "version https://git-lfs.github.com/spec/v1\noid sha256:0\nsize 1\n"
+    )
+    with pytest.raises(
+        ValueError, match="model.safetensors is a Git LFS pointer, not the file itself; run `git lfs pull` first"
+    ):
         checked_files(tmp_path)
 
 
@@ -202,12 +256,19 @@ def test_a_second_deploy_removes_what_the_app_no_longer_has(deployed, hub, tmp_p
     assert sorted(hub.files("space", SPACE)) == deployed["listed"]
 
 
-@pytest.mark.parametrize("args, token, words", [
-    ([SPACE], None, "token: set HF_TOKEN, log in with `hf auth login`, or give --token-file"),
-    (["not-owner-slash-name"], TOKEN, "repo_id: use the form 'owner/space-name'"),
-    (["someone/other-space"], NO_CREATE, "may not create the Space someone/other-space (a token needs write access, "
-                                         "a Hugging Face sign-in the contribute-repos scope)"),
-])
+@pytest.mark.parametrize(
+    "args, token, words",
+    [
+        ([SPACE], None, "token: set HF_TOKEN, log in with `hf auth login`, or give --token-file"),
+        (["not-owner-slash-name"], TOKEN, "repo_id: use the form 'owner/space-name'"),
+        (
+            ["someone/other-space"],
+            NO_CREATE,
+            "may not create the Space someone/other-space (a token needs write access, "
+            "a Hugging Face sign-in the contribute-repos scope)",
+        ),
+    ],
+)
 def test_deploy_is_refused_in_words(hub, tmp_path, args, token, words):
     command = ["deploy-space", *args]
     if token:
@@ -222,9 +283,14 @@ def test_deploy_is_refused_in_words(hub, tmp_path, args, token, words):
 @pytest.fixture
 def scoped(monkeypatch):
     """This process online against a stand-in hub whose tokens have OAuth scopes."""
-    hub = StandInHub(accept_commits=True, scopes={WRITES: {"write-repos"},
-                                                  CONTRIBUTES: {"write-repos", "contribute-repos"},
-                                                  "hf_OnlyContributes0123456789abcdefg": {"contribute-repos"}})
+    hub = StandInHub(
+        accept_commits=True,
+        scopes={
+            WRITES: {"write-repos"},
+            CONTRIBUTES: {"write-repos", "contribute-repos"},
+            "hf_OnlyContributes0123456789abcdefg": {"contribute-repos"},
+        },
+    )
     for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", hub.url)

@@ -14,7 +14,8 @@ from starter.__main__ import main
 
 @pytest.mark.slow
 def test_build_starter_writes_a_model_its_examples_and_a_card_with_the_default_runs_figures(
-        tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
     records = list(docstring_corpus.pretraining_records()[:300]) + everyday_corpus.everyday_records()[:100]
     monkeypatch.setattr(starter_recipe, "corpus_records", lambda: records)
     monkeypatch.setattr(starter_recipe, "SHAPE", Shape(hidden=32, layers=1, heads=2, intermediate=64, max_length=128))

@@ -23,15 +23,32 @@ from .conftest import tiny_config
 
 
 def test_the_form_is_keyed_by_field_names_in_any_order_and_any_type_is_refused_in_words(tmp_path):
-    values = {"epochs": 2.0, "model": "starter", "dataset": "builtin", "block_size": 64, "max_steps": 0,
-              "slice": "", "text_column": "", "whole_word_masking": True}
+    values = {
+        "epochs": 2.0,
+        "model": "starter",
+        "dataset": "builtin",
+        "block_size": 64,
+        "max_steps": 0,
+        "slice": "",
+        "text_column": "",
+        "whole_word_masking": True,
+    }
     config = config_from(dict(reversed(list(values.items()))), output_dir=str(tmp_path / "x"))
-    assert (config.epochs, config.block_size, config.max_steps, config.slice, config.text_column) == \
-        (2, 64, None, "train", None)
+    assert (config.epochs, config.block_size, config.max_steps, config.slice, config.text_column) == (
+        2,
+        64,
+        None,
+        "train",
+        None,
+    )
     assert config_from({"dataset": "hub", "hub_dataset": "a/b", "model": "m"}, "o").dataset == "a/b"
-    for values, message in [({"model": {"a": 1}}, "model: must be text"), ({"epochs": "3"}, "epochs: must be a number"),
-                            ({"epochs": 1.5}, "whole number"), ({"dataset": "/etc"}, "choose the built-in"),
-                            ({"whole_word_masking": "yes"}, "true or false")]:
+    for values, message in [
+        ({"model": {"a": 1}}, "model: must be text"),
+        ({"epochs": "3"}, "epochs: must be a number"),
+        ({"epochs": 1.5}, "whole number"),
+        ({"dataset": "/etc"}, "choose the built-in"),
+        ({"whole_word_masking": "yes"}, "true or false"),
+    ]:
         with pytest.raises(ValueError, match=message):
             config_from({"model": "starter", **values}, "o")
     assert plain("block_size: must be at least 8") == "Block size: must be at least 8"
@@ -43,8 +60,16 @@ def test_the_command_line_shown_for_a_form_gives_the_same_settings_back_through_
     from mlm_core.cli.commands import build_parser, train_config
     from studio.form import command_line
 
-    values = {"model": "starter", "dataset": "file", "dataset_file": str(tmp_path / "my notes.txt"), "epochs": 2,
-              "block_size": 64, "whole_word_masking": True, "mlm_probability": 0.2, "max_steps": 0}
+    values = {
+        "model": "starter",
+        "dataset": "file",
+        "dataset_file": str(tmp_path / "my notes.txt"),
+        "epochs": 2,
+        "block_size": 64,
+        "whole_word_masking": True,
+        "mlm_probability": 0.2,
+        "max_steps": 0,
+    }
     config = config_from(values, output_dir="/srv/runs/x-1")
     line = command_line(config)
     assert str(tmp_path) not in line and "/srv" not in line  # no path of the server
@@ -63,40 +88,76 @@ def test_visitor_text_is_shown_as_text():
 
 def test_figures_and_text_from_events():
     assert figures.loss_figure([]) is None and figures.perplexity_figure([]) is None  # no empty axes before a run
-    events = [Eval(step=0, epoch=0, eval_loss=2.0, perplexity=7.39, base=True, top1=0.30, top5=0.50),
-              Probe(step=0, text="a <mask> b", guesses=[("x", 0.4)], answer="c", answer_rank=9,
-                    answer_probability=0.02),
-              Step(step=1, total_steps=2, epoch=0.5, loss=2.1, learning_rate=1e-4, tokens=64, tokens_per_s=100.0,
-                   elapsed_s=1.0, eta_s=1.0),
-              Step(step=2, total_steps=2, epoch=1.0, loss=1.9, learning_rate=0.0, tokens=128, tokens_per_s=100.0,
-                   elapsed_s=2.0, eta_s=0.0),
-              Eval(step=2, epoch=1, eval_loss=1.5, perplexity=4.48, top1=0.41, top5=0.62),
-              Probe(step=2, text="a <mask> b", guesses=[("c", 0.5)], answer="c", answer_rank=1, answer_probability=0.5),
-              Probe(step=2, text="typed <mask>", guesses=[("y", 0.25)])]
+    events = [
+        Eval(step=0, epoch=0, eval_loss=2.0, perplexity=7.39, base=True, top1=0.30, top5=0.50),
+        Probe(step=0, text="a <mask> b", guesses=[("x", 0.4)], answer="c", answer_rank=9, answer_probability=0.02),
+        Step(
+            step=1,
+            total_steps=2,
+            epoch=0.5,
+            loss=2.1,
+            learning_rate=1e-4,
+            tokens=64,
+            tokens_per_s=100.0,
+            elapsed_s=1.0,
+            eta_s=1.0,
+        ),
+        Step(
+            step=2,
+            total_steps=2,
+            epoch=1.0,
+            loss=1.9,
+            learning_rate=0.0,
+            tokens=128,
+            tokens_per_s=100.0,
+            elapsed_s=2.0,
+            eta_s=0.0,
+        ),
+        Eval(step=2, epoch=1, eval_loss=1.5, perplexity=4.48, top1=0.41, top5=0.62),
+        Probe(step=2, text="a <mask> b", guesses=[("c", 0.5)], answer="c", answer_rank=1, answer_probability=0.5),
+        Probe(step=2, text="typed <mask>", guesses=[("y", 0.25)]),
+    ]
     loss = figures.loss_figure(events)
     assert list(loss.data[0].x) == [1, 2] and list(loss.data[2].y) == [2.0, 1.5]
     assert loss.data[1].y == pytest.approx([2.1, (0.8 * 0.42 + 0.2 * 1.9) / (1 - 0.8**2)])  # smoothed, from the start
     assert figures.perplexity_figure(events).layout.shapes  # the base reference line
     accuracy = figures.accuracy_figure(events)
     assert list(accuracy.data[0].y) == [0.30, 0.41] and list(accuracy.data[1].y) == [0.50, 0.62]
-    assert figures.probe_table(events) == [["a <mask> b", "c", "#9 (2%) → #1 (50%)", "c 50%"],
-                                           ["typed <mask>", "", "", "y 25%"]]
+    assert figures.probe_table(events) == [
+        ["a <mask> b", "c", "#9 (2%) → #1 (50%)", "c 50%"],
+        ["typed <mask>", "", "", "y 25%"],
+    ]
     assert 'data-progress="100.0"' in board.progress_html(events, "completed")
     assert "stopped at step 2" in board.progress_html(events, "stopped")
-    results = {"status": "completed", "base_perplexity": 7.39, "final_perplexity": 4.48, "tokens": 128,
-               "seconds": 2.0, "steps": 2, "base_top1": 0.30, "final_top1": 0.41, "base_top5": 0.5, "final_top5": 0.62,
-               "accuracy_counts": "hidden words", "added_words": ["greenhouse", "<b>bold</b>"],
-               "tokens_saved": 0.083}
+    results = {
+        "status": "completed",
+        "base_perplexity": 7.39,
+        "final_perplexity": 4.48,
+        "tokens": 128,
+        "seconds": 2.0,
+        "steps": 2,
+        "base_top1": 0.30,
+        "final_top1": 0.41,
+        "base_top5": 0.5,
+        "final_top5": 0.62,
+        "accuracy_counts": "hidden words",
+        "added_words": ["greenhouse", "<b>bold</b>"],
+        "tokens_saved": 0.083,
+    }
     text = board.outcome_text(board.results_from([*events, Done(status="completed", results=results)]))
     assert "7.4 → 4.5" in text and "39% less surprised" in text
     assert "guesses <b>41% of the hidden words</b> of your held-out text right, up from 30%" in text
-    assert ("2 of your words were added as tokens of their own (greenhouse, &lt;b&gt;bold&lt;/b&gt;); your text "
-            "takes 8% fewer tokens.") in text
-    legacy = board.outcome_text(board.results_from([*events, Done(status="completed", results={
-        **results, "accuracy_counts": None})]))  # a run from before words were counted said pieces
+    assert (
+        "2 of your words were added as tokens of their own (greenhouse, &lt;b&gt;bold&lt;/b&gt;); your text "
+        "takes 8% fewer tokens."
+    ) in text
+    legacy = board.outcome_text(
+        board.results_from([*events, Done(status="completed", results={**results, "accuracy_counts": None})])
+    )  # a run from before words were counted said pieces
     assert "41% of the hidden pieces</b>" in legacy
-    stopped = board.outcome_text(board.results_from([*events, Done(status="stopped", results={
-        **results, "status": "stopped"})]))
+    stopped = board.outcome_text(
+        board.results_from([*events, Done(status="stopped", results={**results, "status": "stopped"})])
+    )
     assert "stopped after 2 steps (figures from its last evaluation)" in stopped and "Fill-mask" not in stopped
     assert "five likeliest guesses 62% of the time, up from 50%" in text
     assert board.status_line(events, "completed").startswith("✅")
@@ -194,8 +255,9 @@ def _request(address: str, proxy: str = "10.255.0.1"):
     """A request as Gradio hands it to a handler, from `address` through one proxy (which adds the header)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(headers={"x-forwarded-for": address}, client=SimpleNamespace(host=proxy),
-                           session_hash=None, username=None)
+    return SimpleNamespace(
+        headers={"x-forwarded-for": address}, client=SimpleNamespace(host=proxy), session_hash=None, username=None
+    )
 
 
 def test_limits_count_the_address_and_the_account_not_the_secret_a_script_sends(tiny_mlm, tmp_path):
@@ -206,8 +268,7 @@ def test_limits_count_the_address_and_the_account_not_the_secret_a_script_sends(
     from mlm_core.service.access import UNLOCK_TRIES_TOTAL, Limits
     from studio.access import Access
 
-    rules = Access(public=True, limits=Limits(active_runs=1, queued_runs=2), admin_password="secret",
-                   trusted_proxies=1)
+    rules = Access(public=True, limits=Limits(active_runs=1, queued_runs=2), admin_password="secret", trusted_proxies=1)
     fresh = lambda address: rules.visitor(secrets.token_hex(16), _request(address))  # noqa: E731
     for _ in range(5):
         with pytest.raises(ValueError, match="not the owner's password"):
@@ -262,7 +323,11 @@ def test_the_model_card_names_the_base_model_and_the_data_in_words(finished_run)
     assert "words guessed right, top guess" in card
     config = finished_run.config()
     assert describe_model("starter").startswith("the MLM Studio starter model")
-    assert describe_model("distilbert/distilroberta-base") == \
-        "[distilbert/distilroberta-base](https://huggingface.co/distilbert/distilroberta-base)"
-    assert describe_data(config.replace(dataset="user/data", slice="train")) == \
-        "the hub dataset [user/data](https://huggingface.co/datasets/user/data) (all rows)"
+    assert (
+        describe_model("distilbert/distilroberta-base")
+        == "[distilbert/distilroberta-base](https://huggingface.co/distilbert/distilroberta-base)"
+    )
+    assert (
+        describe_data(config.replace(dataset="user/data", slice="train"))
+        == "the hub dataset [user/data](https://huggingface.co/datasets/user/data) (all rows)"
+    )

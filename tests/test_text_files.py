@@ -37,7 +37,7 @@ def whole_file_records(path) -> list[dict]:
 CASES = {
     "old-mac.txt": "First paragraph\rits second line\r\rSecond paragraph\r\r\rThird\r",
     "plain.txt": "First paragraph\nstill first.\n\n\nSecond paragraph.\n",
-    "crlf.txt": "\ufeffOne\r\n\r\nTwo\r\r\nstill two\r\n \r\n\r\nThree é ünï 中文 \U0001F600\r",
+    "crlf.txt": "\ufeffOne\r\n\r\nTwo\r\r\nstill two\r\n \r\n\r\nThree é ünï 中文 \U0001f600\r",
     "spaces.txt": "  \n\n  a  \n\n\n\n\t\n\nb\n\nc",
     "quoted.csv": 'id;body\n1;"Hello; world\nacross lines"\n2;Bye\r\n3;"é ""quoted"""\n',
     "commas.csv": 'id,body,extra\n1,"a, b",x\n2,c,y,surplus\n',
@@ -62,7 +62,7 @@ BROKEN = {
     "bad.jsonl": ('{"text": "ok"}\n\n{"text": broken\n', "line 3 is not valid JSON"),
     "crlf.jsonl": ('{"text": "ok"}\r\n{"text": broken\r\n', "line 2 is not valid JSON"),
     "bad.json": ('[{"text": "a"},\n {"text": "b"}\n {"text": "c"}]', r"not valid JSON \(line 3\)"),
-    "trailing.json": ('[1, 2]\n\nextra', r"not valid JSON \(line 3\)"),
+    "trailing.json": ("[1, 2]\n\nextra", r"not valid JSON \(line 3\)"),
     "cut.json": ('[{"text": "a"},\n {"text": "b', r"not valid JSON \(line 2\)"),
     "scalar.json": ('"just text"', "must be an array of records$"),
     "two-arrays.json": ('{"a": [1], "b": [2]}', "or an object holding one array"),

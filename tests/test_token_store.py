@@ -78,8 +78,13 @@ def write_corpus(path, paragraphs: int, seed: int = 0) -> None:
 def test_worker_processes_make_the_same_store_as_this_process(starter_tokenizer, tmp_path, monkeypatch, whole_word):
     write_corpus(tmp_path / "c.txt", 3000)
     monkeypatch.setattr(store_builder, "WORKER_MIN_BYTES", 0)
-    config = TrainConfig(model="starter", dataset="file", dataset_file=str(tmp_path / "c.txt"), slice="train",
-                         whole_word_masking=whole_word)
+    config = TrainConfig(
+        model="starter",
+        dataset="file",
+        dataset_file=str(tmp_path / "c.txt"),
+        slice="train",
+        whole_word_masking=whole_word,
+    )
     here = prepare_data(config, starter_tokenizer, 100, processes=1)
     workers = prepare_data(config, starter_tokenizer, 100, processes=3)
     assert here.train[:].equal(workers.train[:]) and here.eval[:].equal(workers.eval[:])
@@ -93,8 +98,9 @@ def test_a_cached_store_is_reused_for_other_block_sizes_and_cleaned_by_age(start
     first = prepare_data(config, starter_tokenizer, 64, cache_dir=tmp_path)
     again = prepare_data(config, starter_tokenizer, 64, cache_dir=tmp_path)
     assert not first.reused and again.reused and again.train[:].equal(first.train[:])
-    other = prepare_data(config.replace(block_size=32, whole_word_masking=False, seed=1), starter_tokenizer, 32,
-                         cache_dir=tmp_path)
+    other = prepare_data(
+        config.replace(block_size=32, whole_word_masking=False, seed=1), starter_tokenizer, 32, cache_dir=tmp_path
+    )
     assert other.reused and other.train_word_starts is None  # a store with flags serves runs without them
     entries = [p for p in tmp_path.iterdir() if p.is_dir()]
     assert len(entries) == 1
@@ -113,15 +119,17 @@ def test_the_cache_key_follows_the_files_content(starter_tokenizer, tmp_path):
     assert not prepare_data(config, starter_tokenizer, 64, cache_dir=tmp_path / "cache").reused
     copy = tmp_path / "upload-copy.txt"  # an upload lands under a new name each time
     copy.write_bytes(path.read_bytes())
-    assert prepare_data(config.replace(dataset_file=str(copy)), starter_tokenizer, 64,
-                        cache_dir=tmp_path / "cache").reused
+    assert prepare_data(
+        config.replace(dataset_file=str(copy)), starter_tokenizer, 64, cache_dir=tmp_path / "cache"
+    ).reused
     write_corpus(path, 200, seed=1)
     assert not prepare_data(config, starter_tokenizer, 64, cache_dir=tmp_path / "cache").reused
 
 
 @pytest.mark.parametrize("processes", [1, 2])
-def test_progress_counts_documents_and_stop_ends_preparation_promptly(starter_tokenizer, tmp_path, monkeypatch,
-                                                                       processes):
+def test_progress_counts_documents_and_stop_ends_preparation_promptly(
+    starter_tokenizer, tmp_path, monkeypatch, processes
+):
     write_corpus(tmp_path / "c.txt", 40_000)
     monkeypatch.setattr(store_builder, "WORKER_MIN_BYTES", 0)
     monkeypatch.setattr(store_builder, "PROGRESS_S", 0.0)
@@ -138,8 +146,15 @@ def test_progress_counts_documents_and_stop_ends_preparation_promptly(starter_to
             stopped_at.append(time.monotonic())
 
     with pytest.raises(PreparationStopped):
-        prepare_data(config, starter_tokenizer, 128, on_progress=progress, stop=stop, processes=processes,
-                     cache_dir=tmp_path / "cache")
+        prepare_data(
+            config,
+            starter_tokenizer,
+            128,
+            on_progress=progress,
+            stop=stop,
+            processes=processes,
+            cache_dir=tmp_path / "cache",
+        )
     assert time.monotonic() - stopped_at[0] < 1.0
     assert not [p for p in (tmp_path / "cache").iterdir()], "a stopped preparation leaves nothing in the cache"
 
@@ -178,22 +193,28 @@ def test_each_process_tokenizes_a_share_and_holds_about_half_the_blocks(starter_
     assert again.reused and again.train[:].equal(whole.train[:])
 
 
-def test_hub_datasets_are_read_memory_mapped_or_streamed_to_the_same_blocks(starter_tokenizer, tmp_path,
-                                                                             monkeypatch):
+def test_hub_datasets_are_read_memory_mapped_or_streamed_to_the_same_blocks(starter_tokenizer, tmp_path, monkeypatch):
     import datasets
 
     from mlm_core.data import hub_datasets
     from mlm_core.system import hub_access
 
-    rows = [{"q_id": str(i), "answers": {"text": [p["text"][:300], p["topic"]], "score": [1, 2]}}
-            for i, p in enumerate(reference_records())]
+    rows = [
+        {"q_id": str(i), "answers": {"text": [p["text"][:300], p["topic"]], "score": [1, 2]}}
+        for i, p in enumerate(reference_records())
+    ]
     (tmp_path / "eli5.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
     original = datasets.load_dataset
 
     def offline(dataset_id, split=None, streaming=False, **kwargs):
         assert dataset_id == "someone/eli5-like"
-        return original("json", data_files=str(tmp_path / "eli5.jsonl"), split=split, streaming=streaming,
-                        cache_dir=str(tmp_path / "hf"))
+        return original(
+            "json",
+            data_files=str(tmp_path / "eli5.jsonl"),
+            split=split,
+            streaming=streaming,
+            cache_dir=str(tmp_path / "hf"),
+        )
 
     monkeypatch.setattr(hub_access, "is_online", lambda: True)
     monkeypatch.setattr(datasets, "load_dataset", offline)
@@ -207,20 +228,34 @@ def test_hub_datasets_are_read_memory_mapped_or_streamed_to_the_same_blocks(star
     assert mapped.text_column == streamed.text_column == "answers.text" and mapped.documents == 60
     assert not streamed.reused and mapped.train[:].equal(streamed.train[:])
     assert prepare_data(tail, starter_tokenizer, 64).train[:].equal(mapped_tail.train[:])
-    expected = list_recipe(config.replace(dataset="file", dataset_file=str(tmp_path / "eli5.jsonl"),
-                                          text_column="answers.text"), starter_tokenizer, 64)
+    expected = list_recipe(
+        config.replace(dataset="file", dataset_file=str(tmp_path / "eli5.jsonl"), text_column="answers.text"),
+        starter_tokenizer,
+        64,
+    )
     assert np.array_equal(mapped.train[:].numpy(), expected["train"])
     with pytest.raises(ValueError, match="^slice: 'x' is streamed and does not report its length"):
         hub_datasets.StreamSource("x", "train[10%:]", object())
 
 
-@pytest.mark.parametrize("name, content, column", [
-    ("nested.jsonl", "\n".join(json.dumps({"meta": {"body": f"Line {i} of nested text, with words."}, "n": i})
-                               for i in range(400)), "meta.body"),
-    ("rows.csv", "id,body\n" + "\n".join(f'{i},"Row {i}, a sentence of text."' for i in range(400)), "body"),
-    ("array.json", json.dumps({"data": [{"answers": {"text": [f"Answer {i}.", "More."]}} for i in range(400)]}),
-     "answers.text"),
-])
+@pytest.mark.parametrize(
+    "name, content, column",
+    [
+        (
+            "nested.jsonl",
+            "\n".join(
+                json.dumps({"meta": {"body": f"Line {i} of nested text, with words."}, "n": i}) for i in range(400)
+            ),
+            "meta.body",
+        ),
+        ("rows.csv", "id,body\n" + "\n".join(f'{i},"Row {i}, a sentence of text."' for i in range(400)), "body"),
+        (
+            "array.json",
+            json.dumps({"data": [{"answers": {"text": [f"Answer {i}.", "More."]}} for i in range(400)]}),
+            "answers.text",
+        ),
+    ],
+)
 def test_every_upload_format_prepares_with_its_text_column(starter_tokenizer, tmp_path, name, content, column):
     (tmp_path / name).write_text(content, encoding="utf-8")
     config = TrainConfig(model="starter", dataset="file", dataset_file=str(tmp_path / name), slice="train[10%:]")
@@ -236,8 +271,13 @@ def test_stop_while_preparing_ends_the_run_as_stopped(tiny_mlm, tmp_path):
     from mlm_core.training.loop import train
 
     write_corpus(tmp_path / "c.txt", 40_000)
-    config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(tmp_path / "c.txt"), slice="train",
-                         output_dir=str(tmp_path / "runs" / "r"))
+    config = TrainConfig(
+        model=str(tiny_mlm),
+        dataset="file",
+        dataset_file=str(tmp_path / "c.txt"),
+        slice="train",
+        output_dir=str(tmp_path / "runs" / "r"),
+    )
     stop, events = threading.Event(), []
 
     def listen(event):

@@ -48,15 +48,50 @@ def test_a_trackio_run_logs_its_events_offline_beside_the_runs(tiny_mlm, tmp_pat
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(NO_NETWORK)
     # A hub token and every setting that would send trackio's data elsewhere: none of them is used.
-    env = {**os.environ, "PYTHONPATH": f"{guard}{os.pathsep}{ROOT}", "NETWORK_ATTEMPTS": str(attempts),
-           "HF_TOKEN": PLANTED_TOKEN, "TRACKIO_SPACE_ID": "someone/tracking-space", "TRACKIO_DIR": str(tmp_path),
-           "TRACKIO_SERVER_URL": "http://198.51.100.7:8000/", "TRACKIO_WRITE_TOKEN": "write-token"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{guard}{os.pathsep}{ROOT}",
+        "NETWORK_ATTEMPTS": str(attempts),
+        "HF_TOKEN": PLANTED_TOKEN,
+        "TRACKIO_SPACE_ID": "someone/tracking-space",
+        "TRACKIO_DIR": str(tmp_path),
+        "TRACKIO_SERVER_URL": "http://198.51.100.7:8000/",
+        "TRACKIO_WRITE_TOKEN": "write-token",
+    }
     env.pop("HF_HUB_OFFLINE")  # the hub is not asked who the token's owner is, even online
     process = subprocess.run(
-        [sys.executable, "-m", "mlm_core", "train", "--model", str(tiny_mlm), "--dataset", "builtin", "--slice",
-         "train[:40]", "--block-size", "64", "--batch-size", "8", "--learning-rate", "1e-3", "--max-steps", "4",
-         "--eval-steps", "2", "--report-to", "trackio", "--output-dir", str(runs / "tracked")],
-        capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+        [
+            sys.executable,
+            "-m",
+            "mlm_core",
+            "train",
+            "--model",
+            str(tiny_mlm),
+            "--dataset",
+            "builtin",
+            "--slice",
+            "train[:40]",
+            "--block-size",
+            "64",
+            "--batch-size",
+            "8",
+            "--learning-rate",
+            "1e-3",
+            "--max-steps",
+            "4",
+            "--eval-steps",
+            "2",
+            "--report-to",
+            "trackio",
+            "--output-dir",
+            str(runs / "tracked"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=env,
+    )
     assert process.returncode == 0, process.stderr[-3000:]
     assert process.stdout.splitlines()[0].startswith("completed"), "trackio's lines go to stderr, not the summary"
     assert len(process.stdout.splitlines()) == 1, process.stdout
@@ -65,19 +100,24 @@ def test_a_trackio_run_logs_its_events_offline_beside_the_runs(tiny_mlm, tmp_pat
     events = read_events(runs / "tracked" / "events.jsonl")
     assert any(isinstance(e, Status) and e.message.startswith("Metrics also go to trackio (offline") for e in events)
     with sqlite3.connect(runs / ".trackio" / "mlm-studio.db") as db:  # trackio's own storage, read back
-        logged = [(step, json.loads(values)) for step, values in
-                  db.execute("SELECT step, metrics FROM metrics WHERE run_name = 'tracked' ORDER BY id")]
+        logged = [
+            (step, json.loads(values))
+            for step, values in db.execute("SELECT step, metrics FROM metrics WHERE run_name = 'tracked' ORDER BY id")
+        ]
         config = json.loads(db.execute("SELECT config FROM configs WHERE run_name = 'tracked'").fetchone()[0])
     steps = [e for e in events if isinstance(e, Step)]
     assert [e.step for e in steps] == [1, 2, 3, 4]
     assert {step: v["train/loss"] for step, v in logged if "train/loss" in v} == {e.step: e.loss for e in steps}
-    assert {step: v["train/learning_rate"] for step, v in logged if "train/loss" in v} == \
-        {e.step: e.learning_rate for e in steps}
+    assert {step: v["train/learning_rate"] for step, v in logged if "train/loss" in v} == {
+        e.step: e.learning_rate for e in steps
+    }
     evals = [e for e in events if isinstance(e, Eval)]
     assert [e.step for e in evals] == [0, 2, 4]  # the base model's, then every 2 steps
-    assert [(step, v["eval/loss"], v["eval/perplexity"], v["eval/top1"], v["eval/top5"])
-            for step, v in logged if "eval/loss" in v] == \
-        [(e.step, e.eval_loss, e.perplexity, e.top1, e.top5) for e in evals]
+    assert [
+        (step, v["eval/loss"], v["eval/perplexity"], v["eval/top1"], v["eval/top5"])
+        for step, v in logged
+        if "eval/loss" in v
+    ] == [(e.step, e.eval_loss, e.perplexity, e.top1, e.top5) for e in evals]
     assert config["report_to"] == "trackio" and config["max_steps"] == 4 and config["model"] == str(tiny_mlm)
     assert sorted(p.name for p in runs.iterdir() if p.name != ".data-cache") == [".trackio", "tracked"]
     assert not list(tmp_path.glob("*.db")), "TRACKIO_DIR from the environment is not where a run's metrics go"
@@ -120,8 +160,7 @@ class Recorder(GeneralTracker):
         self.calls.append(("finish",))
 
 
-def test_a_tracker_gets_the_settings_and_figures_and_its_failure_does_not_fail_the_run(tiny_mlm, tmp_path,
-                                                                                         monkeypatch):
+def test_a_tracker_gets_the_settings_and_figures_and_its_failure_does_not_fail_the_run(tiny_mlm, tmp_path, monkeypatch):
     recorder = Recorder()
     monkeypatch.setattr(tracking, "make_tracker", lambda config: recorder)
     config = tiny_config(tiny_mlm, tmp_path / "run", max_steps=4, eval_steps=2, report_to="trackio")
@@ -129,25 +168,55 @@ def test_a_tracker_gets_the_settings_and_figures_and_its_failure_does_not_fail_t
     events = read_events(tmp_path / "run" / "events.jsonl")
     base, first = next(e for e in events if isinstance(e, Eval)), next(e for e in events if isinstance(e, Step))
     assert recorder.calls[:4] == [
-        ("start",), ("config", {k: v for k, v in config.to_dict().items() if v is not None}),
-        ("log", 0, {"eval/loss": base.eval_loss, "eval/perplexity": base.perplexity, "eval/top1": base.top1,
-                    "eval/top5": base.top5}),
-        ("log", 1, {"train/loss": first.loss, "train/learning_rate": first.learning_rate,
-                    "train/tokens_per_s": first.tokens_per_s, "train/epoch": first.epoch})]
+        ("start",),
+        ("config", {k: v for k, v in config.to_dict().items() if v is not None}),
+        (
+            "log",
+            0,
+            {
+                "eval/loss": base.eval_loss,
+                "eval/perplexity": base.perplexity,
+                "eval/top1": base.top1,
+                "eval/top5": base.top5,
+            },
+        ),
+        (
+            "log",
+            1,
+            {
+                "train/loss": first.loss,
+                "train/learning_rate": first.learning_rate,
+                "train/tokens_per_s": first.tokens_per_s,
+                "train/epoch": first.epoch,
+            },
+        ),
+    ]
     assert len(recorder.calls) == 5, "a tracker that failed is given nothing more, not even finish"
     failed = [e.message for e in events if isinstance(e, Status) and "failed" in e.message]
-    assert failed == ["The experiment tracker trackio failed (RuntimeError: the disk is full); the run goes on "
-                      "without it."]
+    assert failed == [
+        "The experiment tracker trackio failed (RuntimeError: the disk is full); the run goes on without it."
+    ]
     assert [e.step for e in events if isinstance(e, Step)] == [1, 2, 3, 4]
 
 
 def test_an_unknown_or_missing_tracker_is_refused_in_words_before_training(tmp_path, capsys):
     choices = ", ".join(trackers())
-    with pytest.raises(ValueError, match=f"^report_to: 'trackoi' is not an experiment tracker Accelerate supports; "
-                                         f"choose one of {choices}$"):
+    with pytest.raises(
+        ValueError,
+        match=f"^report_to: 'trackoi' is not an experiment tracker Accelerate supports; choose one of {choices}$",
+    ):
         TrainConfig(report_to="trackoi")
-    argv = ["train", "--model", "starter", "--dataset", "builtin", "--report-to", "trackoi", "--output-dir",
-            str(tmp_path / "run")]
+    argv = [
+        "train",
+        "--model",
+        "starter",
+        "--dataset",
+        "builtin",
+        "--report-to",
+        "trackoi",
+        "--output-dir",
+        str(tmp_path / "run"),
+    ]
     assert main(argv) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: report_to: 'trackoi' is not")
     with pytest.raises(ValueError) as refused:
@@ -157,8 +226,11 @@ def test_an_unknown_or_missing_tracker_is_refused_in_words_before_training(tmp_p
     missing = [name for name in trackers(installed=False) if name not in trackers()]
     if missing:  # a tracker Accelerate knows whose package is not here: the run's settings stand, training is refused
         config = TrainConfig(model="starter", dataset="builtin", report_to=missing[0], output_dir=str(tmp_path / "m"))
-        with pytest.raises(ValueError, match=f"^report_to: {missing[0]} is not installed here \\(pip install "
-                                             f"{missing[0]}\\); choose one of {choices}$"):
+        with pytest.raises(
+            ValueError,
+            match=f"^report_to: {missing[0]} is not installed here \\(pip install "
+            f"{missing[0]}\\); choose one of {choices}$",
+        ):
             train(config)
     assert not (tmp_path / "run").exists() and not (tmp_path / "m").exists(), "a refused run writes nothing"
 
@@ -168,8 +240,11 @@ def test_public_mode_offers_only_trackers_that_keep_the_metrics_on_the_server():
     assert public.trackers() == ["none", "trackio"] and private.trackers() == trackers()
     public.check_report_to("trackio")
     for name in ("wandb", "tensorboard"):
-        with pytest.raises(ValueError, match="^report_to: on this public server a run reports only to none or "
-                                             "trackio, so that its metrics stay here$"):
+        with pytest.raises(
+            ValueError,
+            match="^report_to: on this public server a run reports only to none or "
+            "trackio, so that its metrics stay here$",
+        ):
             public.check_report_to(name)
     with pytest.raises(ValueError, match="^report_to: 'trackoi' is not"):
         private.check_report_to("trackoi")

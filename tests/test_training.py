@@ -18,8 +18,16 @@ from .conftest import run_cli
 
 def _config(model, out, **changes):
     """A quick run of a tiny model on part of the built-in corpus."""
-    values = dict(model=str(model), dataset="builtin", slice="train[:40]", block_size=64, batch_size=8,
-                  learning_rate=1e-3, epochs=1, output_dir=str(out))
+    values = dict(
+        model=str(model),
+        dataset="builtin",
+        slice="train[:40]",
+        block_size=64,
+        batch_size=8,
+        learning_rate=1e-3,
+        epochs=1,
+        output_dir=str(out),
+    )
     return TrainConfig(**{**values, **changes})
 
 
@@ -60,8 +68,10 @@ def test_head_only_loss_matches_a_direct_model_call(tiny_mlm):
     objective = LMObjective(model, MASKED)
     expected = model(input_ids=batch.input_ids, labels=batch.labels).loss
     assert batch.count == batch.labels.ne(-100).sum() > 0 and len(batch.positions) == len(batch.targets) == batch.count
-    for summed in (objective(batch.input_ids, batch.labels, batch.positions, batch.targets),
-                   objective(batch.input_ids, batch.labels)):  # positions found from the labels
+    for summed in (
+        objective(batch.input_ids, batch.labels, batch.positions, batch.targets),
+        objective(batch.input_ids, batch.labels),
+    ):  # positions found from the labels
         assert (summed / batch.count).item() == pytest.approx(expected.item(), abs=1e-5)
 
 
@@ -131,8 +141,10 @@ def test_output_dir_and_resume_guards(tiny_mlm, tmp_path):
 def test_block_size_is_clamped_with_a_message(tiny_mlm, tmp_path):
     results, events = _run(_config(tiny_mlm, tmp_path / "run", block_size=1024, max_steps=1))
     assert results.block_size == 128
-    assert any("block_size 1024 is more than this model reads; using its maximum, 128" in getattr(e, "message", "")
-               for e in events)
+    assert any(
+        "block_size 1024 is more than this model reads; using its maximum, 128" in getattr(e, "message", "")
+        for e in events
+    )
 
 
 def test_whole_word_masking_trains(tiny_mlm, tmp_path):
@@ -143,13 +155,29 @@ def test_whole_word_masking_trains(tiny_mlm, tmp_path):
 @pytest.mark.slow
 def test_causal_model_trains_through_the_cli_and_generates(tiny_clm, tmp_path):
     out = tmp_path / "clm"
-    trained = run_cli("train", "--model", str(tiny_clm), "--dataset", "builtin", "--slice", "train[:40]",
-                      "--block-size", "64", "--learning-rate", "1e-3", "--max-steps", "30", "--output-dir", str(out))
+    trained = run_cli(
+        "train",
+        "--model",
+        str(tiny_clm),
+        "--dataset",
+        "builtin",
+        "--slice",
+        "train[:40]",
+        "--block-size",
+        "64",
+        "--learning-rate",
+        "1e-3",
+        "--max-steps",
+        "30",
+        "--output-dir",
+        str(out),
+    )
     assert trained.returncode == 0, trained.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["task"] == "clm" and results["final_perplexity"] < results["base_perplexity"]
-    generated = run_cli("generate", "--model", str(out / "model"), "--max-new-tokens", "12", "--seed", "1",
-                        "The for statement")
+    generated = run_cli(
+        "generate", "--model", str(out / "model"), "--max-new-tokens", "12", "--seed", "1", "The for statement"
+    )
     assert generated.returncode == 0, generated.stderr
     text = generated.stdout.strip()
     assert text.startswith("The for statement") and len(text) > len("The for statement") + 5
@@ -171,6 +199,7 @@ def test_a_training_step_never_makes_the_host_wait_for_the_device(tiny_mlm, tmp_
             if getattr(inside, "step", False):
                 calls.append(name)
             return original(*args, **kwargs)
+
         return wrapper
 
     for name in SYNC_CALLS:
@@ -259,17 +288,33 @@ def test_a_run_that_ends_mid_epoch_counts_a_fraction_of_an_epoch_and_writes_no_c
 def test_a_held_out_sample_that_hides_nothing_is_refused_in_words_not_measured_as_perplexity_1(tiny_mlm, tmp_path):
     text = tmp_path / "small.txt"
     text.write_text("\n\n".join(f"Line {i} of a small upload about the garden." for i in range(30)))
-    config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(text), block_size=8,
-                         mlm_probability=0.001, max_steps=4, output_dir=str(tmp_path / "run"))
+    config = TrainConfig(
+        model=str(tiny_mlm),
+        dataset="file",
+        dataset_file=str(text),
+        block_size=8,
+        mlm_probability=0.001,
+        max_steps=4,
+        output_dir=str(tmp_path / "run"),
+    )
     with pytest.raises(ValueError, match="the held-out sample .* hides no token to measure"):
         train(config)
     assert not (tmp_path / "run").exists()  # refused before its first step, so nothing is left
 
 
 def test_a_run_whose_loss_explodes_ends_failed_with_diverged_not_completed(tiny_mlm, tmp_path):
-    config = TrainConfig(model=str(tiny_mlm), dataset="builtin", slice="train[:40]", block_size=64, batch_size=8,
-                         learning_rate=1.0, warmup_ratio=0.0, max_steps=30, eval_steps=10,
-                         output_dir=str(tmp_path / "run"))
+    config = TrainConfig(
+        model=str(tiny_mlm),
+        dataset="builtin",
+        slice="train[:40]",
+        block_size=64,
+        batch_size=8,
+        learning_rate=1.0,
+        warmup_ratio=0.0,
+        max_steps=30,
+        eval_steps=10,
+        output_dir=str(tmp_path / "run"),
+    )
     with pytest.raises(ValueError, match=r"training diverged at step \d+ .*lower the learning rate"):
         train(config)
     results = RunDir(config.output_dir).results()
@@ -299,8 +344,13 @@ def test_accuracy_counts_a_hidden_word_right_only_when_all_its_pieces_are():
         labels = torch.full_like(blocks, IGNORE)
         labels[:, 1:5] = blocks[:, 1:5]
         positions = labels.view(-1).ne(IGNORE).nonzero().squeeze(1)
-        return Batch(blocks.clone().index_fill_(1, torch.arange(1, 5), 4), labels, len(positions), positions,
-                     labels.view(-1)[positions])
+        return Batch(
+            blocks.clone().index_fill_(1, torch.arange(1, 5), 4),
+            labels,
+            len(positions),
+            positions,
+            labels.view(-1)[positions],
+        )
 
     class RightAt10And11(torch.nn.Module):  # tokens 0-4 are everywhere else the likeliest
         def labelled_logits(self, input_ids, labels, positions, targets):
@@ -335,8 +385,9 @@ def test_a_stopped_run_reports_its_last_evaluation_against_the_base_on_the_same_
         if isinstance(event, Eval) and not event.base:
             stop.set()
 
-    results = train(_config(tiny_mlm, tmp_path / "run", max_steps=40, eval_steps=5), on_event=stop_after_an_evaluation,
-                    stop=stop)
+    results = train(
+        _config(tiny_mlm, tmp_path / "run", max_steps=40, eval_steps=5), on_event=stop_after_an_evaluation, stop=stop
+    )
     evals = [e for e in events if isinstance(e, Eval)]
     assert results.status == "stopped" and results.final_perplexity == pytest.approx(evals[-1].perplexity)
     assert results.base_perplexity == pytest.approx(evals[0].perplexity)
@@ -351,8 +402,9 @@ def test_an_upload_of_everyday_text_gets_probes_whose_answers_may_be_words_of_se
 
     upload = tmp_path / "my garden notes.txt"
     upload.write_text("\n\n".join([files("starter").joinpath("everyday_sample.txt").read_text()] * 12))
-    _, events = _run(_config(tiny_mlm, tmp_path / "run", dataset="file", dataset_file=str(upload), slice="train",
-                             max_steps=2))
+    _, events = _run(
+        _config(tiny_mlm, tmp_path / "run", dataset="file", dataset_file=str(upload), slice="train", max_steps=2)
+    )
     probes = [e for e in events if isinstance(e, Probe)]
     assert probes and all(p.answer and p.answer_rank and p.text.count("<mask>") == 1 for p in probes)
     tokenizer = load_tokenizer(str(tiny_mlm))

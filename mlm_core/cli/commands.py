@@ -65,18 +65,26 @@ def build_parser() -> argparse.ArgumentParser:
     """The CLI's parser; train options come from TrainConfig's fields and their help."""
     parser = _Parser(prog="python -m mlm_core", description="Fine-tune and use masked and causal language models.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    train = _with_train_options(commands.add_parser("train", help="fine-tune a model; progress on stderr, summary "
-                                                                  "on stdout"))
+    train = _with_train_options(
+        commands.add_parser("train", help="fine-tune a model; progress on stderr, summary on stdout")
+    )
     train.add_argument("--resume", action="store_true", help="continue the run in --output-dir from its checkpoint")
-    preview = _with_train_options(commands.add_parser("preview", help="what a run with these options would train "
-                                                                      "on, and its time and memory on this machine"))
+    preview = _with_train_options(
+        commands.add_parser(
+            "preview", help="what a run with these options would train on, and its time and memory on this machine"
+        )
+    )
     preview.add_argument("--json", action="store_true", help="print the preview as JSON")
-    queued = commands.add_parser("train-queued", help="train a run the app's queue made (its settings, probe "
-                                                      "sentences and budget), as the queue's child process does")
+    queued = commands.add_parser(
+        "train-queued",
+        help="train a run the app's queue made (its settings, probe "
+        "sentences and budget), as the queue's child process does",
+    )
     queued.add_argument("run", type=Path, help="the run's folder")
     fill = commands.add_parser("fill-mask", help="predict the words behind <mask>")
-    fill.add_argument("--model", required=True, help="a run folder (its saved model), a model folder, 'starter', or a "
-                                                     "hub id")
+    fill.add_argument(
+        "--model", required=True, help="a run folder (its saved model), a model folder, 'starter', or a hub id"
+    )
     fill.add_argument("--top-k", type=int, default=5, help="how many guesses per mask")
     fill.add_argument("--targets", help="comma-separated candidate words to score instead of the whole vocabulary")
     fill.add_argument("--json", action="store_true", help="print the pipeline-shaped results as JSON")
@@ -91,27 +99,49 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int)
     gen.add_argument("prompt")
     runs = commands.add_parser("runs", help="list the runs of a runs folder with their status")
-    runs.add_argument("--root", type=Path, help="the runs folder (default: MLM_STUDIO_RUNS, /data/mlm-studio-runs "
-                                                "on a Space, else ./runs)")
+    runs.add_argument(
+        "--root",
+        type=Path,
+        help="the runs folder (default: MLM_STUDIO_RUNS, /data/mlm-studio-runs on a Space, else ./runs)",
+    )
     push = commands.add_parser("push", help="upload a finished run's model, tokenizer and card to the hub")
     push.add_argument("run", type=Path, help="the run's folder")
     push.add_argument("repo", help="the hub repository to create or update, 'your-name/model-name'")
-    push.add_argument("--token-file", type=Path, help="a file holding a token that may write (default: HF_TOKEN, "
-                                                      "else the token `hf auth login` saved); never printed")
+    push.add_argument(
+        "--token-file",
+        type=Path,
+        help="a file holding a token that may write (default: HF_TOKEN, "
+        "else the token `hf auth login` saved); never printed",
+    )
     push.add_argument("--public", action="store_true", help="make a new repository public (default: private)")
-    deploy = commands.add_parser("deploy-space", help="create or update a Gradio Space on the hub and upload the "
-                                                      "app to it (the files --dry-run lists); print its URL")
+    deploy = commands.add_parser(
+        "deploy-space",
+        help="create or update a Gradio Space on the hub and upload the "
+        "app to it (the files --dry-run lists); print its URL",
+    )
     deploy.add_argument("repo", help="the Space to create or update, 'owner/space-name'")
-    deploy.add_argument("--token-file", type=Path, help="a file holding a token that may write (default: HF_TOKEN, "
-                                                        "else the token `hf auth login` saved); never printed")
+    deploy.add_argument(
+        "--token-file",
+        type=Path,
+        help="a file holding a token that may write (default: HF_TOKEN, "
+        "else the token `hf auth login` saved); never printed",
+    )
     deploy.add_argument("--private", action="store_true", help="make a new Space private (default: public)")
-    deploy.add_argument("--hardware", choices=[h.value for h in SpaceHardware], metavar="HARDWARE",
-                        help="hardware for a new Space, e.g. zero-a10g (default: the hub's; the README's "
-                             "suggested_hardware is only a suggestion)")
-    deploy.add_argument("--from", dest="source", type=Path, default=deploy_space.PROJECT_ROOT,
-                        help="the folder holding app.py (default: this project's)")
-    deploy.add_argument("--dry-run", action="store_true", help="print the files that would be uploaded; upload "
-                                                               "nothing")
+    deploy.add_argument(
+        "--hardware",
+        choices=[h.value for h in SpaceHardware],
+        metavar="HARDWARE",
+        help="hardware for a new Space, e.g. zero-a10g (default: the hub's; the README's "
+        "suggested_hardware is only a suggestion)",
+    )
+    deploy.add_argument(
+        "--from",
+        dest="source",
+        type=Path,
+        default=deploy_space.PROJECT_ROOT,
+        help="the folder holding app.py (default: this project's)",
+    )
+    deploy.add_argument("--dry-run", action="store_true", help="print the files that would be uploaded; upload nothing")
     export = commands.add_parser("export", help="zip a finished run's model, tokenizer, card and results")
     export.add_argument("run", type=Path, help="the run's folder")
     commands.add_parser("info", help="device, hub reachability, the offline defaults and where runs are kept")
@@ -132,9 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     if not debug:
         warnings.simplefilter("ignore")
     args = build_parser().parse_args(argv)
-    handlers = {"train": _train, "fill-mask": _fill_mask, "generate": _generate,
-                "train-queued": _train_queued, "preview": _preview, "runs": _runs, "push": _push, "export": _export,
-                "deploy-space": _deploy_space, "info": _info}
+    handlers = {
+        "train": _train,
+        "fill-mask": _fill_mask,
+        "generate": _generate,
+        "train-queued": _train_queued,
+        "preview": _preview,
+        "runs": _runs,
+        "push": _push,
+        "export": _export,
+        "deploy-space": _deploy_space,
+        "info": _info,
+    }
     try:
         return handlers[args.command](args)
     except ValueError as error:
@@ -186,15 +225,19 @@ def summary(results: RunResults, config: TrainConfig) -> str:
     if results.status == STOPPED and not results.steps:
         return f"stopped before the first step; nothing was saved, so {config.output_dir} can be used again"
     rate = results.tokens / results.seconds if results.seconds else 0.0
-    head = (f"{results.status} {config.output_dir}: {results.steps:,} steps, {results.tokens:,} tokens "
-            f"in {results.seconds:.1f} s ({rate:,.0f} tokens/s)")
+    head = (
+        f"{results.status} {config.output_dir}: {results.steps:,} steps, {results.tokens:,} tokens "
+        f"in {results.seconds:.1f} s ({rate:,.0f} tokens/s)"
+    )
     measured = ""
     if results.base_perplexity is not None and results.final_perplexity is not None:
         measured = f"; perplexity {results.base_perplexity:.2f} -> {results.final_perplexity:.2f}"
         if results.final_top1 is not None and results.base_top1 is not None:
-            measured += (f", {results.accuracy_counts or 'tokens'} guessed right {results.base_top1:.1%} -> "
-                         f"{results.final_top1:.1%} (top 5: {results.base_top5:.1%} -> {results.final_top5:.1%}) "
-                         f"on {results.eval_blocks:,} held-out blocks")
+            measured += (
+                f", {results.accuracy_counts or 'tokens'} guessed right {results.base_top1:.1%} -> "
+                f"{results.final_top1:.1%} (top 5: {results.base_top5:.1%} -> {results.final_top5:.1%}) "
+                f"on {results.eval_blocks:,} held-out blocks"
+            )
     if results.added_words:
         measured += f"; {len(results.added_words):,} of the text's words added as tokens"
         if results.tokens_saved is not None:
@@ -302,12 +345,18 @@ def _preview(args: argparse.Namespace) -> int:
     left = result.records - result.documents
     if left:
         print(f"{left:,} of the {result.records:,} rows hold no text in {result.text_column!r} and are left out")
-    print(f"{result.documents:,} documents -> {result.tokens:,} tokens -> {result.train_blocks:,} training and "
-          f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens (text column {result.text_column!r})")
-    print(f"{result.total_steps:,} steps at {result.seconds_per_step:.2f} s each -> about "
-          f"{result.estimated_seconds / 60:.1f} minutes, {result.memory_bytes / 2**30:.1f} GiB of memory")
-    print(f"words: {result.pieces_per_word:.2f} pieces each on average, {result.whole_word_share:.0%} of them one "
-          "piece of this model's vocabulary")
+    print(
+        f"{result.documents:,} documents -> {result.tokens:,} tokens -> {result.train_blocks:,} training and "
+        f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens (text column {result.text_column!r})"
+    )
+    print(
+        f"{result.total_steps:,} steps at {result.seconds_per_step:.2f} s each -> about "
+        f"{result.estimated_seconds / 60:.1f} minutes, {result.memory_bytes / 2**30:.1f} GiB of memory"
+    )
+    print(
+        f"words: {result.pieces_per_word:.2f} pieces each on average, {result.whole_word_share:.0%} of them one "
+        "piece of this model's vocabulary"
+    )
     if result.fit_advice:
         print(result.fit_advice)
     for probe in result.probes:
@@ -328,8 +377,7 @@ def _train_queued(args: argparse.Namespace) -> int:
     run = RunDir(args.run)
     identity = run.identity()
     with _stop_on_signals() as stop:
-        results = train(run.config(), stop=stop, resume=identity.resume, probes=identity.probes,
-                        budget=identity.budget)
+        results = train(run.config(), stop=stop, resume=identity.resume, probes=identity.probes, budget=identity.budget)
     return 0 if results.status == COMPLETED else EXIT_STOPPED
 
 
@@ -358,9 +406,20 @@ def _stop_on_signals() -> Iterator[threading.Event]:
 
 def _generate(args: argparse.Namespace) -> int:
     """Print the prompt's continuation."""
-    print(playground.generate(playground.GenerateRequest(
-        args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_p, args.seed, args.top_k,
-        sample=not args.greedy)))
+    print(
+        playground.generate(
+            playground.GenerateRequest(
+                args.model,
+                args.prompt,
+                args.max_new_tokens,
+                args.temperature,
+                args.top_p,
+                args.seed,
+                args.top_k,
+                sample=not args.greedy,
+            )
+        )
+    )
     return 0
 
 

@@ -17,9 +17,27 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the folder holding app.py
 # What a Space of the app holds, as huggingface_hub's patterns (fnmatch, "*" spans folders; "x/" is everything under
 # x): the allow list, then what is never uploaded even where the allow list would take it.
 UPLOAD = ("app.py", "README.md", "requirements.txt", ".gitattributes", "mlm_core/", "studio/", "assets/", "docs/")
-NEVER = ("*__pycache__/*", "*.pyc", "*.log", ".env*", "*/.env*", "*.netrc", "*.pem", ".venv/", "*/.venv/*", ".git/",
-         "*/.git/*", ".data-cache/", "*/.data-cache/*", "runs/", "tests/", ".ci/", ".github/", "test-artifacts/",
-         ".starter-build/")
+NEVER = (
+    "*__pycache__/*",
+    "*.pyc",
+    "*.log",
+    ".env*",
+    "*/.env*",
+    "*.netrc",
+    "*.pem",
+    ".venv/",
+    "*/.venv/*",
+    ".git/",
+    "*/.git/*",
+    ".data-cache/",
+    "*/.data-cache/*",
+    "runs/",
+    "tests/",
+    ".ci/",
+    ".github/",
+    "test-artifacts/",
+    ".starter-build/",
+)
 FRONT_MATTER = ("sdk", "app_file", "python_version")  # what a Space's README must say (besides sdk: gradio)
 COMMIT_MESSAGE = "Deploy MLM Studio"
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"  # what a clone without `git lfs pull` holds
@@ -39,15 +57,17 @@ def space_files(root: Path = PROJECT_ROOT) -> list[str]:
         paths = sorted(p.relative_to(root).as_posix() for p in found)
     else:
         paths = sorted(path for path in tracked if (root / path).is_file())
-    return list(filter_repo_objects(paths, allow_patterns=list(UPLOAD),
-                                    ignore_patterns=[*NEVER, *DEFAULT_IGNORE_PATTERNS]))
+    return list(
+        filter_repo_objects(paths, allow_patterns=list(UPLOAD), ignore_patterns=[*NEVER, *DEFAULT_IGNORE_PATTERNS])
+    )
 
 
 def _tracked(root: Path) -> list[str] | None:
     """The paths git tracks under `root`, relative to it; None when `root` is not in a git checkout."""
     try:
-        listed = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True, check=True,
-                                timeout=60).stdout
+        listed = subprocess.run(
+            ["git", "-C", str(root), "ls-files", "-z"], capture_output=True, check=True, timeout=60
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     return [path for path in listed.decode("utf-8", "surrogateescape").split("\0") if path]
@@ -62,12 +82,14 @@ def checked_files(root: Path = PROJECT_ROOT) -> list[str]:
     try:
         data = SpaceCard.load(readme).data
     except Exception as error:  # a YAML error, front matter that is not a mapping
-        raise ValueError(f"README.md: its front matter does not parse as a Space's ({type(error).__name__}: "
-                         f"{error})".splitlines()[0]) from None
+        raise ValueError(
+            f"README.md: its front matter does not parse as a Space's ({type(error).__name__}: {error})".splitlines()[0]
+        ) from None
     missing = [key for key in FRONT_MATTER if not getattr(data, key, None)]
     if missing:
-        raise ValueError(f"README.md: the Space's front matter needs {', '.join(missing)} (the Space is built from "
-                         "them)")
+        raise ValueError(
+            f"README.md: the Space's front matter needs {', '.join(missing)} (the Space is built from them)"
+        )
     if data.sdk != "gradio":
         raise ValueError(f"README.md: the app is a Gradio app, so its front matter needs sdk: gradio, not {data.sdk}")
     files = space_files(root)
@@ -80,8 +102,9 @@ def checked_files(root: Path = PROJECT_ROOT) -> list[str]:
     return files
 
 
-def deploy(repo_id: str, token: str, root: Path = PROJECT_ROOT, private: bool = False,
-           hardware: str | None = None) -> str:
+def deploy(
+    repo_id: str, token: str, root: Path = PROJECT_ROOT, private: bool = False, hardware: str | None = None
+) -> str:
     """Create the Gradio Space `repo_id` (kept as it is if it exists; on `hardware` when given), make
     `checked_files(root)` its files in one commit (uploading them, deleting any other), and return its URL. The
     token is not kept.
@@ -98,23 +121,34 @@ def deploy(repo_id: str, token: str, root: Path = PROJECT_ROOT, private: bool = 
         raise ValueError("repo_id: the Hugging Face hub is not reachable from here")
     api, url = HfApi(token=token), None
     try:
-        url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", exist_ok=True, private=private,
-                              space_hardware=hardware)
+        url = api.create_repo(
+            repo_id, repo_type="space", space_sdk="gradio", exist_ok=True, private=private, space_hardware=hardware
+        )
         stale = set(api.list_repo_files(repo_id, repo_type="space")) - set(files)  # e.g. a file since removed
-        api.create_commit(repo_id, repo_type="space", commit_message=COMMIT_MESSAGE,
-                          operations=[*(CommitOperationAdd(path, Path(root) / path) for path in files),
-                                      *(CommitOperationDelete(path) for path in sorted(stale))])
+        api.create_commit(
+            repo_id,
+            repo_type="space",
+            commit_message=COMMIT_MESSAGE,
+            operations=[
+                *(CommitOperationAdd(path, Path(root) / path) for path in files),
+                *(CommitOperationDelete(path) for path in sorted(stale)),
+            ],
+        )
     except Exception as error:  # hub errors can echo request headers: report the kind only, never the token
-        status = getattr(getattr(error, "response", None), "status_code", 0) if isinstance(error, HfHubHTTPError) \
-            else 0
+        status = getattr(getattr(error, "response", None), "status_code", 0) if isinstance(error, HfHubHTTPError) else 0
         if url is None and status in (401, 403):
-            raise ValueError(f"repo_id: this token or sign-in may not create the Space {repo_id} (a token needs "
-                             "write access, a Hugging Face sign-in the contribute-repos scope); or create the Space "
-                             "on the hub first and deploy again") from None
+            raise ValueError(
+                f"repo_id: this token or sign-in may not create the Space {repo_id} (a token needs "
+                "write access, a Hugging Face sign-in the contribute-repos scope); or create the Space "
+                "on the hub first and deploy again"
+            ) from None
         if url is None and status == 402:
-            raise ValueError(f"repo_id: the hub asks for a paid plan to create {repo_id} on "
-                             f"{hardware or 'its default hardware'}; a free account may create ZeroGPU Spaces "
-                             "(--hardware zero-a10g), or create the Space on the hub first") from None
-        raise ValueError(f"repo_id: the hub refused the deploy ({type(error).__name__}); check the name and that "
-                         "the token may write") from None
+            raise ValueError(
+                f"repo_id: the hub asks for a paid plan to create {repo_id} on "
+                f"{hardware or 'its default hardware'}; a free account may create ZeroGPU Spaces "
+                "(--hardware zero-a10g), or create the Space on the hub first"
+            ) from None
+        raise ValueError(
+            f"repo_id: the hub refused the deploy ({type(error).__name__}); check the name and that the token may write"
+        ) from None
     return str(url)

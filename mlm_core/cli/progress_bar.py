@@ -27,8 +27,14 @@ class ProgressPrinter:
         if isinstance(event, Started):
             if self.bar is not None:
                 self.bar.close()
-            self.bar = tqdm(total=event.total_steps, initial=event.resumed_from_step, unit="step",
-                            file=self.stream, dynamic_ncols=True, desc=event.task.upper())
+            self.bar = tqdm(
+                total=event.total_steps,
+                initial=event.resumed_from_step,
+                unit="step",
+                file=self.stream,
+                dynamic_ncols=True,
+                desc=event.task.upper(),
+            )
         elif isinstance(event, Step) and self.bar is not None:
             self.bar.update(event.step - self.bar.n)
             self.bar.set_postfix(loss=f"{event.loss:.3f}", tok_s=f"{event.tokens_per_s:,.0f}", refresh=False)

@@ -8,8 +8,18 @@ import sysconfig
 from pathlib import Path
 
 # Folders of the standard library that hold tests, tools or vendored code rather than documented API.
-_SKIPPED_DIRS = {"test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages", "pydoc_data", "turtledemo",
-                 "ensurepip", "__pycache__"}
+_SKIPPED_DIRS = {
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "site-packages",
+    "dist-packages",
+    "pydoc_data",
+    "turtledemo",
+    "ensurepip",
+    "__pycache__",
+}
 MIN_DOCSTRING_CHARS = 40
 
 

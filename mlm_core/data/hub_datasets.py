@@ -78,10 +78,15 @@ def load_hub(dataset_id: str, split: str, streaming: bool) -> Any:
 def loading_script(dataset_id: str, script: str) -> ValueError:
     """The refusal of a dataset that is a loading script (`datasets` >= 4 runs none), naming what to use instead."""
     copies = {"eli5": DEFAULT_DATASET, "eli5_category": DEFAULT_DATASET}  # the guides' datasets, once scripts
-    instead = f"{copies[dataset_id]!r}, the same data as Parquet" if dataset_id in copies else \
-        "a copy of it stored as data files (Parquet, CSV or JSON: search the hub for its name)"
-    return ValueError(f"dataset: {dataset_id!r} is a loading script ({script}), which the datasets library no "
-                      f"longer runs; use {instead}")
+    instead = (
+        f"{copies[dataset_id]!r}, the same data as Parquet"
+        if dataset_id in copies
+        else "a copy of it stored as data files (Parquet, CSV or JSON: search the hub for its name)"
+    )
+    return ValueError(
+        f"dataset: {dataset_id!r} is a loading script ({script}), which the datasets library no "
+        f"longer runs; use {instead}"
+    )
 
 
 class ArrowSource(Source):
@@ -132,15 +137,19 @@ class StreamSource(Source):
             resolved = range(n)[slice(bound(start, n), bound(stop, n))]
             self.range = slice(resolved.start, resolved.stop)
         elif any(b is not None and (b.endswith("%") or b.startswith("-")) for b in (start, stop)):
-            raise ValueError(f"slice: {name!r} is streamed and does not report its length, so {spec!r} cannot "
-                             "be resolved; use row numbers, e.g. 'train[:100000]'")
+            raise ValueError(
+                f"slice: {name!r} is streamed and does not report its length, so {spec!r} cannot "
+                "be resolved; use row numbers, e.g. 'train[:100000]'"
+            )
         else:
             self.range = slice(int(start) if start else None, int(stop) if stop else None)
         if self.range.stop is not None:
             self.total = max(0, self.range.stop - (self.range.start or 0))
         self.size_hint = settings.current().stream_mb * 2**20
-        self.identity = json.dumps({"info": repr(info.splits) if info else None,
-                                    "version": str(getattr(info, "version", None))}, sort_keys=True)
+        self.identity = json.dumps(
+            {"info": repr(info.splits) if info else None, "version": str(getattr(info, "version", None))},
+            sort_keys=True,
+        )
 
     def records(self) -> Iterator[Record]:
         """The records of the slice as they stream in, flattened (ValueError for records nested too deeply)."""

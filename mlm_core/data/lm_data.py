@@ -28,8 +28,17 @@ from mlm_core.data.store_builder import token_store
 from mlm_core.data.token_store import Blocks, TokenStore
 from mlm_core.data.tokenizing import PreparationStopped
 
-__all__ = ["LMData", "PreparationStopped", "as_text", "detect_text_column", "flatten_record", "prepare_data",
-           "process_shard", "sample_texts", "split_indices"]
+__all__ = [
+    "LMData",
+    "PreparationStopped",
+    "as_text",
+    "detect_text_column",
+    "flatten_record",
+    "prepare_data",
+    "process_shard",
+    "sample_texts",
+    "split_indices",
+]
 
 
 @dataclass(frozen=True)
@@ -82,10 +91,18 @@ def process_shard() -> dict[str, int]:
     return {"rank": int(os.environ.get("RANK", 0)), "world": int(os.environ.get("WORLD_SIZE", 1))}
 
 
-def prepare_data(config: TrainConfig, tokenizer, block_size: int, *,
-                 on_progress: Callable[[int, int | None], None] | None = None, stop: threading.Event | None = None,
-                 cache_dir: str | os.PathLike | None = None, rank: int = 0, world: int = 1,
-                 processes: int | None = None) -> LMData:
+def prepare_data(
+    config: TrainConfig,
+    tokenizer,
+    block_size: int,
+    *,
+    on_progress: Callable[[int, int | None], None] | None = None,
+    stop: threading.Event | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    rank: int = 0,
+    world: int = 1,
+    processes: int | None = None,
+) -> LMData:
     """Load, tokenize, group and split the data a run trains on, into memory-mapped blocks.
 
     `on_progress(documents_read, total_or_None)` is called about twice a second while tokenizing. `stop` (a
@@ -99,8 +116,16 @@ def prepare_data(config: TrainConfig, tokenizer, block_size: int, *,
     blocks (or too few to share among `world` processes); PreparationStopped when stopped; RuntimeError when a
     tokenizer process fails or, under a launch, the other processes' data never comes.
     """
-    store, reused = token_store(config, tokenizer, on_progress=on_progress, stop=stop or threading.Event(),
-                                cache_dir=cache_dir, rank=rank, world=world, processes=processes)
+    store, reused = token_store(
+        config,
+        tokenizer,
+        on_progress=on_progress,
+        stop=stop or threading.Event(),
+        cache_dir=cache_dir,
+        rank=rank,
+        world=world,
+        processes=processes,
+    )
     return _split(store, config, block_size, rank, world, reused)
 
 
@@ -108,22 +133,33 @@ def _split(store: TokenStore, config: TrainConfig, block_size: int, rank: int, w
     """Blocks of the store, split train/eval by seed; with several processes, this one's share."""
     n_blocks = store.tokens // block_size
     if n_blocks < 2:
-        raise ValueError(f"block_size: the text makes {store.tokens} tokens, fewer than two blocks of {block_size} "
-                         "(one to train, one to evaluate); add text or lower block_size")
+        raise ValueError(
+            f"block_size: the text makes {store.tokens} tokens, fewer than two blocks of {block_size} "
+            "(one to train, one to evaluate); add text or lower block_size"
+        )
     train_idx, eval_idx = (t.numpy() for t in split_indices(n_blocks, config.eval_fraction, config.seed))
     train_total, eval_total = len(train_idx), len(eval_idx)
     if world > 1:
         share = train_total // world
         if share == 0:
-            raise ValueError(f"block_size: the text makes {n_blocks} blocks of {block_size}, too few to share among "
-                             f"{world} processes; add text or lower block_size")
+            raise ValueError(
+                f"block_size: the text makes {n_blocks} blocks of {block_size}, too few to share among "
+                f"{world} processes; add text or lower block_size"
+            )
         train_idx = train_idx[rank * share : (rank + 1) * share]  # the same number on every process
         eval_idx = eval_idx[rank * eval_total // world : (rank + 1) * eval_total // world]
     flags = store.word_starts and config.whole_word_masking
     return LMData(
-        train=Blocks(store, train_idx, block_size), eval=Blocks(store, eval_idx, block_size),
+        train=Blocks(store, train_idx, block_size),
+        eval=Blocks(store, eval_idx, block_size),
         train_word_starts=Blocks(store, train_idx, block_size, "starts") if flags else None,
         eval_word_starts=Blocks(store, eval_idx, block_size, "starts") if flags else None,
-        text_column=store.meta["text_column"], documents=int(store.meta["documents"]), tokens=store.tokens,
+        text_column=store.meta["text_column"],
+        documents=int(store.meta["documents"]),
+        tokens=store.tokens,
         records=int(store.meta.get("records", store.meta["documents"])),
-        sharded=world > 1, train_total=train_total, eval_total=eval_total, reused=reused)
+        sharded=world > 1,
+        train_total=train_total,
+        eval_total=eval_total,
+        reused=reused,
+    )

@@ -114,8 +114,10 @@ def first_line(error: Exception) -> str:
 
 def hub_unreachable(dataset_id: str) -> ValueError:
     """The refusal for a hub dataset while offline: a ValueError, for the caller to raise."""
-    return ValueError(f"dataset: the Hugging Face hub is not reachable, so {dataset_id!r} cannot be downloaded; "
-                      "use the built-in corpus or upload a file")
+    return ValueError(
+        f"dataset: the Hugging Face hub is not reachable, so {dataset_id!r} cannot be downloaded; "
+        "use the built-in corpus or upload a file"
+    )
 
 
 def check_hub(dataset_id: str) -> None:

@@ -95,8 +95,11 @@ class FileSource(Source):
 
     def records(self) -> Iterator[Record]:
         """Every record of the slice, flattened, streamed (ValueError in plain words at malformed content)."""
-        rows = ({"text": p} for p in txt_paragraphs(self.file)) if self.suffix == ".txt" \
+        rows = (
+            ({"text": p} for p in txt_paragraphs(self.file))
+            if self.suffix == ".txt"
             else (flatten_record(r) for r in iter_file_records(self.file))
+        )
         return itertools.islice(rows, self.range.start, self.range.stop)
 
     def batches(self, column: str, want: Want = lambda b: True) -> Iterator[tuple[int, list[str], Counts]]:

@@ -70,8 +70,16 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 def store_key(source: str, tokenizer: str, text_column: str | None, word_starts: bool) -> str:
     """The cache key of a token store."""
-    text = json.dumps({"version": STORE_VERSION, "source": source, "tokenizer": tokenizer,
-                       "column": text_column, "word_starts": word_starts}, sort_keys=True)
+    text = json.dumps(
+        {
+            "version": STORE_VERSION,
+            "source": source,
+            "tokenizer": tokenizer,
+            "column": text_column,
+            "word_starts": word_starts,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 

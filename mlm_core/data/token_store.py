@@ -56,8 +56,14 @@ class PartWriter:
 
     def finish(self, column: str) -> dict:
         """Close the files, move them in place and mark the part complete; its description."""
-        info = {"part": self.part, "tokens": self.tokens, "documents": self.documents, "records": self.records,
-                "column": column, "segments": self.segments}
+        info = {
+            "part": self.part,
+            "tokens": self.tokens,
+            "documents": self.documents,
+            "records": self.records,
+            "column": column,
+            "segments": self.segments,
+        }
         for stream in filter(None, (self.ids, self.starts)):
             stream.close()
             os.replace(stream.name, stream.name.removesuffix(self.suffix))
@@ -74,8 +80,7 @@ class PartWriter:
 def merge_parts(folder: Path, parts: list[dict], dtype: np.dtype, with_starts: bool) -> dict:
     """Order the parts' batches into one stream, flag each batch's first token against the batch before, and write
     `meta.json`; returns it."""
-    order = sorted((seg + [index] for index, part in enumerate(parts) for seg in part["segments"]),
-                   key=lambda s: s[0])
+    order = sorted((seg + [index] for index, part in enumerate(parts) for seg in part["segments"]), key=lambda s: s[0])
     if with_starts and order:
         flags = [_map(folder / f"{p['part']}.starts", np.uint8, "r+") for p in parts]
         for previous, segment in zip(order, order[1:]):
@@ -89,10 +94,17 @@ def merge_parts(folder: Path, parts: list[dict], dtype: np.dtype, with_starts: b
             runs[-1][2] += n
         else:
             runs.append([index, offset, n])
-    meta = {"version": STORE_VERSION, "dtype": dtype.name, "word_starts": with_starts,
-            "tokens": sum(p["tokens"] for p in parts), "documents": sum(p["documents"] for p in parts),
-            "records": sum(p["records"] for p in parts), "text_column": parts[0]["column"],
-            "parts": [p["part"] for p in parts], "runs": runs}
+    meta = {
+        "version": STORE_VERSION,
+        "dtype": dtype.name,
+        "word_starts": with_starts,
+        "tokens": sum(p["tokens"] for p in parts),
+        "documents": sum(p["documents"] for p in parts),
+        "records": sum(p["records"] for p in parts),
+        "text_column": parts[0]["column"],
+        "parts": [p["part"] for p in parts],
+        "runs": runs,
+    }
     write_json(folder / META, meta)
     return meta
 

@@ -61,8 +61,13 @@ def add_words(tokenizer, model, words: list[str]) -> tuple[object, AddedWords]:
     for word in words:
         pieces = word_pieces(tokenizer, word)
         if len(pieces) > 1:
-            _EXTENDERS[kind](state["model"], tokenizer.convert_ids_to_tokens(pieces), pieces, new,
-                             next_id=lambda: max(taken) + 1 + len(new))
+            _EXTENDERS[kind](
+                state["model"],
+                tokenizer.convert_ids_to_tokens(pieces),
+                pieces,
+                new,
+                next_id=lambda: max(taken) + 1 + len(new),
+            )
     extended = _reloaded(tokenizer, state)
     _grow_embeddings(model, extended, new)
     added = [word for word in words if len(word_pieces(extended, word)) == 1 and len(word_pieces(tokenizer, word)) > 1]

@@ -35,7 +35,8 @@ def _named_split(model: nn.Module) -> tuple[nn.Module, Callable[[torch.Tensor], 
         return encoder, lambda h: model.decoder(model.head(h))  # ModernBERT
     if hasattr(model, "vocab_projector"):  # DistilBERT spreads its head over four modules
         return encoder, lambda h: model.vocab_projector(
-            model.vocab_layer_norm(model.activation(model.vocab_transform(h))))
+            model.vocab_layer_norm(model.activation(model.vocab_transform(h)))
+        )
     return None
 
 
@@ -60,8 +61,9 @@ def _gives_model_logits(model: nn.Module, encoder: nn.Module, head: Callable[[to
         model.train(training)
 
 
-def masked_logits(model: nn.Module, input_ids: torch.Tensor, positions: torch.Tensor,
-                  attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+def masked_logits(
+    model: nn.Module, input_ids: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Vocabulary logits at the True entries of `positions` only: [n_selected, vocab], in row-major order of the
     positions; `input_ids`, bool `positions` and `attention_mask` are [batch, block]. The head runs at those
     positions only where `split_masked_lm` knows it; any other masked LM gives its full logits, then selected."""

@@ -20,8 +20,9 @@ MAX_MASKS = 5
 MAX_NEW_TOKENS = 512
 
 
-def fill_mask(model: str, text: str, top_k: int = 5, targets: list[str] | None = None,
-              max_pieces: int = MAX_PIECES) -> list[list[dict[str, Any]]]:
+def fill_mask(
+    model: str, text: str, top_k: int = 5, targets: list[str] | None = None, max_pieces: int = MAX_PIECES
+) -> list[list[dict[str, Any]]]:
     """For each mask in `text`, the `top_k` likeliest whole words (of 1 to `max_pieces` pieces, see
     `word_guesses`), pipeline-shaped; ValueError in plain words for a model that cannot load or fill masks, a text
     without masks, with too many or too long, a bad `top_k`, or no candidate in `targets` (candidates are looked up
@@ -30,8 +31,9 @@ def fill_mask(model: str, text: str, top_k: int = 5, targets: list[str] | None =
     return predict_masks(tokenizer, lm, text, top_k, targets, max_pieces)
 
 
-def filled_sequence(text: str, results: list[list[dict[str, Any]]], which: int, guess: dict[str, Any],
-                    mask_token: str | None = None) -> str:
+def filled_sequence(
+    text: str, results: list[list[dict[str, Any]]], which: int, guess: dict[str, Any], mask_token: str | None = None
+) -> str:
     """The text as typed (masks spelled `<mask>`, `[MASK]` or the model's `mask_token`), with mask number `which`
     filled by `guess` (a piece that continues the word before it joins it) and every other mask shown as ___; the
     pipeline's sequence when the masks cannot be matched up."""
@@ -54,15 +56,17 @@ def mask_token(model: str) -> str:
     return _masked_lm(model)[0].mask_token
 
 
-def predict_masks(tokenizer, lm, text: str, top_k: int = 5, targets: list[str] | None = None,
-                  max_pieces: int = MAX_PIECES) -> list[list[dict[str, Any]]]:
+def predict_masks(
+    tokenizer, lm, text: str, top_k: int = 5, targets: list[str] | None = None, max_pieces: int = MAX_PIECES
+) -> list[list[dict[str, Any]]]:
     """`fill_mask` on a tokenizer and masked LM already in memory; ValueError in plain words as `fill_mask` for the
     text, `top_k` and `targets`."""
     return _fill(tokenizer, lm, text, top_k, targets, max_pieces)[0]
 
 
-def fill_and_rank(model: str, text: str, top_k: int = 5, answer: str = ""
-                  ) -> tuple[list[list[dict[str, Any]]], tuple[int, float] | None]:
+def fill_and_rank(
+    model: str, text: str, top_k: int = 5, answer: str = ""
+) -> tuple[list[list[dict[str, Any]]], tuple[int, float] | None]:
     """`fill_mask`'s results and, for a text with one mask and a right `answer` (a word of any number of pieces),
     its (rank, probability) among the words shown (see `word_rank`), from one reading of the masks; the rank is None
     when there is no answer, several masks, or the answer reads as no token or makes the text too long. ValueError
@@ -71,8 +75,9 @@ def fill_and_rank(model: str, text: str, top_k: int = 5, answer: str = ""
     return _fill(tokenizer, lm, text, top_k, None, MAX_PIECES, answer.strip() if isinstance(answer, str) else "")
 
 
-def _fill(tokenizer, lm, text: str, top_k: int, targets: list[str] | None, max_pieces: int, answer: str = ""
-          ) -> tuple[list[list[dict[str, Any]]], tuple[int, float] | None]:
+def _fill(
+    tokenizer, lm, text: str, top_k: int, targets: list[str] | None, max_pieces: int, answer: str = ""
+) -> tuple[list[list[dict[str, Any]]], tuple[int, float] | None]:
     """The guesses at each mask of `text` (pipeline-shaped) and the answer's (rank, probability) at a single mask."""
     input_ids, positions, probs = _mask_probabilities(tokenizer, lm, text)
     if not isinstance(top_k, int) or not 1 <= top_k <= len(tokenizer):
@@ -81,13 +86,22 @@ def _fill(tokenizer, lm, text: str, top_k: int, targets: list[str] | None, max_p
     masks = positions.nonzero().squeeze(-1).tolist()
     if targets:
         candidates = _target_pieces(tokenizer, targets, limit - len(input_ids) + 1)
-        guesses = [sorted((WordGuess(tuple(pieces), _probability(lm, tokenizer, input_ids, at, first, pieces))
-                           for pieces in candidates), key=lambda guess: -guess.probability)[:top_k]
-                   for at, first in zip(masks, probs)]
+        guesses = [
+            sorted(
+                (
+                    WordGuess(tuple(pieces), _probability(lm, tokenizer, input_ids, at, first, pieces))
+                    for pieces in candidates
+                ),
+                key=lambda guess: -guess.probability,
+            )[:top_k]
+            for at, first in zip(masks, probs)
+        ]
     else:  # a right word is ranked among RANK_WIDTH candidates, as `score_probe` ranks a probe's
         width = max(top_k, RANK_WIDTH) if answer and len(masks) == 1 else top_k
-        guesses = [guess_words(lm, tokenizer, input_ids, at, first, width, max_pieces, limit)
-                   for at, first in zip(masks, probs)]
+        guesses = [
+            guess_words(lm, tokenizer, input_ids, at, first, width, max_pieces, limit)
+            for at, first in zip(masks, probs)
+        ]
     ranked = None
     pieces = word_pieces(tokenizer, answer) if answer and len(masks) == 1 and not targets else []
     if pieces and len(input_ids) + len(pieces) - 1 <= limit:
@@ -96,15 +110,20 @@ def _fill(tokenizer, lm, text: str, top_k: int, targets: list[str] | None, max_p
     return _propositions(tokenizer, input_ids, masks, [row[:top_k] for row in guesses]), ranked
 
 
-def score_probe(tokenizer, lm, text: str, answer: str | None, top_k: int = 5, max_pieces: int = MAX_PIECES,
-                ) -> tuple[list[tuple[str, float]], int | None, float | None]:
+def score_probe(
+    tokenizer,
+    lm,
+    text: str,
+    answer: str | None,
+    top_k: int = 5,
+    max_pieces: int = MAX_PIECES,
+) -> tuple[list[tuple[str, float]], int | None, float | None]:
     """At the first mask: the top whole-word guesses as (word, probability), and the right word's rank (1: the
     top guess, see `word_rank`) and probability when it is known (a word of any number of pieces); ValueError in
     plain words for a text without a mask, with too many, or longer than the model reads."""
     input_ids, positions, probs = _mask_probabilities(tokenizer, lm, text)
     at, first, limit = int(positions.nonzero()[0]), probs[0], max_block_size(lm.config, tokenizer)
-    found = guess_words(lm, tokenizer, input_ids, at, first, max(top_k, RANK_WIDTH if answer else 1), max_pieces,
-                        limit)
+    found = guess_words(lm, tokenizer, input_ids, at, first, max(top_k, RANK_WIDTH if answer else 1), max_pieces, limit)
     guesses = [(_word(tokenizer, guess.pieces), guess.probability) for guess in found[:top_k]]
     pieces = word_pieces(tokenizer, answer.strip()) if answer else []
     if not pieces or len(input_ids) + len(pieces) - 1 > limit:
@@ -169,8 +188,13 @@ def _encode_with_masks(tokenizer, text: str, lm) -> torch.Tensor:
     # A mask token without lstrip leaves the space before it as a piece of its own (`Ġ`, `▁`) that training never
     # puts before a mask: there the mask stands for a whole piece, its space included.
     mask = tokenizer.mask_token_id
-    input_ids = torch.tensor([token for token, after in zip(ids, [*ids[1:], None])
-                              if not (after == mask != token and tokenizer.decode([token]) in ("", " "))])
+    input_ids = torch.tensor(
+        [
+            token
+            for token, after in zip(ids, [*ids[1:], None])
+            if not (after == mask != token and tokenizer.decode([token]) in ("", " "))
+        ]
+    )
     limit = max_block_size(lm.config, tokenizer)
     if len(input_ids) > limit:
         raise ValueError(f"text: {len(input_ids)} tokens is more than this model reads ({limit}); shorten it")
@@ -198,8 +222,7 @@ def _target_pieces(tokenizer, targets: list[str], room: int) -> list[list[int]]:
         word = target.strip() if isinstance(target, str) else ""
         pieces = tuple(word_pieces(tokenizer, word)) if word else ()
         if len(pieces) > room:
-            raise ValueError(f"targets: {word!r} is {len(pieces)} pieces for this model; the text has room for "
-                             f"{room}")
+            raise ValueError(f"targets: {word!r} is {len(pieces)} pieces for this model; the text has room for {room}")
         if pieces:
             found[pieces] = None
     if not found:
@@ -215,8 +238,7 @@ def word_pieces(tokenizer, word: str) -> list[int]:
     return [i for i, (start, stop) in zip(ids, offsets) if stop > len(prefix) and start < end]
 
 
-def _propositions(tokenizer, input_ids, masks: list[int], guesses: list[list[WordGuess]]
-                  ) -> list[list[dict[str, Any]]]:
+def _propositions(tokenizer, input_ids, masks: list[int], guesses: list[list[WordGuess]]) -> list[list[dict[str, Any]]]:
     """Pipeline-shaped results from the word guesses at each mask (its position in `input_ids`): score, token (the
     first piece), tokens (all pieces), token_str (the pieces decoded together), and the text with them filled in."""
     single = len(masks) == 1
@@ -225,15 +247,29 @@ def _propositions(tokenizer, input_ids, masks: list[int], guesses: list[list[Wor
         row = []
         for guess in row_guesses:
             filled = torch.cat([input_ids[:at], torch.tensor(guess.pieces), input_ids[at + 1 :]])
-            row.append({"score": guess.probability, "token": guess.pieces[0], "tokens": list(guess.pieces),
-                        "token_str": tokenizer.decode(list(guess.pieces), clean_up_tokenization_spaces=False),
-                        "sequence": tokenizer.decode(filled, skip_special_tokens=single)})
+            row.append(
+                {
+                    "score": guess.probability,
+                    "token": guess.pieces[0],
+                    "tokens": list(guess.pieces),
+                    "token_str": tokenizer.decode(list(guess.pieces), clean_up_tokenization_spaces=False),
+                    "sequence": tokenizer.decode(filled, skip_special_tokens=single),
+                }
+            )
         results.append(row)
     return results
 
 
-def generate(model: str, prompt: str, max_new_tokens: int = 50, temperature: float = 1.0, top_p: float = 0.95,
-             top_k: int = 50, do_sample: bool = True, seed: int | None = None) -> str:
+def generate(
+    model: str,
+    prompt: str,
+    max_new_tokens: int = 50,
+    temperature: float = 1.0,
+    top_p: float = 0.95,
+    top_k: int = 50,
+    do_sample: bool = True,
+    seed: int | None = None,
+) -> str:
     """The prompt continued by a causal LM, as text; ValueError in plain words for a model that cannot load or
     generate, or an empty or too long prompt (the settings are checked by `playground.GenerateRequest`)."""
     tokenizer, lm, task = load_for_inference(model)
@@ -249,11 +285,15 @@ def generate(model: str, prompt: str, max_new_tokens: int = 50, temperature: flo
     with torch.random.fork_rng(devices=cuda) if seed is not None else contextlib.nullcontext():
         if seed is not None:
             torch.manual_seed(seed)
-        output = lm.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=do_sample,
-                             max_new_tokens=min(max_new_tokens, room), pad_token_id=tokenizer.eos_token_id,
-                             **sampling)
+        output = lm.generate(
+            input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            do_sample=do_sample,
+            max_new_tokens=min(max_new_tokens, room),
+            pad_token_id=tokenizer.eos_token_id,
+            **sampling,
+        )
     return tokenizer.decode(output[0], skip_special_tokens=True)
-
 
 
 SURPRISE_BATCH = 32  # copies of the text (one per word) scored in one forward pass

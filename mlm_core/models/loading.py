@@ -21,8 +21,17 @@ _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "longformer", "roberta-p
 # transformers builds a model on the meta device through process-wide patches: two threads loading at once (the
 # queue's trainer and a fill-mask request) made one of them fail with "Cannot copy out of meta tensor".
 _LOADING = threading.Lock()
-_LAZY_NAMES = ("AutoConfig", "AutoTokenizer", "AutoModelForMaskedLM", "AutoModelForCausalLM", "set_seed",
-               "get_scheduler", "DataCollatorForLanguageModeling", "RobertaTokenizer", "GPT2Tokenizer")
+_LAZY_NAMES = (
+    "AutoConfig",
+    "AutoTokenizer",
+    "AutoModelForMaskedLM",
+    "AutoModelForCausalLM",
+    "set_seed",
+    "get_scheduler",
+    "DataCollatorForLanguageModeling",
+    "RobertaTokenizer",
+    "GPT2Tokenizer",
+)
 
 
 def preload() -> None:
@@ -57,8 +66,9 @@ def _load_error(name: str | Path, source: str, error: Exception) -> ValueError:
     shown = name if isinstance(name, str) else name.name
     if not is_local(source) and not hub_access.is_online():
         other = "a local folder" if hub_access.local_paths_allowed() else "a finished run"
-        return ValueError(f"model: {shown} cannot be downloaded because the hub is not reachable; use 'starter' or "
-                          f"{other}")
+        return ValueError(
+            f"model: {shown} cannot be downloaded because the hub is not reachable; use 'starter' or {other}"
+        )
     reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
     if not is_local(source) and _NOT_FOUND.search(reason):
         return hub_access.not_on_hub(shown, "model", "model")
@@ -66,8 +76,9 @@ def _load_error(name: str | Path, source: str, error: Exception) -> ValueError:
 
 
 # How transformers says that the hub has no such repository (or would not serve it).
-_NOT_FOUND = re.compile(r"not a valid model identifier|couldn't connect to|Repository Not Found|gated repo|401",
-                        re.IGNORECASE)
+_NOT_FOUND = re.compile(
+    r"not a valid model identifier|couldn't connect to|Repository Not Found|gated repo|401", re.IGNORECASE
+)
 
 
 def load_config(name: str | Path):

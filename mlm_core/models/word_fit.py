@@ -29,14 +29,19 @@ class WordFit:
         """What to do when the model does not know the script (None when it does)."""
         if self.known:
             return None
-        remedy = (f"choose a multilingual model such as {MULTILINGUAL_MODEL}" if online else
-                  "the hub is not reachable, so no multilingual model can be loaded here: add your text's most "
-                  "frequent words to the model as whole tokens (Add your words, in More settings; --add-words on "
-                  "the command line), so that it can guess them whole")
+        remedy = (
+            f"choose a multilingual model such as {MULTILINGUAL_MODEL}"
+            if online
+            else "the hub is not reachable, so no multilingual model can be loaded here: add your text's most "
+            "frequent words to the model as whole tokens (Add your words, in More settings; --add-words on "
+            "the command line), so that it can guess them whole"
+        )
         script = f"the {self.script} script" if self.script else "the script of your text"
-        return (f"This model does not know {script}: a word of your text takes "
-                f"{self.pieces_per_word:.1f} pieces on average, and {self.whole_share:.0%} of words are one piece. "
-                f"To train on it, {remedy}.")
+        return (
+            f"This model does not know {script}: a word of your text takes "
+            f"{self.pieces_per_word:.1f} pieces on average, and {self.whole_share:.0%} of words are one piece. "
+            f"To train on it, {remedy}."
+        )
 
 
 def measure_fit(tokenizer, blocks) -> WordFit:
@@ -65,9 +70,13 @@ def measure_fit(tokenizer, blocks) -> WordFit:
     script = letters.most_common(1)[0][0] if letters else ""
     spelled_out = long_words and pieces / long_words >= PIECES_PER_CHARACTER
     unknown_words = long_words and long_unknown / long_words >= UNKNOWN_SHARE
-    return WordFit(words=words, pieces_per_word=sum(counts) / max(words, 1),
-                   whole_share=counts.count(1) / max(words, 1), script=script,
-                   known=not (spelled_out or unknown_words))
+    return WordFit(
+        words=words,
+        pieces_per_word=sum(counts) / max(words, 1),
+        whole_share=counts.count(1) / max(words, 1),
+        script=script,
+        known=not (spelled_out or unknown_words),
+    )
 
 
 def _script(char: str) -> str:

@@ -29,8 +29,16 @@ class WordGuess:
     probability: float
 
 
-def guess_words(lm, tokenizer, input_ids: torch.Tensor, at: int, first: torch.Tensor, top_k: int,
-                max_pieces: int = MAX_PIECES, limit: int | None = None) -> list[WordGuess]:
+def guess_words(
+    lm,
+    tokenizer,
+    input_ids: torch.Tensor,
+    at: int,
+    first: torch.Tensor,
+    top_k: int,
+    max_pieces: int = MAX_PIECES,
+    limit: int | None = None,
+) -> list[WordGuess]:
     """The `top_k` likeliest words at the mask at position `at` of `input_ids` [tokens], best first, one word per
     spelling: those of one piece from `first` (the vocabulary probabilities there [vocab]), longer ones by beam
     search over texts with 2..`max_pieces` masks in its place (each no longer than `limit` tokens)."""
@@ -56,21 +64,22 @@ def word_probability(lm, input_ids: torch.Tensor, at: int, pieces: list[int], ma
     return math.prod(probs[j, piece].item() for j, piece in enumerate(pieces))
 
 
-def word_rank(tokenizer, first: torch.Tensor, probability: float, pieces: list[int],
-              longer: list[WordGuess]) -> int:
+def word_rank(tokenizer, first: torch.Tensor, probability: float, pieces: list[int], longer: list[WordGuess]) -> int:
     """Where a word of `probability` stands among the words at a mask (1: the likeliest), counting each spelling
     once as `guess_words` shows them: above it, every showable one-piece word that `first` [vocab] makes likelier,
     and every longer candidate found (`longer`, as `guess_words` returns them) that is likelier."""
     texts = token_texts(tokenizer)
     single = (first.gt(probability) & showable(tokenizer, len(first))).nonzero().squeeze(-1).tolist()
     above = {texts[token].strip() for token in single}
-    above |= {_spelling(tokenizer, guess.pieces) for guess in longer
-              if len(guess.pieces) > 1 and guess.probability > probability}
+    above |= {
+        _spelling(tokenizer, guess.pieces)
+        for guess in longer
+        if len(guess.pieces) > 1 and guess.probability > probability
+    }
     return len(above - {_spelling(tokenizer, pieces)}) + 1
 
 
-def _beam(lm, tokenizer, expanded: torch.Tensor, at: int, k: int, width: int, first: torch.Tensor
-          ) -> list[WordGuess]:
+def _beam(lm, tokenizer, expanded: torch.Tensor, at: int, k: int, width: int, first: torch.Tensor) -> list[WordGuess]:
     """The `width` likeliest k-piece words at the k masks from position `at` of `expanded` [tokens]: a first
     piece of `first` [vocab] (bool), then pieces that continue a word; one forward pass per piece."""
     vocab = len(first)
@@ -84,8 +93,11 @@ def _beam(lm, tokenizer, expanded: torch.Tensor, at: int, k: int, width: int, fi
         log_probs = log_probs.masked_fill(~(first if j == 0 else continues), -math.inf)
         log_probs += torch.tensor([score for _, score in beams])[:, None]
         values, flat = log_probs.flatten().topk(min(width, log_probs.numel()))
-        beams = [(beams[index // vocab][0] + (index % vocab,), value)
-                 for value, index in zip(values.tolist(), flat.tolist()) if value > -math.inf]
+        beams = [
+            (beams[index // vocab][0] + (index % vocab,), value)
+            for value, index in zip(values.tolist(), flat.tolist())
+            if value > -math.inf
+        ]
     return [WordGuess(pieces, math.exp(score)) for pieces, score in beams]
 
 

@@ -53,8 +53,12 @@ def starts_word(tokenizer, size: int) -> torch.Tensor:
         continues = _continuation_test(tokenizer)
         special = set(tokenizer.all_special_ids)
         pieces = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
-        _STARTS[tokenizer] = torch.tensor([token in special or not isinstance(piece, str) or not continues(piece)
-                                           for token, piece in enumerate(pieces)])
+        _STARTS[tokenizer] = torch.tensor(
+            [
+                token in special or not isinstance(piece, str) or not continues(piece)
+                for token, piece in enumerate(pieces)
+            ]
+        )
     known = _STARTS[tokenizer][:size]
     return torch.cat([known, known.new_ones(size - len(known))])
 
@@ -94,9 +98,15 @@ def showable(tokenizer, size: int) -> torch.Tensor:
     if tokenizer not in _SHOWABLE:
         special = set(tokenizer.all_special_ids)
         texts = token_texts(tokenizer)
-        _SHOWABLE[tokenizer] = torch.tensor([
-            token not in special and bool(text.strip()) and "\ufffd" not in text
-            and all(char.isprintable() or char.isspace() for char in text) for token, text in enumerate(texts)])
+        _SHOWABLE[tokenizer] = torch.tensor(
+            [
+                token not in special
+                and bool(text.strip())
+                and "\ufffd" not in text
+                and all(char.isprintable() or char.isspace() for char in text)
+                for token, text in enumerate(texts)
+            ]
+        )
     known = _SHOWABLE[tokenizer][:size]
     return torch.cat([known, known.new_zeros(size - len(known))])
 

@@ -28,8 +28,9 @@ def latest_checkpoint(root: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def save_checkpoint(root: Path, model, tokenizer, training_state: dict[str, Any], progress: dict[str, Any],
-                    keep: int = 1) -> Path:
+def save_checkpoint(
+    root: Path, model, tokenizer, training_state: dict[str, Any], progress: dict[str, Any], keep: int = 1
+) -> Path:
     """Write a checkpoint atomically into the checkpoints folder `root`, then drop all but the newest `keep`; an
     error while writing leaves no partial checkpoint and passes through (re-raised)."""
     target = root / f"step-{progress['step']:07d}"
@@ -72,4 +73,3 @@ def save_model(target: Path, model, tokenizer) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
     return target
-

@@ -21,12 +21,26 @@ from mlm_core.system.atomic_files import TMP_PREFIX, read_json
 from mlm_core.system.redact import hide_paths
 from mlm_core.tasks import get_task
 
-CARD_FIELDS = ("block_size", "mlm_probability", "whole_word_masking", "epochs", "max_steps", "learning_rate",
-               "weight_decay", "warmup_ratio", "batch_size", "gradient_accumulation", "eval_fraction", "seed")
+CARD_FIELDS = (
+    "block_size",
+    "mlm_probability",
+    "whole_word_masking",
+    "epochs",
+    "max_steps",
+    "learning_rate",
+    "weight_decay",
+    "warmup_ratio",
+    "batch_size",
+    "gradient_accumulation",
+    "eval_fraction",
+    "seed",
+)
 # The built-in data and uploads in a card's model-index: (dataset type, dataset name); a hub dataset is its own id.
-LOCAL_DATA = {"builtin": ("pydoc_data.topics", "Python language reference (pydoc_data.topics)"),
-              "builtin-docstrings": ("python-stdlib-docstrings", "Python standard library docstrings"),
-              FILE_DATASET: ("uploaded-text", "Uploaded text")}
+LOCAL_DATA = {
+    "builtin": ("pydoc_data.topics", "Python language reference (pydoc_data.topics)"),
+    "builtin-docstrings": ("python-stdlib-docstrings", "Python standard library docstrings"),
+    FILE_DATASET: ("uploaded-text", "Uploaded text"),
+}
 
 
 def model_card(run: RunDir) -> str:
@@ -49,25 +63,46 @@ def card_data(run: RunDir, results: RunResults) -> ModelCardData:
     datasets = list(dict.fromkeys(c.dataset for c in configs if _hub_dataset(c.dataset)))
     tags = ["mlm-studio", task.pipeline_tag, *filter(None, [_model_type(run)])]
     return ModelCardData(
-        base_model=base, datasets=datasets or None, library_name="transformers", pipeline_tag=task.pipeline_tag,
-        tags=tags, model_name=run.identity().label or run.name,
-        eval_results=eval_results(configs[0], results, task) or None, **(base_license(base) if base else {}))
+        base_model=base,
+        datasets=datasets or None,
+        library_name="transformers",
+        pipeline_tag=task.pipeline_tag,
+        tags=tags,
+        model_name=run.identity().label or run.name,
+        eval_results=eval_results(configs[0], results, task) or None,
+        **(base_license(base) if base else {}),
+    )
 
 
 def eval_results(config, results: RunResults, task) -> list[EvalResult]:
     """What the run measured on its held-out blocks at the end, as the hub's `EvalResult`s: perplexity, and the
     share of hidden (or next) words guessed right, first and among the top 5, when measured."""
-    dataset_type, dataset_name = (config.dataset, config.dataset) if _hub_dataset(config.dataset) else \
-        LOCAL_DATA.get(config.dataset, ("text", "Text"))
+    dataset_type, dataset_name = (
+        (config.dataset, config.dataset)
+        if _hub_dataset(config.dataset)
+        else LOCAL_DATA.get(config.dataset, ("text", "Text"))
+    )
     words = "Masked-word" if task.inference == "fill-mask" else "Next-token"
     held_out = f"held-out {config.eval_fraction:.0%} of {config.slice}"
-    measured = [("perplexity", f"Perplexity ({held_out})", results.final_perplexity),
-                ("accuracy", f"{words} accuracy, top-1 ({held_out})", results.final_top1),
-                ("accuracy", f"{words} accuracy, top-5 ({held_out})", results.final_top5)]
-    return [EvalResult(task_type=task.pipeline_tag, task_name=task.title, dataset_type=dataset_type,
-                       dataset_name=dataset_name, dataset_split=config.slice, metric_type=kind, metric_name=name,
-                       metric_value=round(value, 4))
-            for kind, name, value in measured if value is not None and math.isfinite(value)]
+    measured = [
+        ("perplexity", f"Perplexity ({held_out})", results.final_perplexity),
+        ("accuracy", f"{words} accuracy, top-1 ({held_out})", results.final_top1),
+        ("accuracy", f"{words} accuracy, top-5 ({held_out})", results.final_top5),
+    ]
+    return [
+        EvalResult(
+            task_type=task.pipeline_tag,
+            task_name=task.title,
+            dataset_type=dataset_type,
+            dataset_name=dataset_name,
+            dataset_split=config.slice,
+            metric_type=kind,
+            metric_name=name,
+            metric_value=round(value, 4),
+        )
+        for kind, name, value in measured
+        if value is not None and math.isfinite(value)
+    ]
 
 
 def lineage(run: RunDir) -> list[RunDir]:
@@ -118,8 +153,9 @@ def base_license(repo_id: str) -> dict[str, str]:
         metadata = metadata_load(cached) or {}
     except Exception:  # a card we cannot read gives no licence, not a failed export
         return {}
-    return {key: metadata[key] for key in ("license", "license_name", "license_link")
-            if isinstance(metadata.get(key), str)}
+    return {
+        key: metadata[key] for key in ("license", "license_name", "license_link") if isinstance(metadata.get(key), str)
+    }
 
 
 def _model_type(run: RunDir) -> str | None:
@@ -160,8 +196,9 @@ Trained for {results.steps:,} steps ({results.epochs} epochs, {results.tokens:,}
 def describe_model(model: str) -> str:
     """The base model in words."""
     if model == STARTER:
-        return ("the MLM Studio starter model (a small ModernBERT pre-trained on the Python standard library's "
-                "docstrings)")
+        return (
+            "the MLM Studio starter model (a small ModernBERT pre-trained on the Python standard library's docstrings)"
+        )
     if model.startswith(RUN_PREFIX):
         return f"the model of the MLM Studio run {model.removeprefix(RUN_PREFIX)}"
     if _hub_model(model):
@@ -250,14 +287,18 @@ def push_run(run: RunDir, repo_id: str, token: str, private: bool = True) -> str
         api.create_repo(repo_id, private=private, exist_ok=True)
         created = True
         with tempfile.TemporaryDirectory() as work:
-            commit = api.upload_folder(repo_id=repo_id, folder_path=_staged(run, Path(work)),
-                                       commit_message="Upload from MLM Studio")
+            commit = api.upload_folder(
+                repo_id=repo_id, folder_path=_staged(run, Path(work)), commit_message="Upload from MLM Studio"
+            )
     except Exception as error:  # hub errors can echo request headers: report the kind only, never the token
         status = getattr(error.response, "status_code", 0) if isinstance(error, HfHubHTTPError) else 0
         if not created and status in (401, 403):
-            raise ValueError(f"repo_id: this token or sign-in may not create repositories, so {repo_id} could not "
-                             "be made (a Hugging Face sign-in needs the contribute-repos scope, a token needs write "
-                             "access); or create the repository on the hub first and push again") from None
-        raise ValueError(f"repo_id: the hub refused the upload ({type(error).__name__}); check the name and that "
-                         "the token may write") from None
+            raise ValueError(
+                f"repo_id: this token or sign-in may not create repositories, so {repo_id} could not "
+                "be made (a Hugging Face sign-in needs the contribute-repos scope, a token needs write "
+                "access); or create the repository on the hub first and push again"
+            ) from None
+        raise ValueError(
+            f"repo_id: the hub refused the upload ({type(error).__name__}); check the name and that the token may write"
+        ) from None
     return getattr(commit, "repo_url", None) or f"https://huggingface.co/{repo_id}"

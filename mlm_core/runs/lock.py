@@ -75,8 +75,13 @@ class RunLock:
             if held is not None and held.live:
                 raise on_busy(held)
             now = time.time()
-            info = LockInfo(pid=os.getpid(), host=socket.gethostname(), started=now, heartbeat=now,
-                            process_start=_process_start(os.getpid()))
+            info = LockInfo(
+                pid=os.getpid(),
+                host=socket.gethostname(),
+                started=now,
+                heartbeat=now,
+                process_start=_process_start(os.getpid()),
+            )
             write_json(folder / LOCK_FILE, asdict(info))
         return cls(folder, info)
 

@@ -17,8 +17,16 @@ PERSISTENT_MOUNT = Path("/data")  # where the README has a Space mount its Stora
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,79}")
 RUN_PREFIX = "run:"  # `run:NAME` names the saved model of a run of the runs folder wherever a model is asked for
 QUEUED, RUNNING, STOPPED, INTERRUPTED, COMPLETED, FAILED = (
-    "queued", "running", "stopped", "interrupted", "completed", "failed")
+    "queued",
+    "running",
+    "stopped",
+    "interrupted",
+    "completed",
+    "failed",
+)
 RESUMABLE = {STOPPED, INTERRUPTED}
+
+
 def runs_root() -> Path:
     """MLM_STUDIO_RUNS if set, else /data/mlm-studio-runs where /data is writable (a Space's bucket), else ./runs."""
     if settings.current().runs:
@@ -92,13 +100,15 @@ class Budget:
 
     def exceeded(self, step: int, seconds: float) -> bool:
         """Whether a run at `step` after `seconds` of training has used its budget."""
-        return (self.steps is not None and step >= self.steps) or \
-            (self.minutes is not None and seconds >= self.minutes * 60)
+        return (self.steps is not None and step >= self.steps) or (
+            self.minutes is not None and seconds >= self.minutes * 60
+        )
 
     def describe(self) -> str:
         """'2,000 steps or 30 minutes'."""
-        parts = ([f"{self.steps:,} steps"] if self.steps else []) + \
-            ([f"{self.minutes:g} minutes"] if self.minutes else [])
+        parts = ([f"{self.steps:,} steps"] if self.steps else []) + (
+            [f"{self.minutes:g} minutes"] if self.minutes else []
+        )
         return " or ".join(parts) or "no limit"
 
 
@@ -127,5 +137,6 @@ class RunIdentity:
         fields)."""
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in values.items() if k in known}
-        return cls(**{**values, "probes": tuple(values.get("probes") or ()),
-                      "budget": Budget(**(values.get("budget") or {}))})
+        return cls(
+            **{**values, "probes": tuple(values.get("probes") or ()), "budget": Budget(**(values.get("budget") or {}))}
+        )

@@ -199,8 +199,10 @@ class RunDir:
         saved = self.config()
         for name, value in config.to_dict().items():
             if name not in RESUMABLE_CHANGES and getattr(saved, name) != value:
-                raise ValueError(f"{name}: the run {self.name} was started with {getattr(saved, name)!r}; "
-                                 "resume it with the same value")
+                raise ValueError(
+                    f"{name}: the run {self.name} was started with {getattr(saved, name)!r}; "
+                    "resume it with the same value"
+                )
 
     def create(self, config: TrainConfig, identity: RunIdentity) -> None:
         """Make the folder of a new run (settings and identity; an uploaded file is copied in, so the run keeps its
@@ -227,8 +229,12 @@ class RunDir:
     def claim(self, config: TrainConfig, resume: bool) -> RunLock:
         """Take the training lock and record the settings; RunBusy if a live process trains the run, ValueError when
         the folder no longer suits `resume`. An error once the lock is taken is re-raised after its release."""
-        lock = RunLock.acquire(self.path, on_busy=lambda info: RunBusy(
-            f"run {self.name} is already training ({info.describe()}); wait for it or stop it first"))
+        lock = RunLock.acquire(
+            self.path,
+            on_busy=lambda info: RunBusy(
+                f"run {self.name} is already training ({info.describe()}); wait for it or stop it first"
+            ),
+        )
         try:
             self._check_claim(resume)
             identity = self.identity() if (self.path / _IDENTITY).is_file() else RunIdentity(label=self.name)

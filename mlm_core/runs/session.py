@@ -51,15 +51,17 @@ class TrainingSession:
         """Before anything is written: may this process train this folder?"""
         status = self.run.status() if self.run.is_run() else None
         if status == RUNNING:
-            raise RunBusy(f"run {self.run.name} is already training ({self.run.lock().describe()}); "
-                          "wait for it or stop it first")
+            raise RunBusy(
+                f"run {self.run.name} is already training ({self.run.lock().describe()}); wait for it or stop it first"
+            )
         if not self.resume:
             self.run.check_new()
         elif status is None:
             raise ValueError(f"output_dir: {self.run.name} holds no run to resume")
         elif status not in RESUMABLE and not (status == QUEUED and self.run.identity().resume):
-            raise ValueError(f"output_dir: the run {self.run.name} is {status}; only a stopped or interrupted run "
-                             "can resume")
+            raise ValueError(
+                f"output_dir: the run {self.run.name} is {status}; only a stopped or interrupted run can resume"
+            )
         else:
             self.run.check_same_run(self.config)
 
@@ -102,8 +104,9 @@ class TrainingSession:
         message = failure_message(error)
         self.emit(Error(message))
         if self.trained or not (self.resume or self.new_folder):
-            self.run.write_results(RunResults(status="failed", model=self.config.model, dataset=self.config.dataset,
-                                              message=message))
+            self.run.write_results(
+                RunResults(status="failed", model=self.config.model, dataset=self.config.dataset, message=message)
+            )
 
     def _remove_what_we_wrote(self) -> None:
         """A new run that never got to train leaves the folder as it found it."""
@@ -119,10 +122,15 @@ def failure_message(error: BaseException) -> str:
     torch's allocators) said as such; anything else as its repr."""
     if isinstance(error, ValueError):
         return str(error)
-    if isinstance(error, MemoryError) or "OutOfMemoryError" in type(error).__name__ or \
-            "can't allocate memory" in str(error):
-        return ("batch_size: training ran out of memory (this run's process may use "
-                f"{memory_limit_text()}); use a smaller batch size or block size")
+    if (
+        isinstance(error, MemoryError)
+        or "OutOfMemoryError" in type(error).__name__
+        or "can't allocate memory" in str(error)
+    ):
+        return (
+            "batch_size: training ran out of memory (this run's process may use "
+            f"{memory_limit_text()}); use a smaller batch size or block size"
+        )
     return f"training failed: {error!r}"
 
 

@@ -91,9 +91,14 @@ class Limits:
     @classmethod
     def of(cls, settings: Settings) -> Limits:
         """The limits the settings set."""
-        return cls(run_steps=settings.max_run_steps, run_minutes=settings.max_run_minutes,
-                   active_runs=settings.max_active_runs, queued_runs=settings.max_queued_runs,
-                   probes=settings.max_probes or cls.probes, min_free_disk_gb=settings.min_free_disk_gb)
+        return cls(
+            run_steps=settings.max_run_steps,
+            run_minutes=settings.max_run_minutes,
+            active_runs=settings.max_active_runs,
+            queued_runs=settings.max_queued_runs,
+            probes=settings.max_probes or cls.probes,
+            min_free_disk_gb=settings.min_free_disk_gb,
+        )
 
     @property
     def budget(self) -> Budget:
@@ -131,13 +136,19 @@ class Access:
         admins = {*chosen.admins, *([chosen.space_author] if chosen.space_author else [])}
         public = chosen.is_public
         proxies = chosen.trusted_proxies if chosen.trusted_proxies is not None else int(chosen.on_space)
-        return cls(public=public, limits=Limits.of(chosen) if public else Limits(None, None, None, None),
-                   admins=frozenset(admins), admin_password=chosen.admin_password or None,
-                   server_token=server_token if public else None, trusted_proxies=proxies,
-                   salt=_salt(root) if root is not None else secrets.token_bytes(16))
+        return cls(
+            public=public,
+            limits=Limits.of(chosen) if public else Limits(None, None, None, None),
+            admins=frozenset(admins),
+            admin_password=chosen.admin_password or None,
+            server_token=server_token if public else None,
+            trusted_proxies=proxies,
+            salt=_salt(root) if root is not None else secrets.token_bytes(16),
+        )
 
-    def identify(self, token: object, session: str | None = None, user: str | None = None, headers=None,
-                 peer: str | None = None) -> Visitor:
+    def identify(
+        self, token: object, session: str | None = None, user: str | None = None, headers=None, peer: str | None = None
+    ) -> Visitor:
         """The visitor behind a request: its browser's secret `token`, else (API clients) its `session`; the user
         signed in (`user`); the address its limits count on, from the request's `headers` and `peer` address
         (none without them)."""
@@ -163,8 +174,10 @@ class Access:
             if len(self._tries.get(visitor.address, [])) >= UNLOCK_TRIES:
                 raise ValueError("password: too many wrong passwords from your address; wait ten minutes")
             if sum(map(len, self._tries.values())) >= UNLOCK_TRIES_TOTAL:
-                raise ValueError("password: too many wrong passwords were tried here lately; wait ten minutes (the "
-                                 "owner can sign in with Hugging Face instead)")
+                raise ValueError(
+                    "password: too many wrong passwords were tried here lately; wait ten minutes (the "
+                    "owner can sign in with Hugging Face instead)"
+                )
             if isinstance(password, str) and hmac.compare_digest(password.encode(), self.admin_password.encode()):
                 self._unlocked.add(visitor.key)
                 return
@@ -178,8 +191,9 @@ class Access:
     def check_control(self, visitor: Visitor, run: RunDir, action: str) -> None:
         """ValueError in plain words when the visitor may not act on the run."""
         if not self.may_control(visitor, run):
-            raise ValueError(f"run: {run.name} was started by another visitor; only they (or the owner) can "
-                             f"{action} it")
+            raise ValueError(
+                f"run: {run.name} was started by another visitor; only they (or the owner) can {action} it"
+            )
 
     def address_key(self, headers, peer: str) -> str:
         """The salted hash a visitor's limits count on, from a request's headers and peer address."""
@@ -208,12 +222,16 @@ class Access:
         statuses = {run: run.status() for run in runs}
         active = [run for run, status in statuses.items() if status in {QUEUED, RUNNING} and visitor.counts(run)]
         if limits.active_runs is not None and len(active) >= limits.active_runs:
-            raise ValueError(f"run: you already have {len(active)} run waiting or training; here each visitor may "
-                             f"have {limits.active_runs} at a time, so wait for it or stop it")
+            raise ValueError(
+                f"run: you already have {len(active)} run waiting or training; here each visitor may "
+                f"have {limits.active_runs} at a time, so wait for it or stop it"
+            )
         queued = sum(status == QUEUED for status in statuses.values())
         if limits.queued_runs is not None and queued >= limits.queued_runs:
-            raise ValueError(f"run: {queued} runs are already waiting in the queue, the most this Space takes; try "
-                             "again when some have trained")
+            raise ValueError(
+                f"run: {queued} runs are already waiting in the queue, the most this Space takes; try "
+                "again when some have trained"
+            )
         return limits.budget
 
     def trackers(self) -> list[str]:
@@ -225,8 +243,10 @@ class Access:
         """ValueError in plain words for a tracker a run started here may not report to: one not installed, or (public
         mode) one that would send the run's metrics off this server."""
         if self.public and name not in PUBLIC_TRACKERS:
-            raise ValueError(f"report_to: on this public server a run reports only to {' or '.join(self.trackers())}, "
-                             "so that its metrics stay here")
+            raise ValueError(
+                f"report_to: on this public server a run reports only to {' or '.join(self.trackers())}, "
+                "so that its metrics stay here"
+            )
         check_report_to(name)
 
     def push_token(self, visitor: Visitor, typed: object, signed_in: str | None) -> str:
@@ -240,5 +260,7 @@ class Access:
             return os.environ.get("HF_TOKEN", "")
         if visitor.admin and self.server_token:
             return self.server_token
-        raise ValueError("token: paste a Hugging Face token that may write (or sign in); the server's own token is "
-                         "only for its owner")
+        raise ValueError(
+            "token: paste a Hugging Face token that may write (or sign in); the server's own token is "
+            "only for its owner"
+        )

@@ -13,8 +13,18 @@ from mlm_core.system import settings
 from mlm_core.system.hub_access import forbid_local_paths, is_online
 from mlm_core.system.storage import RunsStorage, check_runs_folder
 
-__all__ = ["STARTER", "RunsStorage", "builtin_text", "check_runs_folder", "describe_device", "forbid_local_paths",
-           "is_online", "preload", "settings", "starter_summary"]
+__all__ = [
+    "STARTER",
+    "RunsStorage",
+    "builtin_text",
+    "check_runs_folder",
+    "describe_device",
+    "forbid_local_paths",
+    "is_online",
+    "preload",
+    "settings",
+    "starter_summary",
+]
 
 
 def builtin_text() -> str:

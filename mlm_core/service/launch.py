@@ -20,8 +20,19 @@ from mlm_core.training.memory_check import check_fits
 from mlm_core.training.preflight import Preview
 from mlm_core.training.setup import check_names
 
-__all__ = ["FILE_SUFFIXES", "MAX_UPLOAD_MB", "STARTER", "BudgetFit", "Preview", "check_inputs", "describe_device",
-           "fit_to_budget", "label_of", "new_run", "preview"]
+__all__ = [
+    "FILE_SUFFIXES",
+    "MAX_UPLOAD_MB",
+    "STARTER",
+    "BudgetFit",
+    "Preview",
+    "check_inputs",
+    "describe_device",
+    "fit_to_budget",
+    "label_of",
+    "new_run",
+    "preview",
+]
 
 
 def new_run(config: TrainConfig, root: Path) -> TrainConfig:
@@ -37,8 +48,11 @@ def label_of(config: TrainConfig) -> str:
     """How a new run is listed until its owner renames it: the model and the data, an upload by its file's name
     ('starter on gardening.txt'), a hub dataset by its own."""
     names = {"builtin": "built-in corpus", "builtin-docstrings": "built-in docstrings", FILE_DATASET: "uploaded file"}
-    data = Path(config.dataset_file).name if config.dataset_file else \
-        names.get(config.dataset, config.dataset.rsplit("/", 1)[-1])
+    data = (
+        Path(config.dataset_file).name
+        if config.dataset_file
+        else names.get(config.dataset, config.dataset.rsplit("/", 1)[-1])
+    )
     return f"{config.model.rsplit('/', 1)[-1]} on {data}"
 
 
@@ -55,5 +69,4 @@ def check_inputs(config: TrainConfig, on_progress: Callable[[int, int | None], N
     # The weights stay unloaded in the app's process: the estimate without them refuses only what cannot fit even
     # so; the run checks again with them.
     weightless = SimpleNamespace(config=model_config, parameters=lambda: iter(()))
-    check_fits(weightless, config.batch_size, block_size, task.labelled_share(config.mlm_probability),
-               default_device())
+    check_fits(weightless, config.batch_size, block_size, task.labelled_share(config.mlm_probability), default_device())

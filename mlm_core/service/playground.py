@@ -13,8 +13,20 @@ from mlm_core.runs.model_sources import STARTER
 from mlm_core.system.hub_access import is_online
 from mlm_core.tasks import detect_task
 
-__all__ = ["STARTER", "FillRequest", "Filled", "GenerateRequest", "Guess", "default_examples", "fill", "generate",
-           "generates", "is_online", "surprise", "word_label"]
+__all__ = [
+    "STARTER",
+    "FillRequest",
+    "Filled",
+    "GenerateRequest",
+    "Guess",
+    "default_examples",
+    "fill",
+    "generate",
+    "generates",
+    "is_online",
+    "surprise",
+    "word_label",
+]
 
 MAX_TOP_K = 100  # guesses per mask (the page offers up to 20)
 
@@ -99,8 +111,9 @@ class GenerateRequest:
 
     def __post_init__(self):
         object.__setattr__(self, "model", _model(self.model))
-        object.__setattr__(self, "max_new_tokens", _whole(self.max_new_tokens, "max_new_tokens", 1,
-                                                          inference.MAX_NEW_TOKENS))
+        object.__setattr__(
+            self, "max_new_tokens", _whole(self.max_new_tokens, "max_new_tokens", 1, inference.MAX_NEW_TOKENS)
+        )
         temperature, top_p = _number(self.temperature, "temperature"), _number(self.top_p, "top_p")
         if not (temperature > 0 and 0 < top_p <= 1):
             raise ValueError("temperature: must be above 0, with top_p in (0, 1]")
@@ -123,9 +136,17 @@ def fill(request: FillRequest) -> Filled:
     model, text = request.model, request.text
     results, ranked = inference.fill_and_rank(model, text, request.top_k, request.answer)
     mask = inference.mask_token(model)
-    guesses = tuple(tuple(Guess(word_label(guess["token_str"]), float(guess["score"]),
-                                inference.filled_sequence(text, results, number, guess, mask)) for guess in row)
-                    for number, row in enumerate(results))
+    guesses = tuple(
+        tuple(
+            Guess(
+                word_label(guess["token_str"]),
+                float(guess["score"]),
+                inference.filled_sequence(text, results, number, guess, mask),
+            )
+            for guess in row
+        )
+        for number, row in enumerate(results)
+    )
     rank, probability = ranked if ranked else (None, None)
     return Filled(model, guesses, rank, probability)
 
@@ -139,9 +160,16 @@ def surprise(model: str, text: str) -> list[tuple[str, float | None]]:
 def generate(request: GenerateRequest) -> str:
     """The prompt continued by a causal model. ValueError in plain words for a model that cannot generate or a
     prompt that is empty or too long for it."""
-    return inference.generate(request.model, request.prompt, max_new_tokens=request.max_new_tokens,
-                              temperature=request.temperature, top_p=request.top_p, top_k=request.top_k,
-                              do_sample=request.sample, seed=request.seed)
+    return inference.generate(
+        request.model,
+        request.prompt,
+        max_new_tokens=request.max_new_tokens,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        top_k=request.top_k,
+        do_sample=request.sample,
+        seed=request.seed,
+    )
 
 
 def generates(model: str) -> bool:

@@ -30,8 +30,23 @@ from mlm_core.runs.records import (
 from mlm_core.runs.run_dir import RunDir, list_runs, recover_runs, run_in
 
 # What the page reads of a run, as the engine names it.
-__all__ = ["COMPLETED", "FAILED", "INTERRUPTED", "QUEUED", "RUN_PREFIX", "RUNNING", "STOPPED", "Budget", "RunDir",
-           "RunIdentity", "RunResults", "Workspace", "push_run", "runs_root", "zip_run"]
+__all__ = [
+    "COMPLETED",
+    "FAILED",
+    "INTERRUPTED",
+    "QUEUED",
+    "RUN_PREFIX",
+    "RUNNING",
+    "STOPPED",
+    "Budget",
+    "RunDir",
+    "RunIdentity",
+    "RunResults",
+    "Workspace",
+    "push_run",
+    "runs_root",
+    "zip_run",
+]
 
 CANCELLED, STOPPING = "cancelled", "stopping"
 EVENT_CACHE_RUNS = 16  # runs whose parsed events are kept (the ones visitors watch or compare)
@@ -145,7 +160,7 @@ class EventTail:
         with path.open("rb") as file:
             file.seek(self.offset)
             chunk = file.read(size - self.offset)
-        complete = chunk[:chunk.rfind(b"\n") + 1]
+        complete = chunk[: chunk.rfind(b"\n") + 1]
         if complete:
             self.events = self.events + parse_events(complete.decode("utf-8", errors="replace").splitlines())
             self.offset += len(complete)

@@ -19,8 +19,10 @@ _cache: dict[str, tuple[float, bool]] = {}
 
 def offline_by_setting() -> bool:
     """True when the user asked for offline mode (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE)."""
-    return any(os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
-               for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(var, "").strip().lower() in {"1", "true", "yes", "on"}
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def hub_endpoint() -> str:
@@ -108,9 +110,12 @@ def check_hub_name(name: str, field: str, kind: str) -> None:
 
 def not_on_hub(name: str, field: str, kind: str) -> ValueError:
     """The refusal for a hub id the hub does not serve us: a ValueError, for the caller to raise."""
-    return ValueError(f"{field}: the hub has no {kind} called {name} that can be read here (it may not exist, or be "
-                      "private or gated)")
+    return ValueError(
+        f"{field}: the hub has no {kind} called {name} that can be read here (it may not exist, or be private or gated)"
+    )
 
 
-_EXAMPLES = {"model": "'distilbert/distilroberta-base', 'starter' or a finished run",
-             "dataset": "'dany0407/eli5_category', the built-in corpus or your own upload"}
+_EXAMPLES = {
+    "model": "'distilbert/distilroberta-base', 'starter' or a finished run",
+    "dataset": "'dany0407/eli5_category', the built-in corpus or your own upload",
+}

@@ -18,61 +18,112 @@ YES, NO = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
 def _setting(variable: str, default: object, what: str, shown: str | None = None, **options):
     """A field read from `variable`; `shown` is its default as the README gives it (default: `default`)."""
-    return field(default=default, metadata={"variable": variable, "what": what,
-                                            "shown": str(default) if shown is None else shown}, **options)
+    return field(
+        default=default,
+        metadata={"variable": variable, "what": what, "shown": str(default) if shown is None else shown},
+        **options,
+    )
 
 
 @dataclass(frozen=True)
 class Settings:
     """The app's settings; `from_env` reads them. A limit set to 0 or `none` is no limit (None)."""
 
-    runs: str | None = _setting("MLM_STUDIO_RUNS", None, "the runs folder", "/data/mlm-studio-runs where /data is "
-                                "writable (a Space's bucket), else ./runs")
-    public: bool | None = _setting("MLM_STUDIO_PUBLIC", None, "public mode: visitors act on their own runs only, "
-                                   "within the limits `MLM_STUDIO_MAX_*` (1 on, 0 off)", "on on a Space, else off")
-    admins: tuple[str, ...] = _setting("MLM_STUDIO_ADMINS", (), "Hugging Face accounts with the owner's rights, "
-                                       "comma-separated (the Space's author always has them)", "none")
-    admin_password: str | None = _setting("MLM_STUDIO_ADMIN_PASSWORD", None, "the password that unlocks the "
-                                          "owner's rights in a browser (public mode)", "none", repr=False)
-    max_run_steps: int | None = _setting("MLM_STUDIO_MAX_RUN_STEPS", 2000, "steps a visitor's run may train (it "
-                                         "stops, resumable, with a message)")
-    max_run_minutes: float | None = _setting("MLM_STUDIO_MAX_RUN_MINUTES", 30.0, "minutes of training a visitor's "
-                                             "run may take", "30")
-    max_active_runs: int | None = _setting("MLM_STUDIO_MAX_ACTIVE_RUNS", 1, "runs a visitor, an account or a client "
-                                           "address may have waiting or training")
-    max_queued_runs: int | None = _setting("MLM_STUDIO_MAX_QUEUED_RUNS", 8, "runs waiting in the queue from "
-                                           "everyone together")
+    runs: str | None = _setting(
+        "MLM_STUDIO_RUNS",
+        None,
+        "the runs folder",
+        "/data/mlm-studio-runs where /data is writable (a Space's bucket), else ./runs",
+    )
+    public: bool | None = _setting(
+        "MLM_STUDIO_PUBLIC",
+        None,
+        "public mode: visitors act on their own runs only, within the limits `MLM_STUDIO_MAX_*` (1 on, 0 off)",
+        "on on a Space, else off",
+    )
+    admins: tuple[str, ...] = _setting(
+        "MLM_STUDIO_ADMINS",
+        (),
+        "Hugging Face accounts with the owner's rights, comma-separated (the Space's author always has them)",
+        "none",
+    )
+    admin_password: str | None = _setting(
+        "MLM_STUDIO_ADMIN_PASSWORD",
+        None,
+        "the password that unlocks the owner's rights in a browser (public mode)",
+        "none",
+        repr=False,
+    )
+    max_run_steps: int | None = _setting(
+        "MLM_STUDIO_MAX_RUN_STEPS", 2000, "steps a visitor's run may train (it stops, resumable, with a message)"
+    )
+    max_run_minutes: float | None = _setting(
+        "MLM_STUDIO_MAX_RUN_MINUTES", 30.0, "minutes of training a visitor's run may take", "30"
+    )
+    max_active_runs: int | None = _setting(
+        "MLM_STUDIO_MAX_ACTIVE_RUNS", 1, "runs a visitor, an account or a client address may have waiting or training"
+    )
+    max_queued_runs: int | None = _setting(
+        "MLM_STUDIO_MAX_QUEUED_RUNS", 8, "runs waiting in the queue from everyone together"
+    )
     max_probes: int | None = _setting("MLM_STUDIO_MAX_PROBES", 20, "probe sentences per run (300 characters each)")
     min_free_disk_gb: float | None = _setting("MLM_STUDIO_MIN_FREE_DISK_GB", 2.0, "free disk a new run needs", "2")
     max_upload_mb: int = _setting("MLM_STUDIO_MAX_UPLOAD_MB", 200, "size of an upload")
-    upload_mb_per_hour: float = _setting("MLM_STUDIO_UPLOAD_MB_PER_HOUR", 800.0, "what one client address may "
-                                         "upload in an hour (uploads expire after an hour)", "800")
-    upload_mb_total_per_hour: float = _setting("MLM_STUDIO_UPLOAD_MB_TOTAL_PER_HOUR", 4000.0, "what everyone "
-                                               "together may upload in an hour", "4000")
-    run_memory_mb: float | None = _setting("MLM_STUDIO_RUN_MEMORY_MB", None, "memory one run's process may take (a "
-                                           "run past it fails in words)", "none")
-    trusted_proxies: int | None = _setting("MLM_STUDIO_TRUSTED_PROXIES", None, "proxies in front of the app; limits "
-                                           "count the client address the outermost one reports", "1 on a Space, "
-                                           "else 0")
-    stream_mb: int = _setting("MLM_STUDIO_STREAM_MB", 1024, "hub splits larger than this are streamed, not "
-                              "downloaded whole")
-    data_cache: str | None = _setting("MLM_STUDIO_DATA_CACHE", None, "where prepared data is cached (`off`: not "
-                                      "cached)", "`.data-cache` in the runs folder")
-    data_cache_mb: float = _setting("MLM_STUDIO_DATA_CACHE_MB", 2048.0, "the data cache's size; the least recently "
-                                    "used data goes first", "2048")
-    data_wait_s: float = _setting("MLM_STUDIO_DATA_WAIT_S", 600.0, "how long a process of a multi-process run waits "
-                                  "for the others' data before it gives up", "600")
+    upload_mb_per_hour: float = _setting(
+        "MLM_STUDIO_UPLOAD_MB_PER_HOUR",
+        800.0,
+        "what one client address may upload in an hour (uploads expire after an hour)",
+        "800",
+    )
+    upload_mb_total_per_hour: float = _setting(
+        "MLM_STUDIO_UPLOAD_MB_TOTAL_PER_HOUR", 4000.0, "what everyone together may upload in an hour", "4000"
+    )
+    run_memory_mb: float | None = _setting(
+        "MLM_STUDIO_RUN_MEMORY_MB", None, "memory one run's process may take (a run past it fails in words)", "none"
+    )
+    trusted_proxies: int | None = _setting(
+        "MLM_STUDIO_TRUSTED_PROXIES",
+        None,
+        "proxies in front of the app; limits count the client address the outermost one reports",
+        "1 on a Space, else 0",
+    )
+    stream_mb: int = _setting(
+        "MLM_STUDIO_STREAM_MB", 1024, "hub splits larger than this are streamed, not downloaded whole"
+    )
+    data_cache: str | None = _setting(
+        "MLM_STUDIO_DATA_CACHE",
+        None,
+        "where prepared data is cached (`off`: not cached)",
+        "`.data-cache` in the runs folder",
+    )
+    data_cache_mb: float = _setting(
+        "MLM_STUDIO_DATA_CACHE_MB", 2048.0, "the data cache's size; the least recently used data goes first", "2048"
+    )
+    data_wait_s: float = _setting(
+        "MLM_STUDIO_DATA_WAIT_S",
+        600.0,
+        "how long a process of a multi-process run waits for the others' data before it gives up",
+        "600",
+    )
     preview_timeout_s: float = _setting("MLM_STUDIO_PREVIEW_TIMEOUT_S", 900.0, "how long Preview may take", "900")
-    stop_grace_s: float = _setting("MLM_STUDIO_STOP_GRACE_S", 60.0, "after Stop, a run's process is killed past "
-                                   "this many seconds", "60")
-    train_nice: int = _setting("MLM_STUDIO_TRAIN_NICE", 10, "the niceness of a run's process (the page's requests "
-                               "come first)")
+    stop_grace_s: float = _setting(
+        "MLM_STUDIO_STOP_GRACE_S", 60.0, "after Stop, a run's process is killed past this many seconds", "60"
+    )
+    train_nice: int = _setting(
+        "MLM_STUDIO_TRAIN_NICE", 10, "the niceness of a run's process (the page's requests come first)"
+    )
     debug: bool = _setting("MLM_STUDIO_DEBUG", False, "the CLI shows a traceback instead of one line", "off")
     space_id: str | None = _setting("SPACE_ID", None, "set by every Space: public mode, one trusted proxy", "unset")
-    space_author: str | None = _setting("SPACE_AUTHOR_NAME", None, "set by every Space: its author has the owner's "
-                                        "rights", "unset")
-    oauth_client_id: str | None = _setting("OAUTH_CLIENT_ID", None, "set by a Space with `hf_oauth: true`: the "
-                                           "page offers *Sign in with Hugging Face*", "unset", repr=False)
+    space_author: str | None = _setting(
+        "SPACE_AUTHOR_NAME", None, "set by every Space: its author has the owner's rights", "unset"
+    )
+    oauth_client_id: str | None = _setting(
+        "OAUTH_CLIENT_ID",
+        None,
+        "set by a Space with `hf_oauth: true`: the page offers *Sign in with Hugging Face*",
+        "unset",
+        repr=False,
+    )
     server_name: str = _setting("GRADIO_SERVER_NAME", "0.0.0.0", "the address the app listens on")
 
     @classmethod
@@ -124,4 +175,3 @@ def _parse(variable: str, raw: str, kind: str) -> object:
 def current() -> Settings:
     """This process's settings, read from its environment at first use (ValueError as `Settings.from_env`)."""
     return Settings.from_env()
-

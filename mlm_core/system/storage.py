@@ -29,19 +29,25 @@ class RunsStorage:
 
     def where(self) -> str:
         """The mount in words, for the command line."""
-        return (f"on its own mount, {self.mount_point} ({self.fs_type}): survives a restart of a Space"
-                if self.own_mount else f"on {self.mount_point} ({self.fs_type or 'unknown'}), which a restart of a "
-                "Space wipes")
+        return (
+            f"on its own mount, {self.mount_point} ({self.fs_type}): survives a restart of a Space"
+            if self.own_mount
+            else f"on {self.mount_point} ({self.fs_type or 'unknown'}), which a restart of a Space wipes"
+        )
 
     def describe(self, on_space: bool) -> str:
         """One sentence for the page: where runs are kept and, on a Space, whether they survive a restart."""
         if not on_space:
             return f"Runs are kept in `{self.path.name}/` on this machine's disk."
         if self.own_mount:
-            return (f"Runs are kept on the volume mounted at `{self.mount_point}` ({self.fs_type}): they survive a "
-                    "restart of the Space.")
-        return ("⚠️ Runs are kept on the Space's own disk, which every restart wipes (a push restarts it, free "
-                "hardware sleeps after 48 h idle): attach a Storage Bucket at `/data` to keep them.")
+            return (
+                f"Runs are kept on the volume mounted at `{self.mount_point}` ({self.fs_type}): they survive a "
+                "restart of the Space."
+            )
+        return (
+            "⚠️ Runs are kept on the Space's own disk, which every restart wipes (a push restarts it, free "
+            "hardware sleeps after 48 h idle): attach a Storage Bucket at `/data` to keep them."
+        )
 
 
 def check_runs_folder(root: Path, mountinfo: Path = MOUNTINFO) -> RunsStorage:
@@ -56,8 +62,10 @@ def check_runs_folder(root: Path, mountinfo: Path = MOUNTINFO) -> RunsStorage:
             raise OSError("what was read back differs from what was written")
         probe.unlink()
     except OSError as error:
-        raise ValueError(f"runs folder: {root} cannot hold runs ({error.strerror or error}); set MLM_STUDIO_RUNS to "
-                         "a writable folder, or mount the bucket read-write") from None
+        raise ValueError(
+            f"runs folder: {root} cannot hold runs ({error.strerror or error}); set MLM_STUDIO_RUNS to "
+            "a writable folder, or mount the bucket read-write"
+        ) from None
     mount_point, fs_type = mount_of(root.resolve(), mountinfo)
     return RunsStorage(root, mount_point, fs_type)
 

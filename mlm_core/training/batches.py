@@ -31,16 +31,24 @@ class Batch:
     def to(self, device: torch.device) -> Batch:
         """The batch on another device (asynchronously from pinned memory)."""
         move = functools.partial(torch.Tensor.to, device=device, non_blocking=True)
-        return Batch(move(self.input_ids), move(self.labels), self.count,
-                     None if self.positions is None else move(self.positions),
-                     None if self.targets is None else move(self.targets))
+        return Batch(
+            move(self.input_ids),
+            move(self.labels),
+            self.count,
+            None if self.positions is None else move(self.positions),
+            None if self.targets is None else move(self.targets),
+        )
 
     def pin_memory(self) -> Batch:
         """The batch in page-locked host memory, so that copying it to a GPU overlaps with compute."""
         pin = torch.Tensor.pin_memory
-        return Batch(pin(self.input_ids), pin(self.labels), self.count,
-                     None if self.positions is None else pin(self.positions),
-                     None if self.targets is None else pin(self.targets))
+        return Batch(
+            pin(self.input_ids),
+            pin(self.labels),
+            self.count,
+            None if self.positions is None else pin(self.positions),
+            None if self.targets is None else pin(self.targets),
+        )
 
 
 class CausalBatcher:
@@ -68,7 +76,8 @@ class Masker:
         with warnings.catch_warnings():  # whole-word masking warns that it replaces by <mask> only
             warnings.simplefilter("ignore")
             self.collator = DataCollatorForLanguageModeling(
-                tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word)
+                tokenizer, mlm=True, mlm_probability=mlm_probability, whole_word_mask=whole_word
+            )
         self.collator.generator = self.generator
 
     def __call__(self, blocks: torch.Tensor, word_starts: torch.Tensor | None = None) -> Batch:
@@ -77,7 +86,8 @@ class Masker:
         special = torch.isin(blocks, self.special_ids)
         offsets = None if word_starts is None else word_offsets(word_starts)
         inputs, labels = self.collator.torch_mask_tokens(
-            blocks.clone(), special_tokens_mask=special, offset_mapping=offsets)
+            blocks.clone(), special_tokens_mask=special, offset_mapping=offsets
+        )
         positions = labels.view(-1).ne(IGNORE).nonzero().squeeze(1)  # on the host, before the step needs it
         return Batch(inputs, labels, count=len(positions), positions=positions, targets=labels.view(-1)[positions])
 
@@ -98,16 +108,18 @@ def word_offsets(word_starts: torch.Tensor) -> torch.Tensor:
     return torch.stack([position, position], dim=-1)
 
 
-def fixed_eval_batches(batcher, blocks: torch.Tensor, word_starts: torch.Tensor | None,
-                       batch_size: int) -> list[Batch]:
+def fixed_eval_batches(batcher, blocks: torch.Tensor, word_starts: torch.Tensor | None, batch_size: int) -> list[Batch]:
     """The eval blocks labelled once by a batcher of their own, so every evaluation scores the same positions:
     blocks (and word starts) [n, block] in, batches of [batch_size, block] out (the last may be smaller)."""
-    return [batcher(blocks[i : i + batch_size], None if word_starts is None else word_starts[i : i + batch_size])
-            for i in range(0, len(blocks), batch_size)]
+    return [
+        batcher(blocks[i : i + batch_size], None if word_starts is None else word_starts[i : i + batch_size])
+        for i in range(0, len(blocks), batch_size)
+    ]
 
 
-def epoch_batches(n_blocks: int, batch_size: int, epoch: int, seed: int, rank: int = 0,
-                  world: int = 1) -> Iterator[torch.Tensor]:
+def epoch_batches(
+    n_blocks: int, batch_size: int, epoch: int, seed: int, rank: int = 0, world: int = 1
+) -> Iterator[torch.Tensor]:
     """Block indices [batch_size] (the last may be fewer) of each batch this process trains on in an epoch; the order
     depends on (seed, epoch) only."""
     order = torch.randperm(n_blocks, generator=torch.Generator().manual_seed(seed + epoch))
@@ -130,13 +142,13 @@ class Prefetcher:
     batcher's random state after the last batch taken out (not after the ones masked ahead): what a checkpoint saves.
     """
 
-    def __init__(self, batcher, blocks, word_starts, indices: list[torch.Tensor], depth: int = 2,
-                 pin: bool = False):
+    def __init__(self, batcher, blocks, word_starts, indices: list[torch.Tensor], depth: int = 2, pin: bool = False):
         self.state = batcher.state()
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._work, args=(batcher, blocks, word_starts, indices, pin),
-                                        name="batch-prefetch", daemon=True)
+        self._thread = threading.Thread(
+            target=self._work, args=(batcher, blocks, word_starts, indices, pin), name="batch-prefetch", daemon=True
+        )
         self._thread.start()
 
     def _work(self, batcher, blocks, word_starts, indices, pin: bool) -> None:

@@ -34,18 +34,23 @@ def fit_to_budget(config: TrainConfig, measured: Preview, seconds: float | None,
     match = SLICE_PATTERN.match(config.slice)
     if not match:
         raise ValueError(f"slice: {config.slice!r} is not a split slice; use e.g. 'train[:5000]'")
-    shares = [HEADROOM * limit / cost if limit and cost > 0 else math.inf
-              for limit, cost in ((seconds, measured.estimated_seconds), (steps, measured.total_steps))]
+    shares = [
+        HEADROOM * limit / cost if limit and cost > 0 else math.inf
+        for limit, cost in ((seconds, measured.estimated_seconds), (steps, measured.total_steps))
+    ]
     share = min(shares)
     if share >= 1:
         return BudgetFit(config, measured.records, measured.total_steps, measured.estimated_seconds, True)
     start = match["start"] or "0"
     if not start.isdigit():
-        raise ValueError(f"slice: {config.slice!r} starts at {start}; give its first row as a number from the start "
-                         "of the split, e.g. 'train[1000:]'")
+        raise ValueError(
+            f"slice: {config.slice!r} starts at {start}; give its first row as a number from the start "
+            "of the split, e.g. 'train[1000:]'"
+        )
     rows = math.floor(measured.records * share)
     kept = min(measured.records, max(MIN_ROWS, rows))
     cut = config.replace(slice=f"{match['split']}[{'' if start == '0' else start}:{int(start) + kept}]")
     scale = kept / max(1, measured.records)
-    return BudgetFit(cut, kept, math.ceil(measured.total_steps * scale), measured.estimated_seconds * scale,
-                     rows >= MIN_ROWS)
+    return BudgetFit(
+        cut, kept, math.ceil(measured.total_steps * scale), measured.estimated_seconds * scale, rows >= MIN_ROWS
+    )

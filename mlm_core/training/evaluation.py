@@ -48,8 +48,17 @@ class Evaluator:
     a run score only its first `size` blocks, as many as the run can afford.
     """
 
-    def __init__(self, batcher, blocks, word_starts, size: int, batch_size: int, seed: int, own_share: bool = False,
-                 starts_table: torch.Tensor | None = None):
+    def __init__(
+        self,
+        batcher,
+        blocks,
+        word_starts,
+        size: int,
+        batch_size: int,
+        seed: int,
+        own_share: bool = False,
+        starts_table: torch.Tensor | None = None,
+    ):
         """`word_starts` (bool [n, block], or None) or else `starts_table` (bool [vocab]: which tokens start a word)
         say where words start, for word accuracy; with neither (a causal LM), accuracy counts tokens. `own_share`:
         each process holds its own eval blocks (sharded data) and scores all of them. ValueError in plain words when
@@ -57,27 +66,32 @@ class Evaluator:
         whole = min(len(blocks), MAX_EVAL_BLOCKS)
         rows = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))[:whole]
         sample = blocks[rows]
-        starts = word_starts[rows] if word_starts is not None else \
-            None if starts_table is None else starts_table[sample]
+        starts = (
+            word_starts[rows] if word_starts is not None else None if starts_table is None else starts_table[sample]
+        )
         self.batches = fixed_eval_batches(batcher, sample, None if word_starts is None else starts, batch_size)
-        self.words = [None if starts is None else _word_ids(starts[i : i + batch_size])
-                      for i in range(0, whole, batch_size)]
+        self.words = [
+            None if starts is None else _word_ids(starts[i : i + batch_size]) for i in range(0, whole, batch_size)
+        ]
         self.quick = max(1, math.ceil(min(size, whole) / batch_size))  # batches an evaluation during the run scores
         self.size = min(whole, self.quick * batch_size)
         self.own_share = own_share
         self.labelled = sum(batch.count for batch in self.batches[: self.quick])  # tokens each evaluation scores
         if self.labelled == 0 and not own_share:
-            raise ValueError(f"eval_fraction: the held-out sample ({self.size:,} blocks of {blocks.shape[-1]} tokens) "
-                             "hides no token to measure; hold out more text, or raise mlm_probability or "
-                             "block_size")
+            raise ValueError(
+                f"eval_fraction: the held-out sample ({self.size:,} blocks of {blocks.shape[-1]} tokens) "
+                "hides no token to measure; hold out more text, or raise mlm_probability or "
+                "block_size"
+            )
 
     @property
     def whole_size(self) -> int:
         """Blocks in the whole sample (base and final measurements)."""
         return sum(len(batch.input_ids) for batch in self.batches)
 
-    def __call__(self, objective, accelerator, stop: threading.Event, whole: bool = False
-                 ) -> tuple[Measurement, Measurement | None] | None:
+    def __call__(
+        self, objective, accelerator, stop: threading.Event, whole: bool = False
+    ) -> tuple[Measurement, Measurement | None] | None:
         """(on the run's part of the sample, on the whole sample when `whole` else None): loss and accuracy of the
         model now, batches shared among processes; None if stopped meanwhile."""
         device, rank, world = accelerator.device, accelerator.process_index, accelerator.num_processes

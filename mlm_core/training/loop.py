@@ -42,9 +42,15 @@ DIVERGED_LOSS_RISE = math.log(10)  # held-out perplexity ten times the base mode
 REPORT_EVERY_S = 0.5  # on a GPU, step losses are read back at most this often (each read waits for the device)
 
 
-def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None,
-          stop: threading.Event | None = None, resume: bool = False, head_only_loss: bool = True,
-          probes: Sequence[str] = (), budget: Budget | None = None) -> RunResults:
+def train(
+    config: TrainConfig,
+    on_event: Callable[[Event], None] | None = None,
+    stop: threading.Event | None = None,
+    resume: bool = False,
+    head_only_loss: bool = True,
+    probes: Sequence[str] = (),
+    budget: Budget | None = None,
+) -> RunResults:
     """Run (or resume) one fine-tuning run to completion, until `stop` is set or its `budget` is spent.
 
     The run folder is locked while it trains, so no other process (app or CLI) trains it at the same time.
@@ -58,8 +64,10 @@ def train(config: TrainConfig, on_event: Callable[[Event], None] | None = None,
     error once the folder is claimed is recorded (an Error event) before it passes through.
     """
     check_report_to(config.report_to)
-    with (TrainingSession(config, resume, on_event) as session,
-          RunTrackers(config, session.emit, session.main) as trackers):
+    with (
+        TrainingSession(config, resume, on_event) as session,
+        RunTrackers(config, session.emit, session.main) as trackers,
+    ):
         run = TrainingRun(config, trackers.following(session.emit), stop, head_only_loss, probes)
         run.budget = budget or Budget()
         return run.run(session)
@@ -79,8 +87,9 @@ def evaluate(config: TrainConfig, on_event: Callable[[Event], None] | None = Non
 class TrainingRun:
     """One run's state: model, data, optimizer and position."""
 
-    def __init__(self, config: TrainConfig, emit: Callable[[Event], None], stop, head_only_loss: bool,
-                 probes: Sequence[str] = ()):
+    def __init__(
+        self, config: TrainConfig, emit: Callable[[Event], None], stop, head_only_loss: bool, probes: Sequence[str] = ()
+    ):
         self.config = config
         self.folder = RunDir(config.output_dir)
         self.emit = emit
@@ -112,8 +121,13 @@ class TrainingRun:
             setup = load_inputs(self.config, checkpoint, self.emit, self.stop)
         except PreparationStopped:
             return self._stopped_while_preparing(session)
-        check_fits(setup.model, self.config.batch_size, setup.data.block_size,
-                   setup.task.labelled_share(self.config.mlm_probability), default_device())
+        check_fits(
+            setup.model,
+            self.config.batch_size,
+            setup.data.block_size,
+            setup.task.labelled_share(self.config.mlm_probability),
+            default_device(),
+        )
         self._build(setup)
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -132,8 +146,12 @@ class TrainingRun:
 
     def _stopped_while_preparing(self, session: TrainingSession) -> RunResults:
         """Stop came before the first step: a new run ends stopped at step 0; a resumed one stays as it was."""
-        results = RunResults(status=STOPPED, model=self.config.model, dataset=self.config.dataset,
-                             message="stopped while preparing the data")
+        results = RunResults(
+            status=STOPPED,
+            model=self.config.model,
+            dataset=self.config.dataset,
+            message="stopped while preparing the data",
+        )
         if not session.resume:
             session.finish(results)
         self.emit(Done(status=results.status, results=results.to_dict()))
@@ -148,8 +166,9 @@ class TrainingRun:
         bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
         self.accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no")
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
-        self.batcher = functools.partial(batcher_for, setup.task, setup.tokenizer, cfg.mlm_probability,
-                                         cfg.whole_word_masking)
+        self.batcher = functools.partial(
+            batcher_for, setup.task, setup.tokenizer, cfg.mlm_probability, cfg.whole_word_masking
+        )
         self.masker = self.batcher(seed=cfg.seed + self.rank)
         self.mask_state = self.masker.state()  # the masks' random state after the last batch trained on
         optimizer = make_optimizer(setup.model.to(self.accelerator.device), cfg)
@@ -157,21 +176,33 @@ class TrainingRun:
         self.objective, self.optimizer = self.accelerator.prepare(objective, optimizer)
         self.batches_per_epoch = self._batches_per_epoch()
         self.total_steps = cfg.max_steps or cfg.epochs * math.ceil(self.batches_per_epoch / cfg.gradient_accumulation)
-        self.scheduler = get_scheduler("linear", optimizer, num_warmup_steps=round(cfg.warmup_ratio * self.total_steps),
-                                       num_training_steps=self.total_steps)
+        self.scheduler = get_scheduler(
+            "linear",
+            optimizer,
+            num_warmup_steps=round(cfg.warmup_ratio * self.total_steps),
+            num_training_steps=self.total_steps,
+        )
         self.eval_every = eval_every(cfg.eval_steps, self.total_steps)
 
     def _make_evaluator(self) -> None:
         """The fixed held-out sample and its masks, sized once per run (a resume keeps the size it saved)."""
         cfg, data = self.config, self.setup.data
         blocks_per_step = cfg.batch_size * cfg.gradient_accumulation * self.world
-        self.eval_size = self.eval_size or eval_sample_size(len(data.eval), self.total_steps, blocks_per_step,
-                                                            self.eval_every)
+        self.eval_size = self.eval_size or eval_sample_size(
+            len(data.eval), self.total_steps, blocks_per_step, self.eval_every
+        )
         masked = self.setup.task.inference == "fill-mask"
         starts = starts_word(self.setup.tokenizer, len(self.setup.tokenizer)) if masked else None
-        self.evaluator = Evaluator(self.batcher(seed=cfg.seed + 1), data.eval, data.eval_word_starts, self.eval_size,
-                                   cfg.batch_size * EVAL_BATCH_FACTOR, seed=cfg.seed + 2, own_share=data.sharded,
-                                   starts_table=starts)
+        self.evaluator = Evaluator(
+            self.batcher(seed=cfg.seed + 1),
+            data.eval,
+            data.eval_word_starts,
+            self.eval_size,
+            cfg.batch_size * EVAL_BATCH_FACTOR,
+            seed=cfg.seed + 2,
+            own_share=data.sharded,
+            starts_table=starts,
+        )
 
     def _batches_per_epoch(self) -> int:
         """Batches this process takes in one epoch."""
@@ -184,10 +215,17 @@ class TrainingRun:
 
     def _started(self, setup: RunSetup) -> Started:
         """The event announcing what is about to train."""
-        return Started(run_dir=self.folder.name, model=self.config.model, task=setup.task.name,
-                       device=describe_device(self.accelerator.device), total_steps=self.total_steps,
-                       train_blocks=len(setup.data.train), eval_blocks=len(setup.data.eval),
-                       block_size=setup.data.block_size, resumed_from_step=self.step)
+        return Started(
+            run_dir=self.folder.name,
+            model=self.config.model,
+            task=setup.task.name,
+            device=describe_device(self.accelerator.device),
+            total_steps=self.total_steps,
+            train_blocks=len(setup.data.train),
+            eval_blocks=len(setup.data.eval),
+            block_size=setup.data.block_size,
+            resumed_from_step=self.step,
+        )
 
     def _train(self) -> bool:
         """Train until the last step; True when stopped early."""
@@ -208,10 +246,12 @@ class TrainingRun:
     def _train_epoch(self) -> bool:
         """Train the rest of the current epoch, its batches labelled ahead by a `Prefetcher`; True when stopped."""
         cfg, data = self.config, self.setup.data
-        batches = list(epoch_batches(len(data.train), cfg.batch_size, self.epoch, cfg.seed,
-                                     *self._shard()))[self.batch_in_epoch:]
-        self.prefetcher = Prefetcher(self.masker, data.train, data.train_word_starts, batches,
-                                     pin=self.accelerator.device.type == "cuda")
+        batches = list(epoch_batches(len(data.train), cfg.batch_size, self.epoch, cfg.seed, *self._shard()))[
+            self.batch_in_epoch :
+        ]
+        self.prefetcher = Prefetcher(
+            self.masker, data.train, data.train_word_starts, batches, pin=self.accelerator.device.type == "cuda"
+        )
         try:
             for start in range(0, len(batches), cfg.gradient_accumulation):
                 if self.stop.is_set() or self._over_budget():
@@ -260,14 +300,29 @@ class TrainingRun:
 
     def _after_step(self, loss: torch.Tensor, tokens: int, n_batches: int) -> None:
         """Advance the position, record the step, and report, evaluate or save when due."""
-        self.step, self.batch_in_epoch, self.tokens = self.step + 1, self.batch_in_epoch + n_batches, \
-            self.tokens + tokens
+        self.step, self.batch_in_epoch, self.tokens = (
+            self.step + 1,
+            self.batch_in_epoch + n_batches,
+            self.tokens + tokens,
+        )
         self.mask_state = self.prefetcher.state
         self.meter.update(tokens)
-        self.unreported.append((loss, Step(
-            step=self.step, total_steps=self.total_steps, epoch=self._epoch_progress(), loss=math.nan,
-            learning_rate=self.scheduler.get_last_lr()[0], tokens=self.tokens, tokens_per_s=self.meter.tokens_per_s,
-            elapsed_s=self.meter.elapsed, eta_s=self.meter.eta(self.total_steps - self.step))))
+        self.unreported.append(
+            (
+                loss,
+                Step(
+                    step=self.step,
+                    total_steps=self.total_steps,
+                    epoch=self._epoch_progress(),
+                    loss=math.nan,
+                    learning_rate=self.scheduler.get_last_lr()[0],
+                    tokens=self.tokens,
+                    tokens_per_s=self.meter.tokens_per_s,
+                    elapsed_s=self.meter.elapsed,
+                    eta_s=self.meter.eta(self.total_steps - self.step),
+                ),
+            )
+        )
         if self._report_due():
             self._report_steps()
         cfg = self.config
@@ -317,11 +372,25 @@ class TrainingRun:
             self.final_whole = whole
         self.eval_step, self.last = self.step, measured
         if not base and self.base is not None and not measured.loss <= self.base.loss + DIVERGED_LOSS_RISE:
-            raise ValueError(diverged(self.step, f"held-out perplexity {perplexity(measured.loss):,.4g}, from "
-                                                 f"{perplexity(self.base.loss):,.4g} at the start"))
-        self.emit(Eval(step=self.step, epoch=self._epoch_progress(), eval_loss=measured.loss,
-                       perplexity=perplexity(measured.loss), base=base, top1=measured.top1, top5=measured.top5,
-                       seconds=round(time.perf_counter() - started, 3)))
+            raise ValueError(
+                diverged(
+                    self.step,
+                    f"held-out perplexity {perplexity(measured.loss):,.4g}, from "
+                    f"{perplexity(self.base.loss):,.4g} at the start",
+                )
+            )
+        self.emit(
+            Eval(
+                step=self.step,
+                epoch=self._epoch_progress(),
+                eval_loss=measured.loss,
+                perplexity=perplexity(measured.loss),
+                base=base,
+                top1=measured.top1,
+                top5=measured.top5,
+                seconds=round(time.perf_counter() - started, 3),
+            )
+        )
         self._probe()
         if hasattr(self, "meter"):
             self.meter.restart_window()
@@ -335,22 +404,32 @@ class TrainingRun:
         model.eval()
         for probe in list(self.probes):
             try:
-                guesses, rank, probability = score_probe(self.setup.tokenizer, model, probe.text, probe.answer,
-                                                         top_k=PROBE_TOP_K)
+                guesses, rank, probability = score_probe(
+                    self.setup.tokenizer, model, probe.text, probe.answer, top_k=PROBE_TOP_K
+                )
             except ValueError as error:
                 self.probes.remove(probe)
                 self.emit(Status(f"Probe {probe.text!r} skipped: {error}"))
                 continue
-            self.emit(Probe(step=self.step, text=probe.text, guesses=guesses, answer=probe.answer,
-                            answer_rank=rank, answer_probability=probability))
+            self.emit(
+                Probe(
+                    step=self.step,
+                    text=probe.text,
+                    guesses=guesses,
+                    answer=probe.answer,
+                    answer_rank=rank,
+                    answer_probability=probability,
+                )
+            )
 
     def _pick_probes(self) -> None:
         """With no probes given, whole held-out sentences with a content word hidden, so each has a known answer."""
         if self.probes or self.setup.task.inference != "fill-mask" or not self.is_main:
             return
         model = self.accelerator.unwrap_model(self.objective).model.eval()
-        self.probes = heldout_probes(self.setup.tokenizer, model, self.setup.data, AUTO_PROBES, self.config.seed,
-                                     blocks=AUTO_PROBE_BLOCKS)
+        self.probes = heldout_probes(
+            self.setup.tokenizer, model, self.setup.data, AUTO_PROBES, self.config.seed, blocks=AUTO_PROBE_BLOCKS
+        )
         if self.probes:
             self.emit(Status(f"Watching {len(self.probes)} held-out sentences, each with a word hidden."))
 
@@ -361,13 +440,26 @@ class TrainingRun:
         self._report_steps()
         if self.is_main:
             model = self.accelerator.unwrap_model(self.objective).model
-            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "rng": ckpt.rng_state(), "mask_rng": self.mask_state}
-            progress = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-                        "tokens": self.tokens, "elapsed_s": self.meter.elapsed, "eval_step": self.eval_step,
-                        "eval_size": self.eval_size, "base": _plain(self.base), "last": _plain(self.last),
-                        "base_whole": _plain(self.base_whole), "added_words": self.setup.added_words,
-                        "tokens_saved": self.setup.tokens_saved}
+            state = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": ckpt.rng_state(),
+                "mask_rng": self.mask_state,
+            }
+            progress = {
+                "step": self.step,
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "tokens": self.tokens,
+                "elapsed_s": self.meter.elapsed,
+                "eval_step": self.eval_step,
+                "eval_size": self.eval_size,
+                "base": _plain(self.base),
+                "last": _plain(self.last),
+                "base_whole": _plain(self.base_whole),
+                "added_words": self.setup.added_words,
+                "tokens_saved": self.setup.tokens_saved,
+            }
             path = ckpt.save_checkpoint(self.folder.checkpoints_path, model, self.setup.tokenizer, state, progress)
             self.emit(Checkpoint(step=self.step, path=path.name))
         self.accelerator.wait_for_everyone()
@@ -415,18 +507,33 @@ class TrainingRun:
             base, eval_blocks = self.base, self.evaluator.size if hasattr(self, "evaluator") else 0
             final = self.last if self.eval_step and self.last is not self.base else None
         return RunResults(
-            status=status, model=self.config.model, dataset=self.config.dataset, task=self.setup.task.name,
-            device=describe_device(self.accelerator.device), steps=self.step, total_steps=self.total_steps,
-            epochs=round(self._epoch_progress(), 4), tokens=self.tokens, seconds=round(self.meter.elapsed, 2),
-            train_blocks=len(self.setup.data.train), eval_blocks=eval_blocks, accuracy_counts=self.setup.task.guessed,
+            status=status,
+            model=self.config.model,
+            dataset=self.config.dataset,
+            task=self.setup.task.name,
+            device=describe_device(self.accelerator.device),
+            steps=self.step,
+            total_steps=self.total_steps,
+            epochs=round(self._epoch_progress(), 4),
+            tokens=self.tokens,
+            seconds=round(self.meter.elapsed, 2),
+            train_blocks=len(self.setup.data.train),
+            eval_blocks=eval_blocks,
+            accuracy_counts=self.setup.task.guessed,
             block_size=self.setup.data.block_size,
-            base_eval_loss=base and base.loss, base_perplexity=base and perplexity(base.loss),
-            base_top1=base and base.top1, base_top5=base and base.top5,
-            final_eval_loss=final and final.loss, final_perplexity=final and perplexity(final.loss),
-            final_top1=final and final.top1, final_top5=final and final.top5,
-            last_eval_loss=self.last and self.last.loss, added_words=self.setup.added_words,
+            base_eval_loss=base and base.loss,
+            base_perplexity=base and perplexity(base.loss),
+            base_top1=base and base.top1,
+            base_top5=base and base.top5,
+            final_eval_loss=final and final.loss,
+            final_perplexity=final and perplexity(final.loss),
+            final_top1=final and final.top1,
+            final_top5=final and final.top5,
+            last_eval_loss=self.last and self.last.loss,
+            added_words=self.setup.added_words,
             tokens_saved=self.setup.tokens_saved,
-            message=self.stopped_because)
+            message=self.stopped_because,
+        )
 
 
 def _plain(measured: Measurement | None) -> dict | None:

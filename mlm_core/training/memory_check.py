@@ -38,14 +38,17 @@ def free_bytes(device: torch.device) -> int | None:
     return free_memory_bytes()
 
 
-def check_fits(model: torch.nn.Module, batch_size: int, block_size: int, labelled_share: float,
-               device: torch.device) -> int:
+def check_fits(
+    model: torch.nn.Module, batch_size: int, block_size: int, labelled_share: float, device: torch.device
+) -> int:
     """The estimate in bytes; ValueError in plain words when it is more than the device has free."""
     need, free = training_bytes(model, batch_size, block_size, labelled_share), free_bytes(device)
     if free is not None and need > USABLE_SHARE * free:
-        raise ValueError(f"batch_size: training {batch_size} blocks of {block_size} tokens at once needs about "
-                         f"{need / 2**30:.1f} GiB of memory, and this machine has {free / 2**30:.1f} GiB free; "
-                         "use a smaller batch size or block size")
+        raise ValueError(
+            f"batch_size: training {batch_size} blocks of {block_size} tokens at once needs about "
+            f"{need / 2**30:.1f} GiB of memory, and this machine has {free / 2**30:.1f} GiB free; "
+            "use a smaller batch size or block size"
+        )
     return need
 
 

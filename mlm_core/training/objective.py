@@ -25,8 +25,13 @@ class LMObjective(nn.Module):
         self.head_only = head_only
         self.parts = split_masked_lm(model) if task is MASKED else None
 
-    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None,
-                targets: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Loss sum (0-d tensor, nats) of one batch of full blocks (no padding): `input_ids` and `labels`
         [batch, block]; `positions` and `targets` [n_labelled] as `Batch` carries them (optional)."""
         if not self.head_only:
@@ -36,8 +41,13 @@ class LMObjective(nn.Module):
         logits, targets = self.labelled_logits(input_ids, labels, positions, targets)
         return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction="sum")
 
-    def labelled_logits(self, input_ids: torch.Tensor, labels: torch.Tensor, positions: torch.Tensor | None = None,
-                        targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def labelled_logits(
+        self,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits [n, vocab], true tokens [n]) from `input_ids` and `labels` [batch, block]: n is the labelled
         positions of a masked LM whose head runs apart (given as `positions`/`targets` [n], else found from
         `labels`), else every position (batch * block), where positions without a label have the target IGNORE."""

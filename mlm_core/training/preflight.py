@@ -64,9 +64,14 @@ class Preview:
     @classmethod
     def from_dict(cls, values: dict) -> Preview:
         """Back from `to_dict`; ValueError for an unknown task, KeyError or TypeError for a dict of another shape."""
-        return cls(**{**values, "task": get_task(values["task"]),
-                      "probes": [ProbeSentence(**p) for p in values["probes"]],
-                      "example": [tuple(pair) for pair in values["example"]]})
+        return cls(
+            **{
+                **values,
+                "task": get_task(values["task"]),
+                "probes": [ProbeSentence(**p) for p in values["probes"]],
+                "example": [tuple(pair) for pair in values["example"]],
+            }
+        )
 
 
 def preview(config: TrainConfig) -> Preview:
@@ -75,31 +80,53 @@ def preview(config: TrainConfig) -> Preview:
     messages: list[str] = []
     setup = load_inputs(config, None, lambda e: messages.append(e.message) if isinstance(e, Status) else None)
     data = setup.data
-    masker = batcher_for(setup.task, setup.tokenizer, config.mlm_probability, config.whole_word_masking,
-                         seed=config.seed)
+    masker = batcher_for(
+        setup.task, setup.tokenizer, config.mlm_probability, config.whole_word_masking, seed=config.seed
+    )
     batch_blocks = data.train[: config.batch_size]
     starts = None if data.train_word_starts is None else data.train_word_starts[: config.batch_size]
     batch = masker(batch_blocks, starts)
     steps_per_epoch = math.ceil(len(data.train) / config.batch_size / config.gradient_accumulation)
     total_steps = config.max_steps or config.epochs * steps_per_epoch
-    check_fits(setup.model, config.batch_size, data.block_size, setup.task.labelled_share(config.mlm_probability),
-               default_device())
+    check_fits(
+        setup.model,
+        config.batch_size,
+        data.block_size,
+        setup.task.labelled_share(config.mlm_probability),
+        default_device(),
+    )
     seconds, memory = _measure_steps(setup, config, batch)
     step_seconds = seconds * config.gradient_accumulation
     every = eval_every(config.eval_steps, total_steps)
     sample = eval_sample_size(len(data.eval), total_steps, config.batch_size * config.gradient_accumulation, every)
     eval_seconds = (total_steps // every + 2) * sample * seconds / config.batch_size * FORWARD_COST
-    probes = heldout_probes(setup.tokenizer, setup.model.eval(), data, 5, config.seed) \
-        if setup.task.inference == "fill-mask" else []
+    probes = (
+        heldout_probes(setup.tokenizer, setup.model.eval(), data, 5, config.seed)
+        if setup.task.inference == "fill-mask"
+        else []
+    )
     fit = measure_fit(setup.tokenizer, data.train[:FIT_BLOCKS])
-    return Preview(documents=data.documents, records=data.records, tokens=data.tokens, train_blocks=len(data.train),
-                   eval_blocks=len(data.eval), block_size=data.block_size, task=setup.task,
-                   text_column=data.text_column, rows_total=count_rows(config),
-                   example=example_words(setup.tokenizer, batch.input_ids[0], batch.labels[0]), probes=probes,
-                   total_steps=total_steps, seconds_per_step=step_seconds,
-                   estimated_seconds=total_steps * step_seconds + eval_seconds, memory_bytes=memory,
-                   messages=messages, pieces_per_word=round(fit.pieces_per_word, 3),
-                   whole_word_share=round(fit.whole_share, 4), fit_advice=fit.advice(is_online()))
+    return Preview(
+        documents=data.documents,
+        records=data.records,
+        tokens=data.tokens,
+        train_blocks=len(data.train),
+        eval_blocks=len(data.eval),
+        block_size=data.block_size,
+        task=setup.task,
+        text_column=data.text_column,
+        rows_total=count_rows(config),
+        example=example_words(setup.tokenizer, batch.input_ids[0], batch.labels[0]),
+        probes=probes,
+        total_steps=total_steps,
+        seconds_per_step=step_seconds,
+        estimated_seconds=total_steps * step_seconds + eval_seconds,
+        memory_bytes=memory,
+        messages=messages,
+        pieces_per_word=round(fit.pieces_per_word, 3),
+        whole_word_share=round(fit.whole_share, 4),
+        fit_advice=fit.advice(is_online()),
+    )
 
 
 def example_words(tokenizer, input_ids: torch.Tensor, labels: torch.Tensor) -> list[tuple[str, str | None]]:
@@ -114,8 +141,9 @@ def example_words(tokenizer, input_ids: torch.Tensor, labels: torch.Tensor) -> l
     for word in group_words(tokenizer, original):
         if end is not None and any(original[i] in parting for i in range(end, word[0])):
             words.append(("\n\n", None))
-        words.append((word_text(tokenizer, [original[i] for i in word]),
-                      "hidden" if any(hidden[i] for i in word) else None))
+        words.append(
+            (word_text(tokenizer, [original[i] for i in word]), "hidden" if any(hidden[i] for i in word) else None)
+        )
         end = word[-1] + 1
     return words
 

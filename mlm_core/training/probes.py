@@ -20,7 +20,8 @@ SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 LETTERS = r"[^\W\d_]"  # a letter of any script
 PLAIN_WORD = re.compile(rf"^{LETTERS}({LETTERS}|['’-])*[,;:]?$")  # no code (x.y, f(), `name`), no numbers
 LAST_WORD = re.compile(rf"^{LETTERS}({LETTERS}|['’-])*[.!?]$")
-STOP_WORDS = frozenset("""
+STOP_WORDS = frozenset(
+    """
 about above after again against also although among another anything because been before being below between both
 cannot could does doing done down during each either else even ever every from further have having here hers herself
 himself however into itself just least less like many might more most much must myself neither never none nothing
@@ -28,7 +29,8 @@ often once only other others otherwise ours ourselves over own perhaps quite rat
 some something such than that their theirs them themselves then there therefore these they this those though through
 thus together under unless until upon used uses using very were what whatever when whenever where whether which
 while whom whose will with within without would yours yourself yourselves
-""".split())
+""".split()
+)
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,12 @@ def parse_probe(line: str) -> ProbeSentence:
 def is_plain_sentence(sentence: str) -> bool:
     """8 to 25 plain words, a capital first and a full stop (or ? !) last: prose, not code or a heading."""
     words = sentence.split()
-    return (MIN_WORDS <= len(words) <= MAX_WORDS and words[0][0].isupper()
-            and all(PLAIN_WORD.match(w) for w in words[:-1]) and bool(LAST_WORD.match(words[-1])))
+    return (
+        MIN_WORDS <= len(words) <= MAX_WORDS
+        and words[0][0].isupper()
+        and all(PLAIN_WORD.match(w) for w in words[:-1])
+        and bool(LAST_WORD.match(words[-1]))
+    )
 
 
 def hidden_word_options(sentence: str, tokenizer) -> list[ProbeSentence]:
@@ -62,9 +68,14 @@ def hidden_word_options(sentence: str, tokenizer) -> list[ProbeSentence]:
     words, options = sentence.split(), []
     for index in range(1, len(words)):
         word = words[index].rstrip(",;:.!?")
-        if (word.isalpha() and word == word.lower() and len(word) >= MIN_LETTERS and word not in STOP_WORDS
-                and len(word_pieces(tokenizer, word)) <= MAX_PIECES):
-            masked = words[:index] + [MASK + words[index][len(word):]] + words[index + 1:]
+        if (
+            word.isalpha()
+            and word == word.lower()
+            and len(word) >= MIN_LETTERS
+            and word not in STOP_WORDS
+            and len(word_pieces(tokenizer, word)) <= MAX_PIECES
+        ):
+            masked = words[:index] + [MASK + words[index][len(word) :]] + words[index + 1 :]
             options.append(ProbeSentence(" ".join(masked), word))
     return options
 
@@ -93,8 +104,14 @@ def _same_indent_runs(chunk: str) -> list[str]:
     return ["\n".join(run) for run in runs]
 
 
-def pick_probes(texts: Sequence[str], tokenizer, n: int = 5, seed: int = 0, common_words: Counter | None = None,
-                base_rank: Callable[[ProbeSentence], int | None] | None = None) -> list[ProbeSentence]:
+def pick_probes(
+    texts: Sequence[str],
+    tokenizer,
+    n: int = 5,
+    seed: int = 0,
+    common_words: Counter | None = None,
+    base_rank: Callable[[ProbeSentence], int | None] | None = None,
+) -> list[ProbeSentence]:
     """Up to `n` sentences of the texts, each with one word hidden and a different answer, chosen reproducibly.
 
     Of a sentence's content words, those the base model does not guess yet (with `base_rank`: outside its top
@@ -130,9 +147,14 @@ def heldout_probes(tokenizer, model, data, n: int, seed: int, blocks: int = 200)
     """Probes from the first `blocks` held-out blocks of `data`, their words counted in ten times as many training
     blocks and ranked by `model` (the base model)."""
     counts = word_counts(block_texts(tokenizer, data.train[: 10 * blocks]))
-    return pick_probes(block_texts(tokenizer, data.eval[:blocks]), tokenizer, n=n, seed=seed, common_words=counts,
-                       base_rank=lambda probe: score_probe(tokenizer, model, probe.text, probe.answer,
-                                                           max_pieces=1)[1])
+    return pick_probes(
+        block_texts(tokenizer, data.eval[:blocks]),
+        tokenizer,
+        n=n,
+        seed=seed,
+        common_words=counts,
+        base_rank=lambda probe: score_probe(tokenizer, model, probe.text, probe.answer, max_pieces=1)[1],
+    )
 
 
 def block_texts(tokenizer, blocks) -> list[str]:
@@ -141,5 +163,5 @@ def block_texts(tokenizer, blocks) -> list[str]:
     for block in blocks:
         text = tokenizer.decode(block, skip_special_tokens=True)
         cut = re.search(r"[.!?]\s", text)
-        texts.append(text[cut.end():] if cut else "")
+        texts.append(text[cut.end() :] if cut else "")
     return texts

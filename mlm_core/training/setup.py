@@ -50,8 +50,9 @@ def check_names(config: TrainConfig) -> None:
         check_file(config.dataset_file)
 
 
-def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable,
-                stop: threading.Event | None = None) -> RunSetup:
+def load_inputs(
+    config: TrainConfig, checkpoint: Path | None, emit: Callable, stop: threading.Event | None = None
+) -> RunSetup:
     """Tokenizer, model (from the checkpoint when resuming) and tokenized data of a run.
 
     Raises ValueError in plain words when the model or data cannot be used (as `load_model` and `prepare_data`),
@@ -69,11 +70,22 @@ def load_inputs(config: TrainConfig, checkpoint: Path | None, emit: Callable,
         model = load_model(source, task)
         tokenizer, added, saved = _add_words(config, tokenizer, model, emit)
     emit(Status("Preparing data…"))
-    data = prepare_data(config, tokenizer, block_size, on_progress=_progress_status(emit), stop=stop,
-                        cache_dir=default_cache_dir(config.output_dir), **process_shard())
-    emit(Status(f"{data.documents:,} documents, {data.tokens:,} tokens: {len(data.train):,} training blocks and "
-                f"{len(data.eval):,} evaluation blocks of {block_size} tokens (column {data.text_column!r})"
-                f"{'; prepared earlier, reused' if data.reused else ''}."))
+    data = prepare_data(
+        config,
+        tokenizer,
+        block_size,
+        on_progress=_progress_status(emit),
+        stop=stop,
+        cache_dir=default_cache_dir(config.output_dir),
+        **process_shard(),
+    )
+    emit(
+        Status(
+            f"{data.documents:,} documents, {data.tokens:,} tokens: {len(data.train):,} training blocks and "
+            f"{len(data.eval):,} evaluation blocks of {block_size} tokens (column {data.text_column!r})"
+            f"{'; prepared earlier, reused' if data.reused else ''}."
+        )
+    )
     model = model or load_model(source, task)
     elapsed = ckpt.load_checkpoint(checkpoint)[1].get("elapsed_s", 0.0) if checkpoint else 0.0
     return RunSetup(tokenizer, model, task, data, checkpoint, elapsed, added, saved)
@@ -90,8 +102,12 @@ def _add_words(config: TrainConfig, tokenizer, model, emit: Callable) -> tuple[A
     tokenizer, added = add_words(tokenizer, model, split_words(texts, tokenizer, config.add_words))
     saved = 1 - sum(len(ids) for ids in tokenizer(texts)["input_ids"]) / before if before else 0.0
     shown = ", ".join(added.words[:8]) + (", …" if len(added.words) > 8 else "")
-    emit(Status(f"Added {len(added.words):,} of your words as tokens of their own{': ' + shown if shown else ''}; "
-                f"your text takes {saved:.1%} fewer tokens."))
+    emit(
+        Status(
+            f"Added {len(added.words):,} of your words as tokens of their own{': ' + shown if shown else ''}; "
+            f"your text takes {saved:.1%} fewer tokens."
+        )
+    )
     return tokenizer, added.words, saved
 
 

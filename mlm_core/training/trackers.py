@@ -17,8 +17,14 @@ from mlm_core.events import Done, Eval, Event, Started, Status, Step
 PROJECT = "mlm-studio"  # every run is a run of this project, named after its folder
 RUN_NAME_OPTION = {"wandb": "name", "mlflow": "run_name"}  # the trackers' own word for a run's name
 # What would send trackio's data away from this machine (a Space, a server, a bucket, a dataset, a webhook).
-TRACKIO_REMOTE_VARIABLES = ("TRACKIO_SPACE_ID", "TRACKIO_SERVER_URL", "TRACKIO_WRITE_TOKEN", "TRACKIO_BUCKET_ID",
-                            "TRACKIO_DATASET_ID", "TRACKIO_WEBHOOK_URL")
+TRACKIO_REMOTE_VARIABLES = (
+    "TRACKIO_SPACE_ID",
+    "TRACKIO_SERVER_URL",
+    "TRACKIO_WRITE_TOKEN",
+    "TRACKIO_BUCKET_ID",
+    "TRACKIO_DATASET_ID",
+    "TRACKIO_WEBHOOK_URL",
+)
 
 
 def tracker_folder(config: TrainConfig, name: str) -> Path:
@@ -30,11 +36,19 @@ def tracker_folder(config: TrainConfig, name: str) -> Path:
 def metrics(event: Step | Eval) -> dict[str, float]:
     """A step's or an evaluation's figures as a tracker's values; what was not measured is left out."""
     if isinstance(event, Step):
-        values = {"train/loss": event.loss, "train/learning_rate": event.learning_rate,
-                  "train/tokens_per_s": event.tokens_per_s, "train/epoch": event.epoch}
+        values = {
+            "train/loss": event.loss,
+            "train/learning_rate": event.learning_rate,
+            "train/tokens_per_s": event.tokens_per_s,
+            "train/epoch": event.epoch,
+        }
     else:
-        values = {"eval/loss": event.eval_loss, "eval/perplexity": event.perplexity, "eval/top1": event.top1,
-                  "eval/top5": event.top5}
+        values = {
+            "eval/loss": event.eval_loss,
+            "eval/perplexity": event.perplexity,
+            "eval/top1": event.top1,
+            "eval/top5": event.top5,
+        }
     return {key: value for key, value in values.items() if value is not None and math.isfinite(value)}
 
 
@@ -112,8 +126,12 @@ class RunTrackers:
     def _failed(self, error: Exception) -> None:
         """Say in the run's events that the tracker failed and the run goes on without it."""
         cause = (str(error).strip().splitlines() or [""])[0]
-        self.emit(Status(f"The experiment tracker {self.name} failed ({type(error).__name__}: {cause}); the run goes "
-                         "on without it."))
+        self.emit(
+            Status(
+                f"The experiment tracker {self.name} failed ({type(error).__name__}: {cause}); the run goes "
+                "on without it."
+            )
+        )
 
 
 def make_tracker(config: TrainConfig) -> GeneralTracker:
@@ -167,8 +185,10 @@ def _offline_trackio(folder: Path) -> Iterator[None]:
         import trackio.utils
 
         if Path(trackio.utils.TRACKIO_DIR) != folder:
-            raise RuntimeError(f"this process keeps trackio's data in {trackio.utils.TRACKIO_DIR} already; train the "
-                               "run in a process of its own")
+            raise RuntimeError(
+                f"this process keeps trackio's data in {trackio.utils.TRACKIO_DIR} already; train the "
+                "run in a process of its own"
+            )
         yield
     finally:
         hub.HF_HUB_OFFLINE = offline
