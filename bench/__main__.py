@@ -40,8 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer steps and repeats (about 7 minutes on 2 cores)")
     parser.add_argument("--out", type=Path, help="folder for the JSON and markdown (default: docs/, full runs only)")
-    parser.add_argument("--only", choices=["data-scale"], help="run one section; its figures replace that section's "
-                        "in the device's JSON")
+    parser.add_argument(
+        "--only",
+        choices=["data-scale"],
+        help="run one section; its figures replace that section's in the device's JSON",
+    )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
     preload()
@@ -88,19 +91,38 @@ def run(mode: str) -> dict:
         scale = data_scale.compare(mode, work, say=_say)
     achieved = per_step / train["ours"]["step_seconds"]
     ratios = {
-        "train_speedup": train["speedup"], "train_loss_gap": train["loss_gap"],
-        "starter_train_speedup": starter_train["speedup"], "host_overhead_ratio": host["ratio"],
+        "train_speedup": train["speedup"],
+        "train_loss_gap": train["loss_gap"],
+        "starter_train_speedup": starter_train["speedup"],
+        "host_overhead_ratio": host["ratio"],
         "eli5_prepare_speedup": prep["speedup"],
         "fill_mask_p50_ratio": fill["ratio_p50"],
-        "fill_mask_busy_ratio": busy["ratio_p50"], "mfu": achieved / peak["flops_per_s"], **scale["ratios"],
+        "fill_mask_busy_ratio": busy["ratio_p50"],
+        "mfu": achieved / peak["flops_per_s"],
+        **scale["ratios"],
     }
     scale["date"] = time.strftime("%Y-%m-%d")
-    details = {"model_note": big.note, "steps": steps, "batch_size": batch, "train": train,
-               "starter_train": starter_train, "host_overhead": host, "data_prep": prep, "fill_mask": fill,
-               "fill_mask_during_training": busy, "memory": mem, "data_scale": scale,
-               "flops": {"matmul": peak, "step_flops": per_step, "achieved_flops_per_s": achieved}}
-    return {"mode": mode, "date": time.strftime("%Y-%m-%d"), "machine": report.machine(), "ratios": ratios,
-            "details": details}
+    details = {
+        "model_note": big.note,
+        "steps": steps,
+        "batch_size": batch,
+        "train": train,
+        "starter_train": starter_train,
+        "host_overhead": host,
+        "data_prep": prep,
+        "fill_mask": fill,
+        "fill_mask_during_training": busy,
+        "memory": mem,
+        "data_scale": scale,
+        "flops": {"matmul": peak, "step_flops": per_step, "achieved_flops_per_s": achieved},
+    }
+    return {
+        "mode": mode,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": report.machine(),
+        "ratios": ratios,
+        "details": details,
+    }
 
 
 def run_data_scale(mode: str, previous: Path | None) -> dict:
@@ -123,8 +145,12 @@ def run_data_scale(mode: str, previous: Path | None) -> dict:
 def _keep_previous(result: dict, path: Path) -> None:
     """Keep the ratios of the run written before this one (same mode), so the page shows the range of two runs."""
     old = read_json(path) if path.exists() else None
-    if isinstance(old, dict) and old.get("mode") == result["mode"] and "train" in old.get("details", {}) \
-            and "train" in result["details"]:
+    if (
+        isinstance(old, dict)
+        and old.get("mode") == result["mode"]
+        and "train" in old.get("details", {})
+        and "train" in result["details"]
+    ):
         result["previous"] = {"date": old["date"], "ratios": old["ratios"]}
 
 

@@ -33,8 +33,12 @@ def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
     bytes."""
     from mlm_core.data.builtin_corpus import docstring_records, reference_records  # lazy: see `child`
 
-    paragraphs = [p.strip() for r in (*reference_records(), *docstring_records())
-                  for p in r["text"].replace("\r\n", "\n").split("\n\n") if p.strip()]
+    paragraphs = [
+        p.strip()
+        for r in (*reference_records(), *docstring_records())
+        for p in r["text"].replace("\r\n", "\n").split("\n\n")
+        if p.strip()
+    ]
     rng, target, written = random.Random(seed), int(megabytes * 2**20), 0
     with path.open("wb") as out:
         while written < target:
@@ -52,8 +56,9 @@ def measure(contender: str, path: Path, whole_word: bool = False, timeout: float
     env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}  # both may use every core
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "bench.data_scale", contender, str(path)]
-    done = subprocess.run(command + (["--whole-word"] if whole_word else []), capture_output=True, text=True,
-                          env=env, timeout=timeout)
+    done = subprocess.run(
+        command + (["--whole-word"] if whole_word else []), capture_output=True, text=True, env=env, timeout=timeout
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{contender} on {path.name} failed: {done.stderr[-800:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -78,20 +83,30 @@ def compare(mode: str, work: Path, say=print) -> dict:
         row["speedup"] = row["guide"]["seconds"] / row["ours"]["seconds"]
         row["memory_ratio"] = row["ours"]["peak_total_bytes"] / row["guide"]["peak_total_bytes"]
         if megabytes in WHOLE_WORD_SIZES[mode]:
-            whole_word.append({"megabytes": megabytes, "ours": measure("ours", path, whole_word=True),
-                               "guide_peak_bytes": row["guide"]["peak_total_bytes"]})
+            whole_word.append(
+                {
+                    "megabytes": megabytes,
+                    "ours": measure("ours", path, whole_word=True),
+                    "guide_peak_bytes": row["guide"]["peak_total_bytes"],
+                }
+            )
             say(f"data scale: ours with whole-word masking, {megabytes} MB: {_summary(whole_word[-1]['ours'])}")
         rows.append(row)
         path.unlink()
     largest, previous = rows[-1], rows[-2]
-    return {"block_size": BLOCK_SIZE, "tokenizer": "starter", "repeats": REPEATS[mode], "rows": rows,
-            "whole_word": whole_word, "ratios": {
-                "scale_speedup_min": min(r["speedup"] for r in rows),
-                "scale_growth": largest["ours"]["seconds"] / previous["ours"]["seconds"],
-                "scale_memory_ratio": largest["memory_ratio"],
-                "scale_memory_ratio_wwm": (whole_word[-1]["ours"]["peak_total_bytes"]
-                                           / whole_word[-1]["guide_peak_bytes"]),
-            }}
+    return {
+        "block_size": BLOCK_SIZE,
+        "tokenizer": "starter",
+        "repeats": REPEATS[mode],
+        "rows": rows,
+        "whole_word": whole_word,
+        "ratios": {
+            "scale_speedup_min": min(r["speedup"] for r in rows),
+            "scale_growth": largest["ours"]["seconds"] / previous["ours"]["seconds"],
+            "scale_memory_ratio": largest["memory_ratio"],
+            "scale_memory_ratio_wwm": (whole_word[-1]["ours"]["peak_total_bytes"] / whole_word[-1]["guide_peak_bytes"]),
+        },
+    }
 
 
 def _best(runs: list[dict]) -> dict:
@@ -106,9 +121,10 @@ def _best(runs: list[dict]) -> dict:
 
 def _summary(result: dict) -> str:
     """Seconds and peak memory of one measurement, for the progress lines."""
-    return (f"{result['seconds']:.1f} s ({result['cpu_seconds']:.1f} s of CPU), "
-            f"{result['peak_total_bytes'] / 2**30:.2f} GiB")
-
+    return (
+        f"{result['seconds']:.1f} s ({result['cpu_seconds']:.1f} s of CPU), "
+        f"{result['peak_total_bytes'] / 2**30:.2f} GiB"
+    )
 
 
 class ChildPeaks:
@@ -178,14 +194,26 @@ def child(contender: str, path: str, whole_word: bool) -> dict:
             from mlm_core.data import tokenizing
             from mlm_core.data.lm_data import prepare_data
 
-            config = TrainConfig(model="starter", dataset="file", dataset_file=path, slice="train",
-                                 whole_word_masking=whole_word, output_dir=tmp)
+            config = TrainConfig(
+                model="starter",
+                dataset="file",
+                dataset_file=path,
+                slice="train",
+                whole_word_masking=whole_word,
+                output_dir=tmp,
+            )
             data = prepare_data(config, tokenizer, BLOCK_SIZE)
             seconds = time.perf_counter() - started
             blocks, workers = len(data.train) + len(data.eval), list(tokenizing.last_worker_peaks)
     used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    return {"seconds": seconds, "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in used) - cpu_before,
-            "blocks": blocks, "peak_main_bytes": peak_rss(), "peak_worker_bytes": workers, "before_bytes": before}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": sum(u.ru_utime + u.ru_stime for u in used) - cpu_before,
+        "blocks": blocks,
+        "peak_main_bytes": peak_rss(),
+        "peak_worker_bytes": workers,
+        "before_bytes": before,
+    }
 
 
 if __name__ == "__main__":

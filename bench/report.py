@@ -32,8 +32,13 @@ def machine() -> dict:
         cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    info = {"cpu": cpu, "cpu_threads_torch": torch.get_num_threads(), "python": platform.python_version(),
-            "torch": torch.__version__, "platform": platform.platform()}
+    info = {
+        "cpu": cpu,
+        "cpu_threads_torch": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
         info["gpu"] = f"{props.name}, {props.total_memory / 2**30:.0f} GiB"
@@ -103,49 +108,65 @@ def _section(result: dict) -> str:
     m, d = result["machine"], result["details"]
     where = m.get("gpu") or f"{m['cpu']}, {m['cpu_threads_torch']} torch threads"
     rows = _rows(result)
-    runs = f"2 {result['mode']} runs: {result['previous']['date']} and {result['date']}" if result.get("previous") \
+    runs = (
+        f"2 {result['mode']} runs: {result['previous']['date']} and {result['date']}"
+        if result.get("previous")
         else f"{result['mode']} run, {result['date']}"
+    )
     scale = _scale_section(d["data_scale"]) if "data_scale" in d else ""
     scale += f"\n{result['note']}\n" if result.get("note") else ""  # what a reader must know to read this run
     if "train" not in d:  # only the data-scale section was run on this device
-        return f"\n## {where} ({runs})\n\n| measure | value | target | met |\n" \
-               f"| --- | --- | --- | --- |\n{rows}\n{scale}"
+        return (
+            f"\n## {where} ({runs})\n\n| measure | value | target | met |\n| --- | --- | --- | --- |\n{rows}\n{scale}"
+        )
     tr, st, fm, busy = d["train"], d["starter_train"], d["fill_mask"], d["fill_mask_during_training"]
     prep, mem, fl = d["data_prep"], d["memory"], d["flops"]
-    spread = (f" ({tr['rounds']} interleaved rounds, seed r in round r: the ratio is the median of the rounds' "
-              f"ratios, range {tr['speedup_range'][0]:.2f}-{tr['speedup_range'][1]:.2f}; losses are the rounds' "
-              f"means)") if "speedup_range" in tr else ""
+    spread = (
+        (
+            f" ({tr['rounds']} interleaved rounds, seed r in round r: the ratio is the median of the rounds' "
+            f"ratios, range {tr['speedup_range'][0]:.2f}-{tr['speedup_range'][1]:.2f}; losses are the rounds' "
+            f"means)"
+        )
+        if "speedup_range" in tr
+        else ""
+    )
     host = d.get("host_overhead")
-    host_line = (f"\n- Host work per step (a {host['steps']}-step run of a 1-layer, 16-unit model, batch "
-                 f"{host['batch_size']}, {host['rounds']} rounds): our loop {host['ours_step_ms']:.1f} ms vs a bare "
-                 f"loop on batches masked and moved beforehand {host['bare_step_ms']:.1f} ms ({host['extra_ms']:+.1f} "
-                 f"ms a step; ratio range {host['ratio_range'][0]:.2f}-{host['ratio_range'][1]:.2f}).") if host else ""
+    host_line = (
+        (
+            f"\n- Host work per step (a {host['steps']}-step run of a 1-layer, 16-unit model, batch "
+            f"{host['batch_size']}, {host['rounds']} rounds): our loop {host['ours_step_ms']:.1f} ms vs a bare "
+            f"loop on batches masked and moved beforehand {host['bare_step_ms']:.1f} ms ({host['extra_ms']:+.1f} "
+            f"ms a step; ratio range {host['ratio_range'][0]:.2f}-{host['ratio_range'][1]:.2f})."
+        )
+        if host
+        else ""
+    )
     return f"""
 ## {where} ({runs})
-torch {m['torch']}, transformers {m['transformers']}, Python {m['python']}, {m['platform']}. Model: {d['model_note']}.
+torch {m["torch"]}, transformers {m["transformers"]}, Python {m["python"]}, {m["platform"]}. Model: {d["model_note"]}.
 
 | measure | value | target | met |
 | --- | --- | --- | --- |
 {rows}
 
-- Training, block 128, batch {d['batch_size']}, {tr['ours']['timed_steps']} timed steps each: ours
-  {tr['ours']['tokens_per_s']:,.0f} tokens/s vs Trainer {tr['trainer']['tokens_per_s']:,.0f}; eval loss after
-  {d['steps']} steps {tr['ours']['eval_loss']:.4f} vs {tr['trainer']['eval_loss']:.4f}{spread}. Starter: ours
-  {st['ours']['tokens_per_s']:,.0f} vs {st['trainer']['tokens_per_s']:,.0f} tokens/s.{host_line}
+- Training, block 128, batch {d["batch_size"]}, {tr["ours"]["timed_steps"]} timed steps each: ours
+  {tr["ours"]["tokens_per_s"]:,.0f} tokens/s vs Trainer {tr["trainer"]["tokens_per_s"]:,.0f}; eval loss after
+  {d["steps"]} steps {tr["ours"]["eval_loss"]:.4f} vs {tr["trainer"]["eval_loss"]:.4f}{spread}. Starter: ours
+  {st["ours"]["tokens_per_s"]:,.0f} vs {st["trainer"]["tokens_per_s"]:,.0f} tokens/s.{host_line}
 {_prep_line(prep)}- Fill-mask, one sentence, top 5, guesses of one token (the pipeline's unit): ours p50
-  {fm['ours']['p50_ms']:.1f} ms / p95 {fm['ours']['p95_ms']:.1f} ms,
-  pipeline p50 {fm['pipeline']['p50_ms']:.1f} ms / p95 {fm['pipeline']['p95_ms']:.1f} ms; same predictions:
-  {fm['identical_predictions']}. {_page_fill_mask(busy)}, while a training run works in its own process, as the
+  {fm["ours"]["p50_ms"]:.1f} ms / p95 {fm["ours"]["p95_ms"]:.1f} ms,
+  pipeline p50 {fm["pipeline"]["p50_ms"]:.1f} ms / p95 {fm["pipeline"]["p95_ms"]:.1f} ms; same predictions:
+  {fm["identical_predictions"]}. {_page_fill_mask(busy)}, while a training run works in its own process, as the
   app runs it: p50
-  {busy['training']['p50_ms']:.1f} ms vs {busy['idle']['p50_ms']:.1f} ms idle ({busy['samples_while_training']}
+  {busy["training"]["p50_ms"]:.1f} ms vs {busy["idle"]["p50_ms"]:.1f} ms idle ({busy["samples_while_training"]}
   samples).
-- Peak memory of a training run (`python -m mlm_core train`, batch {d['batch_size']}):
-  {mem['peak_rss_bytes'] / 2**30:.2f} GiB resident{' (host memory only)' if m.get('gpu') else ''}. The app's
-  pre-flight, from its own timed steps in this process, showed {mem['preflight_estimate_bytes'] / 2**30:.2f} GiB
-  and {mem['preflight_seconds_per_step']:.2f} s per step (the loop above: {tr['ours']['step_seconds']:.2f} s).
-- Compute: {fl['step_flops'] / 1e9:,.1f} GFLOP per training step (counted by `torch.utils.flop_counter`; LM head at
-  masked positions only), {fl['achieved_flops_per_s'] / 1e9:,.1f} GFLOP/s achieved vs a {fl['matmul']['size']}²
-  {fl['matmul']['dtype']} matmul peak of {fl['matmul']['flops_per_s'] / 1e9:,.1f} GFLOP/s.
+- Peak memory of a training run (`python -m mlm_core train`, batch {d["batch_size"]}):
+  {mem["peak_rss_bytes"] / 2**30:.2f} GiB resident{" (host memory only)" if m.get("gpu") else ""}. The app's
+  pre-flight, from its own timed steps in this process, showed {mem["preflight_estimate_bytes"] / 2**30:.2f} GiB
+  and {mem["preflight_seconds_per_step"]:.2f} s per step (the loop above: {tr["ours"]["step_seconds"]:.2f} s).
+- Compute: {fl["step_flops"] / 1e9:,.1f} GFLOP per training step (counted by `torch.utils.flop_counter`; LM head at
+  masked positions only), {fl["achieved_flops_per_s"] / 1e9:,.1f} GFLOP/s achieved vs a {fl["matmul"]["size"]}²
+  {fl["matmul"]["dtype"]} matmul peak of {fl["matmul"]["flops_per_s"] / 1e9:,.1f} GFLOP/s.
 {scale}"""
 
 
@@ -154,11 +175,13 @@ def _prep_line(prep: dict) -> str:
     no run executes: left out)."""
     if "ours_blocks" not in prep:
         return ""
-    return (f"- Data preparation, {prep['documents']:,} ELI5-shaped records ({prep['tokens']:,} tokens), load to\n"
-            f"  split: `prepare_data` (the records as an uploaded .jsonl) {prep['prepare_ours']:.2f} s vs the guides'\n"
-            f"  `map(preprocess_function)` + `map(group_texts)` {prep['prepare_guide']:.2f} s (num_proc=4);\n"
-            f"  {prep['ours_blocks']:,} vs {prep['guide_blocks']:,} blocks (the guides drop a remainder per map batch);"
-            f"\n  the first map batch's blocks identical: {prep['identical']}.\n")
+    return (
+        f"- Data preparation, {prep['documents']:,} ELI5-shaped records ({prep['tokens']:,} tokens), load to\n"
+        f"  split: `prepare_data` (the records as an uploaded .jsonl) {prep['prepare_ours']:.2f} s vs the guides'\n"
+        f"  `map(preprocess_function)` + `map(group_texts)` {prep['prepare_guide']:.2f} s (num_proc=4);\n"
+        f"  {prep['ours_blocks']:,} vs {prep['guide_blocks']:,} blocks (the guides drop a remainder per map batch);"
+        f"\n  the first map batch's blocks identical: {prep['identical']}.\n"
+    )
 
 
 def _timing(result: dict) -> str:
@@ -185,14 +208,22 @@ def _scale_section(scale: dict) -> str:
         rows = [r["rows"][i] for r in runs if len(r["rows"]) > i and r["rows"][i]["megabytes"] == row["megabytes"]]
         wwm = [w["ours"] for r in runs for w in r["whole_word"] if w["megabytes"] == row["megabytes"]]
         workers = " + ".join(_gib(b) for b in row["ours"]["peak_worker_bytes"]) or "none"
-        whole = (f"{_each(wwm, lambda w: w['seconds'], '{:.1f}')} s, "
-                 f"{_each(wwm, lambda w: w['peak_total_bytes'] / 2**30, '{:.2f}')} GiB") if wwm else "-"
-        lines.append(f"| {row['megabytes']} MB | {_each(rows, lambda r: _timing(r['guide']), '{}')} | "
-                     f"{_each(rows, lambda r: r['guide']['peak_total_bytes'] / 2**30, '{:.2f}')} GiB | "
-                     f"{_each(rows, lambda r: _timing(r['ours']), '{}')} | "
-                     f"{_each(rows, lambda r: r['ours']['peak_total_bytes'] / 2**30, '{:.2f}')} GiB (last run: "
-                     f"{_gib(row['ours']['peak_main_bytes'])} + workers {workers}) | "
-                     f"{_each(rows, lambda r: r['speedup'], '{:.2f}')}x | {whole} |")
+        whole = (
+            (
+                f"{_each(wwm, lambda w: w['seconds'], '{:.1f}')} s, "
+                f"{_each(wwm, lambda w: w['peak_total_bytes'] / 2**30, '{:.2f}')} GiB"
+            )
+            if wwm
+            else "-"
+        )
+        lines.append(
+            f"| {row['megabytes']} MB | {_each(rows, lambda r: _timing(r['guide']), '{}')} | "
+            f"{_each(rows, lambda r: r['guide']['peak_total_bytes'] / 2**30, '{:.2f}')} GiB | "
+            f"{_each(rows, lambda r: _timing(r['ours']), '{}')} | "
+            f"{_each(rows, lambda r: r['ours']['peak_total_bytes'] / 2**30, '{:.2f}')} GiB (last run: "
+            f"{_gib(row['ours']['peak_main_bytes'])} + workers {workers}) | "
+            f"{_each(rows, lambda r: r['speedup'], '{:.2f}')}x | {whole} |"
+        )
     table = "\n".join(lines)
     if len(runs) > 1:
         earlier = "; ".join(f"{what}: {v:.3f}" for what, v, _, _ in verdicts(runs[0]["ratios"]) if v is not None)
@@ -200,8 +231,8 @@ def _scale_section(scale: dict) -> str:
     dates = " and ".join(r.get("date", "") for r in runs)
     repeats = scale.get("repeats", 1)
     return f"""
-### Data preparation at scale ({len(runs)} run{'s' if len(runs) > 1 else ''}: {dates})
-Generated text files of paragraphs from the built-in corpora, the starter tokenizer, block {scale['block_size']};
+### Data preparation at scale ({len(runs)} run{"s" if len(runs) > 1 else ""}: {dates})
+Generated text files of paragraphs from the built-in corpora, the starter tokenizer, block {scale["block_size"]};
 load, tokenize, group and split, each contender in its own process, timed inside it; peak memory is each process's
 own peak resident set (VmHWM), ours adding its tokenizer workers'. The guides' recipe: `load_dataset("text",
 sample_by="paragraph")`, batched `map` of the tokenizer, batched `map` of `group_texts` (both `num_proc=4`, as the
@@ -221,5 +252,8 @@ later one.
 def _page_fill_mask(busy: dict) -> str:
     """What the fill-mask timed beside a training run asked for (runs before whole-word guesses asked one token)."""
     pieces = busy.get("max_pieces", 1)
-    return ("The starter's fill-mask, one-token guesses" if pieces == 1 else
-            f"The page's fill-mask on the starter (whole-word guesses of up to {pieces} pieces)")
+    return (
+        "The starter's fill-mask, one-token guesses"
+        if pieces == 1
+        else f"The page's fill-mask on the starter (whole-word guesses of up to {pieces} pieces)"
+    )

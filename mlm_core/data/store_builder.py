@@ -28,8 +28,17 @@ WAIT_IDLE_S = float(os.environ.get("MLM_STUDIO_DATA_WAIT_S", "600"))  # a proces
 # after this long without any of their files growing
 
 
-def token_store(config: TrainConfig, tokenizer, *, on_progress, stop: threading.Event, cache_dir, rank: int,
-                world: int, processes: int | None) -> tuple[TokenStore, bool]:
+def token_store(
+    config: TrainConfig,
+    tokenizer,
+    *,
+    on_progress,
+    stop: threading.Event,
+    cache_dir,
+    rank: int,
+    world: int,
+    processes: int | None,
+) -> tuple[TokenStore, bool]:
     """The run's token store, mapped, and whether it came from the cache (see `lm_data.prepare_data`, whose
     ValueError, PreparationStopped and RuntimeError it raises)."""
     job = _Job(config, tokenizer, open_source(config), stop, on_progress, processes, world)
@@ -97,16 +106,26 @@ def _wait(stop: threading.Event, folder: Path, ready: Callable[[], bool]) -> Non
         if sizes != last:
             last, since = sizes, time.monotonic()
         elif time.monotonic() - since > WAIT_IDLE_S:
-            raise RuntimeError(f"waited {WAIT_IDLE_S:.0f} s for the other processes' data in {folder}; every "
-                               "process must see the same runs folder (on several machines: a shared file system)")
+            raise RuntimeError(
+                f"waited {WAIT_IDLE_S:.0f} s for the other processes' data in {folder}; every "
+                "process must see the same runs folder (on several machines: a shared file system)"
+            )
         time.sleep(0.2)
 
 
 class _Job:
     """One preparation: the source, the tokenizer, progress and stop."""
 
-    def __init__(self, config: TrainConfig, tokenizer, source: Source, stop: threading.Event,
-                 on_progress, processes: int | None, world: int):
+    def __init__(
+        self,
+        config: TrainConfig,
+        tokenizer,
+        source: Source,
+        stop: threading.Event,
+        on_progress,
+        processes: int | None,
+        world: int,
+    ):
         self.config, self.tokenizer, self.source, self.stop = config, tokenizer, source, stop
         self.on_progress, self.world = on_progress, world
         self.with_starts = config.whole_word_masking

@@ -35,8 +35,9 @@ def check_file(path: str | None) -> Path:
         raise ValueError(f"dataset_file: no such file {file.name!r}")
     size = file.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise ValueError(f"dataset_file: {file.name!r} is {size / 2**20:.0f} MB; the limit is "
-                         f"{MAX_FILE_BYTES // 2**20} MB")
+        raise ValueError(
+            f"dataset_file: {file.name!r} is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB"
+        )
     if not any(chunk.strip() for chunk in text_chunks(file)):
         raise ValueError(f"dataset_file: {file.name!r} is empty")
     return file
@@ -63,8 +64,9 @@ def text_chunks(file: Path) -> Iterator[str]:
             try:
                 text = decoder.decode(raw, final=not raw)
             except UnicodeDecodeError as error:
-                raise ValueError(f"dataset_file: {file.name!r} is not UTF-8 text "
-                                 f"(byte {done - pending + error.start})") from None
+                raise ValueError(
+                    f"dataset_file: {file.name!r} is not UTF-8 text (byte {done - pending + error.start})"
+                ) from None
             done += len(raw)
             if text:
                 yield text

@@ -62,8 +62,9 @@ def ids_dtype(vocabulary: int) -> np.dtype:
     return np.dtype(np.uint16 if vocabulary <= 2**16 else np.uint32)
 
 
-def from_lists(ids: list[list[int]], offsets: list[list[tuple[int, int]]] | None, dtype: np.dtype,
-               texts: list[str] | None = None) -> Encoded:
+def from_lists(
+    ids: list[list[int]], offsets: list[list[tuple[int, int]]] | None, dtype: np.dtype, texts: list[str] | None = None
+) -> Encoded:
     """`Encoded` (ids and starts [tokens], lengths [documents]) from per-document lists of ids (and (start, end)
     character offsets); given the `texts`, Chinese and Japanese get their word starts from a segmenter
     (`segmented_starts`)."""
@@ -158,7 +159,7 @@ def _with_special_tokens(tokenizer, text: str, ids: list[int]) -> tuple[list[int
         whole = tokenizer(text, verbose=False)["input_ids"]
         added = set(tokenizer.all_special_ids) - {tokenizer.unk_token_id}
         head = list(itertools.takewhile(added.__contains__, whole))
-        tail = list(itertools.takewhile(added.__contains__, reversed(whole[len(head):])))[::-1]
+        tail = list(itertools.takewhile(added.__contains__, reversed(whole[len(head) :])))[::-1]
         return [*head, *ids, *tail], [1] * len(head) + [0] * len(ids) + [1] * len(tail)
 
 
@@ -180,16 +181,22 @@ def _word_chunks(text: str) -> list[tuple[int, int]]:
     return [(start, end) for start, end in zip(cuts, [*cuts[1:], len(text)]) if end > start]
 
 
-def encode_with_offsets(tokenizer, texts: list[str], add_special_tokens: bool = True
-                 ) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
+def encode_with_offsets(
+    tokenizer, texts: list[str], add_special_tokens: bool = True
+) -> tuple[list[list[int]], list[list[tuple[int, int]]]]:
     """Token ids [tokens] and (start, end) character offsets [tokens] of each text. A fast tokenizer reports its
     offsets; a Python ("slow") one (ESM, XLM, TAPAS, Perceiver...) reports none, so each word with the white space
     around it is tokenized alone and all its pieces get that word's span (special tokens: (0, 0)): word starts,
     whole-word masks and per-word scores come out as real offsets give them, for tokenizers that split at white
     space first, as those do."""
     if getattr(tokenizer, "is_fast", False):
-        out = tokenizer(texts, add_special_tokens=add_special_tokens, return_attention_mask=False,
-                        return_offsets_mapping=True, verbose=False)
+        out = tokenizer(
+            texts,
+            add_special_tokens=add_special_tokens,
+            return_attention_mask=False,
+            return_offsets_mapping=True,
+            verbose=False,
+        )
         return out["input_ids"], out["offset_mapping"]
     all_ids, all_offsets = [], []
     for text in texts:
@@ -238,8 +245,11 @@ def pack_request(texts: list[str]) -> bytes:
 
 def pack_reply(encoded: Encoded) -> bytes:
     """An `Encoded` as one message."""
-    parts = [HEADER.pack(len(encoded.lengths), len(encoded.ids)), encoded.lengths.astype(np.uint32).tobytes(),
-             encoded.ids.tobytes()]
+    parts = [
+        HEADER.pack(len(encoded.lengths), len(encoded.ids)),
+        encoded.lengths.astype(np.uint32).tobytes(),
+        encoded.ids.tobytes(),
+    ]
     if encoded.starts is not None:
         parts += [encoded.starts.tobytes(), EDGES.pack(encoded.first_start, encoded.last_end)]
     return b"".join(parts)
@@ -266,14 +276,26 @@ class WorkerPool:
         spec = folder / "tokenizer.json"
         spec.write_text(tokenizer_json, encoding="utf-8")
         env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-        code = (f"import sys; sys.path.insert(0, {str(PACKAGE_ROOT)!r}); from mlm_core.data.tokenizing import serve; "
-                f"serve({str(spec)!r}, {self.dtype.str!r}, {with_starts})")
+        code = (
+            f"import sys; sys.path.insert(0, {str(PACKAGE_ROOT)!r}); from mlm_core.data.tokenizing import serve; "
+            f"serve({str(spec)!r}, {self.dtype.str!r}, {with_starts})"
+        )
         self.logs = [tempfile.TemporaryFile() for _ in range(processes)]
-        self.procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       stderr=log, bufsize=0, env=env) for log in self.logs]
+        self.procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", code],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                bufsize=0,
+                env=env,
+            )
+            for log in self.logs
+        ]
         self.queues: list[queue.Queue] = [queue.Queue() for _ in self.procs]
-        self.writers = [threading.Thread(target=self._feed, args=(p, q), daemon=True)
-                        for p, q in zip(self.procs, self.queues)]
+        self.writers = [
+            threading.Thread(target=self._feed, args=(p, q), daemon=True) for p, q in zip(self.procs, self.queues)
+        ]
         for writer in self.writers:
             writer.start()
 
@@ -284,13 +306,14 @@ class WorkerPool:
             while (message := jobs.get()) is not None:
                 view = memoryview(message)
                 while view:
-                    view = view[proc.stdin.write(view):]
+                    view = view[proc.stdin.write(view) :]
             proc.stdin.close()
         except (BrokenPipeError, OSError, ValueError):
             pass  # the worker died; the reader reports it
 
-    def imap(self, items: Iterable[tuple[int, list[str], Any]], stop: threading.Event
-             ) -> Iterator[tuple[int, Any, Encoded]]:
+    def imap(
+        self, items: Iterable[tuple[int, list[str], Any]], stop: threading.Event
+    ) -> Iterator[tuple[int, Any, Encoded]]:
         """(batch number, counts, Encoded) for each (batch number, texts, counts), in the order given;
         PreparationStopped once `stop` is set, RuntimeError (with its last stderr line) when a worker dies."""
         pending: collections.deque = collections.deque()
@@ -355,7 +378,6 @@ class WorkerPool:
             log.close()
 
 
-
 class LocalEncoder:
     """Tokenizes in this process: with a private copy of the fast tokenizer's backend, else through transformers."""
 
@@ -367,12 +389,14 @@ class LocalEncoder:
         if self.backend is not None:
             return encode_with(self.backend, texts, self.dtype, self.with_starts)
         if not self.with_starts:
-            return from_lists(self.tokenizer(texts, return_attention_mask=False, verbose=False)["input_ids"], None,
-                              self.dtype)
+            return from_lists(
+                self.tokenizer(texts, return_attention_mask=False, verbose=False)["input_ids"], None, self.dtype
+            )
         return from_lists(*encode_with_offsets(self.tokenizer, texts), self.dtype, texts)
 
-    def imap(self, items: Iterable[tuple[int, list[str], Any]], stop: threading.Event
-             ) -> Iterator[tuple[int, Any, Encoded]]:
+    def imap(
+        self, items: Iterable[tuple[int, list[str], Any]], stop: threading.Event
+    ) -> Iterator[tuple[int, Any, Encoded]]:
         """(batch number, counts, Encoded) for each (batch number, texts, counts); PreparationStopped once `stop`
         is set."""
         for number, texts, counts in items:
@@ -396,6 +420,9 @@ def fast_backend(tokenizer, sample: list[str], with_starts: bool) -> tuple[str, 
     backend = standalone_backend(spec)
     ours = LocalEncoder(tokenizer, np.dtype(np.int64), with_starts, backend).encode(sample)
     theirs = LocalEncoder(tokenizer, np.dtype(np.int64), with_starts).encode(sample)
-    same = np.array_equal(ours.ids, theirs.ids) and np.array_equal(ours.lengths, theirs.lengths) and (
-        not with_starts or np.array_equal(ours.starts, theirs.starts))
+    same = (
+        np.array_equal(ours.ids, theirs.ids)
+        and np.array_equal(ours.lengths, theirs.lengths)
+        and (not with_starts or np.array_equal(ours.starts, theirs.starts))
+    )
     return (spec, backend) if same else None
