@@ -2,6 +2,8 @@
 
 `--quick` (about seven minutes on 2 CPU cores, the data-scale section included) prints the ratios as one JSON
 line last. `--only data-scale` runs just that section and merges it into the device's existing figures.
+`--only encoders` compares our data preparation's two tokenizing paths (2, 32 and 160 MB; `--quick`: 2 and 32) and
+adds the run to docs/bench/data_encoders.json (the last two runs of each list of sizes are kept).
 """
 
 from __future__ import annotations
@@ -42,8 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for the JSON and markdown (default: docs/, full runs only)")
     parser.add_argument(
         "--only",
-        choices=["data-scale"],
-        help="run one section; its figures replace that section's in the device's JSON",
+        choices=["data-scale", "encoders"],
+        help="run one section; its figures replace "
+        "that section's in the device's JSON (encoders: added to docs/bench/data_encoders.json)",
     )
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     mode = "quick" if args.quick else "full"
     out = args.out or (DOCS if mode == "full" else None)
     device = "gpu" if torch.cuda.is_available() else "cpu"
+    if args.only == "encoders":
+        return run_encoders(mode, out)
     if args.only:
         result = run_data_scale(mode, out / "bench" / f"{device}.json" if out else None)
     else:
@@ -140,6 +145,19 @@ def run_data_scale(mode: str, previous: Path | None) -> dict:
     result["ratios"].update(scale["ratios"])
     result["details"]["data_scale"] = scale
     return result
+
+
+def run_encoders(mode: str, out: Path | None) -> int:
+    """The encoders' comparison, printed; with `out`, added to out/bench/data_encoders.json and its section of
+    out/PERFORMANCE.md rewritten (the rest of the page is left as it is)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = data_scale.compare_encoders(data_scale.ENCODER_SIZES[mode], Path(tmp), say=_say)
+    print(report.encoders_table([result]))
+    if out is not None:
+        study = data_scale.record_encoders(result, out / "bench" / report.ENCODERS_JSON)
+        report.replace_encoders_section(out / "PERFORMANCE.md", study)
+        print(f"wrote {out / 'bench' / report.ENCODERS_JSON} and {out / 'PERFORMANCE.md'}")
+    return 0
 
 
 def _keep_previous(result: dict, path: Path) -> None:

@@ -1,9 +1,15 @@
-"""Data preparation at scale: ours against the guides' recipe on generated 10, 40 and 160 MB text files.
+"""Data preparation at scale: ours against the guides' recipe on generated 10, 40 and 160 MB text files; and
+`--encoders`, our preparation with each of its tokenizing paths.
 
 Each contender runs in its own process (`python -m bench.data_scale CONTENDER FILE`), which times load ->
 tokenize -> group -> split and reports its own peak resident memory (VmHWM: exact for the process, unlike a child's
 ru_maxrss, which Linux seeds with the parent's). Ours also reports its tokenizer workers' peaks; its memory figure is
 main + workers, an upper bound of what the job held at once.
+
+`python -m bench.data_scale --encoders [--sizes 2 32 160] [--out FILE]`: the same pipeline (`prepare_data`) with the
+tokenizer worker processes ("pool", forced at every size) against tokenizing in the one process with the tokenizers
+library's own threads ("threads"), whole-word masking off and on, interleaved A-B-B-A; each run is appended to FILE
+(the last two of each list of sizes are kept), from which `bench.report` renders the page's section.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ BLOCK_SIZE = 128
 SIZES = {"full": (10, 40, 160), "quick": (2, 8, 32), "test": (0.25, 1)}  # MB of text
 WHOLE_WORD_SIZES = {"full": (40, 160), "quick": (32,), "test": (1,)}
 REPEATS = {"full": 2, "quick": 1, "test": 1}  # measurements per contender and size
+ENCODERS = ("pool", "threads")  # our preparation's tokenizing paths (see `child`)
+ENCODER_SIZES = {"full": (2, 32, 160), "quick": (2, 32), "test": (0.25,)}  # MB of text
 
 
 def write_corpus(path: Path, megabytes: float, seed: int = 0) -> int:
@@ -56,6 +64,8 @@ def measure(contender: str, path: Path, whole_word: bool = False, timeout: float
     env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}  # both may use every core
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     command = [sys.executable, "-m", "bench.data_scale", contender, str(path)]
+    machine, own = psutil.cpu_times(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
     done = subprocess.run(
         command + (["--whole-word"] if whole_word else []), capture_output=True, text=True, env=env, timeout=timeout
     )
@@ -63,7 +73,19 @@ def measure(contender: str, path: Path, whole_word: bool = False, timeout: float
         raise RuntimeError(f"{contender} on {path.name} failed: {done.stderr[-800:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     result["peak_total_bytes"] = result["peak_main_bytes"] + sum(result["peak_worker_bytes"])
+    result["others_share"] = _others_share(machine, own, time.perf_counter() - started)
     return result
+
+
+def _others_share(machine_before, own_before, seconds: float) -> float:
+    """The share of the machine's CPU time (all cores) that other programs used while a contender ran: 0 on an idle
+    machine; 0.5 on 2 cores means about one core was taken."""
+    machine, own = psutil.cpu_times(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy = (sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)) - (
+        sum(machine_before) - machine_before.idle - getattr(machine_before, "iowait", 0.0)
+    )
+    ours = (own.ru_utime + own.ru_stime) - (own_before.ru_utime + own_before.ru_stime)
+    return max(0.0, busy - ours) / (seconds * (psutil.cpu_count() or 1))
 
 
 def compare(mode: str, work: Path, say=print) -> dict:
@@ -109,6 +131,60 @@ def compare(mode: str, work: Path, say=print) -> dict:
     }
 
 
+def compare_encoders(sizes, work: Path, say=print) -> dict:
+    """Our preparation with the worker pool and with the library's threads, at each size in MB, whole-word masking
+    off and on: each contender twice in A-B-B-A order (which one starts alternates), the best time and the highest
+    peak of each; ratios are threads / pool within this run. RuntimeError when a contender's process fails."""
+    rows, turn, started = [], 0, time.strftime("%Y-%m-%d %H:%M")
+    for megabytes in sizes:
+        path = work / f"corpus-{megabytes}mb.txt"
+        size = write_corpus(path, megabytes)
+        for whole_word in (False, True):
+            first, second = ENCODERS[:: 1 if turn % 2 == 0 else -1]
+            turn += 1
+            runs: dict[str, list[dict]] = {first: [], second: []}
+            for contender in (first, second, second, first):
+                runs[contender].append(measure(contender, path, whole_word=whole_word))
+                say(f"encoders: {contender}, {megabytes} MB, whole-word {whole_word}: {_summary(runs[contender][-1])}")
+            row = {
+                "megabytes": megabytes,
+                "bytes": size,
+                "whole_word": whole_word,
+                "first": first,
+                **{name: _best(runs[name]) for name in ENCODERS},
+            }
+            if row["pool"]["blocks"] != row["threads"]["blocks"]:
+                raise RuntimeError(
+                    f"the encoders made different blocks at {megabytes} MB: "
+                    f"{row['pool']['blocks']} vs {row['threads']['blocks']}"
+                )
+            row["time_ratio"] = row["threads"]["seconds"] / row["pool"]["seconds"]
+            row["memory_ratio"] = row["threads"]["peak_total_bytes"] / row["pool"]["peak_total_bytes"]
+            rows.append(row)
+        path.unlink()
+    return {
+        "block_size": BLOCK_SIZE,
+        "tokenizer": "starter",
+        "cores": len(os.sched_getaffinity(0)),
+        "date": started,
+        "rows": rows,
+    }
+
+
+def record_encoders(result: dict, path: Path, keep: int = 2) -> dict:
+    """`result` added to the runs kept in `path` (the last `keep` of each list of sizes); what was written."""
+    from mlm_core.system.atomic_files import read_json, write_json
+
+    old = read_json(path) if path.exists() else None
+    old = old if isinstance(old, dict) else {}
+    runs = [*old.get("runs", []), result]
+    sizes = [tuple(r["megabytes"] for r in run["rows"]) for run in runs]
+    runs = [run for i, run in enumerate(runs) if sizes[i + 1 :].count(sizes[i]) < keep]
+    study = {**old, "study": "data_encoders", "runs": runs}
+    write_json(path, study)
+    return study
+
+
 def _best(runs: list[dict]) -> dict:
     """Several measurements as one: the shortest times (the least disturbed by other work), the highest peaks."""
     best = dict(min(runs, key=lambda r: r["seconds"]))
@@ -116,6 +192,8 @@ def _best(runs: list[dict]) -> dict:
     for key in ("peak_main_bytes", "peak_total_bytes"):
         best[key] = max(r[key] for r in runs)
     best["all_seconds"] = [r["seconds"] for r in runs]
+    if all("others_share" in r for r in runs):
+        best["others_share"] = max(r["others_share"] for r in runs)
     return best
 
 
@@ -191,7 +269,7 @@ def child(contender: str, path: str, whole_word: bool) -> dict:
             blocks, workers = len(split["train"]) + len(split["test"]), pool.peaks()
         else:
             from mlm_core.config import TrainConfig
-            from mlm_core.data import tokenizing
+            from mlm_core.data import store_builder, tokenizing
             from mlm_core.data.lm_data import prepare_data
 
             config = TrainConfig(
@@ -202,7 +280,12 @@ def child(contender: str, path: str, whole_word: bool) -> dict:
                 whole_word_masking=whole_word,
                 output_dir=tmp,
             )
-            data = prepare_data(config, tokenizer, BLOCK_SIZE)
+            processes = None  # "ours": whatever the preparation picks
+            if contender == "pool":  # the worker processes at any size
+                store_builder.WORKER_MIN_BYTES = 0
+            elif contender == "threads":  # this process, the library's threads (TOKENIZERS_PARALLELISM unset)
+                processes = 1
+            data = prepare_data(config, tokenizer, BLOCK_SIZE, processes=processes)
             seconds = time.perf_counter() - started
             blocks, workers = len(data.train) + len(data.eval), list(tokenizing.last_worker_peaks)
     used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
@@ -216,6 +299,31 @@ def child(contender: str, path: str, whole_word: bool) -> dict:
     }
 
 
+def main(argv: list[str]) -> int:
+    """`--encoders`: the encoders' comparison, printed and appended to `--out`; else one contender's child run."""
+    if argv[:1] != ["--encoders"]:
+        print(json.dumps(child(argv[0], argv[1], "--whole-word" in argv)))
+        return 0
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m bench.data_scale --encoders")
+    parser.add_argument("--sizes", type=float, nargs="+", default=ENCODER_SIZES["full"], help="MB of text")
+    parser.add_argument("--out", type=Path, help="JSON file the run is appended to")
+    args = parser.parse_args(argv[1:])
+    with tempfile.TemporaryDirectory() as tmp:
+        result = compare_encoders(
+            [int(s) if s == int(s) else s for s in args.sizes],
+            Path(tmp),
+            say=lambda what: print(f"[{time.strftime('%H:%M:%S')}] {what}", flush=True),
+        )
+    if args.out is not None:
+        record_encoders(result, args.out)
+    from bench import report
+
+    print(report.encoders_table([result]))
+    return 0
+
+
 if __name__ == "__main__":
-    arguments = sys.argv[1:]
-    print(json.dumps(child(arguments[0], arguments[1], "--whole-word" in arguments)))
+    raise SystemExit(main(sys.argv[1:]))

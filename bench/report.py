@@ -92,8 +92,13 @@ def write_markdown(json_dir: Path, out: Path) -> None:
         figures = json.loads(path.read_text(encoding="utf-8"))
         if "machine" in figures:  # a device's run, not a study such as added_words.json
             parts.append(_section(figures))
+    encoders = json_dir / ENCODERS_JSON
+    if encoders.is_file():
+        parts.append(encoders_section(json.loads(encoders.read_text(encoding="utf-8"))))
     out.write_text("\n".join(parts), encoding="utf-8")
 
+
+ENCODERS_JSON = "data_encoders.json"  # `python -m bench.data_scale --encoders --out docs/bench/data_encoders.json`
 
 HEADER = """# Performance
 
@@ -257,3 +262,75 @@ def _page_fill_mask(busy: dict) -> str:
         if pieces == 1
         else f"The page's fill-mask on the starter (whole-word guesses of up to {pieces} pieces)"
     )
+
+
+def _peak(result: dict) -> str:
+    """Peak memory in GiB, with the workers' share when there were workers."""
+    workers = result.get("peak_worker_bytes") or []
+    total = f"{result['peak_total_bytes'] / 2**30:.2f} GiB"
+    return total if not workers else f"{total} ({_gib(result['peak_main_bytes'])} + {' + '.join(map(_gib, workers))})"
+
+
+def _times(result: dict) -> str:
+    """Both measured times (the shorter counts), and the CPU seconds of the shorter."""
+    shown = "/".join(f"{t:.1f}" for t in result.get("all_seconds", [result["seconds"]]))
+    return f"{shown} s ({result['cpu_seconds']:.1f} CPU)"
+
+
+def _others(row: dict) -> str:
+    """The most CPU that other programs took during any of a line's four measurements, as a share of the machine."""
+    shares = [row[name]["others_share"] for name in ("pool", "threads") if "others_share" in row[name]]
+    return f"{max(shares):.0%}" if shares else "n/a"
+
+
+def encoders_table(runs: list[dict]) -> str:
+    """The encoders' comparison as a markdown table: one line per size, whole-word setting and run."""
+    lines = [
+        "| text | whole-word | run | pool: time | pool: peak (main + workers) | threads: time | threads: peak | "
+        "time, threads / pool | peak, threads / pool | others' CPU |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    keys = sorted({(r["megabytes"], r["whole_word"]) for run in runs for r in run["rows"]})
+    for megabytes, whole_word in keys:
+        for number, run in enumerate(runs, start=1):
+            for r in (r for r in run["rows"] if (r["megabytes"], r["whole_word"]) == (megabytes, whole_word)):
+                lines.append(
+                    f"| {megabytes:g} MB | {'on' if whole_word else 'off'} | {number} | "
+                    f"{_times(r['pool'])} | {_peak(r['pool'])} | {_times(r['threads'])} | "
+                    f"{_peak(r['threads'])} | {r['time_ratio']:.2f} | {r['memory_ratio']:.2f} | "
+                    f"{_others(r)} |"
+                )
+    return "\n".join(lines)
+
+
+ENCODERS_TITLE = "\n## Data stack: worker pool against the library's threads"
+
+
+def replace_encoders_section(page: Path, study: dict) -> None:
+    """`page` with its encoders' section (the last one, when it has one) replaced by this study's."""
+    text = page.read_text(encoding="utf-8") if page.exists() else HEADER
+    if ENCODERS_TITLE in text:
+        text = text[: text.index(ENCODERS_TITLE)]
+    page.write_text(text.rstrip("\n") + "\n" + encoders_section(study), encoding="utf-8")
+
+
+def encoders_section(study: dict) -> str:
+    """The page's section on the data stack's encoders, from `docs/bench/data_encoders.json`."""
+    runs = study["runs"]
+    dates = ", ".join(f"run {i} {r['date']}" for i, r in enumerate(runs, start=1))
+    note = f"\n{study['note']}\n" if study.get("note") else ""
+    return f"""{ENCODERS_TITLE} ({len(runs)} run{"s" if len(runs) > 1 else ""}: {dates})
+`python -m bench.data_scale --encoders`: our `prepare_data` (load, tokenize into the token store, group, split;
+the starter tokenizer, block {runs[-1]["block_size"]}, on {runs[-1]["cores"]} cores) on generated text files,
+each contender in its own process, timed inside it, with `TOKENIZERS_PARALLELISM` unset. "pool": tokenizer worker
+processes, one per core (up to 8), each with the library's threads off, fed through pipes (forced here at every size;
+the preparation picks them from 4 MB). "threads": the same pipeline tokenizing in its own process with the library's
+`encode_batch_fast` (`encode_batch`, which gives the offsets, with whole-word masking), whose Rayon threads use every
+core. Each is measured twice per line in A-B-B-A order (which one starts alternates from line to line): both times
+are shown, the shorter counts, and the higher peak; "CPU" is the CPU seconds of the process and its workers for the
+shorter; peak memory is the main process's VmHWM plus its workers'. Ratios compare the two within one run. "Others'
+CPU": the most CPU time that other programs (this machine is shared) used during any of a line's four measurements,
+as a share of all cores; where it is high, the times of that line are disturbed.
+
+{encoders_table(runs)}
+{note}"""

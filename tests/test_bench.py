@@ -53,6 +53,26 @@ def test_data_scale_section_measures_both_recipes_in_their_own_processes(tmp_pat
     assert "| 1 MB |" in section and "2 runs: before and today" in section and "earlier run's ratios" in section
 
 
+@pytest.mark.slow
+def test_the_encoders_comparison_runs_our_preparation_both_ways_to_the_same_blocks(tmp_path):
+    from bench import data_scale
+    from mlm_core.system.container_limits import usable_cores
+
+    result = data_scale.compare_encoders([0.25], tmp_path, say=lambda _: None)
+    assert [(r["megabytes"], r["whole_word"]) for r in result["rows"]] == [(0.25, False), (0.25, True)]
+    for row in result["rows"]:
+        assert len(row["pool"]["peak_worker_bytes"]) == min(8, usable_cores()) > 1 or usable_cores() == 1
+        assert not row["threads"]["peak_worker_bytes"]
+        assert row["pool"]["blocks"] == row["threads"]["blocks"] > 0 and len(row["pool"]["all_seconds"]) == 2
+        assert 0 <= row["pool"]["others_share"] <= 1 and row["time_ratio"] > 0 and row["memory_ratio"] > 0
+    assert not list(tmp_path.iterdir()), "the generated file is removed"
+    study = data_scale.record_encoders(result, tmp_path / "encoders.json")
+    study = data_scale.record_encoders({**result, "date": "later"}, tmp_path / "encoders.json", keep=1)
+    assert [r["date"] for r in study["runs"]] == ["later"]  # the last `keep` runs of the same sizes
+    section = report.encoders_section(study)
+    assert "| 0.25 MB | on | 1 |" in section and section.startswith(report.ENCODERS_TITLE)
+
+
 def test_our_timed_steps_include_no_evaluation(tiny_mlm, tmp_path):
     """Evaluations (and the probes scored with them) between Step events would be counted as training time."""
     from mlm_core.events import Eval, Step

@@ -21,7 +21,7 @@ from mlm_core.data.tokenizing import LocalEncoder, PreparationStopped, WorkerPoo
 from mlm_core.system.atomic_files import read_json
 from mlm_core.system.container_limits import usable_cores
 
-WORKER_MIN_BYTES = 4 << 20  # smaller sources are tokenized in this process (starting workers costs ~0.3 s)
+WORKER_MIN_BYTES = 4 << 20  # smaller sources are tokenized in this process, on the library's threads (`_encoder`)
 PROGRESS_S = 0.5  # at most this often on_progress is called
 SAMPLE_CHARS = 4096  # of each of the first texts, to check the fast tokenizer agrees with the model's own
 WAIT_IDLE_S = float(os.environ.get("MLM_STUDIO_DATA_WAIT_S", "600"))  # a process waiting for the others gives up
@@ -176,7 +176,16 @@ class _Job:
         return writer.finish(column)
 
     def _encoder(self, sample: list[str], folder: Path):
-        """Worker processes for a large source and a fast tokenizer, else tokenizing in this process."""
+        """Worker processes for a source of WORKER_MIN_BYTES or more and a fast tokenizer, else tokenizing in this
+        process (a fast tokenizer's batches on the tokenizers library's own threads).
+
+        Measured on 2 idle cores (docs/PERFORMANCE.md, "Data stack: worker pool against the library's threads"): from
+        32 MB on, this process took 1.17-1.19x the pool's time without whole-word masking and 1.31-1.44x with it (the
+        library's threads share out only the encoding; turning its output into arrays and word starts is Python on
+        one core here, while each worker does all of it for its batches), and 0.09 GiB (23-25%) less peak memory: the
+        two workers', which exit before training starts. At 2 MB this process was as fast or faster (0.82-0.95x the
+        pool's time). With about one core taken by other work, both took about the same time.
+        """
         fast = fast_backend(self.tokenizer, sample, self.with_starts)
         big = (self.source.size_hint or 0) >= WORKER_MIN_BYTES
         if fast is not None and self.processes > 1 and big and os.name == "posix":  # workers' pipes need select()

@@ -4,7 +4,9 @@ A batch becomes `Encoded`: the ids of all its documents end to end in the smalle
 tokens per document, and for whole-word masking one flag per token, 1 where the token's first character does not
 follow the previous token's last (what transformers' collator derives from character offsets). Workers are plain
 `python` processes that import only NumPy and `tokenizers` (not torch), fed through pipes; this module must stay
-that light.
+that light. In this process (`LocalEncoder`), a fast tokenizer's batches run on the tokenizers library's own threads
+(`encode_batch_fast`; `encode_batch` where the offsets are needed); `store_builder._encoder` says which is used where,
+and why (measured).
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def _mark_segmented_words(starts: np.ndarray, offsets: list[list[tuple[int, int]
     base = 0
     for text, document in zip(texts, offsets):
         begins = segmented_starts(text)
-        for index, (start, end) in enumerate(document):
+        for index, (start, end) in enumerate(document if begins else ()):  # most texts have no such runs
             if start in begins and end > start and (index == 0 or document[index - 1][0] != start):
                 starts[base + index] = 1
         base += len(document)
