@@ -22,7 +22,8 @@ from mlm_core.config import (
     field_help,
     train_command,
 )
-from mlm_core.service.launch import FILE_SUFFIXES, MAX_UPLOAD_MB, STARTER
+from mlm_core.service.hosting import settings
+from mlm_core.service.launch import FILE_SUFFIXES, STARTER
 from mlm_core.service.shown import hide_paths
 
 BUILTIN, HUB = "builtin", "hub"
@@ -68,7 +69,7 @@ def build_data_fields(models: list[str], first: dict[str, str]) -> dict[str, gr.
             elem_id="hub-dataset",
         ),
         "dataset_file": gr.File(
-            label=f"Your text (.txt, .csv, .jsonl, .json; up to {MAX_UPLOAD_MB} MB)",
+            label=f"Your text (.txt, .csv, .jsonl, .json; up to {settings.current().max_upload_mb} MB)",
             visible=False,
             file_types=list(FILE_SUFFIXES),
             type="filepath",

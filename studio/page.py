@@ -23,7 +23,6 @@ from mlm_core.service.hosting import (
     settings,
     starter_summary,
 )
-from mlm_core.service.launch import MAX_UPLOAD_MB
 from mlm_core.service.workspace import Budget, Workspace, runs_root
 
 from . import refusals
@@ -167,7 +166,7 @@ def serve(server_token: str | None = None) -> None:
                 theme=gr.themes.Soft(),
                 css=CSS,
                 show_error=False,
-                max_file_size=f"{MAX_UPLOAD_MB}mb",
+                max_file_size=f"{settings.current().max_upload_mb}mb",
                 **public,
             )
         )

@@ -18,13 +18,13 @@ from mlm_core.data.source_base import Source
 from mlm_core.data.sources import open_source
 from mlm_core.data.token_store import META, PartWriter, TokenStore, merge_parts, part_done
 from mlm_core.data.tokenizing import LocalEncoder, PreparationStopped, WorkerPool, fast_backend, ids_dtype
+from mlm_core.system import settings
 from mlm_core.system.atomic_files import read_json
 from mlm_core.system.container_limits import usable_cores
 
 WORKER_MIN_BYTES = 4 << 20  # smaller sources are tokenized in this process, on the library's threads (`_encoder`)
 PROGRESS_S = 0.5  # at most this often on_progress is called
 SAMPLE_CHARS = 4096  # of each of the first texts, to check the fast tokenizer agrees with the model's own
-WAIT_IDLE_S = float(os.environ.get("MLM_STUDIO_DATA_WAIT_S", "600"))  # a process waiting for the others gives up
 # after this long without any of their files growing
 
 
@@ -97,7 +97,8 @@ def _build_shared(job: _Job, folder: Path, entry: Path, rank: int, world: int) -
 
 
 def _wait(stop: threading.Event, folder: Path, ready: Callable[[], bool]) -> None:
-    """Wait for other processes' files; give up when nothing in `folder` has grown for WAIT_IDLE_S."""
+    """Wait for other processes' files; give up when nothing in `folder` has grown for MLM_STUDIO_DATA_WAIT_S."""
+    wait_idle_s = settings.current().data_wait_s
     last, since = None, time.monotonic()
     while not ready():
         if stop.is_set():
@@ -105,9 +106,9 @@ def _wait(stop: threading.Event, folder: Path, ready: Callable[[], bool]) -> Non
         sizes = sorted((f.name, f.stat().st_size) for f in folder.iterdir()) if folder.is_dir() else []
         if sizes != last:
             last, since = sizes, time.monotonic()
-        elif time.monotonic() - since > WAIT_IDLE_S:
+        elif time.monotonic() - since > wait_idle_s:
             raise RuntimeError(
-                f"waited {WAIT_IDLE_S:.0f} s for the other processes' data in {folder}; every "
+                f"waited {wait_idle_s:.0f} s for the other processes' data in {folder}; every "
                 "process must see the same runs folder (on several machines: a shared file system)"
             )
         time.sleep(0.2)

@@ -7,17 +7,15 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from mlm_core.data.columns import MAX_PIECE_CHARS, text_pieces
+from mlm_core.system import settings
 
 FILE_SUFFIXES = (".txt", ".csv", ".jsonl", ".json")
-MAX_UPLOAD_MB = int(os.environ.get("MLM_STUDIO_MAX_UPLOAD_MB", "200"))
-MAX_FILE_BYTES = MAX_UPLOAD_MB * 1024 * 1024
 CHUNK_BYTES = 1 << 20  # read size (a record longer than this spans several reads); larger reads cost memory, not time
 CSV_SNIFF_CHARS = 65536
 JSON_SPACE = " \t\n\r"
@@ -33,11 +31,9 @@ def check_file(path: str | None) -> Path:
         raise ValueError(f"dataset_file: use a {', '.join(FILE_SUFFIXES)} file (got {file.name!r})")
     if not file.is_file():
         raise ValueError(f"dataset_file: no such file {file.name!r}")
-    size = file.stat().st_size
-    if size > MAX_FILE_BYTES:
-        raise ValueError(
-            f"dataset_file: {file.name!r} is {size / 2**20:.0f} MB; the limit is {MAX_FILE_BYTES // 2**20} MB"
-        )
+    size, limit_mb = file.stat().st_size, settings.current().max_upload_mb
+    if size > limit_mb * 2**20:
+        raise ValueError(f"dataset_file: {file.name!r} is {size / 2**20:.0f} MB; the limit is {limit_mb} MB")
     if not any(chunk.strip() for chunk in text_chunks(file)):
         raise ValueError(f"dataset_file: {file.name!r} is empty")
     return file

@@ -10,7 +10,7 @@ from mlm_core.children import preview_in_child as preview
 from mlm_core.config import FILE_DATASET, TrainConfig
 from mlm_core.data.lm_data import prepare_data
 from mlm_core.data.store_cache import default_cache_dir
-from mlm_core.data.text_files import FILE_SUFFIXES, MAX_UPLOAD_MB
+from mlm_core.data.text_files import FILE_SUFFIXES
 from mlm_core.models.loading import default_device, describe_device, load_config, load_tokenizer, max_block_size
 from mlm_core.runs.model_sources import STARTER
 from mlm_core.runs.records import new_run_name
@@ -22,7 +22,6 @@ from mlm_core.training.setup import check_names
 
 __all__ = [
     "FILE_SUFFIXES",
-    "MAX_UPLOAD_MB",
     "STARTER",
     "BudgetFit",
     "Preview",
