@@ -1,18 +1,30 @@
 """Work the app hands to child processes of `python -m mlm_core`, so that its memory, crashes and GIL stay theirs:
-training a queued run (the queue), and a Preview (it reads the whole data and times real training steps)."""
+training a queued run (the queue), and a Preview (it reads the whole data and times real training steps). Both
+ends: how the app starts a child, and what the child does first."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import mlm_core
 from mlm_core.config import TrainConfig, train_arguments
+from mlm_core.runs.records import RunResults
+from mlm_core.runs.run_dir import RunDir
 from mlm_core.system import settings
+from mlm_core.system.container_limits import limit_this_process, prefer_as_oom_victim
+from mlm_core.training.loop import train
 from mlm_core.training.preflight import Preview
+
+EXIT_STOPPED = 130  # a run that stopped before its end (as after Ctrl-C)
+PARENT_PID_VARIABLE = "MLM_STUDIO_PARENT_PID"  # set by the app for its children
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def child_command(*arguments: str) -> list[str]:
@@ -28,7 +40,7 @@ def child_environment() -> dict[str, str]:
     return {
         **os.environ,
         "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root,
-        "MLM_STUDIO_PARENT_PID": str(os.getpid()),
+        PARENT_PID_VARIABLE: str(os.getpid()),
     }
 
 
@@ -59,3 +71,30 @@ def preview_in_child(config: TrainConfig, timeout_s: float | None = None) -> Pre
     raise ValueError(
         f"preview: the process reading the data ended unexpectedly ({cause}); try a smaller file or block size"
     )
+
+
+def end_with_parent() -> None:
+    """In a child of the app (Linux): be killed when the app's process dies, as a run inside the app was; the run
+    is then interrupted and resumes from its last checkpoint. Nothing outside the app."""
+    parent = os.environ.get(PARENT_PID_VARIABLE)
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(parent):  # it died before prctl took effect
+        os._exit(EXIT_STOPPED)
+
+
+def train_queued(folder: Path, stop: threading.Event) -> RunResults:
+    """Train the queued run in `folder` as its identity says (settings, probe sentences, budget, resume), in the
+    queue's child process: below the app's priority, inside the memory the settings give runs. Events go to the
+    run's events.jsonl, as for every run; `stop` ends it after its current step."""
+    end_with_parent()
+    os.nice(settings.current().train_nice)  # the app's requests first; idle cores are the run's
+    limit = settings.current().run_memory_mb
+    if limit:
+        limit_this_process(limit)
+    else:
+        prefer_as_oom_victim()
+    run = RunDir(folder)
+    identity = run.identity()
+    return train(run.config(), stop=stop, resume=identity.resume, probes=identity.probes, budget=identity.budget)

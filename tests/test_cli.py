@@ -90,9 +90,11 @@ def test_fill_mask_json_from_a_finished_run(starter_run):
         "fill-mask", "--model", str(model), "--top-k", "4", "--json", "The <mask> statement exits a loop."
     )
     assert process.returncode == 0, process.stderr
-    [guesses] = json.loads(process.stdout)
-    assert len(guesses) == 4 and set(guesses[0]) == {"score", "token", "tokens", "token_str", "sequence"}
-    assert guesses[0]["score"] >= guesses[-1]["score"]
+    filled = json.loads(process.stdout)
+    [guesses] = filled["guesses"]
+    assert filled["model"] == str(model) and filled["answer_rank"] is None
+    assert len(guesses) == 4 and set(guesses[0]) == {"word", "probability", "text"}
+    assert guesses[0]["probability"] >= guesses[-1]["probability"] and "<mask>" not in guesses[0]["text"]
 
 
 @pytest.mark.parametrize(
@@ -176,3 +178,12 @@ def test_the_cli_prints_each_masks_sentence_as_the_app_shows_it(capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if "%" in line]
     assert len(lines) == 4 and not any("<s>" in line or "</s>" in line or "<mask>" in line for line in lines)
     assert all(line.endswith("a loop.") and "___" in line for line in lines)
+
+
+def test_fill_mask_scores_only_the_candidate_words_given(capsys):
+    from mlm_core.cli.commands import main
+
+    text = "The <mask> statement exits the innermost loop."
+    assert main(["fill-mask", "--model", "starter", "--top-k", "5", "--targets", "break, return,", "--json", text]) == 0
+    [guesses] = json.loads(capsys.readouterr().out)["guesses"]
+    assert sorted(guess["word"] for guess in guesses) == ["break", "return"]

@@ -18,8 +18,8 @@ from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
-from mlm_core.cli.deploy_space import checked_files, space_files
 from mlm_core.runs.export import push_run
+from mlm_core.service.deploy import checked_files, space_files
 from mlm_core.system import hub_access
 
 from .conftest import ROOT

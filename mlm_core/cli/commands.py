@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import dataclasses
 import json
 import os
@@ -17,27 +16,13 @@ from pathlib import Path
 
 from huggingface_hub import SpaceHardware
 
-from mlm_core.cli import deploy_space
 from mlm_core.cli.progress_bar import ProgressPrinter
 from mlm_core.config import FILE_DATASET, TrainConfig, default_learning_rate
-from mlm_core.models.inference import fill_mask, filled_sequence, mask_token
-from mlm_core.models.loading import describe_device
-from mlm_core.models.words import word_label
-from mlm_core.runs.export import push_run, zip_run
-from mlm_core.runs.model_sources import STARTER_DIR
-from mlm_core.runs.records import COMPLETED, STOPPED, RunResults, runs_root
-from mlm_core.runs.run_dir import RunDir, list_runs
-from mlm_core.service import playground
-from mlm_core.system import hub_access, settings
-from mlm_core.system.container_limits import limit_this_process, prefer_as_oom_victim
-from mlm_core.system.storage import check_runs_folder
-from mlm_core.training.loop import train
-from mlm_core.training.preflight import preview
+from mlm_core.service import deploy, hosting, launch, playground, workspace
+from mlm_core.service.launch import EXIT_STOPPED
+from mlm_core.service.workspace import COMPLETED, STOPPED, RunDir, RunResults, list_runs, runs_root
 
 EXIT_BAD_INPUT = 2
-EXIT_STOPPED = 130
-PARENT_PID_VARIABLE = "MLM_STUDIO_PARENT_PID"  # set by the app's queue for its training children
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fill.add_argument("--top-k", type=int, default=5, help="how many guesses per mask")
     fill.add_argument("--targets", help="comma-separated candidate words to score instead of the whole vocabulary")
-    fill.add_argument("--json", action="store_true", help="print the pipeline-shaped results as JSON")
+    fill.add_argument("--json", action="store_true", help="print the guesses as JSON (the API's shape)")
     fill.add_argument("text", help="text with one or more <mask> (or [MASK])")
     gen = commands.add_parser("generate", help="continue a prompt with a causal model")
     gen.add_argument("--model", required=True)
@@ -114,34 +99,34 @@ def build_parser() -> argparse.ArgumentParser:
         "else the token `hf auth login` saved); never printed",
     )
     push.add_argument("--public", action="store_true", help="make a new repository public (default: private)")
-    deploy = commands.add_parser(
+    space = commands.add_parser(
         "deploy-space",
         help="create or update a Gradio Space on the hub and upload the "
         "app to it (the files --dry-run lists); print its URL",
     )
-    deploy.add_argument("repo", help="the Space to create or update, 'owner/space-name'")
-    deploy.add_argument(
+    space.add_argument("repo", help="the Space to create or update, 'owner/space-name'")
+    space.add_argument(
         "--token-file",
         type=Path,
         help="a file holding a token that may write (default: HF_TOKEN, "
         "else the token `hf auth login` saved); never printed",
     )
-    deploy.add_argument("--private", action="store_true", help="make a new Space private (default: public)")
-    deploy.add_argument(
+    space.add_argument("--private", action="store_true", help="make a new Space private (default: public)")
+    space.add_argument(
         "--hardware",
         choices=[h.value for h in SpaceHardware],
         metavar="HARDWARE",
         help="hardware for a new Space, e.g. zero-a10g (default: the hub's; the README's "
         "suggested_hardware is only a suggestion)",
     )
-    deploy.add_argument(
+    space.add_argument(
         "--from",
         dest="source",
         type=Path,
-        default=deploy_space.PROJECT_ROOT,
+        default=deploy.PROJECT_ROOT,
         help="the folder holding app.py (default: this project's)",
     )
-    deploy.add_argument("--dry-run", action="store_true", help="print the files that would be uploaded; upload nothing")
+    space.add_argument("--dry-run", action="store_true", help="print the files that would be uploaded; upload nothing")
     export = commands.add_parser("export", help="zip a finished run's model, tokenizer, card and results")
     export.add_argument("run", type=Path, help="the run's folder")
     commands.add_parser("info", help="device, hub reachability, the offline defaults and where runs are kept")
@@ -155,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     with MLM_STUDIO_DEBUG=1, re-raised with their traceback.
     """
     try:
-        debug = settings.current().debug
+        debug = hosting.settings.current().debug
     except ValueError as error:  # a setting that is not of its kind
         print(f"error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -208,7 +193,7 @@ def _train(args: argparse.Namespace) -> int:
     """Train with a progress bar on stderr and a one-line summary on stdout; Ctrl-C or SIGTERM stops cleanly."""
     config = train_config(args)
     with _stop_on_signals() as stop, ProgressPrinter() as printer:
-        results = train(config, on_event=printer, stop=stop, resume=args.resume)
+        results = launch.train(config, on_event=printer, stop=stop, resume=args.resume)
     print(summary(results, config))
     code = 0 if results.status == COMPLETED else EXIT_STOPPED
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -291,24 +276,23 @@ def _token(args: argparse.Namespace) -> str:
 
 def _push(args: argparse.Namespace) -> int:
     """Upload a finished run to the hub; print the repository's URL (never the token)."""
-    print(push_run(_finished_run(args.run), args.repo, _token(args), private=not args.public))
+    print(workspace.push_run(_finished_run(args.run), args.repo, _token(args), private=not args.public))
     return 0
 
 
 def _deploy_space(args: argparse.Namespace) -> int:
     """Upload the app to a Gradio Space; print its URL (never the token). With --dry-run, print the files that
     would be uploaded, one a line, and upload nothing."""
-    hub_access.check_hub_id(args.repo, "repo_id", "use the form 'owner/space-name'", namespace=True)
     if args.dry_run:
-        print("\n".join(deploy_space.checked_files(args.source)))
+        print("\n".join(deploy.dry_run(args.repo, args.source)))
         return 0
-    print(deploy_space.deploy(args.repo, _token(args), args.source, private=args.private, hardware=args.hardware))
+    print(deploy.deploy(args.repo, _token(args), args.source, private=args.private, hardware=args.hardware))
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
     """Zip a finished run; print the zip's path."""
-    print(zip_run(_finished_run(args.run)))
+    print(workspace.zip_run(_finished_run(args.run)))
     return 0
 
 
@@ -318,27 +302,24 @@ def _number(value: float | None) -> str:
 
 
 def _fill_mask(args: argparse.Namespace) -> int:
-    """Print the top guesses for each mask, as a table or as JSON."""
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
-    results = fill_mask(args.model, args.text, top_k=args.top_k, targets=targets)
+    """Print the top guesses for each mask with the text they make, or the service's answer as JSON."""
+    targets = tuple(t.strip() for t in args.targets.split(",")) if args.targets else ()
+    filled = playground.fill(playground.FillRequest(args.model, args.text, args.top_k, targets=targets))
     if args.json:
-        print(json.dumps(results, ensure_ascii=False))
+        print(json.dumps(dataclasses.asdict(filled), ensure_ascii=False))
         return 0
-    spelled = mask_token(args.model)
-    for number, guesses in enumerate(results, start=1):
-        if len(results) > 1:
+    for number, guesses in enumerate(filled.guesses, start=1):
+        if len(filled.guesses) > 1:
             print(f"mask {number}:")
         for guess in guesses:
-            word = word_label(guess["token_str"])
-            sentence = filled_sequence(args.text, results, number - 1, guess, spelled)
-            print(f"  {guess['score']:7.2%}  {word:<20}  {sentence}")
+            print(f"  {guess.probability:7.2%}  {guess.word:<20}  {guess.text}")
     return 0
 
 
 def _preview(args: argparse.Namespace) -> int:
     """Print what a run with these options would train on and cost here (as JSON with --json)."""
-    _end_with_parent()  # the app's previews end with the app
-    result = preview(train_config(args))
+    launch.end_with_parent()  # the app's previews end with the app
+    result = launch.preview_here(train_config(args))
     if args.json:
         print(json.dumps(result.to_dict()))
         return 0
@@ -366,30 +347,10 @@ def _preview(args: argparse.Namespace) -> int:
 
 def _train_queued(args: argparse.Namespace) -> int:
     """Train a queued run as its identity says (the app's queue runs this in a child process); SIGTERM stops it
-    after its current step. Events go to the run's events.jsonl, as for every run."""
-    _end_with_parent()
-    os.nice(settings.current().train_nice)  # the app's requests first; idle cores are the run's
-    limit = settings.current().run_memory_mb
-    if limit:
-        limit_this_process(limit)
-    else:
-        prefer_as_oom_victim()
-    run = RunDir(args.run)
-    identity = run.identity()
+    after its current step."""
     with _stop_on_signals() as stop:
-        results = train(run.config(), stop=stop, resume=identity.resume, probes=identity.probes, budget=identity.budget)
+        results = launch.train_queued(args.run, stop)
     return 0 if results.status == COMPLETED else EXIT_STOPPED
-
-
-def _end_with_parent() -> None:
-    """Under the app's queue (Linux): be killed when the app's process dies, as a run inside the app was; the run
-    is then interrupted and resumes from its last checkpoint."""
-    parent = os.environ.get(PARENT_PID_VARIABLE)
-    if parent is None or not sys.platform.startswith("linux"):
-        return
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != int(parent):  # it died before prctl took effect
-        os._exit(EXIT_STOPPED)
 
 
 @contextlib.contextmanager
@@ -426,11 +387,11 @@ def _generate(args: argparse.Namespace) -> int:
 def _info(args: argparse.Namespace) -> int:
     """Print the device, whether the hub is reachable, the offline defaults and where runs are kept (ValueError for
     a runs folder that cannot hold runs)."""
-    online = hub_access.is_online()
-    print(f"device: {describe_device()}")
+    online = hosting.is_online()
+    print(f"device: {hosting.describe_device()}")
     print(f"hub: {'reachable' if online else 'not reachable: use --model starter --dataset builtin'}")
-    print(f"starter model: {STARTER_DIR if STARTER_DIR.is_dir() else 'missing (python -m starter)'}")
-    storage = check_runs_folder(runs_root())
+    print(f"starter model: {hosting.STARTER_DIR if hosting.STARTER_DIR.is_dir() else 'missing (python -m starter)'}")
+    storage = hosting.check_runs_folder(runs_root())
     print(f"runs folder: {storage.path}, {storage.where()}")
     return 0
 

@@ -65,14 +65,15 @@ def predict_masks(
 
 
 def fill_and_rank(
-    model: str, text: str, top_k: int = 5, answer: str = ""
+    model: str, text: str, top_k: int = 5, answer: str = "", targets: list[str] | None = None
 ) -> tuple[list[list[dict[str, Any]]], tuple[int, float] | None]:
     """`fill_mask`'s results and, for a text with one mask and a right `answer` (a word of any number of pieces),
     its (rank, probability) among the words shown (see `word_rank`), from one reading of the masks; the rank is None
     when there is no answer, several masks, or the answer reads as no token or makes the text too long. ValueError
     in plain words as `fill_mask`."""
     tokenizer, lm = _masked_lm(model)
-    return _fill(tokenizer, lm, text, top_k, None, MAX_PIECES, answer.strip() if isinstance(answer, str) else "")
+    answer = answer.strip() if isinstance(answer, str) else ""
+    return _fill(tokenizer, lm, text, top_k, targets, MAX_PIECES, answer)
 
 
 def _fill(

@@ -15,6 +15,7 @@ from mlm_core.system.storage import RunsStorage, check_runs_folder
 
 __all__ = [
     "STARTER",
+    "STARTER_DIR",
     "RunsStorage",
     "builtin_text",
     "check_runs_folder",

@@ -1,4 +1,5 @@
-"""Preview, check and start a run: what the Train tab's buttons call, the same loading functions as the run."""
+"""Preview, check, start and train a run: what the Train tab's buttons and the CLI call, the same loading functions as
+the run. `preview` runs in a child process (the app's), `preview_here` in this one (the CLI's)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
+from mlm_core.children import EXIT_STOPPED, end_with_parent, train_queued
 from mlm_core.children import preview_in_child as preview
 from mlm_core.config import FILE_DATASET, TrainConfig
 from mlm_core.data.lm_data import prepare_data
@@ -16,21 +18,28 @@ from mlm_core.runs.model_sources import STARTER
 from mlm_core.runs.records import new_run_name
 from mlm_core.tasks import detect_task
 from mlm_core.training.budget_fit import BudgetFit, fit_to_budget
+from mlm_core.training.loop import train
 from mlm_core.training.memory_check import check_fits
 from mlm_core.training.preflight import Preview
+from mlm_core.training.preflight import preview as preview_here
 from mlm_core.training.setup import check_names
 
 __all__ = [
+    "EXIT_STOPPED",
     "FILE_SUFFIXES",
     "STARTER",
     "BudgetFit",
     "Preview",
     "check_inputs",
     "describe_device",
+    "end_with_parent",
     "fit_to_budget",
     "label_of",
     "new_run",
     "preview",
+    "preview_here",
+    "train",
+    "train_queued",
 ]
 
 

@@ -76,7 +76,8 @@ def _model(value: object) -> str:
 
 @dataclass(frozen=True)
 class FillRequest:
-    """Fill the masks of `text` with `model`'s `top_k` likeliest words, ranking the right word `answer` if given.
+    """Fill the masks of `text` with `model`'s `top_k` likeliest words (or of the candidate words `targets` only),
+    ranking the right word `answer` if given.
     Made from whatever a page or an API client sent: numbers may come as floats; ValueError in plain words for a
     value of the wrong kind or range (what depends on the model, such as the text's length in tokens, is checked
     when it reads the text)."""
@@ -85,6 +86,7 @@ class FillRequest:
     text: str
     top_k: int = 5
     answer: str = ""
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self):
         object.__setattr__(self, "model", _model(self.model))
@@ -92,6 +94,9 @@ class FillRequest:
         if not isinstance(self.answer, str):
             raise ValueError("answer: type the right word as text")
         object.__setattr__(self, "answer", self.answer.strip())
+        if not isinstance(self.targets, (list, tuple)) or not all(isinstance(t, str) for t in self.targets):
+            raise ValueError("targets: give the candidate words as a list of texts")
+        object.__setattr__(self, "targets", tuple(t for t in self.targets if t.strip()))
 
 
 @dataclass(frozen=True)
@@ -134,7 +139,7 @@ def fill(request: FillRequest) -> Filled:
     a model that cannot fill masks, a text without masks or with too many, or more guesses than the vocabulary
     holds."""
     model, text = request.model, request.text
-    results, ranked = inference.fill_and_rank(model, text, request.top_k, request.answer)
+    results, ranked = inference.fill_and_rank(model, text, request.top_k, request.answer, list(request.targets) or None)
     mask = inference.mask_token(model)
     guesses = tuple(
         tuple(

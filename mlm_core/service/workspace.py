@@ -43,6 +43,7 @@ __all__ = [
     "RunIdentity",
     "RunResults",
     "Workspace",
+    "list_runs",
     "push_run",
     "runs_root",
     "zip_run",

@@ -102,6 +102,13 @@ def checked_files(root: Path = PROJECT_ROOT) -> list[str]:
     return files
 
 
+def dry_run(repo_id: str, root: Path = PROJECT_ROOT) -> list[str]:
+    """The files `deploy(repo_id, ..., root)` would upload; ValueError in plain words as `deploy` for the Space's
+    name and the files."""
+    hub_access.check_hub_id(repo_id, "repo_id", "use the form 'owner/space-name'", namespace=True)
+    return checked_files(root)
+
+
 def deploy(
     repo_id: str, token: str, root: Path = PROJECT_ROOT, private: bool = False, hardware: str | None = None
 ) -> str:
