@@ -28,7 +28,9 @@ def test_start_queue_stop_then_the_queued_run_completes_and_fills_masks(client, 
     streaming = wait_for(client, first, lambda s: count(s, "step") >= 3, timeout=180)
     assert streaming["status"] == "running" and count(streaming, "eval") >= 1  # base perplexity came first
 
-    board = client.predict(visitor="", probes=probes, **train_form(epochs=1, eval_steps=10), api_name="/start")
+    board = client.predict(
+        visitor="", probes=probes, **train_form(epochs=1, eval_steps=6, slice="train[:30]"), api_name="/start"
+    )
     second = board[0]
     assert "Queued, position 1" in board[1]
     assert status(client, second)["status"] == "queued" and status(client, second)["position"] == 1

@@ -23,7 +23,7 @@ TYPED_TOKEN = "hf_TypedIntoThePasswordField987654321"
 @pytest.mark.slow
 def test_planted_tokens_appear_in_no_output(app_server, tmp_path):
     client = Client(app_server["url"], verbose=False)
-    run = start(client, epochs=1)
+    run = start(client, max_steps=3)
     assert wait_for(client, run, ended, timeout=180)["status"] == "completed"
     seen = []
     for token in (TYPED_TOKEN, ""):  # typed into the field, or taken from HF_TOKEN in the app's environment
