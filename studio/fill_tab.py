@@ -9,20 +9,9 @@ from mlm_core.service import playground
 from mlm_core.service.playground import STARTER, default_examples, is_online
 from mlm_core.service.workspace import COMPLETED, RUN_PREFIX, Workspace
 
-from . import figures
+from . import figures, lent_gpu
 from .access import Access
 from .text import escaped, refusal
-
-try:  # ZeroGPU Spaces lend a GPU per call; elsewhere the decorator is a no-op
-    import spaces
-
-    gpu = spaces.GPU
-except ImportError:
-
-    def gpu(fn):
-        """No ZeroGPU here: run as is."""
-        return fn
-
 
 # The default run's held-out probe sentences, with their answers (written by `python -m starter`).
 EXAMPLES = [[e["text"], e["answer"]] for e in default_examples()] or [
@@ -184,47 +173,53 @@ class FillTab:
         causal = playground.generates(model)
         return gr.update(visible=not causal), gr.update(visible=causal)
 
-    @gpu
     def fill(self, text, top_k, model_a, model_b, answer=""):
         """Fill the masks with two models side by side: charts, tables, and where each ranks the right word;
         gr.Error (a `refusal`) in plain words for bad input or a model that cannot fill masks."""
-        outputs = []
+        models = [model for model in (model_a, model_b) if model]
         try:
-            for model in (model_a, model_b):
-                if not model:
-                    outputs += [None, None, ""]
-                    continue
-                request = playground.FillRequest(model, text, top_k, answer if isinstance(answer, str) else "")
-                filled = playground.fill(request)
-                outputs += [
-                    figures.predictions_figure(filled.guesses, _short(filled.model)),
-                    figures.predictions_table(filled.guesses),
-                    answer_note(request.answer, filled),
-                ]
+            answer = answer if isinstance(answer, str) else ""
+            requests = tuple(playground.FillRequest(model, text, top_k, answer) for model in models)
+            for request in requests:
+                playground.load(request.model)
         except ValueError as error:
             raise refusal(error) from None
+        answers = iter(lent_gpu.fill(requests) if requests else ())
+        outputs = []
+        for model in (model_a, model_b):
+            if not model:
+                outputs += [None, None, ""]
+                continue
+            filled = next(answers)
+            outputs += [
+                figures.predictions_figure(filled.guesses, _short(filled.model)),
+                figures.predictions_table(filled.guesses),
+                answer_note(requests[0].answer, filled),
+            ]
         return outputs
 
-    @gpu
     def surprise(self, text, model_a, model_b):
         """Each word of a paragraph coloured by how surprised each model is by it, and the biggest changes;
         gr.Error (a `refusal`) in plain words for bad input or a model that cannot fill masks."""
+        models = [model for model in (model_a, model_b) if model]
         try:
-            scored = [playground.surprise(model, text) if model else [] for model in (model_a, model_b)]
+            for model in models:
+                playground.load(model)
         except ValueError as error:
             raise refusal(error) from None
+        answers = iter(lent_gpu.surprise(tuple((model, text) for model in models)) if models else ())
+        scored = [next(answers) if model else [] for model in (model_a, model_b)]
         return (*[surprise_highlights(pieces) for pieces in scored], surprise_changes(*scored))
 
-    @gpu
     def generate(self, model, prompt, max_new_tokens, temperature, top_p, seed):
         """Continue a prompt with a causal model; gr.Error (a `refusal`) in plain words for bad input or a model
         that cannot generate."""
         try:
-            return playground.generate(
-                playground.GenerateRequest(model, prompt, max_new_tokens, temperature, top_p, seed)
-            )
+            request = playground.GenerateRequest(model, prompt, max_new_tokens, temperature, top_p, seed)
+            playground.load(request.model)
         except ValueError as error:
             raise refusal(error) from None
+        return lent_gpu.generate(request)
 
 
 def answer_note(answer: str, filled: playground.Filled) -> str:

@@ -16,7 +16,7 @@ from mlm_core.service.hosting import (
     RunsStorage,
     builtin_text,
     check_runs_folder,
-    describe_device,
+    describe_hardware,
     forbid_local_paths,
     is_online,
     preload,
@@ -50,7 +50,7 @@ def header(access: Access, storage: RunsStorage) -> str:
     lines = [
         "# MLM Studio",
         "Fine-tune a language model on text you care about, then ask it to fill in words.  ",
-        f"**Device:** {describe_device()} · {hub}  ",
+        f"**Device:** {describe_hardware()} · {hub}  ",
         f"**Built-in text:** {builtin_text()}  ",
         f"**Built-in model (`{STARTER}`):** {starter_summary()}  ",
         f"**Runs:** {storage.describe(on_space=settings.current().on_space)}",

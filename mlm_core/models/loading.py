@@ -13,7 +13,7 @@ import torch
 
 from mlm_core.models.heads import probe_ids
 from mlm_core.runs.model_sources import is_local, resolve_source
-from mlm_core.system import hub_access
+from mlm_core.system import hub_access, settings
 from mlm_core.tasks import Task, detect_task, lm_classes
 
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "longformer", "roberta-prelayernorm")
@@ -131,13 +131,26 @@ def max_block_size(config, tokenizer) -> int:
     return int(min(positions, limit))
 
 
+_on_lent_gpu = False  # set in a ZeroGPU call's worker process, where the GPU is real
+
+
+def use_lent_gpu() -> None:
+    """Say that this process now holds a GPU ZeroGPU lent it (called first in each GPU call, in the worker process
+    the `spaces` package forks for it): from here on the GPU is real, if this machine has one."""
+    global _on_lent_gpu
+    _on_lent_gpu = True
+
+
 def default_device() -> torch.device:
-    """The GPU when there is one, else the CPU."""
+    """The GPU when there is one, else the CPU. On ZeroGPU the app's own process only pretends to have one
+    (`spaces` patches `torch.cuda` there): the CPU, except inside a GPU call (`use_lent_gpu`)."""
+    if settings.current().zero_gpu and not _on_lent_gpu:
+        return torch.device("cpu")
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
 def describe_device(device: torch.device | None = None) -> str:
-    """'NVIDIA H100 (79 GB)' or 'CPU (2 threads)'."""
+    """'NVIDIA H100 (79 GB)' or 'CPU (2 threads)' (on ZeroGPU outside a GPU call: the CPU, where the work runs)."""
     device = device or default_device()
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
@@ -159,17 +172,22 @@ def load_for_inference(name: str | Path):
     config_file = Path(source) / "config.json"
     stat = config_file.stat() if config_file.is_file() else None
     key = (source, (stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns) if stat else None)
+    device = default_device()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with _inference_cache_lock:
         if key in _inference_cache:
             _inference_cache.move_to_end(key)
-            return _inference_cache[key]
+            tokenizer, model, task = _inference_cache[key]
+            if model.device != device:  # loaded on the CPU by the app's process, used in a ZeroGPU call
+                model.to(device, dtype)
+            return tokenizer, model, task
     tokenizer = load_tokenizer(name)
     config = load_config(name)
     task = detect_task(config, tokenizer)
-    device = default_device()
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     model = load_model(name, task, dtype=dtype).to(device).eval()
-    loaded = tokenizer, _with_onednn_linears(model) if device.type == "cpu" else model, task
+    # oneDNN's layers stay on the CPU: not for a model a ZeroGPU call may move to its GPU.
+    onednn = device.type == "cpu" and not settings.current().zero_gpu
+    loaded = tokenizer, _with_onednn_linears(model) if onednn else model, task
     with _inference_cache_lock:
         _inference_cache[key] = loaded
         while len(_inference_cache) > INFERENCE_CACHE_MODELS:

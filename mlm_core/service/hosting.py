@@ -20,12 +20,22 @@ __all__ = [
     "builtin_text",
     "check_runs_folder",
     "describe_device",
+    "describe_hardware",
     "forbid_local_paths",
     "is_online",
     "preload",
     "settings",
     "starter_summary",
 ]
+
+
+def describe_hardware() -> str:
+    """What the header says the app runs on: the device, or on ZeroGPU what is lent per call and what is not."""
+    if settings.current().zero_gpu:
+        return (
+            f"ZeroGPU for fill-mask, surprise and generation (a GPU lent per call); training on the {describe_device()}"
+        )
+    return describe_device()
 
 
 def builtin_text() -> str:

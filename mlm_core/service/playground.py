@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlm_core.models import inference
-from mlm_core.models.loading import load_config
+from mlm_core.models.loading import load_config, load_for_inference, use_lent_gpu
 from mlm_core.models.starter import default_examples
 from mlm_core.models.words import word_label
 from mlm_core.runs.model_sources import STARTER
@@ -24,7 +24,9 @@ __all__ = [
     "generate",
     "generates",
     "is_online",
+    "load",
     "surprise",
+    "use_lent_gpu",
     "word_label",
 ]
 
@@ -131,6 +133,13 @@ class GenerateRequest:
             object.__setattr__(self, "seed", _whole(self.seed, "seed", 0, 2**32 - 1))
         else:
             object.__setattr__(self, "seed", None)
+
+
+def load(model: str) -> None:
+    """Load `model` for the playground in this process, so that its calls find it in memory: on ZeroGPU the app's
+    process loads it on the CPU, and each GPU call's worker process, forked from it, moves it to the lent GPU (a bad
+    name is refused here, before any GPU time is asked for). ValueError in plain words when it cannot load."""
+    load_for_inference(_model(model))
 
 
 def fill(request: FillRequest) -> Filled:

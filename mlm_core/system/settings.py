@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 
 NO_LIMIT = {"0", "none", "off"}
-YES, NO = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+YES, NO = {"1", "t", "true", "yes", "on"}, {"0", "f", "false", "no", "off"}  # "t": as the spaces package reads
 
 
 def _setting(variable: str, default: object, what: str, shown: str | None = None, **options):
@@ -116,6 +116,13 @@ class Settings:
     space_id: str | None = _setting("SPACE_ID", None, "set by every Space: public mode, one trusted proxy", "unset")
     space_author: str | None = _setting(
         "SPACE_AUTHOR_NAME", None, "set by every Space: its author has the owner's rights", "unset"
+    )
+    zero_gpu: bool = _setting(
+        "SPACES_ZERO_GPU",
+        False,
+        "set by a ZeroGPU Space: a GPU is lent only inside the app's GPU calls (fill-mask, surprise, generate); "
+        "elsewhere the app's process works on the CPU",
+        "unset",
     )
     oauth_client_id: str | None = _setting(
         "OAUTH_CLIENT_ID",
