@@ -108,8 +108,13 @@ def outcome_text(results: RunResults | None) -> str:
         f"held-out text was as hard for the model as picking among about {base:,.0f} equally likely words; now it "
         f"is about {final:,.0f}. The model is {abs(1 - final / base):.0%} {change} surprised by your kind of text "
         f"(lower is better).{accuracy_text(results)}{added_text(results)} It was trained on {results.tokens:,} "
-        f"tokens in {duration(results.seconds)}{ending}"
+        f"tokens in {duration(results.seconds)}{on_device(results)}{ending}"
     )
+
+
+def on_device(results: RunResults) -> str:
+    """' on the CPU (2 threads)': where the run trained, as it recorded it (empty for a run that did not)."""
+    return f" on the {escaped(results.device)}" if results.device else ""
 
 
 def added_text(results: RunResults) -> str:

@@ -90,7 +90,7 @@ class GuideEstimate:
             return f"{guide}: could not be measured here ({markdown_escaped(self.error or '')})."
         measured, fit = self.measured, self.quick(0)
         line = (
-            f"{guide} takes about **{duration(measured.estimated_seconds)}** on {describe_device()} "
+            f"{guide} takes about **{duration(measured.estimated_seconds)}** on {measured.device or describe_device()} "
             f"({measured.total_steps:,} steps at {measured.seconds_per_step:.2f} s, measured)."
         )
         if fit.rows == measured.records:

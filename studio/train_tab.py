@@ -244,8 +244,9 @@ class TrainTab:
             f"**{rows} → {result.tokens:,} tokens → {result.train_blocks:,} training and "
             f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens** (text column "
             f"{markdown_escaped(result.text_column)}).",
-            f"**Estimate on {describe_device()}:** {result.total_steps:,} steps at {result.seconds_per_step:.2f} "
-            f"s each (measured) → about **{board.duration(result.estimated_seconds)}**, using about "
+            f"**Estimate on {result.device or describe_device()}:** {result.total_steps:,} steps at "
+            f"{result.seconds_per_step:.2f} s each (measured) → about "
+            f"**{board.duration(result.estimated_seconds)}**, using about "
             f"**{result.memory_bytes / 2**30:.1f} GiB** of memory.",
             f"**Your words:** {result.pieces_per_word:.2f} pieces each on average; {result.whole_word_share:.0%} "
             "of them are one piece of this model's vocabulary (the model guesses those in one go).",

@@ -143,9 +143,11 @@ def test_figures_and_text_from_events():
         "accuracy_counts": "hidden words",
         "added_words": ["greenhouse", "<b>bold</b>"],
         "tokens_saved": 0.083,
+        "device": "CPU (2 threads)",
     }
     text = board.outcome_text(board.results_from([*events, Done(status="completed", results=results)]))
     assert "7.4 → 4.5" in text and "39% less surprised" in text
+    assert "trained on 128 tokens in 2 s on the CPU (2 threads) and is now in the" in text  # where it really ran
     assert "guesses <b>41% of the hidden words</b> of your held-out text right, up from 30%" in text
     assert (
         "2 of your words were added as tokens of their own (greenhouse, &lt;b&gt;bold&lt;/b&gt;); your text "

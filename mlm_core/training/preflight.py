@@ -14,7 +14,7 @@ import torch
 from mlm_core.config import TrainConfig
 from mlm_core.data.sources import count_rows
 from mlm_core.events import Status
-from mlm_core.models.loading import default_device
+from mlm_core.models.loading import default_device, describe_device
 from mlm_core.models.word_fit import measure_fit
 from mlm_core.models.words import group_words, word_text
 from mlm_core.system.hub_access import is_online
@@ -55,6 +55,7 @@ class Preview:
     pieces_per_word: float = 0.0  # tokens per word of the training text (first FIT_BLOCKS blocks)
     whole_word_share: float = 0.0  # share of its words that are one token
     fit_advice: str | None = None  # what to do when the model does not know the text's script
+    device: str = ""  # where the steps were timed, as `describe_device` names it
 
     def to_dict(self) -> dict:
         """JSON-ready dict (the task by name), as `python -m mlm_core preview --json` prints it."""
@@ -126,6 +127,7 @@ def preview(config: TrainConfig) -> Preview:
         pieces_per_word=round(fit.pieces_per_word, 3),
         whole_word_share=round(fit.whole_share, 4),
         fit_advice=fit.advice(is_online()),
+        device=describe_device(),
     )
 
 
