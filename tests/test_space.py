@@ -21,7 +21,7 @@ from huggingface_hub import SpaceCard
 from mlm_core.system.storage import RunsStorage, mount_of
 from studio.train_tab import QUICK_FIELDS
 
-from .app_client import ended, message, start, train_form, visitor_at, wait_for
+from .app_client import count, ended, message, start, train_form, visitor_at, wait_for
 from .conftest import ROOT, SPACE_OAUTH, start_app
 from .hub_content import DATASET_ID, MASKED_ID, SPLIT_ROWS
 from .test_hub_path import online, run_cli
@@ -201,13 +201,14 @@ def test_a_signed_in_push_needs_the_scopes_the_front_matter_asks_for(space, alic
     assert {"config.json", "model.safetensors", "README.md"} <= set(space.hub.files("model", "alice/eli5-quick"))
 
 
-@pytest.mark.slow  # a run trains while the app restarts, then the queued run trains (about 90 s on 2 cores)
+@pytest.mark.slow  # a run trains while the app restarts, then the queued run trains
 def test_runs_the_queue_the_limits_and_the_tracker_come_back_after_a_restart(space, alices_run):
     bob = visitor_at(space.url, "198.51.100.2")
     carol = visitor_at(space.url, "198.51.100.3")
     long_run = start(bob, max_steps=RUN_STEPS, eval_steps=50)
     waiting = start(carol, max_steps=4, eval_steps=2, report_to="trackio")
     assert wait_for(carol, waiting, lambda s: True, timeout=10)["status"] == "queued"
+    wait_for(bob, long_run, lambda s: count(s, "step") >= 1, timeout=120)  # training when the app restarts
 
     space.restart()
     carol = visitor_at(space.url, "198.51.100.3")
