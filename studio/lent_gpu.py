@@ -12,7 +12,9 @@ call longer than the visitor's quota left.
 
 from __future__ import annotations
 
-from mlm_core.service import playground
+import math
+
+from mlm_core.service import launch, playground
 
 from .text import refusal
 
@@ -31,6 +33,7 @@ CALL_S = 10  # a call's fixed part: the worker's start, the model's move to the 
 SURPRISE_CHARACTERS_PER_S = 500  # pseudo-log-likelihood: one forward per word, batched
 LONGEST_TEXT = 5_000  # characters: a longer text is refused inside the call for its length, not for the quota
 GENERATED_TOKENS_PER_S = 20
+SLICE_START_S = 30  # a slice's fixed part: the model and data loaded, the held-out set measured, a checkpoint saved
 
 
 def fill_seconds(requests: tuple[playground.FillRequest, ...]) -> int:
@@ -46,6 +49,11 @@ def surprise_seconds(requests: tuple[tuple[str, str], ...]) -> int:
 def generate_seconds(request: playground.GenerateRequest) -> int:
     """The duration asked for `generate`: longer for more tokens."""
     return CALL_S + request.max_new_tokens // GENERATED_TOKENS_PER_S
+
+
+def slice_seconds(folder: str, steps: int, seconds_per_step: float) -> int:
+    """The duration asked for `train_slice`: its steps at the pace measured so far, and its fixed part."""
+    return CALL_S + SLICE_START_S + math.ceil(steps * seconds_per_step)
 
 
 @GPU(duration=fill_seconds)
@@ -74,5 +82,16 @@ def generate(request: playground.GenerateRequest) -> str:
     playground.use_lent_gpu()
     try:
         return playground.generate(request)
+    except ValueError as error:
+        raise refusal(error) from None
+
+
+@GPU(duration=slice_seconds)
+def train_slice(folder: str, steps: int, seconds_per_step: float) -> launch.Slice:
+    """`launch.train_slice` on the lent GPU: at most `steps` steps of the run in `folder` (a path of this server,
+    never a visitor's), ending with a checkpoint; `seconds_per_step` only sizes the call. gr.Error in plain words."""
+    playground.use_lent_gpu()
+    try:
+        return launch.train_slice(folder, steps)
     except ValueError as error:
         raise refusal(error) from None

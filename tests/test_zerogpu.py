@@ -5,17 +5,24 @@ where training runs."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import time
 import urllib.request
 
 import pytest
 from gradio_client import Client
 
+from mlm_core.events import Eval, Step
+from mlm_core.runs.records import RunIdentity
+from mlm_core.runs.run_dir import RunDir
 from mlm_core.service import playground
+from mlm_core.training.loop import train
+from studio import lent_gpu
 
 from .app_client import message
-from .conftest import ROOT, start_app
+from .conftest import ROOT, start_app, tiny_config
 
 STANDIN = ROOT / "tests" / "zerogpu"
 QUOTA_S = 20  # a fill (15 s asked) or a short generation (10 s) fits; one of 256 tokens (22 s) does not
@@ -109,3 +116,34 @@ def test_the_header_says_training_runs_on_the_cpu(zero_gpu_app):
 def test_the_app_logs_no_traceback(zero_gpu_app):
     log = zero_gpu_app["log"].read_text(encoding="utf-8", errors="replace")
     assert "Traceback" not in log, log[-3000:]
+
+
+def _standin():
+    """The stand-in's module beside the real `spaces` (this process stays as it is: no ZeroGPU variable set)."""
+    spec = importlib.util.spec_from_file_location("zerogpu_standin", STANDIN / "spaces" / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_run_trained_in_slices_of_gpu_calls_ends_where_an_uninterrupted_run_does(tiny_mlm, tmp_path):
+    config = tiny_config(tiny_mlm, tmp_path / "whole", slice="train[:60]")
+    whole = train(config)
+    sliced = config.replace(output_dir=str(tmp_path / "sliced"))
+    RunDir(sliced.output_dir).create(sliced, RunIdentity(source="app", queued_at=time.time()))  # as Start queues it
+    gpu_call = _standin()._LentGPU(lent_gpu.train_slice, lent_gpu.slice_seconds)  # forked, pickled, as ZeroGPU
+
+    slices, pace = [], 1.0
+    while not slices or slices[-1].status == "stopped":
+        slices.append(gpu_call(sliced.output_dir, 8, pace))
+        pace = slices[-1].seconds_per_step or pace
+    assert [s.status for s in slices] == ["stopped"] * (len(slices) - 1) + ["completed"] and len(slices) >= 3
+    assert [s.step for s in slices[:-1]] == [8 * n for n in range(1, len(slices))]
+
+    events = {name: RunDir(tmp_path / name).events() for name in ("whole", "sliced")}
+    losses = {name: {e.step: e.loss for e in got if isinstance(e, Step)} for name, got in events.items()}
+    assert sorted(losses["sliced"]) == sorted(losses["whole"]) == list(range(1, whole.steps + 1))
+    for step, loss in losses["sliced"].items():
+        assert loss == pytest.approx(losses["whole"][step], abs=1e-5), step
+    final = {name: [e.eval_loss for e in got if isinstance(e, Eval)][-1] for name, got in events.items()}
+    assert final["sliced"] == pytest.approx(final["whole"], abs=1e-5)

@@ -3,7 +3,9 @@ the run. `preview` runs in a child process (the app's), `preview_here` in this o
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,9 +15,11 @@ from mlm_core.config import FILE_DATASET, TrainConfig
 from mlm_core.data.lm_data import prepare_data
 from mlm_core.data.store_cache import default_cache_dir
 from mlm_core.data.text_files import FILE_SUFFIXES
+from mlm_core.events import Event, Step
 from mlm_core.models.loading import default_device, describe_device, load_config, load_tokenizer, max_block_size
 from mlm_core.runs.model_sources import STARTER
 from mlm_core.runs.records import new_run_name
+from mlm_core.runs.run_dir import RunDir
 from mlm_core.tasks import detect_task
 from mlm_core.training.budget_fit import BudgetFit, fit_to_budget
 from mlm_core.training.loop import train
@@ -30,6 +34,7 @@ __all__ = [
     "STARTER",
     "BudgetFit",
     "Preview",
+    "Slice",
     "check_inputs",
     "describe_device",
     "end_with_parent",
@@ -40,6 +45,7 @@ __all__ = [
     "preview_here",
     "train",
     "train_queued",
+    "train_slice",
 ]
 
 
@@ -78,3 +84,40 @@ def check_inputs(config: TrainConfig, on_progress: Callable[[int, int | None], N
     # so; the run checks again with them.
     weightless = SimpleNamespace(config=model_config, parameters=lambda: iter(()))
     check_fits(weightless, config.batch_size, block_size, task.labelled_share(config.mlm_probability), default_device())
+
+
+@dataclass(frozen=True)
+class Slice:
+    """What one slice of a run did: the run's status after it (`stopped` while steps are left), the step it reached,
+    and the seconds a step took in it (None with fewer than two steps), to size the next slice."""
+
+    status: str
+    step: int
+    seconds_per_step: float | None
+
+
+def train_slice(folder: str, steps: int) -> Slice:
+    """Train the run in `folder` (new, stopped or interrupted) for at most `steps` more steps from its checkpoint,
+    then stop it after that step, with a checkpoint the next slice resumes from: a run trained in slices ends at the
+    weights of an uninterrupted one, as a stopped and resumed run does. On ZeroGPU, one GPU call. ValueError in
+    plain words for a run that cannot train (as `train`'s)."""
+    run = RunDir(folder)
+    identity = run.identity()
+    stop, seen = threading.Event(), []
+
+    def count_steps(event: Event) -> None:
+        if isinstance(event, Step):
+            seen.append(event)
+            if len(seen) >= steps:
+                stop.set()
+
+    results = train(
+        run.config(),
+        on_event=count_steps,
+        stop=stop,
+        resume=identity.resume or run.checkpoint() is not None,
+        probes=identity.probes,
+        budget=identity.budget,
+    )
+    pace = (seen[-1].time - seen[0].time) / (len(seen) - 1) if len(seen) > 1 else None
+    return Slice(results.status, results.steps, pace)

@@ -11,7 +11,8 @@ arguments, `size=`) and, as the real one, returns the task itself unless SPACES_
 - its arguments are pickled to a worker process forked from the app (kept for the next call while it lives), where
   `torch.cuda` is itself again, and its result is pickled back; a result or argument that does not pickle fails
   the call;
-- a call past its duration is killed ("GPU task aborted"); an exception other than gr.Error reaches the caller as
+- a call past its duration is killed ("GPU task aborted");
+- the worker computes on the CPU with one thread (see `_serve`); an exception other than gr.Error reaches the caller as
   "ZeroGPU worker error" naming its class, a gr.Error as it was raised.
 Each call adds one JSON line to STANDIN_ZEROGPU_JOURNAL when set: the task, the worker's process id, the bytes
 pickled each way, the seconds asked for and taken, the visitor, and the outcome.
@@ -120,7 +121,13 @@ class _LentGPU:
         """The worker's loop: unpickle a call, run it, pickle its outcome back."""
         global _in_worker
         _in_worker = True
-        torch.cuda.is_available = _real_is_available  # a lent GPU is a real one
+        if ZERO_GPU:
+            torch.cuda.is_available = _real_is_available  # a lent GPU is a real one
+        import torch as cpu_torch
+
+        # Here the CPU does a GPU's work, on one thread: OpenMP's thread pool does not survive a fork (a parent that
+        # ran a parallel region deadlocks the child's first one), and a real worker computes on its GPU.
+        cpu_torch.set_num_threads(1)
         while True:
             try:
                 args, kwargs = pickle.loads(connection.recv_bytes())
