@@ -57,6 +57,11 @@ def test_family_trains_fills_masks_and_scores_words_or_is_refused(family, tmp_pa
         sentence = filled_sequence(text, results, 0, guess, tokenizer.mask_token)  # as the page and the CLI show it
         assert "  " not in sentence and not any(t in sentence for t in tokenizer.all_special_tokens), sentence
         assert sentence.startswith("The function returns") and sentence.endswith(" list.")
+    if tokenizer.decode(tokenizer.encode(" function", add_special_tokens=False)).strip() == "function":
+        # a word of any number of pieces is shown as a word of its own (not "returnsfunction")
+        [[whole]] = fill_mask(str(tmp_path / "run"), text, top_k=1, targets=["function"])
+        shown = filled_sequence(text, [[whole]], 0, whole, tokenizer.mask_token)
+        assert shown == "The function returns function list.", shown
     row["fill-mask"] = "yes"
 
     scored = word_surprise(str(tmp_path / "run"), SURPRISE_TEXT)

@@ -13,6 +13,7 @@ from mlm_core.data.tokenizing import encode_with_offsets, word_spans
 from mlm_core.models.heads import masked_logits
 from mlm_core.models.loading import has_trained_mlm_head, load_for_inference, max_block_size
 from mlm_core.models.word_guesses import MAX_PIECES, RANK_WIDTH, WordGuess, guess_words, word_probability, word_rank
+from mlm_core.models.words import marks_word_starts, starts_word
 
 MASK_SPELLINGS = re.compile(r"<mask>|\[MASK\]")
 MAX_TEXT_CHARS = 20_000
@@ -35,8 +36,8 @@ def filled_sequence(
     text: str, results: list[list[dict[str, Any]]], which: int, guess: dict[str, Any], mask_token: str | None = None
 ) -> str:
     """The text as typed (masks spelled `<mask>`, `[MASK]` or the model's `mask_token`), with mask number `which`
-    filled by `guess` (a piece that continues the word before it joins it) and every other mask shown as ___; the
-    pipeline's sequence when the masks cannot be matched up."""
+    filled by `guess` (joined to the word before it when its first piece continues a word: `guess["joins"]`) and
+    every other mask shown as ___; the pipeline's sequence when the masks cannot be matched up."""
     spelling = MASK_SPELLINGS if not mask_token else re.compile(f"{MASK_SPELLINGS.pattern}|{re.escape(mask_token)}")
     spans = list(spelling.finditer(text))
     if len(spans) != len(results):
@@ -44,7 +45,7 @@ def filled_sequence(
     token, out, end = guess["token_str"], [], 0
     for index, span in enumerate(spans):
         before = text[end : span.start()]
-        if index == which and not token[:1].isspace() and token.strip():
+        if index == which and guess.get("joins") and token.strip():
             before = before.rstrip()
         out += [before, token.strip().removeprefix("##") if index == which else "___"]
         end = span.end()
@@ -241,8 +242,10 @@ def word_pieces(tokenizer, word: str) -> list[int]:
 
 def _propositions(tokenizer, input_ids, masks: list[int], guesses: list[list[WordGuess]]) -> list[list[dict[str, Any]]]:
     """Pipeline-shaped results from the word guesses at each mask (its position in `input_ids`): score, token (the
-    first piece), tokens (all pieces), token_str (the pieces decoded together), and the text with them filled in."""
+    first piece), tokens (all pieces), token_str (the pieces decoded together), the text with them filled in, and
+    joins (the first piece continues the word before the mask, as `##ing` or a piece without `Ġ` or `▁` does)."""
     single = len(masks) == 1
+    starts = starts_word(tokenizer, len(tokenizer)) if marks_word_starts(tokenizer) else None
     results = []
     for at, row_guesses in zip(masks, guesses):
         row = []
@@ -255,6 +258,7 @@ def _propositions(tokenizer, input_ids, masks: list[int], guesses: list[list[Wor
                     "tokens": list(guess.pieces),
                     "token_str": tokenizer.decode(list(guess.pieces), clean_up_tokenization_spaces=False),
                     "sequence": tokenizer.decode(filled, skip_special_tokens=single),
+                    "joins": starts is not None and guess.pieces[0] < len(starts) and not bool(starts[guess.pieces[0]]),
                 }
             )
         results.append(row)

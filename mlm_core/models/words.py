@@ -42,6 +42,15 @@ def _continuation_test(tokenizer):
     return lambda piece: not piece.startswith(("Ġ", "▁", " ", "Ċ", "\n"))
 
 
+def marks_word_starts(tokenizer) -> bool:
+    """Whether the tokenizer's pieces say where words start (WordPiece's `##`, byte-level BPE's `Ġ`, SentencePiece's
+    `▁`): two words make two pieces, none of them the space, nor marked as a word's end (XLM's `</w>`). Byte- and
+    character-level tokenizers spell the space as a piece of its own, so a piece of theirs says nothing of the word
+    it belongs to."""
+    pieces = tokenizer.tokenize("a b")
+    return len(pieces) == 2 and not any(piece.endswith("</w>") for piece in pieces)
+
+
 _STARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its `starts_word` table
 
 
