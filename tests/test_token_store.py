@@ -14,7 +14,7 @@ import torch
 from mlm_core.config import TrainConfig
 from mlm_core.data import store_builder, store_cache
 from mlm_core.data.builtin_corpus import reference_records
-from mlm_core.data.lm_data import prepare_data, split_indices
+from mlm_core.data.lm_data import HELD_OUT_SEED, prepare_data, split_indices
 from mlm_core.data.sources import load_records
 from mlm_core.data.tokenizing import PreparationStopped, word_starts
 
@@ -35,7 +35,7 @@ def list_recipe(config: TrainConfig, tokenizer, block_size: int) -> dict:
     records = load_records(config)
     texts = extract_texts(records, config.text_column or "text")
     grouped = group_texts(tokenize(tokenizer, texts, with_offsets=config.whole_word_masking), block_size)
-    train, eval_ = split_indices(len(grouped["input_ids"]), config.eval_fraction, config.seed)
+    train, eval_ = split_indices(len(grouped["input_ids"]), config.eval_fraction, HELD_OUT_SEED)
     out = {"train": grouped["input_ids"][train.numpy()], "eval": grouped["input_ids"][eval_.numpy()]}
     if config.whole_word_masking:
         out["train_offsets"] = torch.from_numpy(grouped["offset_mapping"][train.numpy()])

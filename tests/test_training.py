@@ -6,8 +6,10 @@ import time
 
 import pytest
 import torch
+from transformers import AutoTokenizer
 
 from mlm_core.config import TrainConfig
+from mlm_core.data.lm_data import prepare_data
 from mlm_core.events import Eval, Step, read_events
 from mlm_core.runs.checkpoint import checkpoint_dirs
 from mlm_core.runs.run_dir import RunDir
@@ -374,6 +376,16 @@ def test_runs_of_any_length_on_the_same_data_measure_base_and_final_on_the_same_
     during = [e for e in short_events if isinstance(e, Eval)]
     assert short.eval_blocks > 0 and len(during) >= 2  # the curve scores the run's part of the sample
     assert short.final_perplexity != longer.final_perplexity
+
+
+def test_runs_that_differ_only_by_seed_are_measured_on_the_same_held_out_sample(tiny_mlm, tmp_path):
+    runs = {seed: _config(tiny_mlm, tmp_path / str(seed), max_steps=2, seed=seed) for seed in (1, 7)}
+    results = {seed: train(config) for seed, config in runs.items()}
+    assert results[1].base_perplexity == results[7].base_perplexity  # the same blocks, the same hidden tokens
+    assert results[1].final_perplexity != results[7].final_perplexity  # trained differently
+    tokenizer = AutoTokenizer.from_pretrained(tiny_mlm)
+    held_out = {seed: prepare_data(config, tokenizer, config.block_size).eval for seed, config in runs.items()}
+    assert torch.equal(held_out[1][:], held_out[7][:])  # no run trains on another's held-out text
 
 
 def test_a_stopped_run_reports_its_last_evaluation_against_the_base_on_the_same_part(tiny_mlm, tmp_path):

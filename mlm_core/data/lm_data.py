@@ -29,6 +29,7 @@ from mlm_core.data.token_store import Blocks, TokenStore
 from mlm_core.data.tokenizing import PreparationStopped
 
 __all__ = [
+    "HELD_OUT_SEED",
     "LMData",
     "PreparationStopped",
     "as_text",
@@ -39,6 +40,12 @@ __all__ = [
     "sample_texts",
     "split_indices",
 ]
+
+
+# The held-out sample (which blocks, which of their tokens are hidden, which sentences are probes) follows this seed,
+# not the run's: runs on the same data are measured on the same sample whatever their seeds, and no run trains on
+# another's held-out text. It is the default seed, so a run at the default seed splits as the guides' recipe does.
+HELD_OUT_SEED = 42
 
 
 @dataclass(frozen=True)
@@ -130,14 +137,14 @@ def prepare_data(
 
 
 def _split(store: TokenStore, config: TrainConfig, block_size: int, rank: int, world: int, reused: bool) -> LMData:
-    """Blocks of the store, split train/eval by seed; with several processes, this one's share."""
+    """Blocks of the store, split train/eval by `HELD_OUT_SEED`; with several processes, this one's share."""
     n_blocks = store.tokens // block_size
     if n_blocks < 2:
         raise ValueError(
             f"block_size: the text makes {store.tokens} tokens, fewer than two blocks of {block_size} "
             "(one to train, one to evaluate); add text or lower block_size"
         )
-    train_idx, eval_idx = (t.numpy() for t in split_indices(n_blocks, config.eval_fraction, config.seed))
+    train_idx, eval_idx = (t.numpy() for t in split_indices(n_blocks, config.eval_fraction, HELD_OUT_SEED))
     train_total, eval_total = len(train_idx), len(eval_idx)
     if world > 1:
         share = train_total // world

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from mlm_core.config import TrainConfig, check_report_to
+from mlm_core.data.lm_data import HELD_OUT_SEED
 from mlm_core.data.tokenizing import PreparationStopped
 from mlm_core.events import Checkpoint, Done, Eval, Event, Probe, Started, Status, Step
 from mlm_core.models.inference import score_probe
@@ -194,12 +195,12 @@ class TrainingRun:
         masked = self.setup.task.inference == "fill-mask"
         starts = starts_word(self.setup.tokenizer, len(self.setup.tokenizer)) if masked else None
         self.evaluator = Evaluator(
-            self.batcher(seed=cfg.seed + 1),
+            self.batcher(seed=HELD_OUT_SEED + 1),
             data.eval,
             data.eval_word_starts,
             self.eval_size,
             cfg.batch_size * EVAL_BATCH_FACTOR,
-            seed=cfg.seed + 2,
+            seed=HELD_OUT_SEED + 2,
             own_share=data.sharded,
             starts_table=starts,
         )
@@ -428,7 +429,7 @@ class TrainingRun:
             return
         model = self.accelerator.unwrap_model(self.objective).model.eval()
         self.probes = heldout_probes(
-            self.setup.tokenizer, model, self.setup.data, AUTO_PROBES, self.config.seed, blocks=AUTO_PROBE_BLOCKS
+            self.setup.tokenizer, model, self.setup.data, AUTO_PROBES, HELD_OUT_SEED, blocks=AUTO_PROBE_BLOCKS
         )
         if self.probes:
             self.emit(Status(f"Watching {len(self.probes)} held-out sentences, each with a word hidden."))

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from mlm_core.config import TrainConfig
+from mlm_core.data.lm_data import HELD_OUT_SEED
 from mlm_core.data.sources import count_rows
 from mlm_core.events import Status
 from mlm_core.models.loading import default_device, describe_device
@@ -102,7 +103,7 @@ def preview(config: TrainConfig) -> Preview:
     sample = eval_sample_size(len(data.eval), total_steps, config.batch_size * config.gradient_accumulation, every)
     eval_seconds = (total_steps // every + 2) * sample * seconds / config.batch_size * FORWARD_COST
     probes = (
-        heldout_probes(setup.tokenizer, setup.model.eval(), data, 5, config.seed)
+        heldout_probes(setup.tokenizer, setup.model.eval(), data, 5, HELD_OUT_SEED)
         if setup.task.inference == "fill-mask"
         else []
     )
