@@ -7,7 +7,7 @@ import gradio as gr
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
 from mlm_core.service import playground
 from mlm_core.service.playground import STARTER, default_examples, is_online
-from mlm_core.service.workspace import COMPLETED, RUN_PREFIX, Workspace
+from mlm_core.service.workspace import COMPLETED, INTERRUPTED, RUN_PREFIX, STOPPED, Workspace
 
 from . import figures, lent_gpu
 from .access import Access
@@ -146,19 +146,23 @@ class FillTab:
         )
 
     def choices(self) -> list[tuple[str, str]]:
-        """Models to compare: the starter, hub bases when online, and every completed run."""
+        """Models to compare: the starter, hub bases when online, every completed run, and every stopped or
+        interrupted one at its last checkpoint."""
         choices = [("starter (built-in)", STARTER)]
         if is_online():
             choices += [(m, m) for m in (DEFAULT_MODEL, DEFAULT_CAUSAL_MODEL)]
         for run in self.studio.runs():
-            if run.status() == COMPLETED:
-                results = run.results()
-                ppl = (
-                    f" (perplexity {results.base_perplexity:,.0f} → {results.final_perplexity:,.0f})"
-                    if results and results.final_perplexity is not None
-                    else ""
-                )
-                choices.append((f"run {run.identity().label}{ppl}", f"{RUN_PREFIX}{run.name}"))
+            status = run.status()
+            if status != COMPLETED and (status not in {STOPPED, INTERRUPTED} or run.checkpoint() is None):
+                continue
+            results = run.results()
+            ppl = (
+                f" (perplexity {results.base_perplexity:,.0f} → {results.final_perplexity:,.0f})"
+                if results and results.final_perplexity is not None and results.base_perplexity is not None
+                else ""
+            )
+            where = "" if status == COMPLETED else f", {status} at step {results.steps:,}" if results else f", {status}"
+            choices.append((f"run {run.identity().label}{ppl}{where}", f"{RUN_PREFIX}{run.name}"))
         return choices
 
     def open(self):

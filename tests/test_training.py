@@ -11,6 +11,7 @@ from transformers import AutoTokenizer
 from mlm_core.config import TrainConfig
 from mlm_core.data.lm_data import prepare_data
 from mlm_core.events import Eval, Step, read_events
+from mlm_core.models.inference import fill_mask
 from mlm_core.runs.checkpoint import checkpoint_dirs
 from mlm_core.runs.run_dir import RunDir
 from mlm_core.training.loop import evaluate, train
@@ -116,6 +117,9 @@ def test_stop_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_mlm, tmp_p
     from transformers import AutoModelForMaskedLM
 
     AutoModelForMaskedLM.from_pretrained(checkpoint)  # loadable as it is
+    text = "The <mask> statement exits a loop."
+    [guesses] = fill_mask(str(tmp_path / "cut"), text, top_k=2)  # a stopped run is tried as it stands
+    assert guesses == fill_mask(str(checkpoint), text, top_k=2)[0]
 
     resumed, resumed_events = _run(interrupted, resume=True)
     assert resumed.status == "completed" and resumed.steps == full.steps

@@ -175,8 +175,10 @@ class RunDir:
                 link_or_copy(file, self.path / file.name)
 
     def saved_model(self) -> Path:
-        """The model folder to load; ValueError in plain words while the run has not completed."""
-        folder = self.model_dir()
+        """The model folder to load: a completed run's saved model, else its newest checkpoint (the weights where a
+        stopped or interrupted run stopped, or a training run's latest); ValueError in plain words when it has
+        neither."""
+        folder = self.model_dir() or self.checkpoint()
         if folder is None:
             raise ValueError(f"model: run {self.name} has not completed ({self.status()}), so it has no saved model")
         return folder
