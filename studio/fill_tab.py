@@ -145,12 +145,12 @@ class FillTab:
             api_name="generate",
         )
 
-    def choices(self) -> list[tuple[str, str]]:
-        """Models to compare: the starter, hub bases when online, every completed run, and every stopped or
-        interrupted one at its last checkpoint."""
-        choices = [("starter (built-in)", STARTER)]
+    def _listed(self) -> list[tuple[str, str, bool]]:
+        """Models to compare, as (label, value, finished): the starter, hub bases when online, every completed run,
+        and every stopped or interrupted one at its last checkpoint (not finished)."""
+        listed = [("starter (built-in)", STARTER, True)]
         if is_online():
-            choices += [(m, m) for m in (DEFAULT_MODEL, DEFAULT_CAUSAL_MODEL)]
+            listed += [(m, m, True) for m in (DEFAULT_MODEL, DEFAULT_CAUSAL_MODEL)]
         for run in self.studio.runs():
             status = run.status()
             if status != COMPLETED and (status not in {STOPPED, INTERRUPTED} or run.checkpoint() is None):
@@ -162,13 +162,14 @@ class FillTab:
                 else ""
             )
             where = "" if status == COMPLETED else f", {status} at step {results.steps:,}" if results else f", {status}"
-            choices.append((f"run {run.identity().label}{ppl}{where}", f"{RUN_PREFIX}{run.name}"))
-        return choices
+            listed.append((f"run {run.identity().label}{ppl}{where}", f"{RUN_PREFIX}{run.name}", status == COMPLETED))
+        return listed
 
     def open(self):
-        """Refresh the model lists; by default compare the starter with the newest fine-tuned run."""
-        choices = self.choices()
-        newest = next((value for _, value in choices if value.startswith(RUN_PREFIX)), STARTER)
+        """Refresh the model lists; by default compare the starter with the newest completed run."""
+        listed = self._listed()
+        newest = next((value for _, value, done in listed if done and value.startswith(RUN_PREFIX)), STARTER)
+        choices = [(label, value) for label, value, _ in listed]
         return gr.update(choices=choices, value=STARTER), gr.update(choices=choices, value=newest)
 
     @staticmethod
