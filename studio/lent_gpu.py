@@ -43,7 +43,9 @@ def fill_seconds(requests: tuple[playground.FillRequest, ...]) -> int:
 
 def surprise_seconds(requests: tuple[tuple[str, str], ...]) -> int:
     """The duration asked for `surprise`: longer for longer texts."""
-    return CALL_S + sum(5 + min(len(text), LONGEST_TEXT) // SURPRISE_CHARACTERS_PER_S for _, text in requests)
+    # Runs before the call, on what a visitor sent: a text that is none asks the least (it is refused inside).
+    lengths = [min(len(text), LONGEST_TEXT) if isinstance(text, str) else 0 for _, text in requests]
+    return CALL_S + sum(5 + length // SURPRISE_CHARACTERS_PER_S for length in lengths)
 
 
 def generate_seconds(request: playground.GenerateRequest) -> int:

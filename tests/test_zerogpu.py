@@ -21,7 +21,7 @@ from mlm_core.service import playground
 from mlm_core.training.loop import train
 from studio import lent_gpu
 
-from .app_client import message
+from .app_client import message, raw_call
 from .conftest import ROOT, start_app, tiny_config
 
 STANDIN = ROOT / "tests" / "zerogpu"
@@ -90,6 +90,22 @@ def test_a_refusal_inside_a_gpu_call_reaches_the_visitor_in_plain_words(zero_gpu
     said = message(refused.value)
     assert "mask" in said and "ZeroGPU worker error" not in said, said
     assert _calls(zero_gpu_app["journal"])[-1]["outcome"] == "error"  # refused inside the call, not before it
+
+
+def test_a_crafted_call_is_refused_in_words_before_or_inside_the_gpu_call(zero_gpu_app):
+    for endpoint, values in (
+        ("surprise", {"text": None, "model_a": "starter", "model_b": ""}),  # the duration reads the text first
+        ("fill_mask", {"text": ["x"], "top_k": 3, "model_a": "starter", "model_b": "", "answer": ""}),
+        ("fill_mask", {"text": "A <mask>.", "top_k": 10**9, "model_a": {"a": 1}, "model_b": "", "answer": ""}),
+    ):
+        answer = raw_call(zero_gpu_app["url"], endpoint, values)
+        said = answer.get("error", "null")
+        assert said != "null" and "Traceback" not in said, (endpoint, answer)  # a message, in words
+        assert "ZeroGPU worker error" not in said, (endpoint, answer)
+    *_, table, _, _, _, _ = _visitor(zero_gpu_app["url"], "dan").predict(
+        TEXT, 2, "starter", "", "", api_name="/fill_mask"
+    )
+    assert len(table["data"]) == 2  # and the app keeps serving
 
 
 def test_a_call_longer_than_the_quota_left_is_refused_in_zerogpus_words_and_the_app_keeps_serving(
