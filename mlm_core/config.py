@@ -46,13 +46,19 @@ class TrainConfig:
         max_length=200,
     )
     dataset_file: str | None = _field(
-        None, "Path of an uploaded .txt, .csv, .jsonl or .json file (dataset 'file').", max_length=4096
+        None,
+        "Path of an uploaded file: text (.txt, .md, .jsonl, .json), a table (.csv, .tsv, .xlsx, .ods, .parquet) or "
+        "a document (.docx, .pdf) (dataset 'file').",
+        max_length=4096,
     )
     slice: str = _field(
         "train", "Which rows to use: 'train' for all, or e.g. 'train[:5000]' or 'train[10%:20%]'.", max_length=64
     )
     text_column: str | None = _field(
-        None, "Column holding the text (nested fields as 'answers.text'); empty: detect.", max_length=200
+        None,
+        "Column holding the text (nested fields as 'answers.text'), or several separated by commas, joined per "
+        "row; empty: detect ('text' if there is one, else every column of sentences).",
+        max_length=200,
     )
     block_size: int = _field(128, "Tokens the model reads at once; text is cut into blocks this long.", min=8, max=8192)
     mlm_probability: float = _field(
@@ -106,7 +112,7 @@ class TrainConfig:
         if not self.dataset.strip():
             raise ValueError(f"dataset: give a hub dataset id, {', '.join(BUILTIN_DATASETS)} or '{FILE_DATASET}'")
         if self.dataset == FILE_DATASET and not self.dataset_file:
-            raise ValueError("dataset_file: dataset 'file' needs the path of a .txt, .csv, .jsonl or .json file")
+            raise ValueError("dataset_file: dataset 'file' needs the path of an uploaded file")
         if self.dataset_file and self.dataset != FILE_DATASET:
             raise ValueError(f"dataset: a dataset_file was given, so dataset must be '{FILE_DATASET}'")
         if not SLICE_PATTERN.match(self.slice):

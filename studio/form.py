@@ -68,10 +68,11 @@ def build_data_fields(models: list[str], first: dict[str, str]) -> dict[str, gr.
             visible=first["dataset"] == HUB,
             elem_id="hub-dataset",
         ),
+        # Any file may be chosen: one we do not read is refused once, in words that say how to convert it (a
+        # file_types filter answers with Gradio's generic toast instead).
         "dataset_file": gr.File(
-            label=f"Your text (.txt, .csv, .jsonl, .json; up to {settings.current().max_upload_mb} MB)",
+            label=f"Your text ({', '.join(FILE_SUFFIXES)}; up to {settings.current().max_upload_mb} MB)",
             visible=False,
-            file_types=list(FILE_SUFFIXES),
             type="filepath",
             elem_id="dataset-file",
         ),
@@ -151,11 +152,13 @@ def build_settings_fields(first: dict[str, str], trackers: list[str]) -> dict[st
 
 
 def source_changed(source: str) -> tuple:
-    """Show the hub id box or the upload box, and the rows a first run of that source should use."""
+    """Show the hub id box or the upload box, the rows a first run of that source should use, and no text column
+    (the next data's are detected)."""
     return (
         gr.update(visible=source == HUB),
         gr.update(visible=source == FILE_DATASET),
         gr.update(value=DEFAULT_HUB_SLICE if source == HUB else "train"),
+        "",
     )
 
 

@@ -161,8 +161,12 @@ class TrainTab:
         """Connect the tab's events (API names are the public endpoints)."""
         form, view, visitor = self.form, self.board_view, self.visitor_state
         form["dataset"].change(
-            source_changed, form["dataset"], [form["hub_dataset"], form["dataset_file"], form["slice"]], api_name=False
+            source_changed,
+            form["dataset"],
+            [form["hub_dataset"], form["dataset_file"], form["slice"], form["text_column"]],
+            api_name=False,
         )
+        form["dataset_file"].change(lambda: "", None, form["text_column"], api_name=False)  # columns follow the file
         form["model"].change(
             self.model_changed, form["model"], [form["mlm_probability"], form["learning_rate"]], api_name=False
         )
@@ -186,7 +190,7 @@ class TrainTab:
         self.preview_btn.click(
             self.preview,
             inputs_kwargs=form,
-            outputs=[self.preview_md, self.example, self.probes, form["text_column"]],
+            outputs=[self.preview_md, self.example, self.probes],
             api_name="preview",
             concurrency_limit=1,
         ).success(  # it trains a few real steps
@@ -242,8 +246,8 @@ class TrainTab:
         rows = f"{result.records:,} of {result.rows_total:,} rows" if result.rows_total else f"{result.records:,} rows"
         lines = [
             f"**{rows} → {result.tokens:,} tokens → {result.train_blocks:,} training and "
-            f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens** (text column "
-            f"{markdown_escaped(result.text_column)}).",
+            f"{result.eval_blocks:,} held-out blocks of {result.block_size} tokens**, from the text of "
+            f"{_columns(result.text_column)}.",
             f"**Estimate on {result.device or describe_device()}:** {result.total_steps:,} steps at "
             f"{result.seconds_per_step:.2f} s each (measured) → about "
             f"**{board.duration(result.estimated_seconds)}**, using about "
@@ -256,7 +260,7 @@ class TrainTab:
         ]
         probes = "\n".join(probe.line() for probe in result.probes)
         example = gr.update(value=result.example, visible=True)
-        return "\n\n".join(lines), example, probes or gr.skip(), result.text_column
+        return "\n\n".join(lines), example, probes or gr.skip()
 
     def start(
         self, visitor=None, probes="", request: gr.Request = None, dataset_file=None, progress=gr.Progress(), **form
@@ -432,6 +436,14 @@ def without_text(result) -> str:
     """The sentence for rows left out because their column held no text."""
     left = result.records - result.documents
     return (
-        f"{left:,} of the {result.records:,} rows hold no text in {result.text_column!r} (empty, or a number, "
+        f"{left:,} of the {result.records:,} rows hold no text in {result.text_column} (empty, or a number, "
         "a list or another value that is not text) and are left out."
     )
+
+
+def _columns(text_column: str) -> str:
+    """The text columns a preview read, in words, with how to choose others (the names are the data's: escaped)."""
+    names = [markdown_escaped(name.strip()) for name in text_column.split(",")]
+    listed = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    joined = ", joined per row" if len(names) > 1 else ""
+    return f"column{'s' * (len(names) > 1)} {listed}{joined} (to choose others, name them in Text column)"

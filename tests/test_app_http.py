@@ -118,9 +118,9 @@ def test_bad_input_is_a_plain_message_and_the_app_keeps_serving(client):
 
 
 def test_preview_reports_blocks_an_example_and_an_estimate(client):
-    summary, example, probes, column = client.predict(**train_form(), api_name="/preview")
+    summary, example, probes = client.predict(**train_form(), api_name="/preview")
     assert "training and" in summary and "Estimate on CPU" in summary and "GiB" in summary
-    assert column == "text" and probes.count("<mask>") == len(probes.splitlines()) >= 1
+    assert "from the text of column text (" in summary and probes.count("<mask>") == len(probes.splitlines()) >= 1
     tokens = example if isinstance(example, list) else example["value"]
     assert any(t.get("class_or_confidence") == "hidden" for t in tokens)
     assert all(" => " in line for line in probes.splitlines())  # each picked probe comes with its answer
@@ -135,10 +135,10 @@ def test_preview_reads_a_nested_upload_and_says_how_many_rows_it_uses(client, tm
         "\n".join(json.dumps({"id": i, "meta": {"body": r["text"]}}) for i, r in enumerate(reference_records()[:30])),
         encoding="utf-8",
     )
-    summary, _, _, column = client.predict(
+    summary, _, _ = client.predict(
         **train_form(dataset="file", dataset_file=handle_file(str(upload)), slice="train[:20]"), api_name="/preview"
     )
-    assert column == "meta.body" and "20 of 30 rows" in summary
+    assert "column meta.body (" in summary and "20 of 30 rows" in summary
 
 
 def test_the_surprise_view_colours_every_word_under_both_models(client):

@@ -89,7 +89,12 @@ def test_file_formats(tmp_path):
         ("bad.txt", b"caf\xe9 latin-1", "is not UTF-8 text"),
         ("bad.jsonl", b'{"text": "ok"}\n{"text": broken\n', "line 2 is not valid JSON"),
         ("bad.json", b"[1, 2", "not valid JSON"),
-        ("bad.pdf", b"%PDF", "use a .txt, .csv, .jsonl, .json file"),
+        ("bad.pdf", b"%PDF", "cannot be read as a PDF"),
+        (
+            "letter.doc",
+            b"\xd0\xcf",
+            "is not a kind of file this app reads: open it in Word or LibreOffice and save it as .docx",
+        ),
     ],
 )
 def test_bad_files_are_explained(tmp_path, name, content, message):

@@ -153,7 +153,7 @@ def test_start_refuses_what_preview_refuses_in_the_same_words_and_leaves_no_run(
 
 def test_the_preview_keeps_paragraph_breaks(client, tiny_mlm, tmp_path):
     upload = _text_file(tmp_path, "garden.txt", GARDEN)
-    _, example, _, _ = client.predict(**train_form(**_upload(upload, **_quick(tiny_mlm))), api_name="/preview")
+    _, example, _ = client.predict(**train_form(**_upload(upload, **_quick(tiny_mlm))), api_name="/preview")
     words = [token["token"] for token in (example if isinstance(example, list) else example["value"])]
     text = "".join(words)
     assert "\n\n" in words and not re.search(r"\.(Note|[A-Z][a-z])", text), text  # never "ivy.Roses"

@@ -20,12 +20,10 @@ def whole_file_records(path) -> list[dict]:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
         return [{"text": p} for p in (p.strip() for p in text.split("\n\n")) if p]
     if suffix == ".csv":
-        try:
-            dialect = csv.Sniffer().sniff(text[:65536], delimiters=",;\t|")
-        except csv.Error:
-            dialect = csv.excel
-        rows = list(csv.DictReader(io.StringIO(text), dialect=dialect))
-        return [{k: v for k, v in row.items() if k is not None} for row in rows]
+        header = text.split("\n", 1)[0]
+        delimiter = max(",;\t|", key=header.count) if any(d in header for d in ",;\t|") else ","
+        rows = list(csv.DictReader(io.StringIO(text), delimiter=delimiter))
+        return [{k: v for k, v in row.items() if v is not None} for row in rows]
     if suffix == ".jsonl":
         return [as_record(json.loads(line)) for line in text.splitlines() if line.strip()]
     data = json.loads(text)
@@ -40,7 +38,7 @@ CASES = {
     "crlf.txt": "\ufeffOne\r\n\r\nTwo\r\r\nstill two\r\n \r\n\r\nThree é ünï 中文 \U0001f600\r",
     "spaces.txt": "  \n\n  a  \n\n\n\n\t\n\nb\n\nc",
     "quoted.csv": 'id;body\n1;"Hello; world\nacross lines"\n2;Bye\r\n3;"é ""quoted"""\n',
-    "commas.csv": 'id,body,extra\n1,"a, b",x\n2,c,y,surplus\n',
+    "commas.csv": 'id,body,extra\n1,"a, b",x\n2,c\n',
     "lines.jsonl": '{"a": {"text": ["x", "y"]}}\n\n"bare"\r\n  \n[1, 2]\n{"t": "\\u2028 in a string"}\n{"n": 1}',
     "array.json": '[{"text": "q", "n": 12345678901234567890}, "s", 3.25e-7, [1, {"a": null}], {"deep": {"x": "é"}}]',
     "object.json": '{"version": 2, "meta": {"n": [1]}, "data": [{"text": "one"}, {"text": "two"}], "name": "x"}',
@@ -70,6 +68,10 @@ BROKEN = {
     "latin1.txt": ("caf\xe9".encode("latin-1"), r"is not UTF-8 text \(byte 3\)"),
     "late-latin1.txt": (b"x" * 100 + "\xe9".encode("latin-1") + b"y", r"is not UTF-8 text \(byte 100\)"),
     "blank.txt": (" \n\n \t ", "is empty"),
+    "surplus.csv": (
+        'id,body\n1,"a, b"\n2,c,d\n',
+        "line 3 has 3 cells where the header names 2: put a cell that holds ','",
+    ),
 }
 
 

@@ -1,4 +1,5 @@
-"""Records and their text: nested fields flattened to dotted names, the text column found, lists of text joined."""
+"""Records and their text: nested fields flattened to dotted names, the text columns found (one, or several joined
+per row), lists of text joined."""
 
 from __future__ import annotations
 
@@ -46,14 +47,23 @@ def text_value(value: Any) -> str | None:
     return text if text and text.strip() else None
 
 
+def column_names(column: str) -> list[str]:
+    """The names in a text-column choice: one name, or several separated by commas ('title, instructions')."""
+    return [name.strip() for name in column.split(",") if name.strip()]
+
+
 def text_of(record: Record, column: str) -> str | None:
-    """The record's text in `column`, as `text_value`."""
-    return text_value(record.get(column))
+    """The record's text in `column`, as `text_value`; for several columns, their texts in order, one per line
+    (None when none holds text)."""
+    texts = [text for name in column_names(column) if (text := text_value(record.get(name))) is not None]
+    return "\n".join(texts) if texts else None
 
 
 def detect_text_column(records: Sequence[Record]) -> str:
-    """The column that holds the prose: a preferred name if it holds text, else the longest text column; ValueError
-    listing the columns when none holds text."""
+    """The columns that hold the prose: a preferred name ('text', 'answers.text', ...) if it holds text, else every
+    column of sentences (text with spaces in most rows: not ids or one-word labels) in the records' order, e.g.
+    'title, ingredients, instructions', else the longest text column; ValueError listing the columns when none holds
+    text."""
     sample = records[:200]
     lengths: dict[str, list[int]] = {}
     for record in sample:
@@ -69,14 +79,16 @@ def detect_text_column(records: Sequence[Record]) -> str:
     for name in PREFERRED_COLUMNS:
         if name in candidates:
             return name
-    return max(candidates, key=candidates.get)
+    spaced = [n for n in candidates if sum(" " in (as_text(r.get(n)) or "") for r in sample) * 2 >= len(sample)]
+    return ", ".join(spaced) if spaced else max(candidates, key=candidates.get)
 
 
 def check_column(records: Sequence[Record], column: str) -> None:
-    """ValueError naming the columns when none of the first records has `column`."""
-    if not any(column in record for record in records[:1000]):
-        columns = sorted({name for record in records[:200] for name in record})
-        raise ValueError(f"text_column: no column {column!r}; columns are {', '.join(columns)}")
+    """ValueError naming the columns when none of the first records has `column` (or one of its names)."""
+    for name in column_names(column) or [column]:
+        if not any(name in record for record in records[:1000]):
+            columns = sorted({name for record in records[:200] for name in record})
+            raise ValueError(f"text_column: no column {name!r}; columns are {', '.join(columns)}")
 
 
 def text_pieces(text: str, limit: int = MAX_PIECE_CHARS) -> Iterator[str]:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mlm_core.config import DEFAULT_DATASET, SLICE_PATTERN
-from mlm_core.data.columns import Record, flatten_record, text_value
+from mlm_core.data.columns import Record, column_names, flatten_record, text_of
 from mlm_core.data.source_base import (
     ARROW_BATCH_RECORDS,
     Counts,
@@ -109,12 +109,14 @@ class ArrowSource(Source):
 
     def batches(self, column: str, want: Want = lambda b: True) -> Iterator[tuple[int, list[str], Counts]]:
         """As `Source.batches`, in fixed batches of ARROW_BATCH_RECORDS rows, read by position."""
-        values = self.ds.select_columns([column])
+        names = column_names(column)
+        values = self.ds.select_columns(names)
         for number in range(math.ceil(self.total / ARROW_BATCH_RECORDS)):
             if want(number):
                 start = number * ARROW_BATCH_RECORDS
-                rows = values[start : start + ARROW_BATCH_RECORDS][column]
-                texts, held = batch_texts(map(text_value, rows))
+                batch = values[start : start + ARROW_BATCH_RECORDS]
+                rows = [dict(zip(names, row)) for row in zip(*(batch[name] for name in names))]
+                texts, held = batch_texts(text_of(row, column) for row in rows)
                 yield number, texts, Counts(len(rows), held)
 
     def fingerprint(self) -> str:

@@ -139,8 +139,8 @@ def apply_slice(records: list[Record], spec: str) -> list[Record]:
 
 
 def read_file(path: str | None) -> list[Record]:
-    """Records of an uploaded .txt (one per blank-line-separated paragraph), .csv, .jsonl or .json file; ValueError
-    in plain words when the file is missing, too large, empty, not UTF-8 or malformed."""
+    """Records of an uploaded file (`iter_file_records`), as one list; ValueError in plain words when the file is
+    missing, too large, empty, not UTF-8 or malformed."""
     return list(iter_file_records(path or ""))
 
 

@@ -1,6 +1,6 @@
-"""Uploaded files read as streams of records, a few MiB at a time: .txt paragraphs, .csv rows, .jsonl lines and the
-elements of a .json array. Memory stays flat however large the file; the records are those the whole-file readers
-made (tests compare both), and so are the error messages."""
+"""Uploaded files read as streams of records, a few MiB at a time: .txt paragraphs, .csv and .tsv rows, .jsonl lines
+and the elements of a .json array (spreadsheets and documents: `documents`). Memory stays flat however large the
+file; the records are those the whole-file readers made (tests compare both), and so are the error messages."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from mlm_core.data.columns import MAX_PIECE_CHARS, text_pieces
+from mlm_core.data.documents import DOCUMENT_SUFFIXES, TABLE_SUFFIXES, convert_hint, document_records, table_records
 from mlm_core.system import settings
 
-FILE_SUFFIXES = (".txt", ".csv", ".jsonl", ".json")
+TEXT_SUFFIXES = (".txt", ".md", ".csv", ".tsv", ".jsonl", ".json")  # UTF-8 text
+FILE_SUFFIXES = (".txt", ".md", ".csv", ".tsv", ".jsonl", ".json", ".xlsx", ".ods", ".parquet", ".docx", ".pdf")
+_EXTRA = object()  # csv.DictReader's key for the cells beyond the header's
 CHUNK_BYTES = 1 << 20  # read size (a record longer than this spans several reads); larger reads cost memory, not time
-CSV_SNIFF_CHARS = 65536
+CSV_DELIMITERS = (",", ";", "\t", "|")
 JSON_SPACE = " \t\n\r"
 _DELIMITER = re.compile(r"[ \t\n\r,\]}:]")
 
@@ -25,28 +28,47 @@ Record = dict[str, Any]
 
 
 def check_file(path: str | None) -> Path:
-    """The file, after checking its type, presence, size and that it holds something; ValueError otherwise."""
+    """The file, after checking its type, presence, size and that a text file holds something; ValueError otherwise
+    (for a type we do not read, saying how to convert it)."""
     file = Path(path or "")
-    if file.suffix.lower() not in FILE_SUFFIXES:
-        raise ValueError(f"dataset_file: use a {', '.join(FILE_SUFFIXES)} file (got {file.name!r})")
+    suffix = file.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise ValueError(
+            f"dataset_file: {file.name!r} is not a kind of file this app reads: {convert_hint(suffix)} "
+            f"(it reads {', '.join(FILE_SUFFIXES)})"
+        )
     if not file.is_file():
         raise ValueError(f"dataset_file: no such file {file.name!r}")
     size, limit_mb = file.stat().st_size, settings.current().max_upload_mb
     if size > limit_mb * 2**20:
         raise ValueError(f"dataset_file: {file.name!r} is {size / 2**20:.0f} MB; the limit is {limit_mb} MB")
-    if not any(chunk.strip() for chunk in text_chunks(file)):
+    if suffix in TEXT_SUFFIXES and not any(chunk.strip() for chunk in text_chunks(file)):
         raise ValueError(f"dataset_file: {file.name!r} is empty")
     return file
 
 
 def iter_file_records(path: str | Path) -> Iterator[Record]:
-    """Records of a .txt (one per blank-line-separated paragraph), .csv, .jsonl or .json file, streamed; ValueError
-    in plain words at once when the file cannot be used (as `check_file`), and while reading at malformed content."""
+    """Records of an uploaded file, streamed: a .txt paragraph, a .csv or .tsv row, a .jsonl line, an element of a
+    .json array, a spreadsheet's row, a document's paragraph; ValueError in plain words at once when the file cannot
+    be used (as `check_file`), and while reading at malformed content or a spreadsheet or document with no text."""
     file = check_file(str(path))
     suffix = file.suffix.lower()
     if suffix == ".txt":
         return ({"text": p} for p in txt_paragraphs(file))
-    return {".csv": _csv_records, ".jsonl": _jsonl_records, ".json": _json_records}[suffix](file)
+    if suffix in TABLE_SUFFIXES or suffix in DOCUMENT_SUFFIXES:
+        read = table_records if suffix in TABLE_SUFFIXES else document_records
+        return _not_empty(read(file), file)
+    return {".csv": _csv_records, ".tsv": _csv_records, ".jsonl": _jsonl_records, ".json": _json_records}[suffix](file)
+
+
+def _not_empty(records: Iterator[Record], file: Path) -> Iterator[Record]:
+    """`records`; ValueError when there is none."""
+    empty = True
+    for record in records:
+        empty = False
+        yield record
+    if empty:
+        raise ValueError(f"dataset_file: {file.name!r} holds no text")
 
 
 def text_chunks(file: Path) -> Iterator[str]:
@@ -119,17 +141,12 @@ def file_lines(file: Path, sep: str | None = None) -> Iterator[str]:
 
 
 def _csv_records(file: Path) -> Iterator[Record]:
-    """Rows of a CSV file with a header line (the dialect sniffed from its first 64 KiB)."""
-    sample = ""
-    for chunk in text_chunks(file):
-        sample += chunk
-        if len(sample) >= CSV_SNIFF_CHARS:
-            break
-    try:
-        dialect = csv.Sniffer().sniff(sample[:CSV_SNIFF_CHARS], delimiters=",;\t|")
-    except csv.Error:
-        dialect = csv.excel
-    rows = csv.DictReader(file_lines(file, "\n"), dialect=dialect)
+    """Rows of a .csv or .tsv file with a header line, read as Excel and Google Sheets write them (quoted cells,
+    doubled quotes, line breaks in cells), a .csv's delimiter (, ; tab |) found in its header. A row
+    with more cells than the header: rejoined when the header names one column (its text held the delimiter),
+    else ValueError naming the line."""
+    delimiter = "\t" if file.suffix.lower() == ".tsv" else _header_delimiter(file)
+    rows = csv.DictReader(file_lines(file, "\n"), dialect=csv.excel, delimiter=delimiter, restkey=_EXTRA)
     while True:
         try:
             row = next(rows)
@@ -137,7 +154,25 @@ def _csv_records(file: Path) -> Iterator[Record]:
             return
         except csv.Error as error:
             raise ValueError(f"dataset_file: the CSV cannot be read ({error})") from None
-        yield {k: v for k, v in row.items() if k is not None}
+        if _EXTRA in row:
+            if len(rows.fieldnames) != 1:
+                raise ValueError(
+                    f"dataset_file: line {rows.line_num} has {len(rows.fieldnames) + len(row[_EXTRA])} cells where "
+                    f"the header names {len(rows.fieldnames)}: put a cell that holds {delimiter!r} in double quotes "
+                    "(spreadsheets do when they save a CSV)"
+                )
+            only = rows.fieldnames[0]
+            row[only] = delimiter.join([row[only], *row.pop(_EXTRA)])
+        yield {k: v for k, v in row.items() if v is not None}
+
+
+def _header_delimiter(file: Path) -> str:
+    """The delimiter of a CSV file: whichever of , ; tab | its header line holds most (',' for a one-column header).
+    The header, unlike the rows, holds no quoted line breaks (csv.Sniffer, which compares rows, took a sheet's
+    multi-line cells for rows and guessed wrong)."""
+    header = next(file_lines(file, "\n"), "")
+    counts = {delimiter: header.count(delimiter) for delimiter in CSV_DELIMITERS}
+    return max(counts, key=counts.get) if any(counts.values()) else ","
 
 
 def _jsonl_records(file: Path) -> Iterator[Record]:
