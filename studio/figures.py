@@ -12,6 +12,7 @@ from plotly.subplots import make_subplots
 
 from mlm_core.events import Eval, Event, Probe, Step
 from mlm_core.service.playground import Guess, word_label
+from mlm_core.service.shown import place
 
 _LAYOUT = dict(
     height=320, margin=dict(l=50, r=20, t=50, b=40), template="plotly_white", legend=dict(orientation="h", y=-0.2)
@@ -248,4 +249,4 @@ def probe_table(events: Sequence[Event]) -> list[list[str]]:
 
 def _rank(probe: Probe) -> str:
     """'#3 (12%)': where the right word stood among the model's guesses."""
-    return f"#{probe.answer_rank:,} ({probe.answer_probability:.0%})"
+    return f"{place(probe.answer_rank)} ({probe.answer_probability:.0%})"

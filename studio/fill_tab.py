@@ -7,6 +7,7 @@ import gradio as gr
 from mlm_core.config import DEFAULT_CAUSAL_MODEL, DEFAULT_MODEL
 from mlm_core.service import playground
 from mlm_core.service.playground import STARTER, default_examples, is_online
+from mlm_core.service.shown import place
 from mlm_core.service.workspace import COMPLETED, INTERRUPTED, RUN_PREFIX, STOPPED, Workspace
 
 from . import figures, lent_gpu
@@ -234,7 +235,7 @@ def answer_note(answer: str, filled: playground.Filled) -> str:
     if filled.answer_rank is None:
         return f"<small>The right word <b>{escaped(answer)}</b> is too long for this text and model.</small>"
     return (
-        f"<small>The right word <b>{escaped(answer)}</b> is guess #{filled.answer_rank:,} "
+        f"<small>The right word <b>{escaped(answer)}</b> is {place(filled.answer_rank, 'guess ')} "
         f"({filled.answer_probability:.1%}).</small>"
     )
 

@@ -64,8 +64,9 @@ def escaped(text: object) -> str:
 
 def markdown_escaped(text: object) -> str:
     """Text for a Markdown component: shown as typed, with no live link, image, emphasis or code."""
-    # An HTML entity is shown as its character, but Markdown no longer reads it as syntax (":" ends autolinks).
-    return re.sub(r"[\\`*_\[\]()!#|~:]", lambda m: f"&#{ord(m[0])};", escaped(text))
+    # An HTML entity is shown as its character, but Markdown no longer reads it as syntax (":" ends autolinks). One
+    # pass: escaping HTML first made `'` into `&#x27;`, whose `#` was then escaped and shown.
+    return re.sub(r"[\\`*_\[\]()!#|~:&<>\"']", lambda m: f"&#{ord(m[0])};", str(text))
 
 
 def refusal(error: Exception | str) -> gr.Error:

@@ -160,7 +160,10 @@ def test_text_shorter_than_two_blocks_is_refused(tiny_mlm, tmp_path):
 
     (tmp_path / "short.txt").write_text("Just a few words.", encoding="utf-8")
     config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(tmp_path / "short.txt"), slice="train")
-    with pytest.raises(ValueError, match="^block_size: the text makes .* fewer than two blocks"):
+    with pytest.raises(
+        ValueError,
+        match="^block_size: your text is too short for a run: it makes .* tokens, and a run needs at least 256",
+    ):
         prepare_data(config, AutoTokenizer.from_pretrained(tiny_mlm), 128)
 
 
@@ -270,6 +273,14 @@ GREEK = (
     "Η γλώσσα είναι το σύστημα επικοινωνίας των ανθρώπων. Οι λέξεις της γράφονται με γράμματα του ελληνικού "
     "αλφαβήτου και διαβάζονται από αριστερά προς τα δεξιά."
 )
+FRENCH = (
+    "La kermesse de l'école aura lieu samedi dans la cour. Les parents sont invités à préparer des gâteaux et des "
+    "boissons pour les enfants. Nous comptons sur votre présence et votre bonne humeur."
+)
+GERMAN = (
+    "Die Schule veranstaltet am Samstag ein Sommerfest im Hof. Die Eltern werden gebeten, Kuchen und Getränke für "
+    "die Kinder mitzubringen."
+)
 ENGLISH = "The interpreter reads the statement and returns the value of the expression to the caller."
 
 
@@ -290,7 +301,15 @@ def test_the_fit_check_counts_pieces_per_word_and_names_a_script_the_model_does_
     assert english.advice(online=True) is None and english.whole_share == 1.0  # "caller." is one word of one piece
     greek = measure_fit(starter, _blocks(starter, GREEK))  # byte-level BPE spells Greek out byte by byte
     assert not greek.known and greek.script == "Greek" and greek.pieces_per_word > 5 and greek.whole_share < 0.2
-    assert MULTILINGUAL_MODEL in greek.advice(online=True) and "Add your words" in greek.advice(online=False)
+    assert MULTILINGUAL_MODEL in greek.advice(online=True) and "Add your words" not in greek.advice(online=False)
+    # French and German: a script it knows, a language it cuts into pieces; a word list counts no line break
+    for text in (FRENCH, GERMAN):
+        fit = measure_fit(starter, _blocks(starter, text))
+        assert fit.known and fit.whole_share < 0.5 and "not know" not in fit.advice(online=True)
+        assert "cuts most words of your text into pieces" in fit.advice(online=True)
+        assert MULTILINGUAL_MODEL in fit.advice(online=True) and "not reachable" in fit.advice(online=False)
+    listed = measure_fit(starter, _blocks(starter, "\n".join(ENGLISH.split())))
+    assert listed.pieces_per_word == english.pieces_per_word and listed.whole_share == english.whole_share
 
     vocab = {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, **{w: i + 3 for i, w in enumerate(sorted(set(ENGLISH.split())))}}
     backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))

@@ -62,6 +62,7 @@ def test_family_trains_fills_masks_and_scores_words_or_is_refused(family, tmp_pa
         [[whole]] = fill_mask(str(tmp_path / "run"), text, top_k=1, targets=["function"])
         shown = filled_sequence(text, [[whole]], 0, whole, tokenizer.mask_token)
         assert shown == "The function returns function list.", shown
+    _guesses_fit_where_the_mask_stands(str(tmp_path / "run"), tokenizer)
     row["fill-mask"] = "yes"
 
     scored = word_surprise(str(tmp_path / "run"), SURPRISE_TEXT)
@@ -69,6 +70,31 @@ def test_family_trains_fills_masks_and_scores_words_or_is_refused(family, tmp_pa
     assert [word.strip() for word, _ in scored] == SURPRISE_TEXT.split()
     assert all(bits is not None and math.isfinite(bits) and bits > 0 for _, bits in scored), scored
     row["surprise"] = "yes"
+
+
+def _guesses_fit_where_the_mask_stands(model: str, tokenizer) -> None:
+    """Masks at the start, the middle and the end, before punctuation and glued to a word: each filled sentence is
+    spaced as written, and where the pieces mark word starts, a guess after a space begins a word (no `##ing` or
+    `ing` alone) and one glued to a word continues it."""
+    from mlm_core.models.words import marks_word_starts, starts_word
+
+    m, marked = tokenizer.mask_token, marks_word_starts(tokenizer)
+    starts = starts_word(tokenizer, len(tokenizer))
+    cases = [
+        (f"{m} function returns a list.", None, ""),
+        (f"The {m} returns a list.", True, "The "),
+        (f"The function returns {m}", True, "The function returns "),
+        (f"The function returns {m}.", True, "The function returns "),
+        (f"The function{m} returns a list.", False, "The function"),
+    ]
+    for text, begins_word, before in cases:
+        results = fill_mask(model, text, top_k=3)
+        for guess in results[0]:
+            sentence = filled_sequence(text, results, 0, guess, m)
+            word = guess["token_str"].strip().removeprefix("##")
+            assert sentence.startswith(before + word) and "  " not in sentence, (text, sentence)
+            if marked and begins_word is not None:
+                assert bool(starts[guess["token"]]) == begins_word, (text, guess["token_str"])
 
 
 def family_table(outcomes: dict[str, dict[str, str]]) -> str:

@@ -138,7 +138,7 @@ def test_start_refuses_what_preview_refuses_in_the_same_words_and_leaves_no_run(
     before = set(_runs(client))
     for changes, words in [
         ({"model": "distilbert/distilroberta-base"}, "the hub is not reachable"),
-        (_upload(three), "fewer than two blocks"),
+        (_upload(three), "is too short for a run"),
         ({"batch_size": 4096}, "GiB of memory"),
     ]:
         with pytest.raises(AppError) as previewed:

@@ -150,7 +150,7 @@ BAD_INPUTS = [
     ("CSV with no text column", "/preview", lambda f: _upload(f, "numbers.csv"), "no column holds text"),
     ("JSONL with a broken line", "/preview", lambda f: _upload(f, "broken.jsonl"), "line 2 is not valid JSON"),
     ("JSON that is not an array", "/preview", lambda f: _upload(f, "not-an-array.json"), "array of records"),
-    ("text shorter than one block", "/preview", lambda f: _upload(f, "short.txt"), "fewer than two blocks"),
+    ("text shorter than one block", "/preview", lambda f: _upload(f, "short.txt"), "is too short for a run"),
     ("empty upload", "/preview", lambda f: _upload(f, "empty.txt"), "is empty"),
     ("an .exe upload", "/preview", lambda f: _upload(f, "program.exe"), "Invalid file type"),
     ("a text column that does not exist", "/preview", lambda f: train_form(text_column="nope"), "no column 'nope'"),

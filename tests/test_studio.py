@@ -81,9 +81,16 @@ def test_the_command_line_shown_for_a_form_gives_the_same_settings_back_through_
 
 
 def test_visitor_text_is_shown_as_text():
-    shown = markdown_escaped("[Your session expired](http://x.example) ![t](http://x.example/p.gif) <b>hi</b>")
+    import html
+
+    from markdown_it import MarkdownIt
+
+    typed = "[Your session expired](http://x.example) ![t](http://x.example/p.gif) <b>hi</b> l'école & #1 *a*"
+    shown = markdown_escaped(typed)
     assert "<" not in shown and "](" not in shown and "://" not in shown and "![" not in shown
-    assert "&lt;b&gt;" in shown
+    rendered = MarkdownIt("commonmark").render(shown)  # as a Markdown component renders it: one paragraph, no tag
+    assert rendered.startswith("<p>") and rendered.count("<") == 2, rendered
+    assert html.unescape(rendered.removeprefix("<p>").removesuffix("</p>\n")) == typed  # no "&#x27;" shown
 
 
 def test_figures_and_text_from_events():

@@ -300,12 +300,32 @@ def test_a_held_out_sample_that_hides_nothing_is_refused_in_words_not_measured_a
         dataset_file=str(text),
         block_size=8,
         mlm_probability=0.001,
-        max_steps=4,
+        max_steps=1000,  # enough steps to hide some training tokens (`check_hides_enough`)
         output_dir=str(tmp_path / "run"),
     )
     with pytest.raises(ValueError, match="the held-out sample .* hides no token to measure"):
         train(config)
     assert not (tmp_path / "run").exists()  # refused before its first step, so nothing is left
+
+
+def test_a_run_that_would_hide_no_token_is_refused_before_training(tiny_mlm, tmp_path):
+    from mlm_core.training.preflight import preview
+
+    text = tmp_path / "three.txt"
+    text.write_text("The gardener waters the beans.\n\nThe beans grow tall.\n\nThe gardener picks them.")
+    config = TrainConfig(
+        model=str(tiny_mlm),
+        dataset="file",
+        dataset_file=str(text),
+        block_size=8,
+        max_steps=2,
+        output_dir=str(tmp_path / "run"),
+    )
+    refusal = "^mlm_probability: this run would hide about 10 tokens for the model to guess in all of its 2 steps"
+    for attempt in (train, preview):  # 2 steps of 4 blocks of 8 tokens, 15% hidden
+        with pytest.raises(ValueError, match=refusal):
+            attempt(config)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_a_run_whose_loss_explodes_ends_failed_with_diverged_not_completed(tiny_mlm, tmp_path):

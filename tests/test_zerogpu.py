@@ -18,6 +18,7 @@ from mlm_core.events import Eval, Step
 from mlm_core.runs.records import RunIdentity
 from mlm_core.runs.run_dir import RunDir
 from mlm_core.service import playground
+from mlm_core.service.shown import place
 from mlm_core.training.loop import train
 from studio import lent_gpu
 
@@ -63,7 +64,7 @@ def test_the_playground_answers_from_gpu_calls_in_another_process_as_it_does_her
     assert [float(row[3]) for row in table["data"]] == pytest.approx(
         [guess.probability for guess in here.guesses[0]], abs=1e-4
     )
-    assert f"guess #{here.answer_rank:,}" in note
+    assert place(here.answer_rank, "guess ") in note
 
     shown, _, _ = visitor.predict("The break statement exits a loop.", "starter", "", api_name="/surprise")
     words = shown["value"] if isinstance(shown, dict) else shown

@@ -141,8 +141,9 @@ def _split(store: TokenStore, config: TrainConfig, block_size: int, rank: int, w
     n_blocks = store.tokens // block_size
     if n_blocks < 2:
         raise ValueError(
-            f"block_size: the text makes {store.tokens} tokens, fewer than two blocks of {block_size} "
-            "(one to train, one to evaluate); add text or lower block_size"
+            f"block_size: your text is too short for a run: it makes {store.tokens:,} tokens, and a run needs at "
+            f"least {2 * block_size:,} (two blocks of {block_size}: one to learn from, one to measure with); add "
+            "text, or lower block_size"
         )
     train_idx, eval_idx = (t.numpy() for t in split_indices(n_blocks, config.eval_fraction, HELD_OUT_SEED))
     train_total, eval_total = len(train_idx), len(eval_idx)

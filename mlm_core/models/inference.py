@@ -81,7 +81,7 @@ def _fill(
     tokenizer, lm, text: str, top_k: int, targets: list[str] | None, max_pieces: int, answer: str = ""
 ) -> tuple[list[list[dict[str, Any]]], tuple[int, float] | None]:
     """The guesses at each mask of `text` (pipeline-shaped) and the answer's (rank, probability) at a single mask."""
-    input_ids, positions, probs = _mask_probabilities(tokenizer, lm, text)
+    input_ids, positions, probs, starts = _mask_probabilities(tokenizer, lm, text)
     if not isinstance(top_k, int) or not 1 <= top_k <= len(tokenizer):
         raise ValueError(f"top_k: must be a whole number from 1 to {len(tokenizer)} (got {top_k!r})")
     limit = max_block_size(lm.config, tokenizer)
@@ -101,14 +101,14 @@ def _fill(
     else:  # a right word is ranked among RANK_WIDTH candidates, as `score_probe` ranks a probe's
         width = max(top_k, RANK_WIDTH) if answer and len(masks) == 1 else top_k
         guesses = [
-            guess_words(lm, tokenizer, input_ids, at, first, width, max_pieces, limit)
-            for at, first in zip(masks, probs)
+            guess_words(lm, tokenizer, input_ids, at, first, width, max_pieces, limit, starts=start)
+            for at, first, start in zip(masks, probs, starts)
         ]
     ranked = None
     pieces = word_pieces(tokenizer, answer) if answer and len(masks) == 1 and not targets else []
     if pieces and len(input_ids) + len(pieces) - 1 <= limit:
         probability = _probability(lm, tokenizer, input_ids, masks[0], probs[0], pieces)
-        ranked = word_rank(tokenizer, probs[0], probability, pieces, guesses[0]), probability
+        ranked = word_rank(tokenizer, probs[0], probability, pieces, guesses[0], starts[0]), probability
     return _propositions(tokenizer, input_ids, masks, [row[:top_k] for row in guesses]), ranked
 
 
@@ -123,15 +123,16 @@ def score_probe(
     """At the first mask: the top whole-word guesses as (word, probability), and the right word's rank (1: the
     top guess, see `word_rank`) and probability when it is known (a word of any number of pieces); ValueError in
     plain words for a text without a mask, with too many, or longer than the model reads."""
-    input_ids, positions, probs = _mask_probabilities(tokenizer, lm, text)
+    input_ids, positions, probs, starts = _mask_probabilities(tokenizer, lm, text)
     at, first, limit = int(positions.nonzero()[0]), probs[0], max_block_size(lm.config, tokenizer)
-    found = guess_words(lm, tokenizer, input_ids, at, first, max(top_k, RANK_WIDTH if answer else 1), max_pieces, limit)
+    width = max(top_k, RANK_WIDTH if answer else 1)
+    found = guess_words(lm, tokenizer, input_ids, at, first, width, max_pieces, limit, starts=starts[0])
     guesses = [(_word(tokenizer, guess.pieces), guess.probability) for guess in found[:top_k]]
     pieces = word_pieces(tokenizer, answer.strip()) if answer else []
     if not pieces or len(input_ids) + len(pieces) - 1 > limit:
         return guesses, None, None
     probability = _probability(lm, tokenizer, input_ids, at, first, pieces)
-    return guesses, word_rank(tokenizer, first, probability, pieces, found), probability
+    return guesses, word_rank(tokenizer, first, probability, pieces, found, starts[0]), probability
 
 
 def rank_answer(model: str, text: str, answer: str, top_k: int = RANK_WIDTH) -> tuple[int, float] | None:
@@ -156,14 +157,39 @@ def _word(tokenizer, pieces) -> str:
     return tokenizer.decode(list(pieces), clean_up_tokenization_spaces=False).strip()
 
 
-def _mask_probabilities(tokenizer, lm, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(token ids [tokens], bool mask positions [tokens], vocabulary probabilities at each mask [masks, vocab]) of a
-    text."""
+def _mask_probabilities(tokenizer, lm, text: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[bool | None]]:
+    """(token ids [tokens], bool mask positions [tokens], vocabulary probabilities at each mask [masks, vocab],
+    whether a word starts at each mask [masks] as `word_starts_at_masks`) of a text."""
     input_ids = _encode_with_masks(tokenizer, text, lm)
     positions = input_ids.eq(tokenizer.mask_token_id)
     with torch.no_grad():  # not inference_mode: MobileBERT's forward fails on inference tensors
         logits = masked_logits(lm, input_ids.to(lm.device)[None], positions.to(lm.device)[None])
-    return input_ids, positions, logits.float().softmax(dim=-1).cpu()
+    return input_ids, positions, logits.float().softmax(dim=-1).cpu(), word_starts_at_masks(tokenizer, text)
+
+
+def word_starts_at_masks(tokenizer, text: str) -> list[bool | None]:
+    """For each mask of `text`: whether a word written there would begin with a piece that starts a word (True:
+    after a space; for WordPiece also after punctuation) or one that continues the text before it (False: glued to
+    a word; for byte-level BPE and SentencePiece also after punctuation), found by tokenizing the text before the
+    mask followed by a letter; None for each mask when the tokenizer's pieces do not mark word starts."""
+    text = MASK_SPELLINGS.sub(tokenizer.mask_token, text)
+    masks = [m.start() for m in re.finditer(re.escape(tokenizer.mask_token), text)]
+    if not marks_word_starts(tokenizer):
+        return [None] * len(masks)
+    probes = [text[:at] + "x" for at in masks]
+    ids, offsets = encode_with_offsets(tokenizer, probes, add_special_tokens=False)
+    starts = starts_word(tokenizer, len(tokenizer))
+    found: list[bool | None] = []
+    for probe, row, spans in zip(probes, ids, offsets):
+        letter = len(probe) - 1
+        at = next((i for i, (a, b) in enumerate(spans) if a <= letter < b), None)
+        if at is None:
+            found.append(None)
+        elif probe[spans[at][0] : letter].strip():  # the letter merged into the word before the mask
+            found.append(False)
+        else:  # a piece that starts a word, or one after the space as a piece of its own (a small vocabulary's)
+            found.append(bool(starts[row[at]]) or (at > 0 and not tokenizer.decode(row[at - 1 : at]).strip()))
+    return found
 
 
 def _masked_lm(model: str):
@@ -187,6 +213,10 @@ def _encode_with_masks(tokenizer, text: str, lm) -> torch.Tensor:
     if n_masks > MAX_MASKS:
         raise ValueError(f"text: {n_masks} masks is too many; use at most {MAX_MASKS}")
     ids = tokenizer(text, verbose=False)["input_ids"]
+    if ids.count(tokenizer.mask_token_id) != n_masks:  # a Python tokenizer may split a mask glued to punctuation
+        ids = tokenizer(text.replace(tokenizer.mask_token, f" {tokenizer.mask_token} "), verbose=False)["input_ids"]
+        if ids.count(tokenizer.mask_token_id) != n_masks:
+            raise ValueError(f"text: this model does not read {tokenizer.mask_token} there; put spaces around it")
     # A mask token without lstrip leaves the space before it as a piece of its own (`Ġ`, `▁`) that training never
     # puts before a mask: there the mask stands for a whole piece, its space included.
     mask = tokenizer.mask_token_id

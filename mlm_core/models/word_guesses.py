@@ -4,7 +4,8 @@ A mask stands for one piece. A word of k pieces is scored on the text with k mas
 P(piece 1) * P(piece 2 | piece 1) * ... filled left to right (the left-to-right pseudo-log-likelihood of the word;
 Salazar et al. 2020, "Masked Language Model Scoring"); candidates of 2..MAX_PIECES pieces come from a beam search
 over that chain, whose first piece may be any showable token and whose later pieces continue the word
-(`continues_word`).
+(`continues_word`). A word's first piece is one that can stand where the mask is: after a space, a piece that starts a
+word (never `##ing` or a BPE piece without `Ġ` alone); glued to a word, one that continues it (`first_pieces`).
 """
 
 from __future__ import annotations
@@ -15,10 +16,22 @@ from dataclasses import dataclass
 import torch
 
 from mlm_core.models.heads import masked_logits
-from mlm_core.models.words import continues_word, showable, token_texts
+from mlm_core.models.words import continues_word, showable, starts_word, token_texts
 
 MAX_PIECES = 3  # longest word proposed; a right word of any length is still scored and ranked
 RANK_WIDTH = 20  # candidates of each length kept to rank a given word among
+
+
+def first_pieces(tokenizer, size: int, starts: bool | None) -> torch.Tensor:
+    """Bool [size] (the model's vocabulary): the tokens a proposed word may begin with where a mask stands,
+    `starts` saying whether a word begins there (True), goes on from the text before (False) or cannot be told
+    (None: any showable token)."""
+    allowed = showable(tokenizer, size)
+    if starts is not None:
+        fits = starts_word(tokenizer, size) if starts else ~starts_word(tokenizer, size)
+        if (allowed & fits).any():
+            allowed = allowed & fits
+    return allowed
 
 
 @dataclass(frozen=True)
@@ -38,11 +51,13 @@ def guess_words(
     top_k: int,
     max_pieces: int = MAX_PIECES,
     limit: int | None = None,
+    starts: bool | None = None,
 ) -> list[WordGuess]:
     """The `top_k` likeliest words at the mask at position `at` of `input_ids` [tokens], best first, one word per
     spelling: those of one piece from `first` (the vocabulary probabilities there [vocab]), longer ones by beam
-    search over texts with 2..`max_pieces` masks in its place (each no longer than `limit` tokens)."""
-    allowed = showable(tokenizer, len(first))
+    search over texts with 2..`max_pieces` masks in its place (each no longer than `limit` tokens); each begins with
+    a piece of `first_pieces(starts)`."""
+    allowed = first_pieces(tokenizer, len(first), starts)
     values, ids = first.masked_fill(~allowed, -1.0).topk(min(max(top_k, 1), int(allowed.sum())))
     found = [WordGuess((token,), value) for value, token in zip(values.tolist(), ids.tolist())]
     for k in range(2, max_pieces + 1):
@@ -64,12 +79,19 @@ def word_probability(lm, input_ids: torch.Tensor, at: int, pieces: list[int], ma
     return math.prod(probs[j, piece].item() for j, piece in enumerate(pieces))
 
 
-def word_rank(tokenizer, first: torch.Tensor, probability: float, pieces: list[int], longer: list[WordGuess]) -> int:
+def word_rank(
+    tokenizer,
+    first: torch.Tensor,
+    probability: float,
+    pieces: list[int],
+    longer: list[WordGuess],
+    starts: bool | None = None,
+) -> int:
     """Where a word of `probability` stands among the words at a mask (1: the likeliest), counting each spelling
-    once as `guess_words` shows them: above it, every showable one-piece word that `first` [vocab] makes likelier,
-    and every longer candidate found (`longer`, as `guess_words` returns them) that is likelier."""
+    once as `guess_words` shows them: above it, every one-piece word of `first_pieces(starts)` that `first` [vocab]
+    makes likelier, and every longer candidate found (`longer`, as `guess_words` returns them) that is likelier."""
     texts = token_texts(tokenizer)
-    single = (first.gt(probability) & showable(tokenizer, len(first))).nonzero().squeeze(-1).tolist()
+    single = (first.gt(probability) & first_pieces(tokenizer, len(first), starts)).nonzero().squeeze(-1).tolist()
     above = {texts[token].strip() for token in single}
     above |= {
         _spelling(tokenizer, guess.pieces)

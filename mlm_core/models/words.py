@@ -44,11 +44,15 @@ def _continuation_test(tokenizer):
 
 def marks_word_starts(tokenizer) -> bool:
     """Whether the tokenizer's pieces say where words start (WordPiece's `##`, byte-level BPE's `Ġ`, SentencePiece's
-    `▁`): two words make two pieces, none of them the space, nor marked as a word's end (XLM's `</w>`). Byte- and
-    character-level tokenizers spell the space as a piece of its own, so a piece of theirs says nothing of the word
-    it belongs to."""
+    `▁`): two words make two pieces, none of them the space, nor marked as a word's end (XLM's `</w>`), the second
+    read as a word's start. Byte- and character-level tokenizers spell the space as a piece of its own (or drop it,
+    as ESM's), so a piece of theirs says nothing of the word it belongs to."""
     pieces = tokenizer.tokenize("a b")
-    return len(pieces) == 2 and not any(piece.endswith("</w>") for piece in pieces)
+    return (
+        len(pieces) == 2
+        and not any(piece.endswith("</w>") for piece in pieces)
+        and not _continuation_test(tokenizer)(pieces[1])
+    )
 
 
 _STARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer -> its `starts_word` table
@@ -102,8 +106,9 @@ _SHOWABLE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # tokenizer 
 
 def showable(tokenizer, size: int) -> torch.Tensor:
     """Bool [size] (the model's vocabulary, which may be larger than the tokenizer's): which tokens decode, alone, to
-    visible whole characters and are not special: no white space or control characters only, and no piece of a
-    character (a byte-level piece of `é` decodes to U+FFFD alone). Computed once per tokenizer."""
+    visible whole characters and are not special: no white space but the space (a piece holding a line break would
+    break the sentence it fills), no control character, and no piece of a character (a byte-level piece of `é`
+    decodes to U+FFFD alone). Computed once per tokenizer."""
     if tokenizer not in _SHOWABLE:
         special = set(tokenizer.all_special_ids)
         texts = token_texts(tokenizer)
@@ -112,7 +117,7 @@ def showable(tokenizer, size: int) -> torch.Tensor:
                 token not in special
                 and bool(text.strip())
                 and "\ufffd" not in text
-                and all(char.isprintable() or char.isspace() for char in text)
+                and all(char.isprintable() for char in text)
                 for token, text in enumerate(texts)
             ]
         )

@@ -24,6 +24,7 @@ from mlm_core.tasks import Task, detect_task
 
 ADDED_WORDS_SAMPLE = 20_000  # texts (paragraphs) of the run's data whose words are counted for `add_words`
 COLUMN_SAMPLE = 1000  # rows that show which column holds the text, as the token store reads them
+MIN_HIDDEN = 100  # tokens a run hides for the model to guess, in all its steps, on average: fewer teach it nothing
 
 
 @dataclass
@@ -48,6 +49,21 @@ def check_names(config: TrainConfig) -> None:
         hub_access.check_hub_name(config.dataset, "dataset", "dataset")
     elif config.dataset_file:
         check_file(config.dataset_file)
+
+
+def check_hides_enough(config: TrainConfig, task: Task, train_blocks: int, block_size: int) -> None:
+    """ValueError in plain words when the run's steps would hide fewer than MIN_HIDDEN tokens in all, on average
+    (steps x blocks a step x block_size x the labelled share): a few steps on a short text at a small block size
+    may hide none at all, train nothing and still end 'completed'."""
+    per_step = min(config.batch_size * config.gradient_accumulation, train_blocks)
+    steps = config.max_steps or config.epochs * -(-train_blocks // per_step)
+    hidden = steps * per_step * block_size * task.labelled_share(config.mlm_probability)
+    if hidden < MIN_HIDDEN:
+        raise ValueError(
+            f"mlm_probability: this run would hide about {hidden:.0f} tokens for the model to guess in all of its "
+            f"{steps:,} steps ({per_step:,} blocks of {block_size} tokens a step, {config.mlm_probability:.0%} "
+            "hidden), too few to learn anything; add text, or raise epochs, block_size or mlm_probability"
+        )
 
 
 def load_inputs(
@@ -86,6 +102,7 @@ def load_inputs(
             f"{'; prepared earlier, reused' if data.reused else ''}."
         )
     )
+    check_hides_enough(config, task, len(data.train), block_size)
     model = model or load_model(source, task)
     elapsed = ckpt.load_checkpoint(checkpoint)[1].get("elapsed_s", 0.0) if checkpoint else 0.0
     return RunSetup(tokenizer, model, task, data, checkpoint, elapsed, added, saved)

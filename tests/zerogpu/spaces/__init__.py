@@ -121,6 +121,7 @@ class _LentGPU:
         """The worker's loop: unpickle a call, run it, pickle its outcome back."""
         global _in_worker
         _in_worker = True
+        threading.Thread(target=_end_with, args=(os.getppid(),), daemon=True).start()
         if ZERO_GPU:
             torch.cuda.is_available = _real_is_available  # a lent GPU is a real one
         import torch as cpu_torch
@@ -176,3 +177,12 @@ def _visitor() -> str:
         return token
     client = getattr(request, "client", None)
     return getattr(client, "host", None) or "unknown"
+
+
+def _end_with(app: int) -> None:
+    """In a worker: exit once the app's process is gone (a test that kills the app left its workers behind, 450 MB
+    each). Polled, not prctl's death signal: that fires when the forking thread ends, and Gradio's threads come
+    and go."""
+    while os.getppid() == app:
+        time.sleep(0.5)
+    os._exit(0)
