@@ -10,7 +10,16 @@ import gradio as gr
 
 from mlm_core.config import TrainConfig
 from mlm_core.service.shown import hide_paths
-from mlm_core.service.workspace import CANCELLED, QUEUED, RUNNING, RunDir, Workspace, push_run, zip_run
+from mlm_core.service.workspace import (
+    CANCELLED,
+    QUEUED,
+    RUNNING,
+    RunDir,
+    Workspace,
+    held_out_difference,
+    push_run,
+    zip_run,
+)
 
 from . import board, figures
 from .access import Access
@@ -384,12 +393,22 @@ def _clean_label(label) -> str:
 
 
 def settings_table(runs: list[RunDir]) -> dict:
-    """The settings in which the runs differ, one row each, one column per run."""
-    configs = [run.config().to_dict() for run in runs]
+    """The settings in which the runs differ, one row each, one column per run; first, with two runs or more,
+    whether each run's perplexity compares with the first's (the same held-out tokens and hidden words)."""
+    configs = [run.config() for run in runs]
+    values = [config.to_dict() for config in configs]
     names = [name for name in TrainConfig.__dataclass_fields__ if name not in PRIVATE_SETTINGS]
-    differing = [name for name in names if len({json.dumps(c.get(name)) for c in configs}) > 1]
+    differing = [name for name in names if len({json.dumps(c.get(name)) for c in values}) > 1]
     headers = ["setting", *display_names(runs)]
-    return {"headers": headers, "data": [[name, *[str(c.get(name)) for c in configs]] for name in differing]}
+    rows = [[name, *[str(c.get(name)) for c in values]] for name in differing]
+    if len(configs) > 1:
+        against_first = [held_out_difference(configs[0], config) for config in configs[1:]]
+        said = ["the first", *[f"no: {why}" if why else "yes" for why in against_first]]
+        rows.insert(0, [COMPARES, *said])
+    return {"headers": headers, "data": rows}
+
+
+COMPARES = "perplexity compares with the first's"
 
 
 def display_names(runs: list[RunDir]) -> list[str]:

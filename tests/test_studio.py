@@ -16,7 +16,7 @@ from mlm_core.training.preflight import preview
 from mlm_core.training.probes import STOP_WORDS, ProbeSentence, block_texts, parse_probe, pick_probes
 from studio import board, figures
 from studio.form import config_from
-from studio.runs_tab import settings_table
+from studio.runs_tab import COMPARES, settings_table
 from studio.text import markdown_escaped, plain
 
 from .conftest import tiny_config
@@ -189,7 +189,24 @@ def test_the_comparison_overlays_two_real_runs_and_lists_the_settings_that_diffe
     assert tokens[0] == 0 and tokens[1] == 2 * 8 * 64  # two steps of 8 blocks of 64 tokens
     table = settings_table([finished_run, other])
     assert table["headers"] == ["setting", "done", "other"]
-    assert {row[0] for row in table["data"]} == {"max_steps", "eval_steps", "learning_rate"}
+    assert table["data"][0] == [COMPARES, "the first", "yes"]  # other steps and rate: the same held-out tokens
+    assert {row[0] for row in table["data"][1:]} == {"max_steps", "eval_steps", "learning_rate"}
+
+
+def test_runs_whose_held_out_tokens_or_masks_differ_do_not_compare(tmp_path):
+    from mlm_core.config import TrainConfig
+    from mlm_core.service.workspace import held_out_difference
+
+    base = TrainConfig(model="starter", dataset="builtin", slice="train[:100]")
+    assert held_out_difference(base, base.replace(seed=7, learning_rate=1e-3, epochs=5)) is None
+    assert held_out_difference(base, base.replace(slice="train[:50]")) == "other data"
+    assert held_out_difference(base, base.replace(add_words=50, block_size=64)) == "other tokens, other blocks"
+    assert held_out_difference(base, base.replace(mlm_probability=0.3)) == "other hidden words"
+    first, copy, edited = (tmp_path / name for name in ("a.txt", "b.txt", "c.txt"))
+    first.write_text("the same words"), copy.write_text("the same words"), edited.write_text("other words")
+    upload = base.replace(dataset="file", dataset_file=str(first))
+    assert held_out_difference(upload, upload.replace(dataset_file=str(copy))) is None  # the same bytes
+    assert held_out_difference(upload, upload.replace(dataset_file=str(edited))) == "other data"
 
 
 def test_zip_holds_model_card_and_results_and_is_made_once(finished_run):

@@ -10,6 +10,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlm_core.config import TrainConfig
+from mlm_core.data.store_cache import file_digest
 from mlm_core.events import Event, Step, parse_events
 from mlm_core.models.loading import forget_models
 from mlm_core.queue import RunQueue
@@ -43,14 +45,47 @@ __all__ = [
     "RunIdentity",
     "RunResults",
     "Workspace",
+    "held_out_difference",
     "list_runs",
     "push_run",
     "runs_root",
     "zip_run",
 ]
 
+# What a run's held-out measurement depends on (its sample is drawn with HELD_OUT_SEED, so not on the seed): what
+# differs, in words, for each group of settings.
+HELD_OUT_INPUTS = (
+    ("other data", ("dataset", "slice", "text_column")),
+    ("other tokens", ("model", "add_words")),
+    ("other blocks", ("block_size", "eval_fraction")),
+    ("other hidden words", ("mlm_probability", "whole_word_masking")),
+)
+
 CANCELLED, STOPPING = "cancelled", "stopping"
 EVENT_CACHE_RUNS = 16  # runs whose parsed events are kept (the ones visitors watch or compare)
+
+
+def held_out_difference(a: TrainConfig, b: TrainConfig) -> str | None:
+    """Why two runs' perplexities do not compare ('other data', 'other tokens', ... joined by ', '): their held-out
+    text, tokens or hidden words differ; None when both are measured on the same held-out tokens with the same
+    masks. Two uploads are the same data when their bytes are."""
+    differs = [
+        words
+        for words, names in HELD_OUT_INPUTS
+        if any(getattr(a, name) != getattr(b, name) for name in names)
+        or (words == "other data" and not _same_file(a.dataset_file, b.dataset_file))
+    ]
+    return ", ".join(differs) or None
+
+
+def _same_file(a: str | None, b: str | None) -> bool:
+    """Whether two uploads hold the same bytes (a missing file is only the same as itself)."""
+    if a == b or not a or not b:
+        return a == b
+    try:
+        return file_digest(Path(a)) == file_digest(Path(b))
+    except OSError:
+        return False
 
 
 @dataclass
