@@ -240,3 +240,55 @@ def test_what_a_visitor_typed_shows_as_text_in_another_visitors_browser(browser,
         assert pixel.hits == []
     finally:
         pixel.server.close()
+
+
+def test_a_spreadsheet_previews_its_columns_and_a_wordpiece_model_fills_whole_spaced_words(
+    browser, app_server, tmp_path
+):
+    import openpyxl
+
+    from .model_families import build_family
+
+    recipes = [
+        ("Lemon cake", 4, "flour, sugar, lemons", "Mix the flour and the sugar, then bake the cake for an hour."),
+        ("Pancakes", 2, "eggs, milk, flour", "Whisk the eggs with the milk and fry the batter in a hot pan."),
+        ("Tomato soup", 6, "tomatoes, onions", "Cook the onions, add the tomatoes and let the soup simmer."),
+    ]
+    workbook = openpyxl.Workbook()
+    for row in [("title", "servings", "ingredients", "instructions"), *recipes * 12]:
+        workbook.active.append(row)
+    sheet = tmp_path / "recipes.xlsx"
+    workbook.save(sheet)
+    model, kind = build_family("bert", tmp_path / "bert")
+    assert kind == "WordPiece"
+
+    page = _new_page(browser)
+    page.goto(app_server["url"])
+    page.locator("#source").get_by_text("Upload a file").click()
+    page.locator("#dataset-file input[type=file]").set_input_files(sheet)
+    page.locator("#dataset-file").get_by_text(sheet.name).wait_for()
+    page.locator("#preview-button").click()
+    page.locator("#preview").get_by_text("columns title, ingredients and instructions, joined per row").wait_for()
+    assert "36 rows" in page.locator("#preview").inner_text()  # every row read, none cut at a comma
+
+    page.get_by_role("tab", name="Fill-mask").click()
+    page.locator("#model-a input").fill(str(model))  # a WordPiece model: `##` pieces continue a word
+    page.locator("#model-a input").press("Enter")
+    for text, before, after in [
+        ("Whisk the <mask> with the milk.", "Whisk the ", " with the milk."),
+        ("Whisk the eggs with the <mask>.", "Whisk the eggs with the ", "."),
+    ]:
+        page.locator("#fill-text").get_by_role("textbox").fill(text)
+        page.locator("#fill-button").click()
+        page.wait_for_function(
+            "t => document.querySelector('#table-a').innerText.includes(t)", arg=before, timeout=60_000
+        )
+        table = page.locator("#table-a").inner_text()
+        filled = [line for line in table.splitlines() if line.strip().startswith(before.strip())]
+        assert filled, table
+        for sentence in filled:  # whole words, spaced as typed: never "the##ing" or "theing" or "the  x"
+            sentence = sentence.strip()
+            assert sentence.startswith(before) and sentence.endswith(after), sentence
+            word = sentence[len(before) : len(sentence) - len(after)]
+            assert word and " " not in word and "#" not in word, sentence
+    page.screenshot(path=ARTIFACTS / "spreadsheet-wordpiece.png", full_page=True)
