@@ -196,3 +196,17 @@ def _zip(members: dict[str, bytes]) -> bytes:
         for name, content in members.items():
             archive.writestr(name, content)
     return out.getvalue()
+
+
+def test_a_text_of_emoji_only_is_text(tiny_mlm, tmp_path):
+    from transformers import AutoTokenizer
+
+    from mlm_core.data.lm_data import prepare_data
+
+    path = tmp_path / "emoji.txt"
+    path.write_text("\n\n".join(f"🍎🍐 {'🍋' * (i % 4 + 1)} 😀 🥹🍉" for i in range(60)), encoding="utf-8")
+    config = TrainConfig(model=str(tiny_mlm), dataset="file", dataset_file=str(path), block_size=16)
+    data = prepare_data(config, AutoTokenizer.from_pretrained(tiny_mlm), 16)
+    assert data.text_column == "text" and data.documents == 60  # no "no column holds text; columns are text"
+    with pytest.raises(ValueError, match="no column holds text; columns are id, n"):
+        detect_text_column([{"id": "17", "n": "42"}] * 3)  # numbers alone are not text

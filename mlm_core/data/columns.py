@@ -3,6 +3,7 @@ per row), lists of text joined."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -69,9 +70,9 @@ def detect_text_column(records: Sequence[Record]) -> str:
     for record in sample:
         for name, value in record.items():
             text = as_text(value)
-            if text is not None and any(c.isalpha() for c in text):
+            if text is not None and any(c.isalpha() or unicodedata.category(c) == "So" for c in text):
                 lengths.setdefault(name, []).append(len(text))
-    # A text column must be text in most rows and hold letters, not only ids or labels.
+    # A text column must be text in most rows and hold letters or symbols (emoji), not only numbers.
     candidates = {name: sum(v) / len(sample) for name, v in lengths.items() if len(v) >= len(sample) / 2}
     if not candidates:
         columns = sorted({name for record in sample for name in record})
