@@ -25,6 +25,7 @@ from mlm_core.training.preflight import Preview
 EXIT_STOPPED = 130  # a run that stopped before its end (as after Ctrl-C)
 PARENT_PID_VARIABLE = "MLM_STUDIO_PARENT_PID"  # set by the app for its children
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+CHILD_HIDDEN = {"MLM_STUDIO_ADMIN_PASSWORD"}  # settings a training or preview child is not given
 
 
 def child_command(*arguments: str) -> list[str]:
@@ -34,11 +35,11 @@ def child_command(*arguments: str) -> list[str]:
 
 def child_environment() -> dict[str, str]:
     """The app's environment, with this checkout's mlm_core importable whatever the working folder, and the app's
-    process id (a training child ends with the app)."""
+    process id (a training child ends with the app); without the owner's password, which no child needs."""
     root = str(Path(mlm_core.__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
     return {
-        **os.environ,
+        **{name: value for name, value in os.environ.items() if name not in CHILD_HIDDEN},
         "PYTHONPATH": f"{root}{os.pathsep}{path}" if path else root,
         PARENT_PID_VARIABLE: str(os.getpid()),
     }

@@ -79,3 +79,12 @@ def test_the_app_refuses_a_bad_setting_in_one_line(tmp_path):
         [sys.executable, "-m", "mlm_core", "info"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert (cli.returncode, cli.stderr.strip()) == (2, "error: MLM_STUDIO_DEBUG: must be 1 or 0 (got '2')")
+
+
+def test_training_and_preview_children_are_not_given_the_owners_password(monkeypatch):
+    from mlm_core.children import child_environment
+
+    monkeypatch.setenv("MLM_STUDIO_ADMIN_PASSWORD", "owner-s3cret")
+    monkeypatch.setenv("MLM_STUDIO_MAX_UPLOAD_MB", "12")
+    env = child_environment()  # what the queue's training child and the preview child run with
+    assert "owner-s3cret" not in env.values() and env["MLM_STUDIO_MAX_UPLOAD_MB"] == "12"
