@@ -82,3 +82,19 @@ def test_info_says_where_runs_are_kept(tmp_path):
     storage = RunsStorage(tmp_path / "runs", *mount_of(tmp_path))
     assert f"runs folder: {tmp_path / 'runs'}, {storage.where()}\n" in done.stdout, done.stdout
     assert ("survives a restart" in storage.where()) is storage.own_mount
+
+
+def test_a_new_run_never_takes_the_folder_of_another(tmp_path, monkeypatch):
+    import secrets
+
+    from mlm_core.config import TrainConfig
+    from mlm_core.service.launch import new_run
+
+    draws = iter(["0000beef", "0000beef", "0000cafe"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(draws))
+    monkeypatch.setattr("time.strftime", lambda _: "20261207-120000")
+    config = TrainConfig(model="starter", dataset="builtin")
+    first = Path(new_run(config, tmp_path).output_dir)
+    first.mkdir()  # a queued run's folder, with no checkpoint yet
+    second = Path(new_run(config, tmp_path).output_dir)
+    assert first.name == "20261207-120000-starter-builtin-0000beef" and second.name.endswith("-0000cafe")

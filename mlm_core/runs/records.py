@@ -44,9 +44,10 @@ def check_run_name(name: Any) -> str:
 
 
 def new_run_name(model: str, dataset: str) -> str:
-    """A unique, readable name such as 20261123-142501-starter-builtin-3f2a."""
+    """A unique, readable name such as 20261123-142501-starter-builtin-3f2a9c01 (32 random bits: 16 made a clash
+    among the runs started in one second likely enough to matter on a public Space, #34)."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", f"{model.rsplit('/', 1)[-1]}-{dataset.rsplit('/', 1)[-1]}").strip("-")
-    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug[:40]}-{secrets.token_hex(2)}"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{slug[:40]}-{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,10 @@ def new_run(config: TrainConfig, root: Path) -> TrainConfig:
     """The config of a new run in the runs folder `root` (its folder named after the model, the data and the time);
     ValueError in plain words for a model or dataset name that cannot be one."""
     data = Path(config.dataset_file).stem if config.dataset_file else config.dataset
-    config = config.replace(output_dir=str(root / new_run_name(config.model, data)))
+    folder = root / new_run_name(config.model, data)
+    while folder.exists():  # never a folder that holds another run (a queued one has no checkpoint yet)
+        folder = root / new_run_name(config.model, data)
+    config = config.replace(output_dir=str(folder))
     check_names(config)
     return config
 
