@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlm_core.children import child_command, child_environment
 from mlm_core.config import TrainConfig
-from mlm_core.events import Error, Step
+from mlm_core.events import Checkpoint, Error, Started, Step
 from mlm_core.runs.records import FAILED, INTERRUPTED, QUEUED, RESUMABLE, RUNNING, STOPPED, RunIdentity, RunResults
 from mlm_core.runs.run_dir import RunDir, list_runs
 from mlm_core.system import settings
@@ -197,6 +197,18 @@ def _watch(job: Job) -> None:
         time.sleep(WATCH_S)
 
 
+def attempt_progress(run: RunDir) -> tuple[int, int]:
+    """(the step the run's last attempt reached, the step of the checkpoint a resume would load, 0 for none): the
+    log holds every attempt, so its highest step may be an earlier attempt's."""
+    events = run.events()
+    starts = [i for i, e in enumerate(events) if isinstance(e, Started)]
+    attempt = events[starts[-1] :] if starts else events
+    first = attempt[0].resumed_from_step if starts else 0
+    steps = max((e.step for e in attempt if isinstance(e, Step)), default=first)
+    saved = max((e.step for e in events if isinstance(e, Checkpoint)), default=0) if run.checkpoint() else 0
+    return steps, saved
+
+
 def record_death(
     run: RunDir,
     returncode: int | None,
@@ -212,13 +224,16 @@ def record_death(
     recorded = results.is_file() and results.stat().st_mtime >= started and run.status() != QUEUED
     if returncode == 0 or recorded or not run.is_run():
         return
-    steps = max((e.step for e in run.events() if isinstance(e, Step)), default=0)
+    steps, saved = attempt_progress(run)
     if reason is None and returncode is not None and returncode < 0:
         name = signal.Signals(-returncode).name
         cause = "the system ran out of memory" if out_of_memory else f"it received {name}"
-        reason = (
-            f"the training process was killed at step {steps:,} ({cause}); resume continues from its last checkpoint"
+        resume = (
+            f"resume continues from its checkpoint at step {saved:,}"
+            if saved
+            else "it saved no checkpoint, so resume starts over"
         )
+        reason = f"the training process was killed at step {steps:,} ({cause}); {resume}"
     elif reason is None:
         tail = _last_line(run.path / PROCESS_LOG)
         reason = f"the training process ended with exit code {returncode} at step {steps:,}" + (

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from mlm_core.events import Error, Eval, Probe, Started
+from mlm_core.events import Checkpoint, Error, Eval, Probe, Started, Step
 from mlm_core.queue import RunQueue
 from mlm_core.runs.lock import read_lock
 from mlm_core.runs.records import Budget, RunIdentity, check_run_name
@@ -271,6 +271,8 @@ def test_a_killed_training_process_leaves_the_queue_serving_and_the_run_interrup
         assert killed.results().status == "interrupted"
         message = killed.results().message
         assert message.startswith("the training process was killed at step ") and "received SIGKILL" in message
+        saved = max(e.step for e in killed.events() if isinstance(e, Checkpoint))
+        assert message.endswith(f"resume continues from its checkpoint at step {saved:,}"), message
         assert message in [e.message for e in killed.events() if isinstance(e, Error)]
         assert wait_status(after, {"completed"}) == "completed"  # the queue went on
         assert killed.resumable() and killed.checkpoint() is not None
@@ -291,6 +293,34 @@ def test_a_child_that_dies_before_claiming_its_run_fails_it_in_words_and_leaves_
     oom = RunQueue(tmp_path).submit(_config(tiny_mlm, tmp_path / "oom"), RunIdentity())
     record_death(oom, -9, started=time.time(), out_of_memory=True, stop_asked=False)
     assert oom.status() == "interrupted" and "(the system ran out of memory)" in oom.results().message
+    assert oom.results().message.endswith("it saved no checkpoint, so resume starts over")
+
+
+def _step(n: int) -> Step:
+    return Step(n, 99, 0.1, 1.0, 1e-4, tokens=64 * n, tokens_per_s=1.0, elapsed_s=n, eta_s=1.0)
+
+
+def test_a_death_names_the_step_of_its_own_attempt_not_an_earlier_ones(tiny_mlm, tmp_path):
+    from mlm_core.queue import attempt_progress
+
+    run = RunQueue(tmp_path).submit(_config(tiny_mlm, tmp_path / "twice"), RunIdentity())
+    started = dict(
+        run_dir="twice",
+        model="m",
+        task="mlm",
+        device="CPU",
+        total_steps=99,
+        train_blocks=9,
+        eval_blocks=1,
+        block_size=64,
+    )
+    log = run.event_log()
+    for event in [Started(**started), *[_step(n) for n in range(1, 31)], Checkpoint(20, "c")]:
+        log.write(event)
+    log.write(Started(**started, resumed_from_step=20))
+    assert attempt_progress(run) == (20, 0), "no step yet in this attempt; no checkpoint on disk"
+    log.write(_step(24))
+    assert attempt_progress(run)[0] == 24  # not the first attempt's 30
 
 
 def test_a_run_past_its_memory_limit_fails_in_words_and_the_queue_goes_on(tiny_mlm, tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from mlm_core.runs.checkpoint import checkpoint_dirs
 from mlm_core.runs.run_dir import RunDir
 from mlm_core.training.loop import evaluate, train
 
-from .conftest import run_cli
+from .conftest import run_cli, tiny_config
 
 
 def _config(model, out, **changes):
@@ -446,3 +446,20 @@ def test_an_upload_of_everyday_text_gets_probes_whose_answers_may_be_words_of_se
     tokenizer = load_tokenizer(str(tiny_mlm))
     assert any(len(word_pieces(tokenizer, p.answer)) > 1 for p in probes)  # this small vocabulary splits them
     assert all(guess.strip() for p in probes for guess, _ in p.guesses)
+
+
+@pytest.mark.parametrize("minutes", ["0.0005", "0"])
+def test_a_run_saves_a_checkpoint_every_few_minutes_of_training(tiny_mlm, tmp_path, monkeypatch, minutes):
+    from mlm_core.events import Checkpoint
+    from mlm_core.training import loop
+
+    monkeypatch.setenv("MLM_STUDIO_CHECKPOINT_MINUTES", minutes)  # 0.03 s: a save as soon as the last one is done
+    monkeypatch.setattr(loop, "SAVE_SHARE", 1.0)  # (at the real 5%, a tiny model's steps would outrun every save)
+    events = []
+    config = tiny_config(tiny_mlm, tmp_path / "run", max_steps=16, eval_steps=1000)
+    assert train(config, on_event=events.append).status == "completed"
+    saved = [e.step for e in events if isinstance(e, Checkpoint)]
+    if minutes == "0":
+        assert saved == [], "without the setting, a one-epoch run saves only its final model"
+    else:  # mid-epoch saves, as a kill would need them, each after the last save's own time at least
+        assert len(saved) >= 2 and saved == sorted(set(saved)) and saved[-1] < 16, saved

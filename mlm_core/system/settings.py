@@ -112,6 +112,13 @@ class Settings:
     train_nice: int = _setting(
         "MLM_STUDIO_TRAIN_NICE", 10, "the niceness of a run's process (the page's requests come first)"
     )
+    checkpoint_minutes: float = _setting(
+        "MLM_STUDIO_CHECKPOINT_MINUTES",
+        5.0,
+        "a run saves a checkpoint after this many minutes of training (less often when saving would take more than "
+        "5% of the time), so a kill or a restart loses at most that; 0: only at each epoch's end",
+        "5",
+    )
     debug: bool = _setting("MLM_STUDIO_DEBUG", False, "the CLI shows a traceback instead of one line", "off")
     space_id: str | None = _setting("SPACE_ID", None, "set by every Space: public mode, one trusted proxy", "unset")
     space_author: str | None = _setting(

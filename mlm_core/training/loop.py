@@ -25,6 +25,7 @@ from mlm_core.runs import checkpoint as ckpt
 from mlm_core.runs.records import COMPLETED, STOPPED, Budget, RunResults
 from mlm_core.runs.run_dir import RunDir
 from mlm_core.runs.session import TrainingSession
+from mlm_core.system import settings
 from mlm_core.training.batches import Batch, Prefetcher, batcher_for, epoch_batches
 from mlm_core.training.evaluation import Evaluator, Measurement, eval_every, eval_sample_size
 from mlm_core.training.memory_check import check_fits
@@ -40,6 +41,7 @@ PROBE_TOP_K = 5
 AUTO_PROBES, AUTO_PROBE_BLOCKS = 5, 200  # held-out sentences watched when none are given, and where they come from
 EVAL_BATCH_FACTOR = 2  # no gradients to keep, so evaluation batches can be larger
 DIVERGED_LOSS_RISE = math.log(10)  # held-out perplexity ten times the base model's: the run has diverged
+SAVE_SHARE = 0.05  # of training time at most spent saving the checkpoints that MLM_STUDIO_CHECKPOINT_MINUTES asks for
 REPORT_EVERY_S = 0.5  # on a GPU, step losses are read back at most this often (each read waits for the device)
 
 
@@ -231,6 +233,7 @@ class TrainingRun:
     def _train(self) -> bool:
         """Train until the last step; True when stopped early."""
         self.meter = Meter(elapsed_before=self.setup.elapsed_before)
+        self.saved_at, self.save_seconds = time.monotonic(), 0.0
         try:
             while self.step < self.total_steps:
                 if self._train_epoch():
@@ -329,8 +332,17 @@ class TrainingRun:
         cfg = self.config
         if self.step % self.eval_every == 0 and self.step < self.total_steps:
             self._evaluate()  # a stop during it is seen by the loop before the next step; the last step's comes later
-        if cfg.save_steps and self.step % cfg.save_steps == 0:
+        if (cfg.save_steps and self.step % cfg.save_steps == 0) or self._checkpoint_due():
             self._checkpoint()
+
+    def _checkpoint_due(self) -> bool:
+        """Whether MLM_STUDIO_CHECKPOINT_MINUTES of training passed since the last save, or more when a save takes
+        longer than SAVE_SHARE of that, before the last step; one process only (the processes of a launch would not
+        agree on a clock)."""
+        every = settings.current().checkpoint_minutes * 60
+        since = time.monotonic() - self.saved_at
+        last = self.step >= self.total_steps  # the run saves its model next
+        return self.world == 1 and every > 0 and not last and since >= max(every, self.save_seconds / SAVE_SHARE)
 
     def _report_due(self) -> bool:
         """Reading a loss back costs nothing on a CPU (every step is reported at once); on a GPU it waits for the
@@ -461,10 +473,12 @@ class TrainingRun:
                 "added_words": self.setup.added_words,
                 "tokens_saved": self.setup.tokens_saved,
             }
+            began = time.monotonic()
             path = ckpt.save_checkpoint(self.folder.checkpoints_path, model, self.setup.tokenizer, state, progress)
+            self.save_seconds = time.monotonic() - began
             self.emit(Checkpoint(step=self.step, path=path.name))
         self.accelerator.wait_for_everyone()
-        self.saved_step = self.step
+        self.saved_step, self.saved_at = self.step, time.monotonic()
         self.meter.restart_window()
 
     def _restore(self, path: Path) -> None:
