@@ -41,6 +41,10 @@ MAX_SESSIONS = 1000  # browser sessions whose last chosen run is remembered (the
 CHOSEN_FOR_S = 30.0  # how long a late tick is watched for (the Runs tab's Resume may choose another run meanwhile)
 # Brings an answer into view when it is not (on a phone the page is one long column): scrolls as little as needed.
 SCROLL_TO = "() => document.getElementById('{}').scrollIntoView({{block: 'nearest'}})"
+SEEN_BY_ALL = (
+    "Every visitor sees the runs listed: an uploaded file's name (in the run's name and label) and the probe "
+    "sentences with their guesses."
+)
 STARTING = "🚀 Starting: loading the model and the data…"
 
 
@@ -98,6 +102,8 @@ class TrainTab:
         with gr.Row():
             with gr.Column(scale=2):
                 self.form = build_data_fields(models, first)
+                if access.public:  # what a visitor's run shows every other visitor, said where it is chosen
+                    self.form["dataset_file"].label += f". {SEEN_BY_ALL}"
                 with gr.Row(visible=guide is not None):
                     self.fit_note = gr.Markdown(elem_id="fit-note")
                     self.quick_btn = gr.Button("Quick run for this device", scale=0, elem_id="quick-run")
@@ -132,7 +138,8 @@ class TrainTab:
                     lines=3,
                     elem_id="probes",
                     placeholder="empty: held-out sentences of your data are picked for you",
-                    info="Re-scored at every evaluation so you can watch the guesses change.",
+                    info="Re-scored at every evaluation so you can watch the guesses change."
+                    + (f" {SEEN_BY_ALL}" if access.public else ""),
                 )
             with gr.Column(scale=3):
                 self.board_view = Board(

@@ -278,3 +278,14 @@ def test_uploads_without_the_form_meet_a_budget_per_address(public_server):
     assert status_code == 429 and "each address may upload 2 MB an hour" in text
     assert _upload(url, "192.0.2.78", size)[0] == 200  # another address is not held back
     assert _upload(url, "192.0.2.79", 10, chunked=True)[0] == 411  # a size it does not say cannot be counted
+
+
+def test_the_form_says_what_every_visitor_sees_of_a_run(public_server):
+    import urllib.request
+
+    from studio.train_tab import SEEN_BY_ALL
+
+    with urllib.request.urlopen(f"{public_server['url']}config", timeout=30) as answer:
+        props = [c.get("props", {}) for c in json.loads(answer.read())["components"]]
+    said = {p.get("elem_id"): (p.get("label") or "") + (p.get("info") or "") for p in props}
+    assert SEEN_BY_ALL in said["dataset-file"] and SEEN_BY_ALL in said["probes"]
