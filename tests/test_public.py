@@ -289,3 +289,25 @@ def test_the_form_says_what_every_visitor_sees_of_a_run(public_server):
         props = [c.get("props", {}) for c in json.loads(answer.read())["components"]]
     said = {p.get("elem_id"): (p.get("label") or "") + (p.get("info") or "") for p in props}
     assert SEEN_BY_ALL in said["dataset-file"] and SEEN_BY_ALL in said["probes"]
+
+
+def test_a_web_address_in_the_file_field_is_refused_before_anything_is_fetched(public_server):
+    from .standin_hub import StandInHub
+
+    # Gradio fetched a public address before our code ran and answered {"error": null}; a loopback one (all a test
+    # can serve offline) its own guard refuses, so the words are what this test can tell apart.
+    target = StandInHub()  # counts every request made to it
+    try:
+        for path in (f"{target.url}/big.txt", f"{target.url}/x.csv"):
+            answer = raw_call(
+                public_server["url"],
+                "preview",
+                {
+                    **train_form(dataset="file"),
+                    "dataset_file": {"path": path, "url": path, "meta": {"_type": "gradio.FileData"}},
+                },
+            )
+            assert "upload it with the form" in answer.get("error", ""), answer
+        assert target.requests == [], "the server fetched the address"
+    finally:
+        target.close()
