@@ -14,9 +14,8 @@ import torch
 from mlm_core.children import child_command, child_environment
 from mlm_core.config import TrainConfig
 from mlm_core.events import Step
-from mlm_core.models.inference import fill_mask
-from mlm_core.models.word_guesses import MAX_PIECES
-from mlm_core.models.words import showable
+from mlm_core.models.inference import fill_mask, word_starts_at_masks
+from mlm_core.models.word_guesses import MAX_PIECES, first_pieces
 from mlm_core.queue import RunQueue
 from mlm_core.runs.records import RunIdentity
 from mlm_core.runs.run_dir import RunDir
@@ -61,8 +60,10 @@ def versus_pipeline(model: str, repeats: int) -> dict:
     for i in range(repeats):
         for name, fn in (("ours", ours_fn), ("pipeline", pipe_fn))[:: 1 if i % 2 == 0 else -1]:
             times[name].append(_timed(fn))
-    # Ours leaves out what cannot stand as a word (special tokens, pieces of a character): so does the comparison.
-    allowed = showable(pipe.tokenizer, pipe.model.config.get_text_config().vocab_size)
+    # Ours leaves out what cannot stand as a word there (special tokens, pieces of a character, after a space a piece
+    # that continues a word): so does the comparison.
+    [starts] = word_starts_at_masks(pipe.tokenizer, SENTENCE)
+    allowed = first_pieces(pipe.tokenizer, pipe.model.config.get_text_config().vocab_size, starts)
     theirs = [g["token"] for g in pipe(text, top_k=TOP_K + 50) if allowed[g["token"]]]
     same = [g["token"] for g in ours_fn()[0]] == theirs[:TOP_K]
     result = {name: percentiles(t) for name, t in times.items()}
