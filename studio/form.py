@@ -48,17 +48,20 @@ def first_values(online: bool) -> dict[str, str]:
     return {"model": STARTER, "dataset": BUILTIN, "hub_dataset": "", "slice": _DEFAULTS["slice"], "text_column": ""}
 
 
-class UploadedFile(gr.File):
-    """A file field that takes only files uploaded through this server's upload route. Given a web address instead,
-    Gradio would fetch it on the server before any handler runs, outside the upload budget and size limit (#34): it
-    is refused as any path nobody uploaded, in `refusals.NOT_UPLOADED`'s words (a Gradio internal: a test sends a
-    URL and sees nothing fetched)."""
+def only_uploads(field: gr.File) -> gr.File:
+    """`field`, taking only files uploaded through this server's upload route. Given a web address instead, Gradio
+    would fetch it on the server before any handler runs, outside the upload budget and size limit (#34): it is
+    refused as any path nobody uploaded, in `refusals.NOT_UPLOADED`'s words. A Gradio internal, wrapped on the
+    instance (a subclass of a component makes Gradio write a .pyi beside this module); a test sends addresses."""
+    move = field.async_move_resource_to_block_cache
 
-    async def async_move_resource_to_block_cache(self, url_or_file_path: str | Path | None) -> str | None:
-        """Gradio's move of an input file into this block's cache, for files of this server only."""
+    async def move_uploads_only(url_or_file_path: str | Path | None) -> str | None:
         if is_http_url_like(str(url_or_file_path)):
             raise InvalidPathError("a web address in a file field")
-        return await super().async_move_resource_to_block_cache(url_or_file_path)
+        return await move(url_or_file_path)
+
+    field.async_move_resource_to_block_cache = move_uploads_only
+    return field
 
 
 def build_data_fields(models: list[str], first: dict[str, str]) -> dict[str, gr.components.Component]:
@@ -85,11 +88,13 @@ def build_data_fields(models: list[str], first: dict[str, str]) -> dict[str, gr.
         ),
         # Any file may be chosen: one we do not read is refused once, in words that say how to convert it (a
         # file_types filter answers with Gradio's generic toast instead).
-        "dataset_file": UploadedFile(
-            label=f"Your text ({', '.join(FILE_SUFFIXES)}; up to {settings.current().max_upload_mb} MB)",
-            visible=False,
-            type="filepath",
-            elem_id="dataset-file",
+        "dataset_file": only_uploads(
+            gr.File(
+                label=f"Your text ({', '.join(FILE_SUFFIXES)}; up to {settings.current().max_upload_mb} MB)",
+                visible=False,
+                type="filepath",
+                elem_id="dataset-file",
+            )
         ),
     }
 
