@@ -3,6 +3,7 @@ fill a mask with both; a CLI run in the same runs folder is seen running and hol
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -58,7 +59,8 @@ def test_start_queue_stop_then_the_queued_run_completes_and_fills_masks(client, 
     plot_a, table_a, note_a, plot_b, table_b, note_b = client.predict(
         "The <mask> statement exits the innermost loop.", 3, "starter", f"run:{second}", "break", api_name="/fill_mask"
     )
-    assert "The right word <b>break</b> is guess #" in note_a and "guess #" in note_b
+    for note in (note_a, note_b):  # a rank past 1,000 is said in words (the starter puts "break" past it here)
+        assert re.search(r"The right word <b>break</b> is (guess #[\d,]+|not in its top 1,000 words) \(", note), note
     for table in (table_a, table_b):
         rows = table["data"]
         assert len(rows) == 3 and [r[1] for r in rows] == [1, 2, 3]
