@@ -53,13 +53,14 @@ def test_a_run_folder_loads_with_transformers_pipeline_and_an_older_layout_still
     import torch
     from transformers import AutoModelForMaskedLM, pipeline
 
-    from mlm_core.models.inference import fill_mask
-    from mlm_core.models.words import showable
+    from mlm_core.models.inference import fill_mask, word_starts_at_masks
+    from mlm_core.models.word_guesses import first_pieces
 
     text = "The <mask> statement exits a loop."
     ours = [g["token"] for g in fill_mask(str(finished_run.path), text, top_k=5)[0]]
     pipe = pipeline("fill-mask", model=str(finished_run.path), dtype=torch.float32, device="cpu")
-    allowed = showable(pipe.tokenizer, len(pipe.tokenizer))  # ours leaves out what cannot stand as a word
+    # ours leaves out what cannot stand as a word there (after a space: a piece that continues a word)
+    allowed = first_pieces(pipe.tokenizer, len(pipe.tokenizer), word_starts_at_masks(pipe.tokenizer, text)[0])
     theirs = [g["token"] for g in pipe(text, top_k=30) if allowed[g["token"]]]
     assert theirs[:5] == ours
     assert AutoModelForMaskedLM.from_pretrained(finished_run.path).config.model_type == "roberta"
