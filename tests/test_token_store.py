@@ -164,13 +164,22 @@ def run_ranks(config: TrainConfig, tokenizer, world: int, cache_dir) -> list:
     results: list = [None] * world
 
     def one(rank: int) -> None:
-        results[rank] = prepare_data(config, tokenizer, 64, cache_dir=cache_dir, rank=rank, world=world, processes=1)
+        try:
+            results[rank] = prepare_data(
+                config, tokenizer, 64, cache_dir=cache_dir, rank=rank, world=world, processes=1
+            )
+        except BaseException as error:  # noqa: BLE001 (said below: a thread's error is otherwise lost)
+            results[rank] = error
 
     threads = [threading.Thread(target=one, args=(r,)) for r in range(world)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
+    # It failed once (a result None: AttributeError on `.sharded`), cause unseen; now the cause is the failure.
+    for rank, result in enumerate(results):
+        if result is None or isinstance(result, BaseException):
+            raise AssertionError(f"rank {rank} of {world}: {result!r} (None: still running after 120 s)")
     return results
 
 
