@@ -152,7 +152,7 @@ BAD_INPUTS = [
     ("JSON that is not an array", "/preview", lambda f: _upload(f, "not-an-array.json"), "array of records"),
     ("text shorter than one block", "/preview", lambda f: _upload(f, "short.txt"), "is too short for a run"),
     ("empty upload", "/preview", lambda f: _upload(f, "empty.txt"), "is empty"),
-    ("an .exe upload", "/preview", lambda f: _upload(f, "program.exe"), "Invalid file type"),
+    ("an .exe upload", "/preview", lambda f: _upload(f, "program.exe"), "is not a kind of file this app reads"),
     ("a text column that does not exist", "/preview", lambda f: train_form(text_column="nope"), "no column 'nope'"),
     ("run name with ../ to export", "/export_zip", lambda f: _act("../../etc"), "choose a run by its name"),
     ("no run chosen to export", "/export_zip", lambda f: _act(""), "choose a run by its name"),
