@@ -392,6 +392,9 @@ def _clean_label(label) -> str:
     return " ".join(label.split())[:MAX_LABEL_CHARS]
 
 
+COMPARES = "perplexity compares with the first's"  # the comparison table's first row
+
+
 def settings_table(runs: list[RunDir]) -> dict:
     """The settings in which the runs differ, one row each, one column per run; first, with two runs or more,
     whether each run's perplexity compares with the first's (the same held-out tokens and hidden words)."""
@@ -406,9 +409,6 @@ def settings_table(runs: list[RunDir]) -> dict:
         said = ["the first", *[f"no: {why}" if why else "yes" for why in against_first]]
         rows.insert(0, [COMPARES, *said])
     return {"headers": headers, "data": rows}
-
-
-COMPARES = "perplexity compares with the first's"
 
 
 def display_names(runs: list[RunDir]) -> list[str]:
