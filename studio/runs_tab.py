@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import gradio as gr
 
@@ -53,6 +54,7 @@ class RunsTab:
         """`watched`: the page's tabs and the Train tab's watched run, which Resume switches to the resumed run."""
         self.studio, self.access, self.visitor_state = studio, access, visitor
         self.tabs, self.watched = watched
+        self._served: set[Path] = set()  # export folders Gradio serves as they are (`export_zip`)
         with gr.Tab("Runs", id="runs") as self.tab:
             self.table = gr.Dataframe(
                 headers=TABLE_HEADERS,
@@ -294,9 +296,22 @@ class RunsTab:
         return self.listing()
 
     def export_zip(self, visitor, run_name, request: gr.Request):
-        """A zip of the run's model, card and results to download; gr.Error (a refusal) when the visitor may not, or
-        the run has not completed."""
-        return str(self._act(visitor, run_name, request, "download", zip_run))
+        """A zip of the run's model, card and results to download; gr.Error (a refusal) when the visitor may not, the
+        run has not completed, or the disk has no room for it.
+
+        The zip is served from its run's folder (a Gradio static path), not copied into Gradio's cache: one file per
+        version of a run, counted in the run's size, and gone with the run, old links included."""
+
+        def zipped(run: RunDir) -> str:
+            if not run.export_path.is_file():
+                self.access.check_room(self.studio.root, "download", _bytes_in(run.model_dir()))
+            archive = zip_run(run)
+            if run.export_folder not in self._served:
+                gr.set_static_paths([run.export_folder])
+                self._served.add(run.export_folder)
+            return str(archive)
+
+        return self._act(visitor, run_name, request, "download", zipped)
 
     def push(
         self, visitor, run_name, repo_id, token, private, request: gr.Request, oauth_token: gr.OAuthToken | None = None
@@ -358,6 +373,11 @@ def _same_source(identity, chosen) -> bool:
 def _public_results(results) -> dict:
     """A run's results for anyone to read (no path of this machine in them)."""
     return {key: hide_paths(value) if isinstance(value, str) else value for key, value in results.to_dict().items()}
+
+
+def _bytes_in(folder: Path | None) -> int:
+    """Bytes of the files under `folder` (0 for none): what a zip of it takes at most, as it compresses."""
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder else 0
 
 
 def _row(run: RunDir, yours: bool) -> list[str]:

@@ -3,10 +3,13 @@ this machine's files, controls another's run or exhausts the machine, and no ser
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import secrets
 import tempfile
+import urllib.error
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -179,7 +182,7 @@ def test_no_server_path_in_any_response_or_export_and_exports_leave_nothing_behi
     archives = [visitor.predict(visitor="", run_name=run, api_name="/export_zip") for _ in range(20)]
     grown, size = _size(gradio_cache) - before, Path(archives[0]).stat().st_size
     print(f"\n20 downloads of a {size / 2**20:.1f} MB zip: the app's file cache grew {grown / 2**20:.1f} MB")
-    assert grown <= 1.5 * size  # one copy, not twenty
+    assert grown < size / 2  # served from the run's folder: no copy at all
     with zipfile.ZipFile(archives[0]) as archive:
         seen += [
             archive.read(name).decode("utf-8", "replace")
@@ -189,6 +192,40 @@ def test_no_server_path_in_any_response_or_export_and_exports_leave_nothing_behi
     text = json.dumps(seen, default=str)
     for server_path in {str(public_server["runs"]), str(ROOT), str(Path.home()), str(gradio_cache)}:
         assert server_path not in text, server_path
+
+
+def test_a_zip_is_one_file_per_version_of_its_run_and_its_link_dies_with_the_run(public_server):
+    visitor = visitor_at(public_server["url"], "198.51.100.21")  # an address with no run of its own yet
+    visitor.download_files = False  # answers with the file's link
+    run = start(visitor, max_steps=1)
+    assert wait_for(visitor, run, ended, timeout=300)["status"] == "completed"
+    links = [visitor.predict(visitor="", run_name=run, api_name="/export_zip")["url"] for _ in range(3)]
+    assert len(set(links)) == 1 and len(list((public_server["runs"] / run / "export").rglob("*.zip"))) == 1
+    assert f"/{run}/README.md" in "".join("/" + name for name in _zip_names(links[0]))
+
+    visitor.predict(visitor="", run_name=run, label="a new label", api_name="/set_label")
+    assert _http_status(links[0]) == 403  # the old version's zip is gone with its link
+    relabelled = visitor.predict(visitor="", run_name=run, api_name="/export_zip")["url"]
+    assert relabelled != links[0] and _zip_names(relabelled)
+    assert len(list((public_server["runs"] / run / "export").rglob("*.zip"))) == 1
+
+    visitor.predict(visitor="", run_name=run, api_name="/delete")
+    assert _http_status(relabelled) == 403 and not (public_server["runs"] / run).exists()
+
+
+def _zip_names(url: str) -> list[str]:
+    """The names in the zip a link serves."""
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return zipfile.ZipFile(io.BytesIO(answer.read())).namelist()
+
+
+def _http_status(url: str) -> int:
+    """The HTTP status a GET of `url` answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            return answer.status
+    except urllib.error.HTTPError as error:
+        return error.code
 
 
 def _size(folder: Path) -> int:

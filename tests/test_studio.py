@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import zipfile
 
 import pytest
@@ -263,6 +264,11 @@ def test_the_public_rules_refuse_in_words_and_keep_the_owners_token_for_the_owne
         rules.check_start(visitor, [], tmp_path, tuple(f"A <mask> {i}." for i in range(21)))
     with pytest.raises(ValueError, match="disk is nearly full"):
         Access(public=True, limits=Limits(min_free_disk_gb=10**9)).check_start(visitor, [], tmp_path, ())
+    free = shutil.disk_usage(tmp_path).free
+    room = Access(public=True, limits=Limits(min_free_disk_gb=(free - 2**30) / 2**30))  # 1 GiB above the reserve
+    room.check_room(tmp_path, "download", 2**29)
+    with pytest.raises(ValueError, match="download: the server's disk is nearly full"):
+        room.check_room(tmp_path, "download", 2 * 2**30)  # a zip that would eat into the reserve
     assert rules.check_start(visitor, [finished_run], tmp_path, ()).steps == 2000  # a budget for visitors
     assert rules.check_start(owner, [], tmp_path, ()).steps is None  # none for the owner
     assert not rules.may_control(other, finished_run) and rules.may_control(owner, finished_run)

@@ -6,6 +6,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -248,22 +249,26 @@ def _staged(run: RunDir, into: Path) -> Path:
     return staged
 
 
+_zipping = threading.Lock()
+
+
 def zip_run(run: RunDir) -> Path:
-    """The finished model, card and results as `<run>.zip` in the run's folder, made once and then reused;
-    ValueError in plain words when the run has not completed."""
+    """The finished model, card and results as `<run>.zip` in the run's folder (`RunDir.export_path`), made once per
+    version of the run and then reused; ValueError in plain words when the run has not completed."""
     finished(run)
-    target = run.export_path
-    if target.is_file():
+    with _zipping:  # one zip at a time: a second request for the same run gets the first one's file
+        target = run.export_path
+        if target.is_file():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=TMP_PREFIX, dir=target.parent) as work:
+            staged = _staged(run, Path(work))
+            partial = Path(work) / target.name
+            with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
+                for file in sorted(staged.rglob("*")):
+                    archive.write(file, file.relative_to(staged.parent))
+            os.replace(partial, target)
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX, dir=target.parent) as work:
-        staged = _staged(run, Path(work))
-        partial = Path(work) / target.name
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as archive:
-            for file in sorted(staged.rglob("*")):
-                archive.write(file, file.relative_to(staged.parent))
-        os.replace(partial, target)
-    return target
 
 
 def push_run(run: RunDir, repo_id: str, token: str, private: bool = True) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
@@ -87,9 +88,20 @@ class RunDir:
         return self.path / "checkpoints"
 
     @property
+    def export_folder(self) -> Path:
+        """export/: the run's zip, under a folder with a random name, and nothing else."""
+        return self.path / "export"
+
+    @property
     def export_path(self) -> Path:
-        """Where the run's zip (model, card, results) is kept once made."""
-        return self.path / "export" / f"{self.name}.zip"
+        """Where the run's zip (model, card, results) is, or will be once made: `export/<random>/<run>.zip`. The
+        folder's random name (128 bits) makes a link to the zip unguessable; each version of the run draws a new one."""
+        made = sorted(self.export_folder.glob(f"*/{self.name}.zip"))
+        return made[0] if made else self.export_folder / secrets.token_hex(16) / f"{self.name}.zip"
+
+    def drop_export(self) -> None:
+        """Remove the run's zip (and so its link) when what it holds has changed."""
+        shutil.rmtree(self.export_folder, ignore_errors=True)
 
     def is_run(self) -> bool:
         """Whether the folder holds a run: run settings in its settings file (a model's config.json has others)."""
@@ -265,7 +277,7 @@ class RunDir:
     def set_label(self, label: str) -> None:
         """Rename the run as listed (its folder keeps its name)."""
         self.set_identity(dataclasses.replace(self.identity(), label=label))
-        self.export_path.unlink(missing_ok=True)  # its model card shows the label
+        self.drop_export()  # its model card shows the label
 
 
 def run_in(root: Path, name: Any) -> RunDir:

@@ -200,6 +200,13 @@ class Access:
         address = forwarded_address(headers, peer, self.trusted_proxies)
         return hmac.new(self.salt, address.encode(), "sha256").hexdigest()[:32]
 
+    def check_room(self, root, field: str, needed_bytes: int = 0) -> None:
+        """ValueError in plain words (for `field`) when writing `needed_bytes` more would leave the disk of the runs
+        folder `root` with less than its reserve free (`min_free_disk_gb`)."""
+        reserve = (self.limits.min_free_disk_gb or 0) * 2**30
+        if reserve and shutil.disk_usage(root).free - needed_bytes < reserve:
+            raise ValueError(f"{field}: the server's disk is nearly full; delete old runs or try again later")
+
     @contextlib.contextmanager
     def admitting(self) -> Iterator[None]:
         """Held from `check_start` until the run is queued, so that concurrent calls cannot all pass the check."""
@@ -215,8 +222,7 @@ class Access:
             raise ValueError(f"probes: at most {limits.probes} probe sentences (got {len(probes):,})")
         if any(len(probe) > limits.probe_chars for probe in probes):
             raise ValueError(f"probes: each probe sentence may have at most {limits.probe_chars} characters")
-        if limits.min_free_disk_gb and shutil.disk_usage(root).free < limits.min_free_disk_gb * 2**30:
-            raise ValueError("run: the server's disk is nearly full; delete old runs or try again later")
+        self.check_room(root, "run")
         if visitor.admin:
             return Budget()
         statuses = {run: run.status() for run in runs}
