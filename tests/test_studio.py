@@ -292,7 +292,7 @@ def _request(address: str, proxy: str = "10.255.0.1"):
     )
 
 
-def test_limits_count_the_address_and_the_account_not_the_secret_a_script_sends(tiny_mlm, tmp_path):
+def test_limits_count_the_address_and_the_account_not_the_secret_a_script_sends(tiny_mlm, tmp_path, capsys):
     import secrets
 
     from mlm_core.queue import RunQueue
@@ -313,6 +313,9 @@ def test_limits_count_the_address_and_the_account_not_the_secret_a_script_sends(
     spoofed = rules.visitor(secrets.token_hex(16), _request("1.2.3.4, 10.0.0.1"))  # the client's own header first
     with pytest.raises(ValueError, match="from your address"):
         rules.unlock(spoofed, "guess")
+    behind_no_proxy = Access(public=True, trusted_proxies=1)  # the header the setting promises never comes
+    assert behind_no_proxy.address_key({}, "10.8.0.1") != behind_no_proxy.address_key({}, "10.8.0.2")
+    assert capsys.readouterr().err.count("MLM_STUDIO_TRUSTED_PROXIES promises") == 1  # said once, no address in it
     owner = secrets.token_hex(16)
     rules.unlock(rules.visitor(owner, _request("10.9.0.1")), "secret")  # from elsewhere, the owner still can
     assert rules.visitor(owner, _request("10.9.0.2")).admin

@@ -9,6 +9,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -127,6 +128,7 @@ class Access:
     _tries: dict[str, list[float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _admitting: threading.Lock = field(default_factory=threading.Lock)
+    _said_no_proxy: bool = False
 
     @classmethod
     def from_settings(cls, server_token: str | None, root: Path | None = None) -> Access:
@@ -196,8 +198,18 @@ class Access:
             )
 
     def address_key(self, headers, peer: str) -> str:
-        """The salted hash a visitor's limits count on, from a request's headers and peer address."""
+        """The salted hash a visitor's limits count on, from a request's headers and peer address. Says once, in the
+        log, when a request comes without the proxy's X-Forwarded-For entries that `trusted_proxies` promises: then
+        every visitor behind the proxy would count as the proxy's one address."""
         address = forwarded_address(headers, peer, self.trusted_proxies)
+        if address == peer and self.trusted_proxies and not self._said_no_proxy:
+            self._said_no_proxy = True
+            print(
+                f"access: a request came without the {self.trusted_proxies} X-Forwarded-For entries that "
+                "MLM_STUDIO_TRUSTED_PROXIES promises, so its limits count the connection's address; if every request "
+                "does, set MLM_STUDIO_TRUSTED_PROXIES to the number of proxies in front of the app",
+                file=sys.stderr,
+            )
         return hmac.new(self.salt, address.encode(), "sha256").hexdigest()[:32]
 
     def check_room(self, root, field: str, needed_bytes: int = 0) -> None:
