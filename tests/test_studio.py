@@ -328,6 +328,9 @@ def test_limits_count_the_address_and_the_account_not_the_secret_a_script_sends(
     queue = RunQueue(tmp_path / "runs")  # not started: submitted runs stay queued
     first = fresh("10.3.0.1")
     queue.submit(tiny_config(tiny_mlm, tmp_path / "runs" / "a"), RunIdentity(owner=first.key, address=first.address))
+    with pytest.raises(ValueError, match="holds a run waiting in the queue"):  # a clash never overwrites it
+        queue.submit(tiny_config(tiny_mlm, tmp_path / "runs" / "a"), RunIdentity(owner="someone else"))
+    assert queue.waiting()[0].identity().owner == first.key
     with pytest.raises(ValueError, match="you already have 1 run"):
         rules.check_start(fresh("10.3.0.1"), queue.waiting(), tmp_path)
     assert rules.check_start(fresh("10.3.0.2"), queue.waiting(), tmp_path).steps == 2000

@@ -220,9 +220,15 @@ class RunDir:
 
     def create(self, config: TrainConfig, identity: RunIdentity) -> None:
         """Make the folder of a new run (settings and identity; an uploaded file is copied in, so the run keeps its
-        data however long it waits); ValueError if the folder holds anything already."""
-        self.check_new()
-        self.path.mkdir(parents=True, exist_ok=True)
+        data however long it waits); ValueError if the folder holds anything already, a queued run included."""
+        try:
+            self.path.mkdir(parents=True)  # atomic: of two new runs given one folder, only one makes it
+        except FileExistsError:
+            if self.holds_files():
+                self.check_new()  # names what the folder holds
+                raise ValueError(
+                    f"output_dir: {self.name} holds a run waiting in the queue; choose another folder"
+                ) from None
         if config.dataset_file:
             kept = self.path / "data" / Path(config.dataset_file).name
             kept.parent.mkdir(exist_ok=True)
