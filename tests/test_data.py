@@ -13,8 +13,9 @@ from bench.guide_recipe import make_group_texts
 from mlm_core.config import TrainConfig
 from mlm_core.data.builtin_corpus import docstring_records, reference_records
 from mlm_core.data.columns import as_text, check_column, detect_text_column, flatten_record
-from mlm_core.data.lm_data import prepare_data
+from mlm_core.data.lm_data import MIN_HELD_OUT_DOCUMENTS, prepare_data
 from mlm_core.data.sources import apply_slice, load_records, read_file
+from mlm_core.data.token_store import document_draws
 
 from .list_data import group_texts
 
@@ -142,17 +143,22 @@ def test_grouping_takes_linear_time():
     assert _growth(lambda ex: group_texts(ex, 128), 1000) < 7
 
 
-def test_prepare_data_splits_blocks(tiny_mlm):
+def test_the_held_out_text_is_whole_documents_chosen_by_their_text_alone(tiny_mlm):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_mlm)
-    config = TrainConfig(model=str(tiny_mlm), dataset="builtin", slice="train[:20]", block_size=64)
+    config = TrainConfig(model=str(tiny_mlm), dataset="builtin", slice="train", block_size=64)
     data = prepare_data(config, tokenizer, 64)
-    assert data.text_column == "text" and data.documents == 20
-    assert data.train.shape[1] == 64 and len(data.eval) == round((len(data.train) + len(data.eval)) * 0.1)
-    assert len(data.train) + len(data.eval) == data.tokens // 64
-    again = prepare_data(config, tokenizer, 64)
-    assert again.eval[:].equal(data.eval[:]), "the split depends on the seed only"
+    assert data.text_column == "text" and data.train.shape[1] == 64
+    texts = [record["text"] for record in load_records(config)]
+    assert data.documents == len(texts)
+    held = [text for text in texts if document_draws([text])[0] < config.eval_fraction * 2**32]
+    assert MIN_HELD_OUT_DOCUMENTS <= len(held) < len(texts)
+    held_ids = np.concatenate([tokenizer(text)["input_ids"] for text in held])
+    assert np.array_equal(data.eval[:].numpy().ravel(), held_ids[: len(data.eval) * 64])  # held-out documents only
+    assert len(data.eval) == len(held_ids) // 64 and len(data.train) == (data.tokens - len(held_ids)) // 64
+    again = prepare_data(config.replace(seed=7), tokenizer, 64)
+    assert again.eval[:].equal(data.eval[:]), "the held-out text does not follow the seed"
 
 
 def test_text_shorter_than_two_blocks_is_refused(tiny_mlm, tmp_path):

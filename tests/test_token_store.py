@@ -14,8 +14,9 @@ import torch
 from mlm_core.config import TrainConfig
 from mlm_core.data import store_builder, store_cache
 from mlm_core.data.builtin_corpus import reference_records
-from mlm_core.data.lm_data import HELD_OUT_SEED, prepare_data, split_indices
+from mlm_core.data.lm_data import HELD_OUT_SEED, MIN_HELD_OUT_DOCUMENTS, prepare_data, split_indices
 from mlm_core.data.sources import load_records
+from mlm_core.data.token_store import document_draws
 from mlm_core.data.tokenizing import PreparationStopped, word_starts
 
 from .list_data import extract_texts, group_texts, tokenize
@@ -31,14 +32,23 @@ def starter_tokenizer():
 
 
 def list_recipe(config: TrainConfig, tokenizer, block_size: int) -> dict:
-    """What prepare_data did before the store: lists of records, texts and tokens, grouped and split in memory."""
+    """What prepare_data does, in lists in memory, as the guides do: the texts split into train and held out (by
+    their draws: held out are those in the lowest `eval_fraction`), then each side tokenized and grouped; a text
+    of few documents grouped, then split by block."""
     records = load_records(config)
     texts = extract_texts(records, config.text_column or "text")
-    grouped = group_texts(tokenize(tokenizer, texts, with_offsets=config.whole_word_masking), block_size)
-    train, eval_ = split_indices(len(grouped["input_ids"]), config.eval_fraction, HELD_OUT_SEED)
-    out = {"train": grouped["input_ids"][train.numpy()], "eval": grouped["input_ids"][eval_.numpy()]}
-    if config.whole_word_masking:
-        out["train_offsets"] = torch.from_numpy(grouped["offset_mapping"][train.numpy()])
+    held = document_draws(texts) < config.eval_fraction * 2**32
+    if held.sum() < MIN_HELD_OUT_DOCUMENTS:
+        grouped = group_texts(tokenize(tokenizer, texts), block_size)["input_ids"]
+        train, eval_ = split_indices(len(grouped), config.eval_fraction, HELD_OUT_SEED)
+        return {"train": grouped[train.numpy()], "eval": grouped[eval_.numpy()]}
+    out = {}
+    for side, chosen in (("train", ~held), ("eval", held)):
+        kept = [text for text, keep in zip(texts, chosen) if keep]
+        grouped = group_texts(tokenize(tokenizer, kept, with_offsets=config.whole_word_masking), block_size)
+        out[side] = grouped["input_ids"]
+        if config.whole_word_masking and side == "train":
+            out["train_offsets"] = torch.from_numpy(grouped["offset_mapping"])
     return out
 
 

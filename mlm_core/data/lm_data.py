@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from mlm_core.config import TrainConfig
@@ -25,7 +26,7 @@ from mlm_core.data.columns import (
 )
 from mlm_core.data.sources import open_source
 from mlm_core.data.store_builder import token_store
-from mlm_core.data.token_store import Blocks, TokenStore
+from mlm_core.data.token_store import Blocks, Stream, TokenStore
 from mlm_core.data.tokenizing import PreparationStopped
 
 __all__ = [
@@ -42,10 +43,13 @@ __all__ = [
 ]
 
 
-# The held-out sample (which blocks, which of their tokens are hidden, which sentences are probes) follows this seed,
-# not the run's: runs on the same data are measured on the same sample whatever their seeds, and no run trains on
-# another's held-out text. It is the default seed, so a run at the default seed splits as the guides' recipe does.
+# The held-out text is chosen by document (`held_out_streams`); which of its tokens are hidden, which sentences are
+# probes, and the split of a text too short to split by document follow this seed, not the run's: runs on the same
+# data are measured on the same sample whatever their seeds and models, and no run trains on another's held-out text.
 HELD_OUT_SEED = 42
+# A split by document needs this many held-out documents: with fewer, the held-out share of the text swings far from
+# `eval_fraction` (of 3 documents, a third of the text or none), and the text is split by block instead.
+MIN_HELD_OUT_DOCUMENTS = 5
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,19 @@ def split_indices(n_blocks: int, eval_fraction: float, seed: int) -> tuple[torch
     return order[n_eval:].sort().values, order[:n_eval].sort().values
 
 
+def held_out_streams(store: TokenStore, eval_fraction: float, block_size: int) -> tuple[Stream, Stream] | None:
+    """The store's documents as (train, held-out) streams: held out are those whose draw (a hash of their text) is
+    in the lowest `eval_fraction` of its range. So the held-out text depends on the data alone, not on the model, the
+    block size or the seed, and a text repeated in the data is on one side only; the guides likewise split rows
+    before grouping them into blocks. None for a text of few documents: fewer than MIN_HELD_OUT_DOCUMENTS held out, or
+    a side that would not make one block."""
+    held = store.documents[:, 1] < eval_fraction * 2**32
+    if held.sum() < MIN_HELD_OUT_DOCUMENTS:
+        return None
+    train, held_out = Stream.of(store.documents, ~held), Stream.of(store.documents, held)
+    return None if min(train.tokens, held_out.tokens) < block_size else (train, held_out)
+
+
 def process_shard() -> dict[str, int]:
     """This process's `rank` and `world` under `accelerate launch` / torchrun (0 and 1 otherwise)."""
     return {"rank": int(os.environ.get("RANK", 0)), "world": int(os.environ.get("WORLD_SIZE", 1))}
@@ -137,7 +154,8 @@ def prepare_data(
 
 
 def _split(store: TokenStore, config: TrainConfig, block_size: int, rank: int, world: int, reused: bool) -> LMData:
-    """Blocks of the store, split train/eval by `HELD_OUT_SEED`; with several processes, this one's share."""
+    """Blocks of the store, split train/eval by document (`held_out_streams`), or by block with `HELD_OUT_SEED` when
+    the text has too few documents for that; with several processes, this one's share."""
     n_blocks = store.tokens // block_size
     if n_blocks < 2:
         raise ValueError(
@@ -145,7 +163,13 @@ def _split(store: TokenStore, config: TrainConfig, block_size: int, rank: int, w
             f"least {2 * block_size:,} (two blocks of {block_size}: one to learn from, one to measure with); add "
             "text, or lower block_size"
         )
-    train_idx, eval_idx = (t.numpy() for t in split_indices(n_blocks, config.eval_fraction, HELD_OUT_SEED))
+    streams = held_out_streams(store, config.eval_fraction, block_size)
+    if streams is None:
+        train_stream = eval_stream = None
+        train_idx, eval_idx = (t.numpy() for t in split_indices(n_blocks, config.eval_fraction, HELD_OUT_SEED))
+    else:
+        train_stream, eval_stream = streams
+        train_idx, eval_idx = (np.arange(stream.tokens // block_size) for stream in streams)
     train_total, eval_total = len(train_idx), len(eval_idx)
     if world > 1:
         share = train_total // world
@@ -158,10 +182,10 @@ def _split(store: TokenStore, config: TrainConfig, block_size: int, rank: int, w
         eval_idx = eval_idx[rank * eval_total // world : (rank + 1) * eval_total // world]
     flags = store.word_starts and config.whole_word_masking
     return LMData(
-        train=Blocks(store, train_idx, block_size),
-        eval=Blocks(store, eval_idx, block_size),
-        train_word_starts=Blocks(store, train_idx, block_size, "starts") if flags else None,
-        eval_word_starts=Blocks(store, eval_idx, block_size, "starts") if flags else None,
+        train=Blocks(store, train_idx, block_size, stream=train_stream),
+        eval=Blocks(store, eval_idx, block_size, stream=eval_stream),
+        train_word_starts=Blocks(store, train_idx, block_size, "starts", train_stream) if flags else None,
+        eval_word_starts=Blocks(store, eval_idx, block_size, "starts", eval_stream) if flags else None,
         text_column=store.meta["text_column"],
         documents=int(store.meta["documents"]),
         tokens=store.tokens,

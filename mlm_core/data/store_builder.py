@@ -16,7 +16,7 @@ from mlm_core.data import store_cache
 from mlm_core.data.columns import check_column, detect_text_column, text_of
 from mlm_core.data.source_base import Source
 from mlm_core.data.sources import open_source
-from mlm_core.data.token_store import META, PartWriter, TokenStore, merge_parts, part_done
+from mlm_core.data.token_store import META, PartWriter, TokenStore, document_draws, merge_parts, part_done
 from mlm_core.data.tokenizing import LocalEncoder, PreparationStopped, WorkerPool, fast_backend, ids_dtype
 from mlm_core.system import settings
 from mlm_core.system.atomic_files import read_json
@@ -163,8 +163,11 @@ class _Job:
         total = self.source.total if self.world == 1 else None
         try:
             self.progress(0, total, final=True)
-            for number, records, encoded in encoder.imap(self.source.batches(column, want), self.stop):
-                writer.add(number, records, encoded)
+            batches = (
+                (n, texts, (counts, document_draws(texts))) for n, texts, counts in self.source.batches(column, want)
+            )
+            for number, (counts, draws), encoded in encoder.imap(batches, self.stop):
+                writer.add(number, counts, encoded, draws)
                 self.progress(writer.records, total)
             if self.stop.is_set():
                 raise PreparationStopped()
