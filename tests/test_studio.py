@@ -350,9 +350,9 @@ def test_each_mask_row_shows_the_text_with_that_mask_filled_and_the_others_blank
         assert sentence == (blank.format(word, "___") if mask == 1 else blank.format("___", word))
     from mlm_core.models.inference import filled_sequence
 
-    piece = {"token_str": "ing", "sequence": "", "joins": True}  # continues the word before the mask
+    piece = {"word": "ing", "sequence": "", "joins": True}  # continues the word before the mask
     assert filled_sequence("A <mask>s here.", [[piece]], 0, piece) == "Aings here."
-    word = {"token_str": "machine", "sequence": "", "joins": False}  # a WordPiece or SentencePiece word decodes bare
+    word = {"word": "machine", "sequence": "", "joins": False}
     assert filled_sequence("The <mask> met the engine.", [[word]], 0, word) == "The machine met the engine."
 
 

@@ -36,18 +36,20 @@ def filled_sequence(
     text: str, results: list[list[dict[str, Any]]], which: int, guess: dict[str, Any], mask_token: str | None = None
 ) -> str:
     """The text as typed (masks spelled `<mask>`, `[MASK]` or the model's `mask_token`), with mask number `which`
-    filled by `guess` (joined to the word before it when its first piece continues a word: `guess["joins"]`) and
-    every other mask shown as ___; the pipeline's sequence when the masks cannot be matched up."""
+    filled by `guess` as the tokenizer decodes it after a word (`guess["word"]`, joined to the word before the mask
+    when the decoding puts no space between them: `guess["joins"]`) and every other mask shown as ___; the
+    pipeline's sequence when the masks cannot be matched up. The rest stays as typed: an uncased model's decoding
+    would lower its case, and WordPiece's would space its punctuation."""
     spelling = MASK_SPELLINGS if not mask_token else re.compile(f"{MASK_SPELLINGS.pattern}|{re.escape(mask_token)}")
     spans = list(spelling.finditer(text))
     if len(spans) != len(results):
         return guess["sequence"]
-    token, out, end = guess["token_str"], [], 0
+    word, out, end = guess["word"], [], 0
     for index, span in enumerate(spans):
         before = text[end : span.start()]
-        if index == which and guess.get("joins") and token.strip():
+        if index == which and guess["joins"] and word:
             before = before.rstrip()
-        out += [before, token.strip().removeprefix("##") if index == which else "___"]
+        out += [before, word if index == which else "___"]
         end = span.end()
     return "".join(out) + text[end:]
 
@@ -272,15 +274,19 @@ def word_pieces(tokenizer, word: str) -> list[int]:
 
 def _propositions(tokenizer, input_ids, masks: list[int], guesses: list[list[WordGuess]]) -> list[list[dict[str, Any]]]:
     """Pipeline-shaped results from the word guesses at each mask (its position in `input_ids`): score, token (the
-    first piece), tokens (all pieces), token_str (the pieces decoded together), the text with them filled in, and
-    joins (the first piece continues the word before the mask, as `##ing` or a piece without `Ġ` or `▁` does)."""
+    first piece), tokens (all pieces), token_str (the pieces decoded together), sequence (the filled ids decoded),
+    and the guess as the tokenizer decodes it after a word (`decoded_after_word`): word, and joins. A tokenizer whose
+    pieces do not mark word starts (bytes or characters, spaces as tokens of their own) keeps the text's spacing:
+    there the decoder puts no space between any two pieces, so it cannot tell a guess that continues a word."""
     single = len(masks) == 1
-    starts = starts_word(tokenizer, len(tokenizer)) if marks_word_starts(tokenizer) else None
+    anchor, marked = word_pieces(tokenizer, "a"), marks_word_starts(tokenizer)
     results = []
     for at, row_guesses in zip(masks, guesses):
         row = []
         for guess in row_guesses:
             filled = torch.cat([input_ids[:at], torch.tensor(guess.pieces), input_ids[at + 1 :]])
+            word, joins = decoded_after_word(tokenizer, anchor, list(guess.pieces))
+            joins = joins and marked
             row.append(
                 {
                     "score": guess.probability,
@@ -288,11 +294,24 @@ def _propositions(tokenizer, input_ids, masks: list[int], guesses: list[list[Wor
                     "tokens": list(guess.pieces),
                     "token_str": tokenizer.decode(list(guess.pieces), clean_up_tokenization_spaces=False),
                     "sequence": tokenizer.decode(filled, skip_special_tokens=single),
-                    "joins": starts is not None and guess.pieces[0] < len(starts) and not bool(starts[guess.pieces[0]]),
+                    "word": word,
+                    "joins": joins,
                 }
             )
         results.append(row)
     return results
+
+
+def decoded_after_word(tokenizer, anchor: list[int], pieces: list[int]) -> tuple[str, bool]:
+    """`pieces` as the tokenizer's own decoder writes them after a word (`anchor`: its ids, e.g. of 'a'): their text,
+    without the space before it, and whether they join that word (no space between them: WordPiece's `##ing`, a
+    byte-level piece without `Ġ`, a SentencePiece one without `▁`)."""
+    alone = tokenizer.decode(anchor, clean_up_tokenization_spaces=False)
+    after = tokenizer.decode(anchor + pieces, clean_up_tokenization_spaces=False)
+    if not after.startswith(alone):  # a decoder that rewrites the anchor too: the pieces alone, as a word
+        return tokenizer.decode(pieces, clean_up_tokenization_spaces=False).strip(), False
+    rest = after[len(alone) :]
+    return rest.strip(), bool(rest.strip()) and not rest[0].isspace()
 
 
 def generate(

@@ -153,7 +153,7 @@ def fill(request: FillRequest) -> Filled:
     guesses = tuple(
         tuple(
             Guess(
-                word_label(guess["token_str"]),
+                guess["word"] or word_label(guess["token_str"]),
                 float(guess["score"]),
                 inference.filled_sequence(text, results, number, guess, mask),
             )
