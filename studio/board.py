@@ -118,13 +118,17 @@ def on_device(results: RunResults) -> str:
 
 
 def added_text(results: RunResults) -> str:
-    """' 12 of your words were added as tokens of their own: ...' (empty when none were; the words escaped)."""
+    """' 12 of your words were added as tokens of their own: ...', and that its perplexities do not compare with a run
+    without them (empty when none were; the words escaped)."""
     words = results.added_words
     if not words:
         return ""
     shown = ", ".join(escaped(word) for word in words[:10]) + (", …" if len(words) > 10 else "")
     saved = f"; your text takes {results.tokens_saved:.0%} fewer tokens" if results.tokens_saved is not None else ""
-    return f" {len(words):,} of your words were added as tokens of their own ({shown}){saved}."
+    return (
+        f" {len(words):,} of your words were added as tokens of their own ({shown}){saved}. Its perplexities are"
+        " measured on these tokens, so they do not compare with those of a run without them."
+    )
 
 
 def accuracy_text(results: RunResults) -> str:

@@ -50,6 +50,7 @@ def test_frequent_split_words_become_one_token_with_embeddings_from_their_pieces
 def test_a_run_adds_the_uploads_words_saves_them_with_the_model_and_keeps_them_on_resume(tiny_mlm, tmp_path):
     import threading
 
+    from mlm_core.cli.commands import summary
     from mlm_core.config import TrainConfig
     from mlm_core.events import Eval
     from mlm_core.models.inference import fill_mask, word_pieces
@@ -78,6 +79,8 @@ def test_a_run_adds_the_uploads_words_saves_them_with_the_model_and_keeps_them_o
     assert results.status == "completed" and results.added_words == stopped.added_words
     # what adding them changed, measured on the text: the same words in fewer tokens
     assert 0.05 < stopped.tokens_saved < 0.5 and results.tokens_saved == stopped.tokens_saved
+    said = summary(results, config)
+    assert "30 of the text's words added as tokens" in said and "perplexities do not compare with a run" in said
     saved = load_tokenizer(str(RunDir(config.output_dir).model_path))
     base = load_tokenizer(str(tiny_mlm))
     for word in results.added_words:

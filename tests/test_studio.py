@@ -159,7 +159,8 @@ def test_figures_and_text_from_events():
     assert "guesses <b>41% of the hidden words</b> of your held-out text right, up from 30%" in text
     assert (
         "2 of your words were added as tokens of their own (greenhouse, &lt;b&gt;bold&lt;/b&gt;); your text "
-        "takes 8% fewer tokens."
+        "takes 8% fewer tokens. Its perplexities are measured on these tokens, so they do not compare with those of "
+        "a run without them."
     ) in text
     legacy = board.outcome_text(
         board.results_from([*events, Done(status="completed", results={**results, "accuracy_counts": None})])

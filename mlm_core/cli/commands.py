@@ -227,6 +227,7 @@ def summary(results: RunResults, config: TrainConfig) -> str:
         measured += f"; {len(results.added_words):,} of the text's words added as tokens"
         if results.tokens_saved is not None:
             measured += f" ({results.tokens_saved:.1%} fewer tokens)"
+        measured += ", so its perplexities do not compare with a run without them"
     if results.status == COMPLETED:
         return f"{head}{measured}; model in {RunDir(config.output_dir).model_path}"
     return f"{head}{measured}; resume with: python -m mlm_core train --output-dir {config.output_dir} --resume"
