@@ -35,6 +35,7 @@ TABLE_HEADERS = [
     "data",
     "base perplexity",
     "final perplexity",
+    "right in top 5",  # hidden words (next tokens for a causal LM) among the five best guesses, on held-out text
     "steps",
     "duration",
     "date",
@@ -392,6 +393,7 @@ def _row(run: RunDir, yours: bool) -> list[str]:
         config.dataset,
         _fmt(results and results.base_perplexity),
         _fmt(results and results.final_perplexity),
+        "" if results is None or results.final_top5 is None else f"{results.final_top5:.0%}",
         number,
         board.duration(results.seconds) if results else "",
         time.strftime("%Y-%m-%d %H:%M", time.localtime(identity.created)),
