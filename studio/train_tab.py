@@ -7,10 +7,11 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
-from mlm_core.config import default_learning_rate
+from mlm_core.config import TrainConfig, default_learning_rate
 from mlm_core.service import launch, playground
 from mlm_core.service.launch import STARTER, describe_device
 from mlm_core.service.shown import hide_paths
@@ -218,9 +219,18 @@ class TrainTab:
     def command_line(self, **form) -> str:
         """The CLI line for the form as it stands, or what to fix first (as a shell comment)."""
         try:
-            return command_line(config_from(form, output_dir=str(self.studio.root / "my-run")))
+            return command_line(self._config(form, "my-run"))
         except ValueError as error:
             return f"# {plain(str(error))}"
+
+    def _config(self, form: dict, name: str) -> TrainConfig:
+        """The form's run config, its folder `name` in the runs folder; ValueError in plain words as `config_from`,
+        and for a file of the runs folder (Gradio hands runs' zips out from there as they are, so such a path passes
+        its upload check): the form reads only uploads."""
+        config = config_from(form, output_dir=str(self.studio.root / name))
+        if config.dataset_file and Path(config.dataset_file).resolve().is_relative_to(self.studio.root.resolve()):
+            raise ValueError("dataset_file: upload it with the form; this server reads no other file")
+        return config
 
     def model_changed(self, model: str):
         """Hide the masking knob for causal models and suggest a learning rate for the model."""
@@ -247,7 +257,7 @@ class TrainTab:
         """Blocks, an example block with its hidden words, probes, and the time and memory estimate for this device;
         gr.Error (a `refusal`) in plain words when the settings, model or data cannot be used."""
         try:
-            result = launch.preview(config_from(form, output_dir=str(self.studio.root / "preview")))
+            result = launch.preview(self._config(form, "preview"))
         except ValueError as error:
             raise refusal(error) from None
         rows = f"{result.records:,} of {result.rows_total:,} rows" if result.rows_total else f"{result.records:,} rows"
@@ -282,7 +292,7 @@ class TrainTab:
         try:
             lines = probes.splitlines() if isinstance(probes, str) else []
             probes = tuple(line.strip() for line in lines if line.strip())
-            config = launch.new_run(config_from(form, output_dir=str(self.studio.root / "new-run")), self.studio.root)
+            config = launch.new_run(self._config(form, "new-run"), self.studio.root)
             self.access.check_report_to(config.report_to)
             launch.check_inputs(
                 config, lambda done, total: progress((done, total), desc="Reading your data", unit="documents")

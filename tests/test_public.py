@@ -199,9 +199,13 @@ def test_a_zip_is_one_file_per_version_of_its_run_and_its_link_dies_with_the_run
     visitor.download_files = False  # answers with the file's link
     run = start(visitor, max_steps=1)
     assert wait_for(visitor, run, ended, timeout=300)["status"] == "completed"
-    links = [visitor.predict(visitor="", run_name=run, api_name="/export_zip")["url"] for _ in range(3)]
+    answers = [visitor.predict(visitor="", run_name=run, api_name="/export_zip") for _ in range(3)]
+    links = [answer["url"] for answer in answers]
     assert len(set(links)) == 1 and len(list((public_server["runs"] / run / "export").rglob("*.zip"))) == 1
     assert f"/{run}/README.md" in "".join("/" + name for name in _zip_names(links[0]))
+    served = {"path": answers[0]["path"], "meta": {"_type": "gradio.FileData"}}  # Gradio's check passes it as served
+    read = raw_call(public_server["url"], "preview", {**train_form(dataset="file"), "dataset_file": served})
+    assert "upload it with the form" in read.get("error", ""), read  # yet the form reads only uploads
 
     visitor.predict(visitor="", run_name=run, label="a new label", api_name="/set_label")
     assert _http_status(links[0]) == 403  # the old version's zip is gone with its link
