@@ -280,12 +280,13 @@ def _propositions(tokenizer, input_ids, masks: list[int], guesses: list[list[Wor
     there the decoder puts no space between any two pieces, so it cannot tell a guess that continues a word."""
     single = len(masks) == 1
     anchor, marked = word_pieces(tokenizer, "a"), marks_word_starts(tokenizer)
+    anchor_text = tokenizer.decode(anchor, clean_up_tokenization_spaces=False)  # once a call, not once a guess
     results = []
     for at, row_guesses in zip(masks, guesses):
         row = []
         for guess in row_guesses:
             filled = torch.cat([input_ids[:at], torch.tensor(guess.pieces), input_ids[at + 1 :]])
-            word, joins = decoded_after_word(tokenizer, anchor, list(guess.pieces))
+            word, joins = decoded_after_word(tokenizer, anchor, anchor_text, list(guess.pieces))
             joins = joins and marked
             row.append(
                 {
@@ -302,11 +303,10 @@ def _propositions(tokenizer, input_ids, masks: list[int], guesses: list[list[Wor
     return results
 
 
-def decoded_after_word(tokenizer, anchor: list[int], pieces: list[int]) -> tuple[str, bool]:
-    """`pieces` as the tokenizer's own decoder writes them after a word (`anchor`: its ids, e.g. of 'a'): their text,
-    without the space before it, and whether they join that word (no space between them: WordPiece's `##ing`, a
-    byte-level piece without `Ġ`, a SentencePiece one without `▁`)."""
-    alone = tokenizer.decode(anchor, clean_up_tokenization_spaces=False)
+def decoded_after_word(tokenizer, anchor: list[int], alone: str, pieces: list[int]) -> tuple[str, bool]:
+    """`pieces` as the tokenizer's own decoder writes them after a word (`anchor`: its ids, e.g. of 'a', which decode
+    to `alone`): their text, without the space before it, and whether they join that word (no space between them:
+    WordPiece's `##ing`, a byte-level piece without `Ġ`, a SentencePiece one without `▁`)."""
     after = tokenizer.decode(anchor + pieces, clean_up_tokenization_spaces=False)
     if not after.startswith(alone):  # a decoder that rewrites the anchor too: the pieces alone, as a word
         return tokenizer.decode(pieces, clean_up_tokenization_spaces=False).strip(), False
