@@ -1,5 +1,9 @@
 """RunQueue: runs wait in a FIFO (kept on disk, so it survives a restart); one trains at a time, each in a child
-process (`python -m mlm_core train-queued RUN`), so that no run's crash or out-of-memory can take the app down."""
+process (`python -m mlm_core train-queued RUN`), so that no run's crash or out-of-memory can take the app down.
+
+On ZeroGPU (a queue that is `lent`) the GPU exists only inside calls that a visitor's own request makes, so this queue
+trains nothing itself: the run at its head trains in slices, GPU calls its visitor's page makes while it is open
+(`followed`), queued again between them (`requeue`); a run nobody follows for `pause_after_s` is paused."""
 
 from __future__ import annotations
 
@@ -14,13 +18,19 @@ from pathlib import Path
 
 from mlm_core.children import child_command, child_environment
 from mlm_core.config import TrainConfig
-from mlm_core.events import Checkpoint, Error, Started, Step
+from mlm_core.events import Checkpoint, Error, Started, Status, Step
 from mlm_core.runs.records import FAILED, INTERRUPTED, QUEUED, RESUMABLE, RUNNING, STOPPED, RunIdentity, RunResults
 from mlm_core.runs.run_dir import RunDir, list_runs
 from mlm_core.system import settings
 from mlm_core.system.container_limits import oom_kills
 
 POLL_S = 2.0  # how often a waiting queue looks whether another process still trains
+# A lent queue pauses a run its page has not followed for this long: browsers slow a background tab's timers down
+# to one tick a minute.
+PAUSE_AFTER_S = 150.0
+CLOSED_PAGE = (
+    "its page was closed (on ZeroGPU a run trains in GPU calls its page makes while it is open); resume it from Runs"
+)
 WATCH_S = 0.2  # how often the worker looks at its child
 PROCESS_LOG = "process.log"  # the child's own output (a traceback, if Python itself failed)
 
@@ -43,8 +53,11 @@ class Job:
 class RunQueue:
     """The runs of one runs folder waiting to train, in the order they were submitted; one trains at a time."""
 
-    def __init__(self, root: Path):
-        self.root = root
+    def __init__(self, root: Path, lent: bool = False, pause_after_s: float = PAUSE_AFTER_S):
+        """`lent`: on ZeroGPU, where runs train in their visitors' GPU calls (see the module's docstring)."""
+        self.root, self.lent, self.pause_after_s = root, lent, pause_after_s
+        self._followed: dict[RunDir, float] = {}  # a lent queue's runs: when their page last asked for a slice
+        self._opened = time.monotonic()  # after a restart, the pages of queued runs have that long to come back
         self._wake = threading.Condition()
         self._closed = False
         self._worker: threading.Thread | None = None
@@ -74,6 +87,7 @@ class RunQueue:
         ValueError naming `output_dir` when that folder already holds files or a run."""
         run = RunDir(config.output_dir)
         run.create(config, dataclasses.replace(identity, queued_at=time.time()))
+        self.followed(run)
         self._notify()
         return run
 
@@ -85,8 +99,40 @@ class RunQueue:
         if job is not None and job.run == run and run.status() in RESUMABLE and not job.finished.wait(wait_s):
             raise ValueError(f"run: {run.name} is still stopping; resume it in a moment")
         run.resume_config()  # refuses a run that cannot resume
+        run.clear_stop()
         run.set_identity(dataclasses.replace(run.identity(), queued_at=time.time(), resume=True))
+        self.followed(run)
         self._notify()
+
+    def followed(self, run: RunDir) -> None:
+        """A lent queue: the run's page is open and asks for its next slice (it is not paused yet)."""
+        self._followed[run] = time.monotonic()
+
+    def requeue(self, run: RunDir, queued_at: float | None) -> None:
+        """A lent queue: a slice ended with steps left; the run waits for its next one in the place it had."""
+        run.clear_stop()
+        run.set_identity(dataclasses.replace(run.identity(), queued_at=queued_at or time.time(), resume=True))
+        self.followed(run)
+
+    def pause(self, run: RunDir, why: str) -> None:
+        """A lent queue: take a run out of the queue, resumable (stopped at its last checkpoint), saying `why` in its
+        events and results."""
+        with self._picking:
+            if run.status() == RUNNING:
+                return
+            config, (_, saved) = run.config(), attempt_progress(run)
+            run.event_log().write(Status(f"Paused: {why}."))
+            run.write_results(
+                dataclasses.replace(
+                    run.results() or RunResults(status=STOPPED, model=config.model, dataset=config.dataset),
+                    status=STOPPED,
+                    steps=saved,
+                    message=f"paused: {why}",
+                )
+            )
+            run.clear_stop()
+            run.set_identity(dataclasses.replace(run.identity(), queued_at=None, resume=False))
+            self._followed.pop(run, None)
 
     def cancel(self, run: RunDir) -> None:
         """Take a waiting run out of the queue: a new run is deleted, a resume goes back to where it stopped.
@@ -101,13 +147,23 @@ class RunQueue:
                 run.delete()
 
     def stop(self, run: RunDir) -> bool:
-        """Ask the run to stop after its current step (also while its process starts); False when this queue is not
-        training it."""
+        """Ask the run to stop after its current step (also while its process starts; a lent queue's run in its GPU
+        call); False when this queue is not training it."""
         with self._picking:
+            if self.lent and run.status() == RUNNING:
+                run.ask_stop()
+                return True
             if not self._training(run):
                 return False
             self.current.stop_flag.set()
             return True
+
+    def stopping(self, run: RunDir) -> bool:
+        """Stop was asked of the training `run` and it has not ended yet."""
+        if self.lent:
+            return run.stop_asked() and run.status() == RUNNING
+        job = self.current
+        return job is not None and job.run == run and job.stopping
 
     def _training(self, run: RunDir) -> bool:
         """Whether this queue's job is `run` and has not ended."""
@@ -141,10 +197,12 @@ class RunQueue:
                 if self._closed:
                     return
                 with self._picking:
-                    run = self._next()
-                    if run is not None:
+                    run = self.next_run()
+                    if run is not None and not self.lent:
                         self.current = Job(run)
-                if run is None:
+                if run is None or self.lent:
+                    if run is not None and self._unfollowed(run):
+                        self.pause(run, CLOSED_PAGE)
                     self._wake.wait(POLL_S)
                     continue
             try:
@@ -152,7 +210,11 @@ class RunQueue:
             except Exception as error:  # a bug must not leave the queue without a worker: say it, go on
                 print(f"queue: {run.name}: {error!r}", file=sys.stderr)
 
-    def _next(self) -> RunDir | None:
+    def _unfollowed(self, run: RunDir) -> bool:
+        """A lent queue: no page has asked for the run's next slice for `pause_after_s`."""
+        return time.monotonic() - self._followed.get(run, self._opened) > self.pause_after_s
+
+    def next_run(self) -> RunDir | None:
         """The next run to train, when the device is free (no run of this folder trains, here or elsewhere)."""
         runs = list_runs(self.root)
         if any(run.status() == RUNNING for run in runs):

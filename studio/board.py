@@ -62,8 +62,10 @@ def status_line(
     stopping: bool = False,
     position: int | None = None,
     wait_s: float | None = None,
+    why: str | None = None,
 ) -> str:
-    """What the run is doing now, as one line of HTML (whatever a visitor typed is shown as text)."""
+    """What the run is doing now, as one line of HTML (whatever a visitor typed is shown as text); `why` a stopped
+    run stopped, in words (its results' message)."""
     if status == QUEUED:
         when = f"; it should start in about {duration(wait_s)}" if wait_s is not None else ""
         return f"⏳ Queued, position {position or '?'}: it trains when the runs before it are done{when}."
@@ -75,7 +77,9 @@ def status_line(
         return "✅ Run completed."
     step = _last(events, Step)
     if status == STOPPED:
-        return f"⏹ Run stopped at step {step.step if step else 0:,}; its checkpoint is saved."
+        sentence = (why[0].upper() + why[1:] if why.startswith("paused") else f"It {why}") if why else ""
+        because = f" {escaped(hide_paths(sentence))}." if why else ""
+        return f"⏹ Run stopped at step {step.step if step else 0:,}; its checkpoint is saved.{because}"
     if status == INTERRUPTED:
         return f"⚠️ Run interrupted at step {step.step if step else 0:,} (the app stopped); resume it from Runs."
     if not events:
@@ -84,6 +88,15 @@ def status_line(
     if _last(events, Started) is not None and _last(events, Eval) is None:
         message = "Measuring the base model's perplexity first."
     return f"{'⏳ Stopping…' if stopping else '🏃 Training…'} {escaped(hide_paths(message))}".strip()
+
+
+def between_calls(events: Sequence[Event]) -> str:
+    """On ZeroGPU, a run waiting for its next GPU call (a slice)."""
+    step = _last(events, Step)
+    return (
+        f"⏳ Trained to step {step.step if step else 0:,} in GPU calls; the next one starts in a moment. Keep this "
+        "page open: on ZeroGPU a run trains while its page is, and pauses when it is closed."
+    )
 
 
 def outcome_text(results: RunResults | None) -> str:

@@ -12,8 +12,6 @@ call longer than the visitor's quota left.
 
 from __future__ import annotations
 
-import math
-
 from mlm_core.service import launch, playground
 
 from .text import refusal
@@ -33,7 +31,9 @@ CALL_S = 10  # a call's fixed part: the worker's start, the model's move to the 
 SURPRISE_CHARACTERS_PER_S = 500  # pseudo-log-likelihood: one forward per word, batched
 LONGEST_TEXT = 5_000  # characters: a longer text is refused inside the call for its length, not for the quota
 GENERATED_TOKENS_PER_S = 20
-SLICE_START_S = 30  # a slice's fixed part: the model and data loaded, the held-out set measured, a checkpoint saved
+# A slice takes steps for this share of the seconds it asks; the rest is for loading, the held-out set's measure at
+# a run's end, the checkpoint, and a step slower than the others.
+SLICE_STEPS_SHARE = 0.5
 
 
 def fill_seconds(requests: tuple[playground.FillRequest, ...]) -> int:
@@ -53,9 +53,9 @@ def generate_seconds(request: playground.GenerateRequest) -> int:
     return CALL_S + request.max_new_tokens // GENERATED_TOKENS_PER_S
 
 
-def slice_seconds(folder: str, steps: int, seconds_per_step: float) -> int:
-    """The duration asked for `train_slice`: its steps at the pace measured so far, and its fixed part."""
-    return CALL_S + SLICE_START_S + math.ceil(steps * seconds_per_step)
+def slice_seconds(folder: str, seconds: float, steps: int | None = None) -> float:
+    """The duration asked for `train_slice`: the slice's own."""
+    return seconds
 
 
 @GPU(duration=fill_seconds)
@@ -89,11 +89,12 @@ def generate(request: playground.GenerateRequest) -> str:
 
 
 @GPU(duration=slice_seconds)
-def train_slice(folder: str, steps: int, seconds_per_step: float) -> launch.Slice:
-    """`launch.train_slice` on the lent GPU: at most `steps` steps of the run in `folder` (a path of this server,
-    never a visitor's), ending with a checkpoint; `seconds_per_step` only sizes the call. gr.Error in plain words."""
+def train_slice(folder: str, seconds: float, steps: int | None = None) -> launch.Slice:
+    """`launch.train_slice` on the lent GPU for a call of `seconds`: the run in `folder` (a path of this server,
+    never a visitor's) trains for part of them (`SLICE_STEPS_SHARE`; at most `steps` steps), ending with a
+    checkpoint. gr.Error in plain words."""
     playground.use_lent_gpu()
     try:
-        return launch.train_slice(folder, steps)
+        return launch.train_slice(folder, steps, seconds * SLICE_STEPS_SHARE)
     except ValueError as error:
         raise refusal(error) from None

@@ -13,17 +13,19 @@ import gradio as gr
 
 from mlm_core.config import TrainConfig, default_learning_rate
 from mlm_core.service import launch, playground
+from mlm_core.service.hosting import settings
 from mlm_core.service.launch import STARTER, describe_device
 from mlm_core.service.shown import hide_paths
-from mlm_core.service.workspace import CANCELLED, QUEUED, RUNNING, RunDir, RunIdentity, Workspace
+from mlm_core.service.workspace import CANCELLED, QUEUED, RUNNING, STOPPED, RunDir, RunIdentity, Workspace
 
-from . import board, figures
+from . import board, figures, lent_gpu
 from .access import Access
 from .form import HUB, build_data_fields, build_settings_fields, command_line, config_from, source_changed
 from .quick_run import GuideEstimate
 from .text import markdown_escaped, plain, refusal
 
 POLL_S = 1.0
+FOLLOW_S = 2.0  # on ZeroGPU, how often an open page asks whether its run's next GPU call is due
 NOTE_POLL_S = 5.0
 # What Quick run sets: the data and every setting the number of steps depends on, as the guides' run was measured.
 QUICK_FIELDS = (
@@ -47,6 +49,10 @@ SEEN_BY_ALL = (
     "sentences with their guesses."
 )
 STARTING = "🚀 Starting: loading the model and the data…"
+ZERO_GPU_ESTIMATE = (
+    "ℹ️ On this Space the run itself trains on a GPU lent by ZeroGPU, in calls charged to your daily quota, while "
+    "this page is open: much faster than this estimate, measured on the CPU."
+)
 
 
 @dataclass
@@ -100,6 +106,7 @@ class TrainTab:
         # it: a tick sent before (for the run shown then) must not paint that run's status over the chosen one.
         self._chosen: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._chosen_lock = threading.Lock()  # Start, Stop and ticks run in Gradio's worker threads
+        self._slicing = threading.Lock()  # on ZeroGPU, one GPU call trains at a time (one run trains at a time)
         with gr.Row():
             with gr.Column(scale=2):
                 self.form = build_data_fields(models, first)
@@ -212,6 +219,15 @@ class TrainTab:
             self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False, show_progress="hidden"
         )
         demo.load(self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False)
+        if self.studio.queue.lent:  # each slice of a run is a GPU call its visitor's page makes
+            gr.Timer(FOLLOW_S).tick(
+                self.follow,
+                [visitor, view.run_name],
+                gr.Textbox(visible=False),
+                api_name="follow",
+                show_progress="hidden",
+                concurrency_limit=None,  # a page whose run does not train answers at once
+            )
         gr.Button(visible=False).click(
             self.status_json, gr.Textbox(visible=False), gr.Textbox(visible=False), api_name="status"
         )
@@ -274,6 +290,7 @@ class TrainTab:
             *([f"⚠️ {markdown_escaped(result.fit_advice)}"] if result.fit_advice else []),
             *[f"ℹ️ {markdown_escaped(hide_paths(plain(m)))}" for m in result.messages if "block_size" in m],
             *([f"ℹ️ {markdown_escaped(without_text(result))}"] if result.records > result.documents else []),
+            *([ZERO_GPU_ESTIMATE] if self.studio.queue.lent else []),
         ]
         probes = "\n".join(probe.line() for probe in result.probes)
         example = gr.update(value=result.example, visible=True)
@@ -328,6 +345,38 @@ class TrainTab:
         except ValueError as error:
             raise refusal(error) from None
         return self._choose(request, run, visitor)
+
+    def follow(self, visitor, run_name, request: gr.Request):
+        """On ZeroGPU: when the watched run is the visitor's and its turn has come, train its next slice in a GPU
+        call charged to them, then queue it again while steps are left; a refused or failed call pauses it, in words
+        (a warning, and its status). JSON of what happened (`run`, `status`, `step`, `message`), "" when nothing was
+        due."""
+        visitor, queue = self.access.visitor(visitor, request), self.studio.queue
+        run = self._watched(run_name) or self._default_run(visitor)
+        if run is None or not self.access.may_control(visitor, run) or queue.next_run() != run:
+            return ""
+        if not self._slicing.acquire(blocking=False):
+            return ""
+        try:
+            place, message = run.identity().queued_at, None
+            queue.followed(run)
+            try:
+                done = lent_gpu.train_slice(str(run.path), settings.current().gpu_slice_s)
+                if done.status == STOPPED and not done.stop_asked:
+                    queue.requeue(run, place)
+                else:
+                    run.clear_stop()
+            except Exception as error:  # noqa: BLE001 - a refused quota, a call past its time: the run waits, resumable
+                said = getattr(error, "message", None) or str(error)  # gr.Error's own words, ZeroGPU's
+                message = f"the GPU call was refused or cut short: {plain(said).rstrip('.')}"
+                queue.pause(run, message)
+                gr.Warning(f"The run is paused: {message}. Resume it from Runs.")
+        finally:
+            self._slicing.release()
+        results = run.results()
+        return json.dumps(
+            {"run": run.name, "status": run.status(), "step": results and results.steps, "message": message}
+        )
 
     def _choose(self, request: gr.Request | None, run: RunDir | None, visitor) -> list:
         """The dashboard of the run a button chose, remembered for the session until its page shows it."""
@@ -389,8 +438,7 @@ class TrainTab:
                 "none",
             ]
         events, status = self.studio.events(run), run.status()
-        job = self.studio.queue.active()
-        stopping = job is not None and job.run == run and job.stopping
+        stopping = self.studio.queue.stopping(run)
         yours = self.access.may_control(visitor, run)
         line = self._status_line(run, events, status, stopping)
         key = f"{run.name}:{len(events)}:{status}:{stopping}:{yours}:{line}"
@@ -417,9 +465,14 @@ class TrainTab:
         counting down."""
         if status == RUNNING and not events:
             return STARTING
+        if status == STOPPED:
+            results = run.results()
+            return board.status_line(events, status, why=results and results.message)
         if status != QUEUED:
             return board.status_line(events, status, stopping)
         position, running = self.studio.queue.position(run), self.studio.running()
+        if self.studio.queue.lent and position == 1 and running is None and run.identity().resume:
+            return board.between_calls(events)
         ahead = running is not None and running != run and running.status() in {RUNNING, QUEUED}  # not just ended
         if running == run or (position == 1 and not ahead):
             return STARTING

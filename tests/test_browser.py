@@ -2,14 +2,19 @@
 reload, stop, fill-mask and the comparison of two runs."""
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from gradio_client import Client
 
 from mlm_core.service.shown import RANKS_TOLD
 from studio.fill_tab import EXAMPLES
+
+from .app_client import start
+from .conftest import ROOT, start_app
 
 pytestmark = pytest.mark.slow  # a real browser driving real runs: minutes
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -299,3 +304,33 @@ def test_a_spreadsheet_previews_its_columns_and_a_wordpiece_model_fills_whole_sp
             word = sentence[len(before) : len(sentence) - len(after)]
             assert word and " " not in word and "#" not in word, sentence
     page.screenshot(path=ARTIFACTS / "spreadsheet-wordpiece.png", full_page=True)
+
+
+def test_on_zerogpu_an_open_page_trains_its_run_in_gpu_calls(browser, tiny_mlm, tmp_path):
+    standin = ROOT / "tests" / "zerogpu"
+    journal = tmp_path / "journal.jsonl"
+    process, url = start_app(
+        tmp_path / "runs",
+        tmp_path / "app.log",
+        PYTHONPATH=f"{standin}{os.pathsep}{ROOT}",
+        SPACES_ZERO_GPU="true",
+        STANDIN_ZEROGPU_JOURNAL=str(journal),
+        MLM_STUDIO_GPU_SLICE_S="4",  # about 2 s of steps a call: the run takes a few
+    )
+    try:
+        client = Client(url, verbose=False)
+        name = start(client, model=str(tiny_mlm), slice="train[:60]", block_size=64, batch_size=8)
+        page = _new_page(browser)
+        page.goto(url)
+        page.wait_for_function(
+            "() => (document.querySelector('#run-status') || {innerText: ''}).innerText.includes('Run completed')",
+            timeout=120_000,
+        )
+        assert page.locator("#watched-run textarea").input_value() == name
+        slices = [json.loads(line) for line in journal.read_text().splitlines()]
+        assert len(slices) >= 2 and {call["task"] for call in slices} == {"train_slice"}, slices
+        assert all(call["outcome"] == "ok" and call["visitor"] == "127.0.0.1" for call in slices), slices
+        page.context.close()
+    finally:
+        process.kill()
+        process.wait(timeout=30)

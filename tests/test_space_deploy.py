@@ -19,7 +19,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from mlm_core.runs.export import push_run
-from mlm_core.service.deploy import checked_files, space_files
+from mlm_core.service.deploy import ZEROGPU_TORCH, checked_files, space_files
 from mlm_core.system import hub_access
 
 from .conftest import ROOT
@@ -319,3 +319,28 @@ def test_a_push_with_a_token_that_may_not_create_repositories_is_refused_in_plai
     scoped.add_repo("model", "visitor/someone-elses", {".gitattributes": b""})
     with pytest.raises(ValueError, match=r"the hub refused the upload \(HfHubHTTPError\)"):
         push_run(finished_run, "visitor/someone-elses", token=only)
+
+
+def test_a_space_on_zerogpu_gets_a_torch_zerogpu_lists_that_every_requirement_admits(hub, tmp_path):
+    env = online(hub, tmp_path / "hf", HF_TOKEN=TOKEN)
+    dry = run_cli(["deploy-space", "your-name/on-zerogpu", "--hardware", "zero-a10g", "--dry-run"], env)
+    assert dry.returncode == 0 and f"uploaded with {ZEROGPU_TORCH}" in dry.stderr, dry.stderr[-2000:]
+    done = run_cli(["deploy-space", "your-name/on-zerogpu", "--hardware", "zero-a10g"], env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert hub.repos["space", "your-name/on-zerogpu"].hardware == "zero-a10g"
+    files = hub.files("space", "your-name/on-zerogpu")
+    ours = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    uploaded = files["requirements.txt"].decode()
+    assert uploaded == ours.replace("torch==2.13.0", ZEROGPU_TORCH, 1) != ours  # only torch changes
+    wanted = Requirement(ZEROGPU_TORCH).specifier
+    version_there = next(iter(wanted)).version
+    for line in uploaded.splitlines():
+        line = line.split("#")[0].strip()
+        if line and not line.startswith("torch"):
+            pinned = Requirement(line)
+            for needed in map(Requirement, requires(pinned.name) or []):
+                installed = not needed.marker or any(
+                    needed.marker.evaluate({"extra": extra}) for extra in ("", *pinned.extras)
+                )  # what installing the pin brings, extras asked for included
+                if installed and canonicalize_name(needed.name) == "torch":
+                    assert needed.specifier.contains(version_there), (line, str(needed))

@@ -1,13 +1,14 @@
 """ZeroGPU through a faithful stand-in of the `spaces` package (tests/zerogpu/spaces): the app started with the
-variable a ZeroGPU Space sets answers Fill-mask, Surprise and Generate from GPU calls run in another process, with
-their arguments and results pickled both ways, refusals in plain words, a visitor's quota, and a header that names
-where training runs."""
+variable a ZeroGPU Space sets answers Fill-mask, Surprise and Generate, and trains runs in slices, from GPU calls run
+in another process, with their arguments and results pickled both ways, refusals in plain words, a visitor's quota,
+and a header that names where the work runs."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
+import threading
 import time
 import urllib.request
 
@@ -15,18 +16,21 @@ import pytest
 from gradio_client import Client
 
 from mlm_core.events import Eval, Step
-from mlm_core.runs.records import RunIdentity
+from mlm_core.queue import CLOSED_PAGE, PROCESS_LOG, RunQueue
+from mlm_core.runs.records import QUEUED, STOPPED, RunIdentity
 from mlm_core.runs.run_dir import RunDir
-from mlm_core.service import playground
+from mlm_core.service import launch, playground
 from mlm_core.service.shown import place
 from mlm_core.training.loop import train
 from studio import lent_gpu
 
-from .app_client import message, raw_call
-from .conftest import ROOT, start_app, tiny_config
+from .app_client import message, raw_call, start, status
+from .conftest import ROOT, start_app, tiny_config, wait_status
 
 STANDIN = ROOT / "tests" / "zerogpu"
 QUOTA_S = 20  # a fill (15 s asked) or a short generation (10 s) fits; one of 256 tokens (22 s) does not
+SLICE_S = 4  # a training call: about 2 s of steps, so that the tiny run below takes a few calls
+QUOTAS = {"erin": 300, "poor": SLICE_S - 2}  # a visitor who trains a whole run, one whose quota is nearly spent
 TEXT = "The <mask> statement exits the innermost loop."
 
 
@@ -41,8 +45,10 @@ def zero_gpu_app(tmp_path_factory):
         SPACES_ZERO_GPU="true",
         STANDIN_ZEROGPU_JOURNAL=str(journal),
         STANDIN_ZEROGPU_QUOTA_S=str(QUOTA_S),
+        STANDIN_ZEROGPU_QUOTAS=json.dumps(QUOTAS),
+        MLM_STUDIO_GPU_SLICE_S=str(SLICE_S),
     )
-    yield {"url": url, "process": process, "journal": journal, "log": work / "app.log"}
+    yield {"url": url, "process": process, "journal": journal, "log": work / "app.log", "runs": work / "runs"}
     process.kill()
     process.wait(timeout=30)
 
@@ -120,14 +126,72 @@ def test_a_call_longer_than_the_quota_left_is_refused_in_zerogpus_words_and_the_
     assert len(table["data"]) == 2
 
 
-def test_the_header_says_training_runs_on_the_cpu(zero_gpu_app):
+def _follow(visitor: Client, run: str) -> dict | None:
+    """What the page's follow-up tick does: the run's next slice when it is due; what happened (None: nothing)."""
+    answer = visitor.predict(visitor="", run_name=run, api_name="/follow")
+    return json.loads(answer) if answer else None
+
+
+def test_a_run_trains_in_gpu_calls_its_page_makes_and_ends_as_a_whole_run(zero_gpu_app, tiny_mlm, tmp_path):
+    visitor = _visitor(zero_gpu_app["url"], "erin")
+    before = len(_calls(zero_gpu_app["journal"]))
+    name = start(visitor, model=str(tiny_mlm), slice="train[:60]", block_size=64, batch_size=8, learning_rate=1e-3)
+    time.sleep(1.0)
+    assert status(visitor, name)["status"] == "queued"  # on ZeroGPU nothing trains it but its page's GPU calls
+
+    answers, deadline = [], time.monotonic() + 180
+    while not answers or answers[-1]["status"] != "completed":
+        assert time.monotonic() < deadline, answers
+        answer = _follow(visitor, name)
+        if answer is not None:
+            assert answer["message"] is None, answer
+            answers.append(answer)
+    assert len(answers) >= 2 and all(a["status"] == "queued" for a in answers[:-1]), answers  # between calls: queued
+
+    slices = [call for call in _calls(zero_gpu_app["journal"])[before:] if call["task"] == "train_slice"]
+    assert len(slices) == len(answers)
+    for call in slices:
+        assert call["outcome"] == "ok" and call["visitor"] == "erin", call  # charged to the visitor whose page asked
+        assert call["pid"] != call["app_pid"] and call["sent_bytes"] > 0 and call["received_bytes"] > 0
+        assert call["taken_s"] <= call["asked_s"] == SLICE_S
+
+    run = RunDir(zero_gpu_app["runs"] / name)
+    whole = train(run.config().replace(output_dir=str(tmp_path / "whole")))
+    losses = [e.loss for e in run.events() if isinstance(e, Step)]
+    assert len(losses) == whole.steps == run.results().steps  # each step once: each slice went on where one stopped
+    wanted = [e.loss for e in RunDir(tmp_path / "whole").events() if isinstance(e, Step)]
+    assert losses == pytest.approx(wanted, abs=1e-5)
+    assert run.results().device.startswith("CPU (1 thread)")  # where the worker ran it (the stand-in's CPU)
+
+
+def test_a_slice_the_quota_refuses_pauses_the_run_in_words_and_it_resumes_later(zero_gpu_app, tiny_mlm):
+    poor = _visitor(zero_gpu_app["url"], "poor")
+    name = start(poor, model=str(tiny_mlm), slice="train[:20]", block_size=64)
+    answer = _follow(poor, name)
+    assert answer["status"] == "stopped", answer
+    assert f"exceeded your ZeroGPU quota ({SLICE_S}s requested" in answer["message"]
+    paused = status(poor, name)["events"][-1]["message"]
+    assert paused.startswith("Paused: the GPU call was refused or cut short: You have exceeded your ZeroGPU quota")
+    assert _follow(poor, name) is None  # a paused run waits for its owner's Resume; the page asks for nothing
+
+    rich = _visitor(zero_gpu_app["url"], "erin")  # the same page later (a new day's quota)
+    rich.predict(visitor="", run_name=name, api_name="/resume")
+    while (answer := _follow(rich, name)) is None or answer["status"] == "queued":
+        pass
+    assert answer["status"] == "completed", answer
+
+
+def test_the_header_says_where_the_work_runs(zero_gpu_app):
     config = json.loads(urllib.request.urlopen(f"{zero_gpu_app['url']}config", timeout=10).read())
     header = next(
         c["props"]["value"]
         for c in config["components"]
         if str(c.get("props", {}).get("value", "")).startswith("# MLM Studio")
     )
-    assert "ZeroGPU for fill-mask, surprise and generation (a GPU lent per call); training on the CPU (" in header
+    assert (
+        f"ZeroGPU: a GPU lent per call for fill-mask, surprise, generation and training (in calls of {SLICE_S} s "
+        "while the run's page is open); Preview measures on the CPU (" in header
+    )
 
 
 def test_the_app_logs_no_traceback(zero_gpu_app):
@@ -150,12 +214,11 @@ def test_a_run_trained_in_slices_of_gpu_calls_ends_where_an_uninterrupted_run_do
     RunDir(sliced.output_dir).create(sliced, RunIdentity(source="app", queued_at=time.time()))  # as Start queues it
     gpu_call = _standin()._LentGPU(lent_gpu.train_slice, lent_gpu.slice_seconds)  # forked, pickled, as ZeroGPU
 
-    slices, pace = [], 1.0
+    slices = []
     while not slices or slices[-1].status == "stopped":
-        slices.append(gpu_call(sliced.output_dir, 8, pace))
-        pace = slices[-1].seconds_per_step or pace
+        slices.append(gpu_call(sliced.output_dir, 60, 64))
     assert [s.status for s in slices] == ["stopped"] * (len(slices) - 1) + ["completed"] and len(slices) >= 3
-    assert [s.step for s in slices[:-1]] == [8 * n for n in range(1, len(slices))]
+    assert [s.step for s in slices[:-1]] == [64 * n for n in range(1, len(slices))]
 
     events = {name: RunDir(tmp_path / name).events() for name in ("whole", "sliced")}
     losses = {name: {e.step: e.loss for e in got if isinstance(e, Step)} for name, got in events.items()}
@@ -164,3 +227,33 @@ def test_a_run_trained_in_slices_of_gpu_calls_ends_where_an_uninterrupted_run_do
         assert loss == pytest.approx(losses["whole"][step], abs=1e-5), step
     final = {name: [e.eval_loss for e in got if isinstance(e, Eval)][-1] for name, got in events.items()}
     assert final["sliced"] == pytest.approx(final["whole"], abs=1e-5)
+
+
+def test_a_lent_queue_trains_nothing_itself_and_pauses_a_run_whose_page_was_closed(tiny_mlm, tmp_path):
+    queue = RunQueue(tmp_path, lent=True, pause_after_s=1.0).start()
+    try:
+        run = queue.submit(tiny_config(tiny_mlm, tmp_path / "run"), RunIdentity())
+        time.sleep(0.5)
+        assert run.status() == QUEUED and queue.next_run() == run and not (run.path / PROCESS_LOG).exists()
+        wait_status(run, {STOPPED}, timeout=10)  # nobody followed it: no page asks for its GPU calls
+    finally:
+        queue.close()
+    assert run.results().message == f"paused: {CLOSED_PAGE}"
+    assert run.events()[-1].message == f"Paused: {CLOSED_PAGE}."
+    assert run.resumable() and queue.next_run() is None
+
+
+def test_stop_reaches_a_slice_through_its_run_folder_and_the_run_stays_stopped(tiny_mlm, tmp_path):
+    queue = RunQueue(tmp_path, lent=True)
+    run = queue.submit(tiny_config(tiny_mlm, tmp_path / "run", slice="train[:200]"), RunIdentity())
+    done = []
+    training = threading.Thread(target=lambda: done.append(launch.train_slice(str(run.path))))
+    training.start()
+    deadline = time.monotonic() + 60
+    while not any(isinstance(e, Step) for e in run.events()):
+        assert time.monotonic() < deadline and training.is_alive()
+        time.sleep(0.05)
+    assert queue.stop(run) and queue.stopping(run)  # the page's Stop: a file the slice reads at each step
+    training.join(60)
+    assert done[0].status == STOPPED and done[0].stop_asked and 0 < done[0].step < run.results().total_steps
+    assert not queue.stopping(run)

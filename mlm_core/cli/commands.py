@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[h.value for h in SpaceHardware],
         metavar="HARDWARE",
         help="hardware for a new Space, e.g. zero-a10g (default: the hub's; the README's "
-        "suggested_hardware is only a suggestion)",
+        "suggested_hardware is only a suggestion); on ZeroGPU the uploaded requirements.txt pins the torch it lists",
     )
     space.add_argument(
         "--from",
@@ -283,9 +283,11 @@ def _push(args: argparse.Namespace) -> int:
 
 def _deploy_space(args: argparse.Namespace) -> int:
     """Upload the app to a Gradio Space; print its URL (never the token). With --dry-run, print the files that
-    would be uploaded, one a line, and upload nothing."""
+    would be uploaded, one a line, and upload nothing (on ZeroGPU hardware, a line on stderr says which torch)."""
     if args.dry_run:
         print("\n".join(deploy.dry_run(args.repo, args.source)))
+        if deploy.on_zero_gpu(args.hardware):
+            print(f"requirements.txt is uploaded with {deploy.ZEROGPU_TORCH} (ZeroGPU's)", file=sys.stderr)
         return 0
     print(deploy.deploy(args.repo, _token(args), args.source, private=args.private, hardware=args.hardware))
     return 0

@@ -155,7 +155,8 @@ def describe_device(device: torch.device | None = None) -> str:
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         return f"{props.name} ({props.total_memory / 1e9:.0f} GB)"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"CPU ({threads} thread{'s' * (threads != 1)})"
 
 
 INFERENCE_CACHE_MODELS = 4

@@ -29,6 +29,7 @@ from mlm_core.system.atomic_files import link_or_copy, read_json, remove_partial
 RESUMABLE_CHANGES = {"epochs", "max_steps", "save_steps", "eval_steps", "output_dir", "report_to"}
 
 _IDENTITY, _EVENTS, _RESULTS = "run.json", "events.jsonl", "results.json"
+_STOP_ASKED = "stop-asked"  # Stop, for a run trained in another process than the queue's child (a ZeroGPU call)
 # The run's settings: `config.json` is the name transformers reads a model's config from, so that the run folder
 # itself loads with `pipeline(...)` / `from_pretrained(...)`; runs made before keep theirs in `config.json`.
 _SETTINGS, _OLD_SETTINGS = "run_config.json", "config.json"
@@ -151,6 +152,18 @@ class RunDir:
     def event_log(self) -> EventLog:
         """The appender of events.jsonl."""
         return EventLog(self.events_path)
+
+    def ask_stop(self) -> None:
+        """Ask the process training this run in a slice (`train_slice`) to stop after its current step."""
+        (self.path / _STOP_ASKED).touch()
+
+    def stop_asked(self) -> bool:
+        """Whether Stop was asked of the run's slice (`ask_stop`) and not yet answered (`clear_stop`)."""
+        return (self.path / _STOP_ASKED).exists()
+
+    def clear_stop(self) -> None:
+        """Forget a Stop answered: the run stopped, or is queued again."""
+        (self.path / _STOP_ASKED).unlink(missing_ok=True)
 
     def lock(self) -> LockInfo | None:
         """The training lock, if a process took it and has not released it."""

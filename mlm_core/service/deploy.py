@@ -3,6 +3,7 @@ what the app needs to run there, binaries included, in one commit over HTTP (`hu
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -40,6 +41,10 @@ NEVER = (
 )
 FRONT_MATTER = ("sdk", "app_file", "python_version")  # what a Space's README must say (besides sdk: gradio)
 COMMIT_MESSAGE = "Deploy MLM Studio"
+# ZeroGPU installs the torch releases it lists, up to 2.11 (https://huggingface.co/docs/hub/spaces-zerogpu); every
+# other requirement admits it (transformers needs torch >= 2.6, accelerate >= 2.0). requirements.txt pins 2.13.0,
+# which the project's CPU machines install from local disk: a Space on ZeroGPU hardware gets this pin instead.
+ZEROGPU_TORCH = "torch==2.11.0"
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"  # what a clone without `git lfs pull` holds
 
 
@@ -60,6 +65,11 @@ def space_files(root: Path = PROJECT_ROOT) -> list[str]:
     return list(
         filter_repo_objects(paths, allow_patterns=list(UPLOAD), ignore_patterns=[*NEVER, *DEFAULT_IGNORE_PATTERNS])
     )
+
+
+def _content(path: str, root: Path, hardware: str | None) -> Path | bytes:
+    """What a Space on `hardware` gets at `path`: the file, or its requirements for that hardware."""
+    return requirements_for(hardware, root) if path == "requirements.txt" else Path(root) / path
 
 
 def _tracked(root: Path) -> list[str] | None:
@@ -102,6 +112,20 @@ def checked_files(root: Path = PROJECT_ROOT) -> list[str]:
     return files
 
 
+def on_zero_gpu(hardware: str | None) -> bool:
+    """Whether `hardware` is ZeroGPU's (the hub names its flavors `zero-*`, e.g. zero-a10g)."""
+    return bool(hardware) and hardware.startswith("zero-")
+
+
+def requirements_for(hardware: str | None, root: Path = PROJECT_ROOT) -> bytes:
+    """The requirements.txt a Space on `hardware` gets: the project's, with torch pinned to ZEROGPU_TORCH on
+    ZeroGPU."""
+    text = (Path(root) / "requirements.txt").read_text(encoding="utf-8")
+    if on_zero_gpu(hardware):
+        text = re.sub(r"^torch==\S+", ZEROGPU_TORCH, text, count=1, flags=re.M)
+    return text.encode("utf-8")
+
+
 def dry_run(repo_id: str, root: Path = PROJECT_ROOT) -> list[str]:
     """The files `deploy(repo_id, ..., root)` would upload; ValueError in plain words as `deploy` for the Space's
     name and the files."""
@@ -137,7 +161,7 @@ def deploy(
             repo_type="space",
             commit_message=COMMIT_MESSAGE,
             operations=[
-                *(CommitOperationAdd(path, Path(root) / path) for path in files),
+                *(CommitOperationAdd(path, _content(path, root, hardware)) for path in files),
                 *(CommitOperationDelete(path) for path in sorted(stale)),
             ],
         )

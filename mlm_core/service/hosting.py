@@ -33,7 +33,9 @@ def describe_hardware() -> str:
     """What the header says the app runs on: the device, or on ZeroGPU what is lent per call and what is not."""
     if settings.current().zero_gpu:
         return (
-            f"ZeroGPU for fill-mask, surprise and generation (a GPU lent per call); training on the {describe_device()}"
+            "ZeroGPU: a GPU lent per call for fill-mask, surprise, generation and training (in calls of "
+            f"{settings.current().gpu_slice_s:.0f} s while the run's page is open); Preview measures on the "
+            f"{describe_device()}"
         )
     return describe_device()
 

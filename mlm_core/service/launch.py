@@ -4,6 +4,7 @@ the run. `preview` runs in a child process (the app's), `preview_here` in this o
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,35 +93,40 @@ def check_inputs(config: TrainConfig, on_progress: Callable[[int, int | None], N
 @dataclass(frozen=True)
 class Slice:
     """What one slice of a run did: the run's status after it (`stopped` while steps are left), the step it reached,
-    and the seconds a step took in it (None with fewer than two steps), to size the next slice."""
+    the seconds a step took in it (None with fewer than two steps), and whether its owner asked it to stop (then it
+    stays stopped; otherwise a stopped slice is one whose time or steps ran out, and the next one continues)."""
 
     status: str
     step: int
     seconds_per_step: float | None
+    stop_asked: bool = False
 
 
-def train_slice(folder: str, steps: int) -> Slice:
-    """Train the run in `folder` (new, stopped or interrupted) for at most `steps` more steps from its checkpoint,
-    then stop it after that step, with a checkpoint the next slice resumes from: a run trained in slices ends at the
-    weights of an uninterrupted one, as a stopped and resumed run does. On ZeroGPU, one GPU call. ValueError in
-    plain words for a run that cannot train (as `train`'s)."""
+def train_slice(folder: str, steps: int | None = None, seconds: float | None = None) -> Slice:
+    """Train the run in `folder` (new, stopped or interrupted) from its checkpoint until `steps` more steps are done
+    or `seconds` (wall-clock, from this call) have passed, whichever comes first, or its owner asks it to stop
+    (`RunDir.ask_stop`); then stop it after that step, with a checkpoint the next slice resumes from. It takes one
+    step at least. A run trained in slices ends at the weights of an uninterrupted one, as a stopped and resumed run
+    does. On ZeroGPU, one GPU call. ValueError in plain words for a run that cannot train (as `train`'s)."""
     run = RunDir(folder)
     identity = run.identity()
-    stop, seen = threading.Event(), []
+    began, stop, seen = time.monotonic(), threading.Event(), []
 
-    def count_steps(event: Event) -> None:
+    def on_step(event: Event) -> None:
         if isinstance(event, Step):
             seen.append(event)
-            if len(seen) >= steps:
+            out_of_steps = steps is not None and len(seen) >= steps
+            out_of_time = seconds is not None and time.monotonic() - began >= seconds
+            if out_of_steps or out_of_time or run.stop_asked():
                 stop.set()
 
     results = train(
         run.config(),
-        on_event=count_steps,
+        on_event=on_step,
         stop=stop,
         resume=identity.resume or run.checkpoint() is not None,
         probes=identity.probes,
         budget=identity.budget,
     )
     pace = (seen[-1].time - seen[0].time) / (len(seen) - 1) if len(seen) > 1 else None
-    return Slice(results.status, results.steps, pace)
+    return Slice(results.status, results.steps, pace, run.stop_asked())

@@ -30,6 +30,7 @@ from mlm_core.runs.records import (
     runs_root,
 )
 from mlm_core.runs.run_dir import RunDir, list_runs, recover_runs, run_in
+from mlm_core.system import settings
 
 # What the page reads of a run, as the engine names it.
 __all__ = [
@@ -102,7 +103,7 @@ class Workspace:
         """Recover the runs folder after a crash, then start the queue (runs queued before a restart resume)."""
         root.mkdir(parents=True, exist_ok=True)
         recover_runs(root)
-        return cls(root=root, queue=RunQueue(root).start())
+        return cls(root=root, queue=RunQueue(root, lent=settings.current().zero_gpu).start())
 
     def close(self) -> None:
         """Stop training and the queue's worker."""

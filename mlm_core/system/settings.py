@@ -127,9 +127,16 @@ class Settings:
     zero_gpu: bool = _setting(
         "SPACES_ZERO_GPU",
         False,
-        "set by a ZeroGPU Space: a GPU is lent only inside the app's GPU calls (fill-mask, surprise, generate); "
-        "elsewhere the app's process works on the CPU",
+        "set by a ZeroGPU Space: a GPU is lent only inside the app's GPU calls (fill-mask, surprise, generate, "
+        "training in slices); elsewhere the app's process works on the CPU",
         "unset",
+    )
+    gpu_slice_s: float = _setting(
+        "MLM_STUDIO_GPU_SLICE_S",
+        60.0,
+        "on ZeroGPU, the seconds one training call asks for (charged to the visitor's quota); a run takes as many "
+        "calls as it needs, while its page is open",
+        "60",
     )
     oauth_client_id: str | None = _setting(
         "OAUTH_CLIENT_ID",

@@ -7,7 +7,8 @@ arguments, `size=`) and, as the real one, returns the task itself unless SPACES_
 - outside GPU calls `torch.cuda.is_available()` says True, while no CUDA work can run (the device is a fake);
 - each call is charged to its visitor (the X-IP-Token header the Space's proxy adds, else the client's address,
   read from the Gradio request that makes the call) and refused in ZeroGPU's words when the duration it asks for
-  is more than the visitor's quota left (STANDIN_ZEROGPU_QUOTA_S seconds, default 300);
+  is more than the visitor's quota left (STANDIN_ZEROGPU_QUOTA_S seconds, default 300; STANDIN_ZEROGPU_QUOTAS, a JSON
+  object, gives some visitors their own, as free and PRO accounts have);
 - its arguments are pickled to a worker process forked from the app (kept for the next call while it lives), where
   `torch.cuda` is itself again, and its result is pickled back; a result or argument that does not pickle fails
   the call;
@@ -32,6 +33,7 @@ import gradio as gr
 
 ZERO_GPU = os.environ.get("SPACES_ZERO_GPU", "").lower() in {"1", "t", "true"}
 QUOTA_S = float(os.environ.get("STANDIN_ZEROGPU_QUOTA_S", "300"))
+QUOTAS = json.loads(os.environ.get("STANDIN_ZEROGPU_QUOTAS", "{}"))
 JOURNAL = os.environ.get("STANDIN_ZEROGPU_JOURNAL")
 DEFAULT_DURATION_S = 60
 
@@ -71,7 +73,7 @@ class _LentGPU:
         seconds = float(seconds or DEFAULT_DURATION_S)
         visitor = _visitor()
         with _used_lock:
-            left = QUOTA_S - _used.get(visitor, 0.0)
+            left = QUOTAS.get(visitor, QUOTA_S) - _used.get(visitor, 0.0)
             if seconds > left:
                 self._journal(visitor, seconds, 0.0, None, 0, 0, "quota")
                 raise gr.Error(
