@@ -3,7 +3,8 @@ process (`python -m mlm_core train-queued RUN`), so that no run's crash or out-o
 
 On ZeroGPU (a queue that is `lent`) the GPU exists only inside calls that a visitor's own request makes, so this queue
 trains nothing itself: the run at its head trains in slices, GPU calls its visitor's page makes while it is open
-(`followed`), queued again between them (`requeue`); a run nobody follows for `pause_after_s` is paused."""
+(`followed`), queued again between them (`begin_slice`, `end_slice`); a run nobody follows for `pause_after_s` is
+paused."""
 
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class RunQueue:
         self.root, self.lent, self.pause_after_s = root, lent, pause_after_s
         self._followed: dict[RunDir, float] = {}  # a lent queue's runs: when their page last asked for a slice
         self._opened = time.monotonic()  # after a restart, the pages of queued runs have that long to come back
+        self.slicing: RunDir | None = None  # a lent queue's run whose slice is under way (`begin_slice`)
         self._wake = threading.Condition()
         self._closed = False
         self._worker: threading.Thread | None = None
@@ -108,18 +110,36 @@ class RunQueue:
         """A lent queue: the run's page is open and asks for its next slice (it is not paused yet)."""
         self._followed[run] = time.monotonic()
 
-    def requeue(self, run: RunDir, queued_at: float | None) -> None:
-        """A lent queue: a slice ended with steps left; the run waits for its next one in the place it had."""
-        run.clear_stop()
-        run.set_identity(dataclasses.replace(run.identity(), queued_at=queued_at or time.time(), resume=True))
-        self.followed(run)
-
-    def pause(self, run: RunDir, why: str) -> None:
-        """A lent queue: take a run out of the queue, resumable (stopped at its last checkpoint), saying `why` in its
-        events and results."""
+    def begin_slice(self, run: RunDir) -> bool:
+        """A lent queue: whether `run` may train a slice now (its turn has come and no other slice is under way). From
+        here until `end_slice` it counts as training, even before its GPU call starts: Stop asks it to stop, and
+        cancel, delete and pause refuse."""
         with self._picking:
-            if run.status() == RUNNING:
+            if self.slicing is not None or self.next_run() != run:
+                return False
+            self.slicing = run
+            self._followed[run] = time.monotonic()
+            return True
+
+    def end_slice(self, run: RunDir, queued_at: float | None, steps_left: bool) -> None:
+        """A lent queue: the slice of `run` ended. With `steps_left` and no Stop asked, the run waits for its next
+        slice in the place it had (`queued_at`)."""
+        with self._picking:
+            self.slicing = None
+            if not run.is_run():
                 return
+            if steps_left and not run.stop_asked():
+                run.set_identity(dataclasses.replace(run.identity(), queued_at=queued_at or time.time(), resume=True))
+                self._followed[run] = time.monotonic()
+            run.clear_stop()
+
+    def pause(self, run: RunDir, why: str) -> bool:
+        """A lent queue: take a run that waits for a slice, or whose slice was cut short, out of the queue, resumable
+        (stopped at its last checkpoint), saying `why` in its events and results; whether it did (not for a run
+        whose slice is under way, nor one that failed, completed or is gone)."""
+        with self._picking:
+            if self.slicing == run or not run.is_run() or run.status() not in {QUEUED, INTERRUPTED}:
+                return False
             config, (_, saved) = run.config(), attempt_progress(run)
             run.event_log().write(Status(f"Paused: {why}."))
             run.write_results(
@@ -133,6 +153,7 @@ class RunQueue:
             run.clear_stop()
             run.set_identity(dataclasses.replace(run.identity(), queued_at=None, resume=False))
             self._followed.pop(run, None)
+            return True
 
     def cancel(self, run: RunDir) -> None:
         """Take a waiting run out of the queue: a new run is deleted, a resume goes back to where it stopped.
@@ -150,7 +171,7 @@ class RunQueue:
         """Ask the run to stop after its current step (also while its process starts; a lent queue's run in its GPU
         call); False when this queue is not training it."""
         with self._picking:
-            if self.lent and run.status() == RUNNING:
+            if self.lent and (run.status() == RUNNING or self.slicing == run):
                 run.ask_stop()
                 return True
             if not self._training(run):
@@ -161,12 +182,14 @@ class RunQueue:
     def stopping(self, run: RunDir) -> bool:
         """Stop was asked of the training `run` and it has not ended yet."""
         if self.lent:
-            return run.stop_asked() and run.status() == RUNNING
+            return run.stop_asked() and (run.status() == RUNNING or self.slicing == run)
         job = self.current
         return job is not None and job.run == run and job.stopping
 
     def _training(self, run: RunDir) -> bool:
-        """Whether this queue's job is `run` and has not ended."""
+        """Whether this queue's job (a lent queue's slice) is `run` and has not ended."""
+        if self.slicing is not None:
+            return self.slicing == run
         job = self.current
         return job is not None and job.run == run and not job.finished.is_set()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from mlm_core.config import TrainConfig, default_learning_rate
-from mlm_core.service import launch, playground
+from mlm_core.service import history, launch, playground
 from mlm_core.service.hosting import settings
 from mlm_core.service.launch import STARTER, describe_device
 from mlm_core.service.shown import hide_paths
@@ -25,6 +25,9 @@ from .quick_run import GuideEstimate
 from .text import markdown_escaped, plain, refusal
 
 POLL_S = 1.0
+IDLE_POLL_S = 5.0  # how often a page polls while the run it shows neither waits nor trains
+BOARDS_KEPT = 8  # runs whose dashboard is kept built for every visitor watching them
+EVENTS_PER_CALL = 500  # events one status call returns at most (the cursor pages through the rest)
 FOLLOW_S = 2.0  # on ZeroGPU, how often an open page asks whether its run's next GPU call is due
 NOTE_POLL_S = 5.0
 # What Quick run sets: the data and every setting the number of steps depends on, as the guides' run was measured.
@@ -69,6 +72,7 @@ class Board:
     outcome: gr.HTML
     owner: gr.HTML
     stop_btn: gr.Button
+    ticks: gr.Timer
     seen: gr.State
 
     def outputs(self) -> list:
@@ -84,6 +88,7 @@ class Board:
             self.outcome,
             self.owner,
             self.stop_btn,
+            self.ticks,
             self.seen,
         ]
 
@@ -106,7 +111,9 @@ class TrainTab:
         # it: a tick sent before (for the run shown then) must not paint that run's status over the chosen one.
         self._chosen: OrderedDict[str, tuple[str, float]] = OrderedDict()
         self._chosen_lock = threading.Lock()  # Start, Stop and ticks run in Gradio's worker threads
-        self._slicing = threading.Lock()  # on ZeroGPU, one GPU call trains at a time (one run trains at a time)
+        self._boards: OrderedDict[tuple, tuple] = OrderedDict()  # `_drawn`, by run, events and status
+        self._boards_lock = threading.Lock()
+        self._summaries: tuple[tuple, dict] = ((), {})  # the last `_summary` made, by run and events
         with gr.Row():
             with gr.Column(scale=2):
                 self.form = build_data_fields(models, first)
@@ -169,6 +176,7 @@ class TrainTab:
                     outcome=outcome,
                     owner=owner,
                     stop_btn=stop_btn,
+                    ticks=gr.Timer(POLL_S),
                     seen=gr.State(""),
                 )
 
@@ -215,7 +223,7 @@ class TrainTab:
             self.start, [visitor, self.probes], view.outputs(), inputs_kwargs=form, api_name="start"
         ).success(None, js=SCROLL_TO.format("run-status"))
         view.stop_btn.click(self.stop, [visitor, view.run_name], view.outputs(), api_name="stop")
-        gr.Timer(POLL_S).tick(
+        view.ticks.tick(
             self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False, show_progress="hidden"
         )
         demo.load(self.refresh, [visitor, view.run_name, view.seen], view.outputs(), api_name=False)
@@ -229,7 +237,10 @@ class TrainTab:
                 concurrency_limit=None,  # a page whose run does not train answers at once
             )
         gr.Button(visible=False).click(
-            self.status_json, gr.Textbox(visible=False), gr.Textbox(visible=False), api_name="status"
+            self.status_json,
+            [gr.Textbox(visible=False), gr.Textbox("0", visible=False)],
+            gr.Textbox(visible=False),
+            api_name="status",
         )
 
     def command_line(self, **form) -> str:
@@ -353,27 +364,24 @@ class TrainTab:
         due."""
         visitor, queue = self.access.visitor(visitor, request), self.studio.queue
         run = self._watched(run_name) or self._default_run(visitor)
-        if run is None or not self.access.may_control(visitor, run) or queue.next_run() != run:
+        if run is None or not self.access.may_control(visitor, run):
             return ""
-        if not self._slicing.acquire(blocking=False):
+        if run.status() == QUEUED:
+            queue.followed(run)  # its page is open, also while runs before it train
+        if not queue.begin_slice(run):
             return ""
+        place, message = run.identity().queued_at, None
         try:
-            place, message = run.identity().queued_at, None
-            queue.followed(run)
-            try:
-                done = lent_gpu.train_slice(str(run.path), settings.current().gpu_slice_s)
-                if done.status == STOPPED and not done.stop_asked:
-                    queue.requeue(run, place)
-                else:
-                    run.clear_stop()
-            except Exception as error:  # noqa: BLE001 - a refused quota, a call past its time: the run waits, resumable
-                said = getattr(error, "message", None) or str(error)  # gr.Error's own words, ZeroGPU's
-                message = f"the GPU call was refused or cut short: {plain(said).rstrip('.')}"
-                queue.pause(run, message)
+            done = lent_gpu.train_slice(str(run.path), settings.current().gpu_slice_s)
+        except Exception as error:  # noqa: BLE001 - a refused quota, a call past its time: the run waits, resumable
+            queue.end_slice(run, None, steps_left=False)
+            said = getattr(error, "message", None) or str(error)  # gr.Error's own words, ZeroGPU's
+            message = f"the GPU call was refused or cut short: {plain(said).rstrip('.')}"
+            if queue.pause(run, message):  # a run that failed inside the call says why itself
                 gr.Warning(f"The run is paused: {message}. Resume it from Runs.")
-        finally:
-            self._slicing.release()
-        results = run.results()
+        else:
+            queue.end_slice(run, place, steps_left=done.status == STOPPED and not done.stop_asked)
+        results = run.results() if run.is_run() else None
         return json.dumps(
             {"run": run.name, "status": run.status(), "step": results and results.steps, "message": message}
         )
@@ -423,7 +431,7 @@ class TrainTab:
         """The dashboard's component values for a run (None: no run yet)."""
         if run is None:
             if seen == "none":  # unchanged; and a tick answered late must not blank a run Start chose meanwhile
-                return [gr.skip()] * 10 + [seen]
+                return [gr.skip()] * 11 + [seen]
             return [
                 "",
                 board.status_line([], "none"),
@@ -435,6 +443,7 @@ class TrainTab:
                 "",
                 "",
                 gr.update(interactive=False),
+                gr.Timer(IDLE_POLL_S),
                 "none",
             ]
         events, status = self.studio.events(run), run.status()
@@ -443,21 +452,40 @@ class TrainTab:
         line = self._status_line(run, events, status, stopping)
         key = f"{run.name}:{len(events)}:{status}:{stopping}:{yours}:{line}"
         if key == seen:
-            return [gr.skip()] * 10 + [seen]
-        results = board.results_from(events) if status not in {RUNNING, QUEUED} else None
+            return [gr.skip()] * 11 + [seen]
+        active = status in {RUNNING, QUEUED}
         return [
             run.name,
             line,
-            board.progress_html(events, status),
-            figures.loss_figure(events),
-            figures.perplexity_figure(events),
-            figures.accuracy_figure(events, board.guessed_words(events)),
-            figures.probe_table(events),
-            board.outcome_text(results),
+            *self._drawn(run, events, status),
             board.owner_note(yours, self.access.public),
-            gr.update(interactive=yours and status in {RUNNING, QUEUED}),
+            gr.update(interactive=yours and active),
+            gr.Timer(POLL_S if active else IDLE_POLL_S),
             key,
         ]
+
+    def _drawn(self, run: RunDir, events: list, status: str) -> tuple:
+        """The progress bar, plots, probe table and outcome of a run as it stands, drawn once for every visitor
+        watching it (from `shown_events`: their cost does not grow with the run)."""
+        key = (run.name, len(events), status)
+        with self._boards_lock:
+            if key in self._boards:
+                return self._boards[key]
+        shown = self.studio.shown_events(run)
+        results = board.results_from(events) if status not in {RUNNING, QUEUED} else None
+        drawn = (
+            board.progress_html(shown, status),
+            figures.loss_figure(shown),
+            figures.perplexity_figure(shown),
+            figures.accuracy_figure(shown, board.guessed_words(shown)),
+            figures.probe_table(shown),
+            board.outcome_text(results),
+        )
+        with self._boards_lock:
+            self._boards[key] = drawn
+            while len(self._boards) > BOARDS_KEPT:
+                self._boards.popitem(last=False)
+        return drawn
 
     def _status_line(self, run: RunDir, events: list, status: str, stopping: bool) -> str:
         """The run's status line. A queued run that is next while no other run trains or starts is starting (its
@@ -479,22 +507,41 @@ class TrainTab:
         wait_s = self.studio.eta_s(running) if position == 1 and ahead else None
         return board.status_line(events, status, stopping, position, wait_s)
 
-    def status_json(self, run_name) -> str:
-        """A run's status and events as JSON (a string, so that clients do not take paths for files)."""
+    def status_json(self, run_name, after="0") -> str:
+        """A run's status, the summary of its whole history (`history.summary`: a size that does not grow with the
+        run) and its events from the cursor `after` (how many the client holds) on, at most EVENTS_PER_CALL of them,
+        as a JSON string (so that clients do not take paths for files): `cursor` is the `after` of the next call,
+        `more` whether events are left beyond it."""
         try:
             run = self.studio.run(run_name) if run_name else self.studio.running() or next(iter(self.studio.runs()))
         except (ValueError, StopIteration):
-            return json.dumps({"name": None, "status": "none", "events": []})
-        status = run.status()
+            return json.dumps({"name": None, "status": "none", "events": [], "cursor": 0, "more": False})
+        try:
+            start = max(0, int(after))
+        except (TypeError, ValueError):
+            start = 0
+        status, events = run.status(), self.studio.events(run)
+        page = events[start : start + EVENTS_PER_CALL]
         return json.dumps(
             {
                 "name": run.name,
                 "label": run.identity().label,
                 "status": status,
                 "position": self.studio.queue.position(run) if status == QUEUED else None,
-                "events": [public_event(e) for e in self.studio.events(run)],
+                "summary": self._summary(run, events),
+                "events": [public_event(e) for e in page],
+                "cursor": start + len(page),
+                "more": start + len(page) < len(events),
             }
         )
+
+    def _summary(self, run: RunDir, events: list) -> dict:
+        """`history.summary` of the run's events, made once per new event whoever asks."""
+        key = (run.name, len(events))
+        with self._boards_lock:
+            if self._summaries[0] != key:
+                self._summaries = (key, history.summary(events))
+            return self._summaries[1]
 
 
 def public_event(event) -> dict:

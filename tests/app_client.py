@@ -48,8 +48,13 @@ def start(client: Client, probes: str = "", visitor: str = "", **changes) -> str
 
 
 def status(client: Client, run: str = "") -> dict:
-    """A run (or the one training now) and all its events."""
-    return json.loads(client.predict(run_name=run, api_name="/status"))
+    """A run (or the one training now) and all its events, paged through with the API's cursor."""
+    current = json.loads(client.predict(run_name=run, after="0", api_name="/status"))
+    events = current["events"]
+    while current["more"]:
+        current = json.loads(client.predict(run_name=current["name"], after=str(current["cursor"]), api_name="/status"))
+        events += current["events"]
+    return {**current, "events": events}
 
 
 def wait_for(client: Client, run: str, predicate, timeout: float, every: float = 0.5) -> dict:

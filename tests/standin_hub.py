@@ -17,6 +17,7 @@ The routes, as `huggingface_hub` calls them ({kinds} is models, datasets or spac
     POST /api/{kinds}/{repo}/paths-info/{rev}                get_paths_info (form field `paths`, repeated)
     HEAD|GET /{repo}/resolve/{rev}/{path}                    a model's file (GET takes a `Range`)
     HEAD|GET /{datasets|spaces}/{repo}/resolve/{rev}/{path}  a dataset's or a Space's file
+    GET  /api/spaces/{repo}/runtime                          get_space_runtime: the hardware create_repo asked for
     POST /api/repos/create                                   create_repo (`type` model, dataset or space)
     POST /api/validate-yaml                                  a README's metadata (upload_folder asks first)
     POST /api/{kinds}/{repo}/preupload/{rev}                 every file "regular" (base64 in the commit)
@@ -42,6 +43,7 @@ _API = rf"/api/(?P<kind>model|dataset|space)s/{_REPO}"
 # (method, path pattern, name of the StandInHub method that answers); the first match wins.
 ROUTES = [
     ("GET", rf"{_API}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?", "tree"),
+    ("GET", rf"/api/spaces/{_REPO}/runtime", "space_runtime"),
     ("GET", rf"{_API}(?:/revision/(?P<rev>[^/]+))?", "repo_info"),
     ("POST", rf"{_API}/paths-info/(?P<rev>[^/]+)", "paths_info"),
     ("POST", rf"{_API}/preupload/(?P<rev>[^/]+)", "preupload"),
@@ -248,6 +250,16 @@ class StandInHub:
         ):
             return error_reply(403, "Forbidden", f"You don't have the rights to write to the {kind} {repo}")
         return found
+
+    def space_runtime(self, repo: str, **_) -> Reply:
+        """`get_space_runtime`: a Space still building on the hardware it was created for (none asked: the hub's
+        free CPU)."""
+        space = self.repos.get(("space", repo))
+        if space is None:
+            return Reply(404, b"Repository not found")
+        return json_reply(
+            {"stage": "BUILDING", "hardware": {"current": None, "requested": space.hardware or "cpu-basic"}}
+        )
 
     def repo_info(self, kind: str, repo: str, rev: str | None = None, **_) -> Reply:
         """`model_info` / `dataset_info` / `space_info`: the commit sha and the files (siblings); a Space's sdk."""

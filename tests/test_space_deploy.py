@@ -328,6 +328,8 @@ def test_a_space_on_zerogpu_gets_a_torch_zerogpu_lists_that_every_requirement_ad
     done = run_cli(["deploy-space", "your-name/on-zerogpu", "--hardware", "zero-a10g"], env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert hub.repos["space", "your-name/on-zerogpu"].hardware == "zero-a10g"
+    again = run_cli(["deploy-space", "your-name/on-zerogpu"], env)  # the Space says its hardware itself
+    assert again.returncode == 0, again.stderr[-2000:]
     files = hub.files("space", "your-name/on-zerogpu")
     ours = (ROOT / "requirements.txt").read_text(encoding="utf-8")
     uploaded = files["requirements.txt"].decode()

@@ -5,6 +5,7 @@ and a header that names where the work runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -17,10 +18,11 @@ from gradio_client import Client
 
 from mlm_core.events import Eval, Step
 from mlm_core.queue import CLOSED_PAGE, PROCESS_LOG, RunQueue
-from mlm_core.runs.records import QUEUED, STOPPED, RunIdentity
+from mlm_core.runs.records import FAILED, QUEUED, STOPPED, RunIdentity
 from mlm_core.runs.run_dir import RunDir
 from mlm_core.service import launch, playground
 from mlm_core.service.shown import place
+from mlm_core.service.workspace import STOPPING, Workspace
 from mlm_core.training.loop import train
 from studio import lent_gpu
 
@@ -229,31 +231,63 @@ def test_a_run_trained_in_slices_of_gpu_calls_ends_where_an_uninterrupted_run_do
     assert final["sliced"] == pytest.approx(final["whole"], abs=1e-5)
 
 
-def test_a_lent_queue_trains_nothing_itself_and_pauses_a_run_whose_page_was_closed(tiny_mlm, tmp_path):
+def test_a_lent_queue_trains_nothing_itself_and_pauses_only_a_run_whose_page_was_closed(tiny_mlm, tmp_path):
     queue = RunQueue(tmp_path, lent=True, pause_after_s=1.0).start()
     try:
-        run = queue.submit(tiny_config(tiny_mlm, tmp_path / "run"), RunIdentity())
+        first = queue.submit(tiny_config(tiny_mlm, tmp_path / "first"), RunIdentity())
+        second = queue.submit(tiny_config(tiny_mlm, tmp_path / "second"), RunIdentity())
         time.sleep(0.5)
-        assert run.status() == QUEUED and queue.next_run() == run and not (run.path / PROCESS_LOG).exists()
-        wait_status(run, {STOPPED}, timeout=10)  # nobody followed it: no page asks for its GPU calls
+        assert first.status() == QUEUED and not (first.path / PROCESS_LOG).exists()  # no child trains it
+        assert queue.begin_slice(first) and not queue.begin_slice(second)  # one slice at a time, the queue's head
+        deadline = time.monotonic() + 3.0  # longer than pause_after_s: the second run's page is open meanwhile
+        while time.monotonic() < deadline:
+            queue.followed(second)
+            time.sleep(0.2)
+        launch.train_slice(str(first.path), steps=3)
+        queue.end_slice(first, None, steps_left=False)
+        assert second.status() == QUEUED and queue.next_run() == second  # followed while it waited: not paused
+        wait_status(second, {STOPPED}, timeout=10)  # its page is closed now: nobody asks for its GPU calls
     finally:
         queue.close()
-    assert run.results().message == f"paused: {CLOSED_PAGE}"
-    assert run.events()[-1].message == f"Paused: {CLOSED_PAGE}."
-    assert run.resumable() and queue.next_run() is None
+    assert second.results().message == f"paused: {CLOSED_PAGE}"
+    assert second.events()[-1].message == f"Paused: {CLOSED_PAGE}."
+    assert second.resumable() and first.results().message is None and queue.next_run() is None
 
 
-def test_stop_reaches_a_slice_through_its_run_folder_and_the_run_stays_stopped(tiny_mlm, tmp_path):
+def test_stop_reaches_a_slice_before_and_during_its_gpu_call_and_the_run_stays_stopped(tiny_mlm, tmp_path):
     queue = RunQueue(tmp_path, lent=True)
+    studio = Workspace(root=tmp_path, queue=queue)
     run = queue.submit(tiny_config(tiny_mlm, tmp_path / "run", slice="train[:200]"), RunIdentity())
+    assert queue.begin_slice(run)  # the call is asked for; ZeroGPU may take a while to start it
+    assert studio.stop(run) == STOPPING and queue.stopping(run)  # not cancelled: the call will start
+    for refused in (lambda: queue.cancel(run), lambda: studio.delete(run)):
+        with pytest.raises(ValueError):
+            refused()
+    assert not queue.pause(run, "test")
+    early = launch.train_slice(str(run.path))
+    queue.end_slice(run, None, steps_left=not early.stop_asked)
+    assert (early.status, early.step, early.stop_asked) == (STOPPED, 1, True) and not queue.stopping(run)
+    assert run.status() == STOPPED  # not queued again
+
+    queue.resume(run)
+    assert queue.begin_slice(run)
     done = []
     training = threading.Thread(target=lambda: done.append(launch.train_slice(str(run.path))))
     training.start()
     deadline = time.monotonic() + 60
-    while not any(isinstance(e, Step) for e in run.events()):
+    while not [e for e in run.events() if isinstance(e, Step) and e.step > 1]:
         assert time.monotonic() < deadline and training.is_alive()
         time.sleep(0.05)
-    assert queue.stop(run) and queue.stopping(run)  # the page's Stop: a file the slice reads at each step
+    assert studio.stop(run) == STOPPING  # the page's Stop: a file the slice reads at each step
     training.join(60)
-    assert done[0].status == STOPPED and done[0].stop_asked and 0 < done[0].step < run.results().total_steps
-    assert not queue.stopping(run)
+    queue.end_slice(run, None, steps_left=not done[0].stop_asked)
+    assert done[0].status == STOPPED and done[0].stop_asked and 1 < done[0].step < run.results().total_steps
+    assert run.status() == STOPPED and not queue.stopping(run)
+
+
+def test_a_run_that_failed_in_its_gpu_call_is_not_paused_over(tiny_mlm, tmp_path):
+    queue = RunQueue(tmp_path, lent=True)
+    run = queue.submit(tiny_config(tiny_mlm, tmp_path / "run"), RunIdentity())
+    launch.train_slice(str(run.path), steps=2)
+    run.write_results(dataclasses.replace(run.results(), status=FAILED, message="out of memory"))
+    assert not queue.pause(run, "the GPU call was cut short") and run.results().message == "out of memory"

@@ -67,6 +67,15 @@ def space_files(root: Path = PROJECT_ROOT) -> list[str]:
     )
 
 
+def _space_hardware(api: HfApi, repo_id: str) -> str | None:
+    """The hardware the Space asks for (or runs on), as the hub says; None when it does not say."""
+    try:
+        runtime = api.get_space_runtime(repo_id)
+    except Exception:  # noqa: BLE001 - a hub without the runtime route, a Space still building: the flag decides
+        return None
+    return runtime.requested_hardware or runtime.hardware
+
+
 def _content(path: str, root: Path, hardware: str | None) -> Path | bytes:
     """What a Space on `hardware` gets at `path`: the file, or its requirements for that hardware."""
     return requirements_for(hardware, root) if path == "requirements.txt" else Path(root) / path
@@ -155,6 +164,7 @@ def deploy(
         url = api.create_repo(
             repo_id, repo_type="space", space_sdk="gradio", exist_ok=True, private=private, space_hardware=hardware
         )
+        hardware = _space_hardware(api, repo_id) or hardware  # an existing Space keeps its own
         stale = set(api.list_repo_files(repo_id, repo_type="space")) - set(files)  # e.g. a file since removed
         api.create_commit(
             repo_id,

@@ -30,6 +30,7 @@ from mlm_core.runs.records import (
     runs_root,
 )
 from mlm_core.runs.run_dir import RunDir, list_runs, recover_runs, run_in
+from mlm_core.service import history
 from mlm_core.system import settings
 
 # What the page reads of a run, as the engine names it.
@@ -143,7 +144,10 @@ class Workspace:
         raise ValueError(f"run: {run.name} is trained by another process; stop it there")
 
     def delete(self, run: RunDir) -> None:
-        """Delete a run, and drop its events and its model from every cache at once; ValueError while it trains."""
+        """Delete a run, and drop its events and its model from every cache at once; ValueError while it trains (on
+        ZeroGPU, from the moment its slice is asked for)."""
+        if self.queue.slicing == run:
+            raise ValueError(f"run: {run.name} is training; stop it before deleting it")
         run.delete()
         forget_models(run.path)
         with self._lock:
@@ -174,6 +178,14 @@ class Workspace:
                 self._events.popitem(last=False)
             return cached.read(run.events_path, size)
 
+    def shown_events(self, run: RunDir) -> list[Event]:
+        """The run's events as the dashboard draws them (`history.thinned`): their size does not grow with the run;
+        made once per new event, whoever watches."""
+        events = self.events(run)
+        with self._lock:
+            cached = self._events.get(run.path)
+            return cached.thinned() if cached is not None and cached.events is events else history.thinned(events)
+
     def eta_s(self, run: RunDir) -> float | None:
         """Seconds until a training run ends, at its recent pace, counting down from its last step (None before its
         first step)."""
@@ -189,6 +201,13 @@ class EventTail:
 
     offset: int = 0
     events: list[Event] = field(default_factory=list)
+    _thinned: tuple[int, list[Event]] = (-1, [])  # (how many events it was made of, `history.thinned` of them)
+
+    def thinned(self) -> list[Event]:
+        """`history.thinned(self.events)`, made again only when events were added."""
+        if self._thinned[0] != len(self.events):
+            self._thinned = (len(self.events), history.thinned(self.events))
+        return self._thinned[1]
 
     def read(self, path: Path, size: int) -> list[Event]:
         """Parse the complete lines added since the last read; the event list (a new list object when it grew)."""

@@ -1,0 +1,100 @@
+"""Many visitors, long runs: a run's dashboard and status answer cost the same at step 20 and step 2,000 (its history
+thinned to a fixed number of points, its events paged by a cursor), and a page watching a finished run polls less.
+The long runs are grown from a short real run's events (`bench.grown_runs`)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import gradio as gr
+import pytest
+
+from bench.grown_runs import grown_run, short_run
+from mlm_core.events import Probe, Step
+from mlm_core.service import history
+from mlm_core.service.workspace import Workspace
+from studio.access import Access
+from studio.form import first_values
+from studio.train_tab import EVENTS_PER_CALL, IDLE_POLL_S, TrainTab, public_event
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_mlm, tmp_path_factory):
+    """The runs folder of a 20-step run and the same grown to 2,000 and 20,000 steps."""
+    root = tmp_path_factory.mktemp("grown")
+    short = short_run(str(tiny_mlm), tmp_path_factory.mktemp("short") / "short")
+    names = {steps: f"20260101-000000-tiny-grown-{steps:08d}" for steps in (20, 2000, 20000)}
+    return root, {steps: grown_run(short, root / name, steps) for steps, name in names.items()}
+
+
+def _tab(root):
+    studio = Workspace.open(root)
+    with gr.Blocks():
+        tab = TrainTab(studio, Access(), gr.BrowserState(""), ["starter"], first_values(False))
+    return studio, tab
+
+
+def test_a_long_runs_curve_is_thinned_to_bucket_means_ending_at_its_last_step(runs):
+    _, grown = runs
+    events = grown[2000].events()
+    shown = history.thinned(events)
+    steps, raw = [e for e in shown if isinstance(e, Step)], [e for e in events if isinstance(e, Step)]
+    per_point = history.steps_per_point(len(raw))
+    assert len(steps) <= history.POINTS and per_point == 10
+    assert steps[-1].step == raw[-1].step == 2000 and steps[-1].eta_s == raw[-1].eta_s
+    assert steps[3].loss == pytest.approx(sum(e.loss for e in raw[30:40]) / 10) and steps[3].step == 40
+    probes = [e for e in shown if isinstance(e, Probe)]
+    texts = {e.text for e in probes}
+    assert len(probes) == 2 * len(texts)  # first and latest of each sentence
+    assert [e.step for e in probes if e.text == next(iter(texts))] == [100, 2000]
+    short = [e for e in grown[20].events() if isinstance(e, Step)]
+    assert [e for e in history.thinned(grown[20].events()) if isinstance(e, Step)] == short  # every step drawn
+
+
+def test_the_history_summary_does_not_grow_with_the_run(runs):
+    _, grown = runs
+    sizes = {steps: len(json.dumps(history.summary(run.events()))) for steps, run in grown.items()}
+    assert sizes[20000] < 1.1 * sizes[2000] and sizes[2000] < 20_000, sizes
+    summary = history.summary(grown[2000].events())
+    assert summary["last_step"]["step"] == 2000 and summary["steps_per_point"] == 10
+    assert len(summary["train_loss"]["step"]) == 200 and summary["evaluations"]["base"][0] is True
+    assert all(v is None or math.isfinite(v) for v in summary["train_loss"]["loss"])
+
+
+def test_the_status_api_pages_events_by_cursor_and_an_up_to_date_client_gets_a_small_answer(runs):
+    root, grown = runs
+    studio, tab = _tab(root)
+    try:
+        run = grown[2000]
+        events, cursor, pages = [], "0", 0
+        while True:
+            answer = json.loads(tab.status_json(run.name, cursor))
+            events += answer["events"]
+            cursor, pages = str(answer["cursor"]), pages + 1
+            assert len(answer["events"]) <= EVENTS_PER_CALL
+            if not answer["more"]:
+                break
+        assert pages == math.ceil(len(run.events()) / EVENTS_PER_CALL)
+        assert events == json.loads(json.dumps([public_event(e) for e in run.events()]))
+        sizes = {steps: len(tab.status_json(r.name, str(len(r.events())))) for steps, r in grown.items()}
+        assert sizes[20000] < 1.1 * sizes[2000] and sizes[2000] < 15_000, sizes  # what a polling client gets
+        assert json.loads(tab.status_json(run.name, "not a number"))["cursor"] == EVENTS_PER_CALL  # from the start
+    finally:
+        studio.close()
+
+
+def test_a_refresh_draws_a_long_run_once_for_every_watcher_and_a_finished_run_is_polled_less(runs):
+    root, grown = runs
+    studio, tab = _tab(root)
+    try:
+        run = grown[20000]
+        first = tab.board(run, Access().identify(""), "")
+        loss = first[3]
+        assert max(len(trace.x) for trace in loss.data) <= history.POINTS
+        second = tab.board(run, Access().identify("another visitor"), "")
+        assert second[3] is loss  # drawn once, for both pages
+        assert first[10].value == IDLE_POLL_S  # a completed run: the page asks every 5 s, not every second
+        assert tab.board(run, Access().identify(""), first[-1]) == [gr.skip()] * 11 + [first[-1]]  # nothing new
+    finally:
+        studio.close()
