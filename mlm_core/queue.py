@@ -20,8 +20,9 @@ from pathlib import Path
 from mlm_core.children import child_command, child_environment
 from mlm_core.config import TrainConfig
 from mlm_core.events import Checkpoint, Error, Started, Status, Step
+from mlm_core.runs.index import RunIndex
 from mlm_core.runs.records import FAILED, INTERRUPTED, QUEUED, RESUMABLE, RUNNING, STOPPED, RunIdentity, RunResults
-from mlm_core.runs.run_dir import RunDir, list_runs
+from mlm_core.runs.run_dir import RunDir
 from mlm_core.system import settings
 from mlm_core.system.container_limits import oom_kills
 
@@ -54,9 +55,13 @@ class Job:
 class RunQueue:
     """The runs of one runs folder waiting to train, in the order they were submitted; one trains at a time."""
 
-    def __init__(self, root: Path, lent: bool = False, pause_after_s: float = PAUSE_AFTER_S):
-        """`lent`: on ZeroGPU, where runs train in their visitors' GPU calls (see the module's docstring)."""
+    def __init__(
+        self, root: Path, lent: bool = False, pause_after_s: float = PAUSE_AFTER_S, index: RunIndex | None = None
+    ):
+        """`lent`: on ZeroGPU, where runs train in their visitors' GPU calls (see the module's docstring); `index`:
+        the runs folder's, shared with the app (by default one of its own)."""
         self.root, self.lent, self.pause_after_s = root, lent, pause_after_s
+        self.index = index or RunIndex(root)
         self._followed: dict[RunDir, float] = {}  # a lent queue's runs: when their page last asked for a slice
         self._opened = time.monotonic()  # after a restart, the pages of queued runs have that long to come back
         self.slicing: RunDir | None = None  # a lent queue's run whose slice is under way (`begin_slice`)
@@ -89,6 +94,7 @@ class RunQueue:
         ValueError naming `output_dir` when that folder already holds files or a run."""
         run = RunDir(config.output_dir)
         run.create(config, dataclasses.replace(identity, queued_at=time.time()))
+        self.index.changed(run)
         self.followed(run)
         self._notify()
         return run
@@ -103,6 +109,7 @@ class RunQueue:
         run.resume_config()  # refuses a run that cannot resume
         run.clear_stop()
         run.set_identity(dataclasses.replace(run.identity(), queued_at=time.time(), resume=True))
+        self.index.changed(run)
         self.followed(run)
         self._notify()
 
@@ -132,6 +139,7 @@ class RunQueue:
                 run.set_identity(dataclasses.replace(run.identity(), queued_at=queued_at or time.time(), resume=True))
                 self._followed[run] = time.monotonic()
             run.clear_stop()
+            self.index.changed(run)
 
     def pause(self, run: RunDir, why: str) -> bool:
         """A lent queue: take a run that waits for a slice, or whose slice was cut short, out of the queue, resumable
@@ -153,6 +161,7 @@ class RunQueue:
             run.clear_stop()
             run.set_identity(dataclasses.replace(run.identity(), queued_at=None, resume=False))
             self._followed.pop(run, None)
+            self.index.changed(run)
             return True
 
     def cancel(self, run: RunDir) -> None:
@@ -166,6 +175,7 @@ class RunQueue:
                 run.set_identity(dataclasses.replace(identity, queued_at=None, resume=False))
             else:
                 run.delete()
+            self.index.changed(run)
 
     def stop(self, run: RunDir) -> bool:
         """Ask the run to stop after its current step (also while its process starts; a lent queue's run in its GPU
@@ -195,8 +205,7 @@ class RunQueue:
 
     def waiting(self) -> list[RunDir]:
         """The queued runs, first to train first."""
-        queued = [run for run in list_runs(self.root) if run.status() == QUEUED]
-        return sorted(queued, key=lambda run: (run.identity().queued_at, run.name))
+        return self.index.waiting()
 
     def position(self, run: RunDir) -> int | None:
         """1 for the next run to train, None for a run that is not waiting."""
@@ -216,6 +225,7 @@ class RunQueue:
         """Train queued runs one after another, for as long as the queue is open; nothing that happens to one run
         stops the worker."""
         while True:
+            self.index.refresh_if_due()  # what other processes did to the runs folder
             with self._wake:
                 if self._closed:
                     return
@@ -239,8 +249,7 @@ class RunQueue:
 
     def next_run(self) -> RunDir | None:
         """The next run to train, when the device is free (no run of this folder trains, here or elsewhere)."""
-        runs = list_runs(self.root)
-        if any(run.status() == RUNNING for run in runs):
+        if self.index.running() is not None:
             return None
         waiting = self.waiting()
         return waiting[0] if waiting else None
@@ -265,6 +274,7 @@ class RunQueue:
         except Exception as error:  # the queue goes on, whatever happened to this run
             record_death(run, None, started, False, False, f"the training process could not run: {error!r}")
         finally:
+            self.index.changed(run)
             job.finished.set()
 
 

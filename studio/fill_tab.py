@@ -24,6 +24,10 @@ SURPRISE_EXAMPLE = (
 )
 SURPRISE_SCALE_BITS = 20  # a word this surprising (or more) is shown in full red
 PREDICTION_HEADERS = ["mask", "rank", "word", "probability", "text"]
+# Fill-mask requests answered at once: their forward passes are merged into one (`mlm_core.models.batched`), so
+# more at once share the model's time instead of queueing (the page's other events keep Gradio's default of 4).
+FILLS_AT_ONCE = 32
+LISTED_RUNS = 100  # the newest runs whose models are offered (an older one is still chosen by typing run:NAME)
 
 
 class FillTab:
@@ -128,11 +132,12 @@ class FillTab:
         self.model_a.change(self.model_a_changed, self.model_a, [self.mask_view, self.generate_view], api_name=False)
         fill_inputs = [self.text, self.top_k, *models, self.answer]
         fill_outputs = [self.plot_a, self.table_a, self.note_a, self.plot_b, self.table_b, self.note_b]
-        self.fill_btn.click(self.fill, fill_inputs, fill_outputs, api_name="fill_mask")
+        together = dict(concurrency_id="fill", concurrency_limit=FILLS_AT_ONCE)
+        self.fill_btn.click(self.fill, fill_inputs, fill_outputs, api_name="fill_mask", **together)
         for trigger in (self.text.submit, self.answer.submit):
-            trigger(self.fill, fill_inputs, fill_outputs, api_name=False)
-        self.top_k.change(self.fill, fill_inputs, fill_outputs, api_name=False, trigger_mode="always_last")
-        self.examples.load_input_event.then(self.fill, fill_inputs, fill_outputs, api_name=False)
+            trigger(self.fill, fill_inputs, fill_outputs, api_name=False, **together)
+        self.top_k.change(self.fill, fill_inputs, fill_outputs, api_name=False, trigger_mode="always_last", **together)
+        self.examples.load_input_event.then(self.fill, fill_inputs, fill_outputs, api_name=False, **together)
         self.surprise_btn.click(
             self.surprise,
             [self.paragraph, *models],
@@ -147,12 +152,12 @@ class FillTab:
         )
 
     def _listed(self) -> list[tuple[str, str, bool]]:
-        """Models to compare, as (label, value, finished): the starter, hub bases when online, every completed run,
-        and every stopped or interrupted one at its last checkpoint (not finished)."""
+        """Models to compare, as (label, value, finished): the starter, hub bases when online, each completed run,
+        and each stopped or interrupted one at its last checkpoint (not finished), among the newest LISTED_RUNS."""
         listed = [("starter (built-in)", STARTER, True)]
         if is_online():
             listed += [(m, m, True) for m in (DEFAULT_MODEL, DEFAULT_CAUSAL_MODEL)]
-        for run in self.studio.runs():
+        for run in self.studio.runs(LISTED_RUNS):
             status = run.status()
             if status != COMPLETED and (status not in {STOPPED, INTERRUPTED} or run.checkpoint() is None):
                 continue

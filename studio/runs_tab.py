@@ -4,6 +4,7 @@ stop, delete, download, push)."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from .form import command_line
 from .text import escaped, refusal
 
 MAX_COMPARED = 6
+LISTED_RUNS = 100  # rows of the runs table (an older run is still chosen by typing its name)
 TABLE_HEADERS = [
     "label",
     "status",
@@ -56,6 +58,8 @@ class RunsTab:
         self.studio, self.access, self.visitor_state = studio, access, visitor
         self.tabs, self.watched = watched
         self._served: set[Path] = set()  # export folders Gradio serves as they are (`export_zip`)
+        self._listing: tuple[int, list] = (-1, [])  # `_listed`, with the index version it was made at
+        self._listing_lock = threading.Lock()
         with gr.Tab("Runs", id="runs") as self.tab:
             self.table = gr.Dataframe(
                 headers=TABLE_HEADERS,
@@ -122,7 +126,7 @@ class RunsTab:
         """Connect the tab's events."""
         visitor, listing = self.visitor_state, [self.table, self.compared, self.selected]
         self.tab.select(self.listing, visitor, listing, api_name=False)
-        self.refresh_btn.click(self.listing, visitor, listing, api_name=False)
+        self.refresh_btn.click(self.listing, visitor, listing, api_name="list_runs")
         compare_outputs = [self.compare_loss, self.compare_ppl, self.differences]
         for trigger in (self.compared.change, self.x_axis.change):
             trigger(self.compare, [self.compared, self.x_axis], compare_outputs, api_name=False)
@@ -157,10 +161,26 @@ class RunsTab:
     def listing(self, visitor=None, request: gr.Request = None):
         """The runs table and the run choices."""
         visitor = self.access.visitor(visitor, request)
-        runs = self.studio.runs()
-        rows = [_row(run, self.access.may_control(visitor, run)) for run in runs]
-        choices = [(f"{run.identity().label} ({run.name})", run.name) for run in runs]
-        return rows, gr.update(choices=choices), gr.update(choices=choices)
+        listed, count = self._listed(), len(self.studio.index)
+        rows = [
+            [*row, "yes" if visitor.admin or visitor.started(identity) else "", run.name]
+            for run, identity, row in listed
+        ]
+        choices = [(f"{identity.label} ({run.name})", run.name) for run, identity, _ in listed]
+        label = "Every run, newest first" if count <= len(listed) else f"The newest {len(listed):,} of {count:,} runs"
+        return gr.update(value=rows, label=label), gr.update(choices=choices), gr.update(choices=choices)
+
+    def _listed(self) -> list[tuple[RunDir, object, list[str]]]:
+        """The newest LISTED_RUNS runs as (run, identity, its table row but the visitor's column and its name): kept
+        while the runs folder's index sees no change, the rows of runs that wait or train made again each time (their
+        status and steps move on)."""
+        active = set(self.studio.active_runs())  # first: a run that ended since counts as a change
+        with self._listing_lock:
+            if self._listing[0] != self.studio.index.version:
+                runs = self.studio.runs(LISTED_RUNS)
+                self._listing = (self.studio.index.version, [(run, run.identity(), _row(run)) for run in runs])
+            listed = self._listing[1]
+        return [(entry[0], entry[0].identity(), _row(entry[0])) if entry[0] in active else entry for entry in listed]
 
     def compare(self, names, x_axis):
         """Loss and perplexity curves of the chosen runs overlaid, and the settings in which they differ; gr.Error
@@ -219,7 +239,12 @@ class RunsTab:
 
     def set_label(self, visitor, run_name, label, request: gr.Request):
         """Rename a run as listed; gr.Error (a refusal) when the visitor may not, or the label is empty."""
-        run = self._act(visitor, run_name, request, "relabel", lambda run: run.set_label(_clean_label(label)))
+
+        def relabel(run: RunDir) -> None:
+            run.set_label(_clean_label(label))
+            self.studio.index.changed(run)
+
+        run = self._act(visitor, run_name, request, "relabel", relabel)
         gr.Info(f"Label saved: {escaped(run.identity().label)}.")
         return self.listing()
 
@@ -229,7 +254,9 @@ class RunsTab:
 
         def resume(run: RunDir) -> None:
             with self.access.admitting():  # a resumed run is active too: the same limits as Start
-                self.access.check_start(self.access.visitor(visitor, request), self.studio.runs(), self.studio.root)
+                self.access.check_start(
+                    self.access.visitor(visitor, request), self.studio.active_runs(), self.studio.root
+                )
                 self.studio.queue.resume(run)
 
         run = self._act(visitor, run_name, request, "resume", resume)
@@ -269,7 +296,7 @@ class RunsTab:
         """Owner only: take every waiting run out of the queue; gr.Error (a refusal) for anyone else."""
         try:
             self._check_owner(visitor, request)
-            count = self.studio.stop_all([run for run in self.studio.runs() if run.status() == QUEUED])
+            count = self.studio.stop_all(self.studio.queue.waiting())
         except ValueError as error:
             raise refusal(error) from None
         gr.Info(f"Took {count} waiting run(s) out of the queue.")
@@ -381,8 +408,8 @@ def _bytes_in(folder: Path | None) -> int:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) if folder else 0
 
 
-def _row(run: RunDir, yours: bool) -> list[str]:
-    """One line of the runs table."""
+def _row(run: RunDir) -> list[str]:
+    """One line of the runs table, but its last two columns (whether it is the visitor's, its name)."""
     identity, config, status = run.identity(), run.config(), run.status()
     results = run.results() if status not in {RUNNING, QUEUED} else None
     number = "" if results is None else f"{results.steps:,}"
@@ -397,8 +424,6 @@ def _row(run: RunDir, yours: bool) -> list[str]:
         number,
         board.duration(results.seconds) if results else "",
         time.strftime("%Y-%m-%d %H:%M", time.localtime(identity.created)),
-        "yes" if yours else "",
-        run.name,
     ]
 
 

@@ -27,6 +27,7 @@ from .text import markdown_escaped, plain, refusal
 POLL_S = 1.0
 IDLE_POLL_S = 5.0  # how often a page polls while the run it shows neither waits nor trains
 BOARDS_KEPT = 8  # runs whose dashboard is kept built for every visitor watching them
+LOOKED_BACK = 200  # a page with no run chosen shows its visitor's last run among the newest this many
 EVENTS_PER_CALL = 500  # events one status call returns at most (the cursor pages through the rest)
 FOLLOW_S = 2.0  # on ZeroGPU, how often an open page asks whether its run's next GPU call is due
 NOTE_POLL_S = 5.0
@@ -326,7 +327,7 @@ class TrainTab:
                 config, lambda done, total: progress((done, total), desc="Reading your data", unit="documents")
             )
             with self.access.admitting():
-                budget = self.access.check_start(visitor, self.studio.runs(), self.studio.root, probes)
+                budget = self.access.check_start(visitor, self.studio.active_runs(), self.studio.root, probes)
                 identity = RunIdentity(
                     label=launch.label_of(config),
                     owner=visitor.key,
@@ -422,10 +423,13 @@ class TrainTab:
 
     def _default_run(self, visitor) -> RunDir | None:
         """What a page shows first: the visitor's waiting or training run, else the one training, else their last."""
-        runs = self.studio.runs()
-        own = [run for run in runs if visitor.owns(run) or not self.access.public]
-        active = [run for run in own if run.status() in {RUNNING, QUEUED}]
-        return next(iter(active), None) or self.studio.running() or next(iter(own), None)
+
+        def mine(run: RunDir) -> bool:
+            return visitor.owns(run) or not self.access.public
+
+        active = next((run for run in self.studio.active_runs() if mine(run)), None)
+        recent = self.studio.runs(LOOKED_BACK)
+        return active or self.studio.running() or next((run for run in recent if mine(run)), None)
 
     def board(self, run: RunDir | None, visitor, seen: str) -> list:
         """The dashboard's component values for a run (None: no run yet)."""
@@ -508,12 +512,12 @@ class TrainTab:
         return board.status_line(events, status, stopping, position, wait_s)
 
     def status_json(self, run_name, after="0") -> str:
-        """A run's status, the summary of its whole history (`history.summary`: a size that does not grow with the
-        run) and its events from the cursor `after` (how many the client holds) on, at most EVENTS_PER_CALL of them,
-        as a JSON string (so that clients do not take paths for files): `cursor` is the `after` of the next call,
-        `more` whether events are left beyond it."""
+        """A run's status and its events from the cursor `after` (how many the client holds) on, at most
+        EVENTS_PER_CALL of them, as a JSON string (so that clients do not take paths for files): `cursor` is the
+        `after` of the next call, `more` whether events are left beyond it. A client that holds none (`after` 0) also
+        gets `summary`, the run's whole history in a size that does not grow with it (`history.summary`)."""
         try:
-            run = self.studio.run(run_name) if run_name else self.studio.running() or next(iter(self.studio.runs()))
+            run = self.studio.run(run_name) if run_name else self.studio.running() or next(iter(self.studio.runs(1)))
         except (ValueError, StopIteration):
             return json.dumps({"name": None, "status": "none", "events": [], "cursor": 0, "more": False})
         try:
@@ -528,7 +532,7 @@ class TrainTab:
                 "label": run.identity().label,
                 "status": status,
                 "position": self.studio.queue.position(run) if status == QUEUED else None,
-                "summary": self._summary(run, events),
+                **({"summary": self._summary(run, events)} if start == 0 else {}),
                 "events": [public_event(e) for e in page],
                 "cursor": start + len(page),
                 "more": start + len(page) < len(events),

@@ -4,18 +4,28 @@ The long runs are grown from a short real run's events (`bench.grown_runs`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import shutil
+import threading
+import time
 
 import gradio as gr
 import pytest
+import torch
 
-from bench.grown_runs import grown_run, short_run
+from bench.grown_runs import grown_run, many_runs, short_run
 from mlm_core.events import Probe, Step
-from mlm_core.service import history
+from mlm_core.models import batched
+from mlm_core.models.loading import load_for_inference
+from mlm_core.models.starter import default_examples
+from mlm_core.runs.records import QUEUED, new_run_name
+from mlm_core.service import history, playground
 from mlm_core.service.workspace import Workspace
 from studio.access import Access
 from studio.form import first_values
+from studio.runs_tab import LISTED_RUNS, RunsTab
 from studio.train_tab import EVENTS_PER_CALL, IDLE_POLL_S, TrainTab, public_event
 
 
@@ -76,6 +86,8 @@ def test_the_status_api_pages_events_by_cursor_and_an_up_to_date_client_gets_a_s
             if not answer["more"]:
                 break
         assert pages == math.ceil(len(run.events()) / EVENTS_PER_CALL)
+        assert "summary" in json.loads(tab.status_json(run.name, "0"))  # for a client that holds nothing yet
+        assert "summary" not in answer  # an up-to-date client has the events
         assert events == json.loads(json.dumps([public_event(e) for e in run.events()]))
         sizes = {steps: len(tab.status_json(r.name, str(len(r.events())))) for steps, r in grown.items()}
         assert sizes[20000] < 1.1 * sizes[2000] and sizes[2000] < 15_000, sizes  # what a polling client gets
@@ -96,5 +108,68 @@ def test_a_refresh_draws_a_long_run_once_for_every_watcher_and_a_finished_run_is
         assert second[3] is loss  # drawn once, for both pages
         assert first[10].value == IDLE_POLL_S  # a completed run: the page asks every 5 s, not every second
         assert tab.board(run, Access().identify(""), first[-1]) == [gr.skip()] * 11 + [first[-1]]  # nothing new
+    finally:
+        studio.close()
+
+
+def test_concurrent_fill_mask_requests_share_merged_forwards_and_get_what_each_gets_alone():
+    texts = [example["text"] for example in default_examples()][:8]
+    requests = [playground.FillRequest("starter", text, 5, "") for text in texts]
+    alone = [playground.fill(request) for request in requests]
+    lm = load_for_inference("starter")[1]
+    counter, before = batched.batcher(lm), (batched.batcher(lm).forwards, batched.batcher(lm).calls)
+    together: dict[int, playground.Filled] = {}
+    start = threading.Barrier(len(requests))
+
+    def ask(number: int) -> None:
+        start.wait()
+        together[number] = playground.fill(requests[number])
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    forwards, calls = counter.forwards - before[0], counter.calls - before[1]
+    assert forwards < calls, (forwards, calls)  # some forwards served several requests
+    for number, filled in enumerate(alone):
+        merged = together[number]
+        assert [g.word for g in merged.guesses[0]] == [g.word for g in filled.guesses[0]], texts[number]
+        assert [g.probability for g in merged.guesses[0]] == pytest.approx(
+            [g.probability for g in filled.guesses[0]], abs=1e-5
+        )
+
+
+def test_a_forward_that_fails_fails_every_request_merged_into_it_and_the_next_ones_work():
+    lm = load_for_inference("starter")[1]
+    merged = batched.ForwardBatcher(lm)
+    good = torch.tensor([[0, 5, 6, 2]])
+    with pytest.raises(IndexError):
+        merged.masked_logits(torch.tensor([[0, 10**9, 2]]), torch.tensor([[False, True, False]]))
+    assert merged.masked_logits(good, torch.tensor([[False, True, True, False]])).shape == (2, lm.config.vocab_size)
+
+
+def test_a_thousand_runs_list_and_queue_as_ten_do_and_the_index_follows_the_folder(runs, tmp_path):
+    root, grown = runs
+    short = grown[20]
+    many = many_runs(short, tmp_path / "many", 1000)
+    studio = Workspace.open(tmp_path / "many")
+    studio.queue.close()  # nothing trains here
+    try:
+        with gr.Blocks():
+            listing = RunsTab(studio, Access(), gr.BrowserState(""), (gr.Tabs(), gr.Textbox()))
+        table, choices, _ = listing.listing("")
+        assert len(table["value"]) == LISTED_RUNS and table["label"] == f"The newest {LISTED_RUNS} of 1,000 runs"
+        assert [row[-1] for row in table["value"]] == [run.name for run in many[::-1][:LISTED_RUNS]]
+        newest = many[-1]
+        newest.set_identity(dataclasses.replace(newest.identity(), queued_at=time.time()))  # as another process
+        studio.index.refresh()
+        assert studio.queue.position(newest) == 1 and studio.queue.waiting() == [newest]
+        assert studio.queue.next_run() == newest and listing.listing("")[0]["value"][0][1] == QUEUED
+        made = grown_run(short, tmp_path / "many" / new_run_name("tiny", "cli"), 20)  # a run the CLI made
+        shutil.rmtree(many[0].path)  # and one it deleted
+        studio.index.refresh()
+        names = [run.name for run in studio.runs()]
+        assert len(names) == 1000 and made.name in names and many[0].name not in names
     finally:
         studio.close()

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from mlm_core.data.tokenizing import encode_with_offsets, word_spans
-from mlm_core.models.heads import masked_logits
+from mlm_core.models.batched import masked_logits
 from mlm_core.models.loading import has_trained_mlm_head, load_for_inference, max_block_size
 from mlm_core.models.word_guesses import MAX_PIECES, RANK_WIDTH, WordGuess, guess_words, word_probability, word_rank
 from mlm_core.models.words import marks_word_starts, starts_word

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from mlm_core.models.heads import masked_logits
+from mlm_core.models.batched import masked_logits
 from mlm_core.models.words import continues_word, showable, starts_word, token_texts
 
 MAX_PIECES = 3  # longest word proposed; a right word of any length is still scored and ranked

@@ -13,7 +13,7 @@ from pathlib import Path
 import psutil
 from filelock import FileLock
 
-from mlm_core.system.atomic_files import read_json, write_json
+from mlm_core.system.atomic_files import read_json_cached, write_json
 
 LOCK_FILE = "lock.json"
 GUARD_FILE = ".lock.json.guard"  # held for a few file operations, so that two processes never both take the lock
@@ -48,7 +48,7 @@ class LockInfo:
 
 def read_lock(folder: Path) -> LockInfo | None:
     """The lock of a run folder, or None when it is not locked."""
-    values = read_json(folder / LOCK_FILE)
+    values = read_json_cached(folder / LOCK_FILE)
     if not isinstance(values, dict):
         return None
     try:

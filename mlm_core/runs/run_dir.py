@@ -23,7 +23,7 @@ from mlm_core.runs.records import (
     RunResults,
     check_run_name,
 )
-from mlm_core.system.atomic_files import link_or_copy, read_json, remove_partial, trim_torn_tail, write_json
+from mlm_core.system.atomic_files import link_or_copy, read_json_cached, remove_partial, trim_torn_tail, write_json
 
 # Settings that may change when a run is resumed; any other change would make it a different run.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "save_steps", "eval_steps", "output_dir", "report_to"}
@@ -80,7 +80,7 @@ class RunDir:
     def settings_path(self) -> Path:
         """run_config.json (config.json in runs made before it): the run's settings."""
         new, old = self.path / _SETTINGS, self.path / _OLD_SETTINGS
-        values = None if new.exists() else read_json(old)
+        values = None if new.exists() else read_json_cached(old)
         return old if isinstance(values, dict) and _RUN_KEYS <= values.keys() else new
 
     @property
@@ -106,7 +106,7 @@ class RunDir:
 
     def is_run(self) -> bool:
         """Whether the folder holds a run: run settings in its settings file (a model's config.json has others)."""
-        values = read_json(self.settings_path)
+        values = read_json_cached(self.settings_path)
         return isinstance(values, dict) and _RUN_KEYS <= values.keys()
 
     def holds_files(self) -> bool:
@@ -115,18 +115,21 @@ class RunDir:
 
     def config(self) -> TrainConfig:
         """The run's settings; ValueError in plain words if the folder holds no run or its settings are not valid."""
-        values = read_json(self.settings_path)
-        if not isinstance(values, dict):
-            raise ValueError(f"run: {self.name} holds no run")
-        return TrainConfig.from_dict({**values, "output_dir": str(self.path)})
+
+        def parse(values: object) -> TrainConfig:
+            if not isinstance(values, dict):
+                raise ValueError(f"run: {self.name} holds no run")
+            return TrainConfig.from_dict({**values, "output_dir": str(self.path)})
+
+        return read_json_cached(self.settings_path, parse, "config")
 
     def identity(self) -> RunIdentity:
         """Label, owner, creation time and queue place (defaults for runs made before run.json existed)."""
-        values = read_json(self.path / _IDENTITY)
-        if not isinstance(values, dict):
+        identity = read_json_cached(self.path / _IDENTITY, _identity, "identity")
+        if identity is None:
             created = self.settings_path.stat().st_mtime if self.settings_path.exists() else 0.0
             return RunIdentity(label=self.name, created=created)
-        return RunIdentity.from_dict(values)
+        return identity
 
     def set_identity(self, identity: RunIdentity) -> None:
         """Write run.json atomically."""
@@ -134,8 +137,7 @@ class RunDir:
 
     def results(self) -> RunResults | None:
         """The outcome of the run's last training session, or None while it has none."""
-        values = read_json(self.results_path)
-        return RunResults.from_dict(values) if isinstance(values, dict) and "status" in values else None
+        return read_json_cached(self.results_path, _results, "results")
 
     def write_results(self, results: RunResults) -> None:
         """Write results.json atomically."""
@@ -297,6 +299,16 @@ class RunDir:
         """Rename the run as listed (its folder keeps its name)."""
         self.set_identity(dataclasses.replace(self.identity(), label=label))
         self.drop_export()  # its model card shows the label
+
+
+def _identity(values: object) -> RunIdentity | None:
+    """run.json's identity (None for a file that is missing or holds none)."""
+    return RunIdentity.from_dict(values) if isinstance(values, dict) else None
+
+
+def _results(values: object) -> RunResults | None:
+    """results.json's results (None for a file that is missing or holds none)."""
+    return RunResults.from_dict(values) if isinstance(values, dict) and "status" in values else None
 
 
 def run_in(root: Path, name: Any) -> RunDir:

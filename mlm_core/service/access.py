@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlm_core.config import NO_TRACKER, check_report_to, trackers
-from mlm_core.runs.records import QUEUED, RUNNING, Budget
+from mlm_core.runs.records import QUEUED, RUNNING, Budget, RunIdentity
 from mlm_core.runs.run_dir import RunDir
 from mlm_core.system import settings
 from mlm_core.system.settings import Settings
@@ -48,7 +48,10 @@ class Visitor:
 
     def owns(self, run: RunDir) -> bool:
         """Whether the visitor started the run (in this browser, or signed in as the same user)."""
-        identity = run.identity()
+        return self.started(run.identity())
+
+    def started(self, identity: RunIdentity) -> bool:
+        """Whether the visitor started the run of this identity (`owns`)."""
         return identity.owner == self.key or (self.user is not None and identity.user == self.user)
 
     def counts(self, run: RunDir) -> bool:

@@ -16,6 +16,7 @@ from mlm_core.events import Event, Step, parse_events
 from mlm_core.models.loading import forget_models
 from mlm_core.queue import RunQueue
 from mlm_core.runs.export import push_run, zip_run
+from mlm_core.runs.index import RunIndex
 from mlm_core.runs.records import (
     COMPLETED,
     FAILED,
@@ -104,7 +105,8 @@ class Workspace:
         """Recover the runs folder after a crash, then start the queue (runs queued before a restart resume)."""
         root.mkdir(parents=True, exist_ok=True)
         recover_runs(root)
-        return cls(root=root, queue=RunQueue(root, lent=settings.current().zero_gpu).start())
+        index = RunIndex(root)
+        return cls(root=root, queue=RunQueue(root, lent=settings.current().zero_gpu, index=index).start())
 
     def close(self) -> None:
         """Stop training and the queue's worker."""
@@ -114,16 +116,26 @@ class Workspace:
         """The run called `name`; ValueError for a missing run or a name that is not one."""
         return run_in(self.root, name)
 
-    def runs(self) -> list[RunDir]:
-        """Every run, newest first."""
-        return list_runs(self.root)
+    @property
+    def index(self) -> RunIndex:
+        """The runs folder's index (the queue's)."""
+        return self.queue.index
+
+    def runs(self, limit: int | None = None) -> list[RunDir]:
+        """Every run (the `limit` newest), newest first."""
+        self.index.refresh_if_due()
+        return self.index.runs(limit)
+
+    def active_runs(self) -> list[RunDir]:
+        """The runs waiting or training, newest first."""
+        return self.index.active()
 
     def running(self) -> RunDir | None:
         """The run training now, in this process or another."""
         job = self.queue.active()
         if job is not None:
             return job.run
-        return next((run for run in self.runs() if run.status() == RUNNING), None)
+        return self.index.running()
 
     def stop(self, run: RunDir) -> str:
         """Ask a training run to stop after its current step, or take a waiting one out of the queue; ValueError in
@@ -149,6 +161,7 @@ class Workspace:
         if self.queue.slicing == run:
             raise ValueError(f"run: {run.name} is training; stop it before deleting it")
         run.delete()
+        self.index.changed(run)
         forget_models(run.path)
         with self._lock:
             self._events.pop(run.path, None)

@@ -7,7 +7,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,35 @@ def read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+CACHED_FILES = 20_000  # JSON files `read_json_cached` keeps parsed (run records: a few per run)
+_parsed: OrderedDict[tuple[str, str], tuple[tuple[int, int, int], Any]] = OrderedDict()
+_parsed_lock = threading.Lock()
+
+
+def read_json_cached(path: Path, parse: Callable[[Any], Any] | None = None, kind: str = "") -> Any:
+    """`read_json` (then `parse` of it, which `kind` names), done again only when the file changed: its inode, size
+    or modification time (the writes here are atomic renames, so each makes a new inode); one `stat` otherwise. What
+    `parse` raises passes through, not kept. Callers must not change what it returns."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        stat = None
+    key, name = (stat.st_ino, stat.st_size, stat.st_mtime_ns) if stat else None, (str(path), kind)
+    with _parsed_lock:
+        hit = _parsed.get(name)
+        if hit is not None and hit[0] == key:
+            _parsed.move_to_end(name)
+            return hit[1]
+    value = read_json(path) if stat else None
+    if parse is not None:
+        value = parse(value)
+    with _parsed_lock:
+        _parsed[name] = (key, value)
+        while len(_parsed) > CACHED_FILES:
+            _parsed.popitem(last=False)
+    return value
 
 
 @contextlib.contextmanager
