@@ -33,7 +33,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from bench import host_overhead
+from bench import host_overhead, report
 from bench.grown_runs import grown_run, many_runs, short_run
 from bench.latency import percentiles
 from mlm_core.models.starter import default_examples
@@ -50,19 +50,6 @@ DOCS = ROOT / "docs"
 SENTENCES = [example["text"] for example in default_examples()] or ["The <mask> statement exits the loop."]
 CLIENTS, REQUESTS_EACH, ALONE = 20, 5, 20
 VISITORS = 100
-# (key, what it compares, target, True when higher is better)
-TARGETS = [
-    ("fill_throughput_ratio", "fill-mask requests/s, 20 concurrent clients / one client", 6.0, True),
-    ("fill_p95_ratio", "fill-mask p95 among 20 concurrent clients / p50 of one request alone", 3.0, False),
-    ("status_time_ratio", "status call of an up-to-date client, 2,000-step run / 20-step run", 1.5, False),
-    ("status_size_ratio", "its answer's size, 2,000-step run / 20-step run", 1.5, False),
-    ("refresh_time_ratio", "a page's refresh after a new event, 2,000-step run / 20-step run", 1.5, False),
-    ("refresh_size_ratio", "what that refresh sends, 2,000-step run / 20-step run", 1.5, False),
-    ("listing_ratio", "the Runs tab's listing over HTTP, 1,000 runs / 10 runs", 1.5, False),
-    ("listing_handler_ratio", "its handler alone in the app's process, 1,000 runs / 10 runs", 1.5, False),
-    ("position_ratio", "a queued run's position, 1,000 runs / 10 runs", 1.5, False),
-    ("memory_growth_mb", "the app's resident memory after 100 visitors came and went, minus before (MB)", 200, False),
-]
 
 
 def _median_s(call, repeats: int) -> float:
@@ -257,13 +244,14 @@ def run(work: Path) -> dict:
         "position_ratio": folder[1000]["position_s"] / folder[10]["position_s"],
         "memory_growth_mb": served["memory_mb"]["after"] - served["memory_mb"]["before"],
     }
-    return {"date": time.strftime("%Y-%m-%d %H:%M"), "ratios": ratios, "history": history, "folder": folder, **served}
+    when = time.strftime("%Y-%m-%d %H:%M")
+    return {"date": when, "machine": report.machine(), "ratios": ratios, "history": history, "folder": folder, **served}
 
 
 def table(ratios: dict) -> str:
     """The targets and this run's figures, as a markdown table."""
     rows = ["| what | measured | target | met |", "| --- | --- | --- | --- |"]
-    for key, what, target, higher in TARGETS:
+    for key, what, target, higher in report.LOAD_TARGETS:
         value = ratios[key]
         met = value >= target if higher else value <= target
         rows.append(f"| {what} | {value:.2f} | {'≥' if higher else '≤'} {target:g} | {'yes' if met else 'no'} |")
@@ -283,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         kept = read_json(path)
         runs = (kept.get("runs", []) if isinstance(kept, dict) else [])[-1:] + [result]
         write_json(path, {"runs": runs})
-        print(f"wrote {path}")
+        report.write_markdown(args.out / "bench", args.out / "PERFORMANCE.md")
+        print(f"wrote {path} and {args.out / 'PERFORMANCE.md'}")
     print(json.dumps(result["ratios"]))
     return 0
 

@@ -95,9 +95,26 @@ def write_markdown(json_dir: Path, out: Path) -> None:
     encoders = json_dir / ENCODERS_JSON
     if encoders.is_file():
         parts.append(encoders_section(json.loads(encoders.read_text(encoding="utf-8"))))
+    load = json_dir / LOAD_JSON
+    if load.is_file():
+        parts.append(load_section(json.loads(load.read_text(encoding="utf-8"))))
     out.write_text("\n".join(parts), encoding="utf-8")
 
 
+# The load benchmark's (`python -m bench.load`), as TARGETS
+LOAD_TARGETS = [
+    ("fill_throughput_ratio", "fill-mask requests/s, 20 concurrent clients / one client", 6.0, True),
+    ("fill_p95_ratio", "fill-mask p95 among 20 concurrent clients / p50 of one request alone", 3.0, False),
+    ("status_time_ratio", "status call of an up-to-date client, 2,000-step run / 20-step run", 1.5, False),
+    ("status_size_ratio", "its answer's size, 2,000-step run / 20-step run", 1.5, False),
+    ("refresh_time_ratio", "a page's refresh after a new event, 2,000-step run / 20-step run", 1.5, False),
+    ("refresh_size_ratio", "what that refresh sends, 2,000-step run / 20-step run", 1.5, False),
+    ("listing_ratio", "the Runs tab's listing over HTTP, 1,000 runs / 10 runs", 1.5, False),
+    ("listing_handler_ratio", "its handler alone in the app's process, 1,000 runs / 10 runs", 1.5, False),
+    ("position_ratio", "a queued run's position, 1,000 runs / 10 runs", 1.5, False),
+    ("memory_growth_mb", "the app's resident memory after 100 visitors came and went, minus before (MB)", 200, False),
+]
+LOAD_JSON = "load.json"  # `python -m bench.load --out docs`
 ENCODERS_JSON = "data_encoders.json"  # `python -m bench.data_scale --encoders --out docs/bench/data_encoders.json`
 
 HEADER = """# Performance
@@ -334,3 +351,34 @@ as a share of all cores; where it is high, the times of that line are disturbed.
 
 {encoders_table(runs)}
 {note}"""
+
+
+def load_section(kept: dict) -> str:
+    """docs/PERFORMANCE.md's load section from docs/bench/load.json (its last runs side by side)."""
+    runs = kept["runs"]
+    when = " and ".join(run["date"] for run in runs)
+    head = " | ".join(f"run {n}" for n in range(1, len(runs) + 1))
+    rows = []
+    for key, what, target, higher in LOAD_TARGETS:
+        values = [run["ratios"].get(key) for run in runs]
+        shown = " | ".join("–" if v is None else f"{v:.2f}" for v in values)
+        met = all(v is not None and (v >= target if higher else v <= target) for v in values)
+        rows.append(f"| {what} | {shown} | {'≥' if higher else '≤'} {target:g} | {'yes' if met else 'no'} |")
+    last = runs[-1]
+    alone, together, memory = last["alone"], last["together"], last["memory_mb"]
+    return f"""
+## Load: many visitors, long runs, many runs ({len(runs)} runs of `python -m bench.load`: {when})
+
+On {last.get("machine", {}).get("cpu", "this machine")}. Runs are grown from one short real run
+(`bench/grown_runs.py`); the status call, the refresh, the listing's handler and the position are timed in the app's
+process (median of 30 calls), the listing also over HTTP, fill-mask and memory on one app over HTTP.
+
+| what | {head} | target | met |
+| --- | {" | ".join("---" for _ in runs)} | --- | --- |
+{chr(10).join(rows)}
+
+Last run: one client alone {alone["requests_per_s"]:.1f} fill-mask requests/s (p50 {alone["p50_ms"]:.0f} ms); 20
+concurrent clients {together["requests_per_s"]:.1f}/s (p50 {together["p50_ms"]:.0f} ms, p95
+{together["p95_ms"]:.0f} ms). The app held {memory["before"]:.0f} MB before its 100 visitors and
+{memory["after"]:.0f} MB after.
+"""

@@ -225,7 +225,10 @@ class RunQueue:
         """Train queued runs one after another, for as long as the queue is open; nothing that happens to one run
         stops the worker."""
         while True:
-            self.index.refresh_if_due()  # what other processes did to the runs folder
+            if self.index.waiting() and not self.lent:
+                self.index.refresh()  # before a run starts: one another process began since counts
+            else:
+                self.index.refresh_if_due()  # what other processes did to the runs folder
             with self._wake:
                 if self._closed:
                     return

@@ -150,7 +150,7 @@ def serve(server_token: str | None = None) -> None:
     if access.public:
         forbid_local_paths()  # names visitors type are hub ids, the built-in ones or runs, never files here
     preload()
-    studio = Workspace.open(root)
+    studio = Workspace.open(root, access.limits.retention if access.public else None)
     try:
         public = (
             dict(app_kwargs={"middleware": [Middleware(UploadQuota, address_of=access.address_key)]})

@@ -334,6 +334,7 @@ class TrainTab:
                     user=visitor.user,
                     address=visitor.address,
                     source="app",
+                    kept=visitor.admin,  # the owner's run: retention keeps it
                     probes=probes,
                     budget=budget,
                 )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import shutil
 import threading
 import time
@@ -21,6 +22,7 @@ from mlm_core.models import batched
 from mlm_core.models.loading import load_for_inference
 from mlm_core.models.starter import default_examples
 from mlm_core.runs.records import QUEUED, new_run_name
+from mlm_core.runs.retention import Retention, expired
 from mlm_core.service import history, playground
 from mlm_core.service.workspace import Workspace
 from studio.access import Access
@@ -171,5 +173,35 @@ def test_a_thousand_runs_list_and_queue_as_ten_do_and_the_index_follows_the_fold
         studio.index.refresh()
         names = [run.name for run in studio.runs()]
         assert len(names) == 1000 and made.name in names and many[0].name not in names
+    finally:
+        studio.close()
+
+
+def test_retention_deletes_visitors_oldest_finished_runs_and_keeps_the_owners_and_the_active_ones(runs, tmp_path):
+    _, grown = runs
+    made = many_runs(grown[20], tmp_path / "kept", 12)  # oldest first
+    now = time.time()
+    for number, run in enumerate(made):
+        run.set_identity(dataclasses.replace(run.identity(), source="app", kept=number == 0))
+        ended = now - (10 if number < 6 else 1 / 24) * 86_400
+        os.utime(run.results_path, (ended, ended))
+    made[1].set_identity(dataclasses.replace(made[1].identity(), queued_at=now))  # waiting: never deleted
+    rule = Retention(days=7, runs=4, max_bytes=5 * 10**9)
+    gone = expired(made[::-1], rule, now, size_of=lambda run: 10**9)  # each run 1 GB
+    assert [run for run, _ in gone] == made[2:9]
+    assert {why for _, why in gone} == {
+        "it ended more than 7 days ago",
+        "4 newer visitors' runs are kept",
+        "the runs folder was over 5 GB",
+    }
+    assert "kept 7 days after they end, 4 of them at most, 5 GB of runs in all" in rule.describe()
+
+    studio = Workspace.open(tmp_path / "kept")
+    studio.queue.close()  # the waiting run is not trained here
+    studio.retention = Retention(days=7)
+    try:
+        assert studio.sweep(now) == [run.name for run in made[2:6]]
+        assert [run.name for run in studio.runs()] == [run.name for run in made[::-1] if run not in made[2:6]]
+        assert not any(run.path.exists() for run in made[2:6])
     finally:
         studio.close()

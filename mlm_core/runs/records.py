@@ -127,6 +127,7 @@ class RunIdentity:
     resume: bool = False  # the queued run continues from its checkpoint
     probes: tuple[str, ...] = ()
     budget: Budget = field(default_factory=Budget)
+    kept: bool = False  # started by the owner: public mode's retention never deletes it
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

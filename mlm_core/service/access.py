@@ -18,6 +18,7 @@ from pathlib import Path
 
 from mlm_core.config import NO_TRACKER, check_report_to, trackers
 from mlm_core.runs.records import QUEUED, RUNNING, Budget, RunIdentity
+from mlm_core.runs.retention import Retention
 from mlm_core.runs.run_dir import RunDir
 from mlm_core.system import settings
 from mlm_core.system.settings import Settings
@@ -91,6 +92,7 @@ class Limits:
     probes: int = Settings.max_probes
     probe_chars: int = 300
     min_free_disk_gb: float | None = Settings.min_free_disk_gb  # new runs wait for room on the disk
+    retention: Retention = field(default_factory=Retention)  # visitors' finished runs expire
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -102,6 +104,11 @@ class Limits:
             queued_runs=settings.max_queued_runs,
             probes=settings.max_probes or cls.probes,
             min_free_disk_gb=settings.min_free_disk_gb,
+            retention=Retention(
+                days=settings.keep_runs_days,
+                runs=settings.keep_runs,
+                max_bytes=int(settings.runs_max_gb * 1e9) if settings.runs_max_gb else None,
+            ),
         )
 
     @property
@@ -113,7 +120,10 @@ class Limits:
         """The limits in one line, for the page."""
         runs = f"{self.active_runs} waiting or training run per visitor" if self.active_runs else "no run limit"
         runs += f", {self.queued_runs} waiting in all" if self.queued_runs else ""
-        return f"each run trains for at most {self.budget.describe()}; {runs}; up to {self.probes} probe sentences"
+        kept = f"; {self.retention.describe()}" if self.retention.describe() else ""
+        return (
+            f"each run trains for at most {self.budget.describe()}; {runs}; up to {self.probes} probe sentences{kept}"
+        )
 
 
 @dataclass

@@ -4,6 +4,7 @@ read as they grow."""
 from __future__ import annotations
 
 import contextlib
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -30,6 +31,7 @@ from mlm_core.runs.records import (
     RunResults,
     runs_root,
 )
+from mlm_core.runs.retention import Retention, expired
 from mlm_core.runs.run_dir import RunDir, list_runs, recover_runs, run_in
 from mlm_core.service import history
 from mlm_core.system import settings
@@ -43,6 +45,7 @@ __all__ = [
     "RUN_PREFIX",
     "RUNNING",
     "STOPPED",
+    "Retention",
     "Budget",
     "RunDir",
     "RunIdentity",
@@ -65,6 +68,7 @@ HELD_OUT_INPUTS = (
 )
 
 CANCELLED, STOPPING = "cancelled", "stopping"
+SWEEP_S = 600.0  # how often public mode's retention looks for expired runs
 EVENT_CACHE_RUNS = 16  # runs whose parsed events are kept (the ones visitors watch or compare)
 
 
@@ -97,20 +101,49 @@ class Workspace:
 
     root: Path
     queue: RunQueue
+    retention: Retention = field(default_factory=Retention)  # public mode's: visitors' finished runs expire
     _events: OrderedDict[Path, EventTail] = field(default_factory=OrderedDict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _closed: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def open(cls, root: Path) -> Workspace:
-        """Recover the runs folder after a crash, then start the queue (runs queued before a restart resume)."""
+    def open(cls, root: Path, retention: Retention | None = None) -> Workspace:
+        """Recover the runs folder after a crash, then start the queue (runs queued before a restart resume); with a
+        `retention`, sweep expired runs away now and every SWEEP_S seconds."""
         root.mkdir(parents=True, exist_ok=True)
         recover_runs(root)
         index = RunIndex(root)
-        return cls(root=root, queue=RunQueue(root, lent=settings.current().zero_gpu, index=index).start())
+        studio = cls(root=root, queue=RunQueue(root, lent=settings.current().zero_gpu, index=index).start())
+        if retention is not None and retention != Retention():
+            studio.retention = retention
+            threading.Thread(target=studio._sweep_now_and_then, name="mlm-retention", daemon=True).start()
+        return studio
 
     def close(self) -> None:
-        """Stop training and the queue's worker."""
+        """Stop training, the queue's worker and the sweeps."""
+        self._closed.set()
         self.queue.close(timeout=30)
+
+    def sweep(self, now: float | None = None) -> list[str]:
+        """Delete the runs `retention` lets expire (`retention.expired`), each said in the log; their names."""
+        deleted = []
+        for run, why in expired(self.runs(), self.retention, now):
+            try:
+                self.delete(run)
+            except (ValueError, OSError):  # it started training again meanwhile, or is half gone: next sweep
+                continue
+            print(f"retention: deleted run {run.name}: {why}", file=sys.stderr)
+            deleted.append(run.name)
+        return deleted
+
+    def _sweep_now_and_then(self) -> None:
+        """`sweep` at start and every SWEEP_S seconds until `close`; a failed sweep is said and the next one tried."""
+        while not self._closed.is_set():
+            try:
+                self.sweep()
+            except Exception as error:  # noqa: BLE001 - retention must not end: say it, try again later
+                print(f"retention: the sweep failed: {error!r}", file=sys.stderr)
+            self._closed.wait(SWEEP_S)
 
     def run(self, name: object) -> RunDir:
         """The run called `name`; ValueError for a missing run or a name that is not one."""

@@ -68,6 +68,21 @@ class Settings:
     )
     max_probes: int | None = _setting("MLM_STUDIO_MAX_PROBES", 20, "probe sentences per run (300 characters each)")
     min_free_disk_gb: float | None = _setting("MLM_STUDIO_MIN_FREE_DISK_GB", 2.0, "free disk a new run needs", "2")
+    keep_runs_days: float | None = _setting(
+        "MLM_STUDIO_KEEP_RUNS_DAYS",
+        7.0,
+        "public mode: visitors' finished runs are deleted this many days after they ended (the owner's are kept)",
+        "7",
+    )
+    keep_runs: int | None = _setting(
+        "MLM_STUDIO_KEEP_RUNS", 200, "public mode: visitors' finished runs kept at most; the oldest go first"
+    )
+    runs_max_gb: float | None = _setting(
+        "MLM_STUDIO_RUNS_MAX_GB",
+        20.0,
+        "public mode: the runs folder's size; past it visitors' oldest finished runs are deleted",
+        "20",
+    )
     max_upload_mb: int = _setting("MLM_STUDIO_MAX_UPLOAD_MB", 200, "size of an upload")
     upload_mb_per_hour: float = _setting(
         "MLM_STUDIO_UPLOAD_MB_PER_HOUR",
