@@ -114,7 +114,8 @@ LOAD_TARGETS = [
     ("position_ratio", "a queued run's position, 1,000 runs / 10 runs", 1.5, False),
     ("memory_growth_mb", "the app's resident memory after 100 visitors came and went, minus before (MB)", 200, False),
 ]
-LOAD_JSON = "load.json"  # `python -m bench.load --out docs`
+LOAD_JSON = "load.json"
+LOAD_HEADING = "## Load: many visitors, long runs, many runs ("  # `python -m bench.load --out docs`
 ENCODERS_JSON = "data_encoders.json"  # `python -m bench.data_scale --encoders --out docs/bench/data_encoders.json`
 
 HEADER = """# Performance
@@ -366,19 +367,21 @@ def load_section(kept: dict) -> str:
         rows.append(f"| {what} | {shown} | {'≥' if higher else '≤'} {target:g} | {'yes' if met else 'no'} |")
     last = runs[-1]
     alone, together, memory = last["alone"], last["together"], last["memory_mb"]
+    where = last.get("machine", {}).get("cpu", "this machine")
     return f"""
-## Load: many visitors, long runs, many runs ({len(runs)} runs of `python -m bench.load`: {when})
+{LOAD_HEADING}{len(runs)} runs of `python -m bench.load`: {when})
 
-On {last.get("machine", {}).get("cpu", "this machine")}. Runs are grown from one short real run
-(`bench/grown_runs.py`); the status call, the refresh, the listing's handler and the position are timed in the app's
-process (median of 30 calls), the listing also over HTTP, fill-mask and memory on one app over HTTP.
+On {where}. Runs are grown from one short real run (`bench/grown_runs.py`). The status call, the refresh, the
+listing's handler and the position are timed in the app's process (medians; the listing's handler and the position
+interleaved between the two folders), the listing also over HTTP as a page's Refresh asks it; fill-mask and memory on
+one app over HTTP, with the starter's examples in turn.
 
 | what | {head} | target | met |
 | --- | {" | ".join("---" for _ in runs)} | --- | --- |
 {chr(10).join(rows)}
 
-Last run: one client alone {alone["requests_per_s"]:.1f} fill-mask requests/s (p50 {alone["p50_ms"]:.0f} ms); 20
-concurrent clients {together["requests_per_s"]:.1f}/s (p50 {together["p50_ms"]:.0f} ms, p95
-{together["p95_ms"]:.0f} ms). The app held {memory["before"]:.0f} MB before its 100 visitors and
-{memory["after"]:.0f} MB after.
+In the last run one client alone made {alone["requests_per_s"]:.1f} fill-mask requests a second (p50
+{alone["p50_ms"]:.0f} ms over HTTP), 20 concurrent clients {together["requests_per_s"]:.1f} (p50
+{together["p50_ms"]:,.0f} ms, p95 {together["p95_ms"]:,.0f} ms). The app held {memory["before"]:,.0f} MB before its
+{memory["visitors"]} visitors and {memory["after"]:,.0f} MB after.
 """
