@@ -321,6 +321,7 @@ def test_a_push_with_a_token_that_may_not_create_repositories_is_refused_in_plai
         push_run(finished_run, "visitor/someone-elses", token=only)
 
 
+@pytest.mark.slow  # three deploys through the CLI
 def test_a_space_on_zerogpu_gets_a_torch_zerogpu_lists_that_every_requirement_admits(hub, tmp_path):
     env = online(hub, tmp_path / "hf", HF_TOKEN=TOKEN)
     dry = run_cli(["deploy-space", "your-name/on-zerogpu", "--hardware", "zero-a10g", "--dry-run"], env)

@@ -209,6 +209,7 @@ def _standin():
     return module
 
 
+@pytest.mark.slow  # the quick tier trains a run in slices through the app (above)
 def test_a_run_trained_in_slices_of_gpu_calls_ends_where_an_uninterrupted_run_does(tiny_mlm, tmp_path):
     config = tiny_config(tiny_mlm, tmp_path / "whole", slice="train[:60]")
     whole = train(config)
@@ -236,10 +237,10 @@ def test_a_lent_queue_trains_nothing_itself_and_pauses_only_a_run_whose_page_was
     try:
         first = queue.submit(tiny_config(tiny_mlm, tmp_path / "first"), RunIdentity())
         second = queue.submit(tiny_config(tiny_mlm, tmp_path / "second"), RunIdentity())
-        time.sleep(0.5)
+        time.sleep(0.3)
         assert first.status() == QUEUED and not (first.path / PROCESS_LOG).exists()  # no child trains it
         assert queue.begin_slice(first) and not queue.begin_slice(second)  # one slice at a time, the queue's head
-        deadline = time.monotonic() + 3.0  # longer than pause_after_s: the second run's page is open meanwhile
+        deadline = time.monotonic() + 2.0  # longer than pause_after_s: the second run's page is open meanwhile
         while time.monotonic() < deadline:
             queue.followed(second)
             time.sleep(0.2)
