@@ -266,13 +266,13 @@ def test_sigkill_mid_run_then_restart_finds_it_interrupted_resumes_it_and_loses_
     process, url = start_app(runs, log)
     try:
         client = Client(url, verbose=False)
-        model_a = start(client, max_steps=5)
+        model_a = start(client, max_steps=5, slice="train[:30]")
         assert wait_for(client, model_a, ended, timeout=180)["status"] == "completed"
         run_b = start(client, epochs=2, slice="train[:30]")  # a checkpoint at each epoch's end, about 20 steps
         running = wait_for(
             client, run_b, lambda s: count(s, "checkpoint") >= 1 and count(s, "step") >= _saved(s) + 5, timeout=180
         )
-        queued = start(client, max_steps=5)  # waiting behind run b when the app dies
+        queued = start(client, max_steps=5, slice="train[:30]")  # waiting behind run b when the app dies
         os.kill(process.pid, signal.SIGKILL)  # no chance to clean up
         process.wait(timeout=30)
         saved_at = _saved(running)
