@@ -195,6 +195,21 @@ def start_app(runs: Path, log: Path, cwd: Path = ROOT, **env: str) -> tuple[subp
             time.sleep(0.5)
 
 
+def start_zero_gpu_app(work: Path, **env: str) -> tuple[subprocess.Popen, str, Path]:
+    """`start_app` as on a ZeroGPU Space, through the stand-in of `spaces` (tests/zerogpu), serving `work`/runs and
+    logging to `work`/app.log; (process, URL, the stand-in's journal of GPU calls)."""
+    journal = work / "journal.jsonl"
+    process, url = start_app(
+        work / "runs",
+        work / "app.log",
+        PYTHONPATH=f"{ROOT / 'tests' / 'zerogpu'}{os.pathsep}{ROOT}",
+        SPACES_ZERO_GPU="true",
+        STANDIN_ZEROGPU_JOURNAL=str(journal),
+        **env,
+    )
+    return process, url, journal
+
+
 @pytest.fixture(scope="session")
 def app_server(tmp_path_factory):
     """The app on a free port with its own runs folder, shared by the HTTP, browser and reliability tests."""

@@ -2,7 +2,6 @@
 reload, stop, fill-mask and the comparison of two runs."""
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -14,7 +13,7 @@ from mlm_core.service.shown import RANKS_TOLD
 from studio.fill_tab import EXAMPLES
 
 from .app_client import start
-from .conftest import ROOT, start_app
+from .conftest import start_zero_gpu_app
 
 pytestmark = pytest.mark.slow  # a real browser driving real runs: minutes
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -307,16 +306,9 @@ def test_a_spreadsheet_previews_its_columns_and_a_wordpiece_model_fills_whole_sp
 
 
 def test_on_zerogpu_an_open_page_trains_its_run_in_gpu_calls(browser, tiny_mlm, tmp_path):
-    standin = ROOT / "tests" / "zerogpu"
-    journal = tmp_path / "journal.jsonl"
-    process, url = start_app(
-        tmp_path / "runs",
-        tmp_path / "app.log",
-        PYTHONPATH=f"{standin}{os.pathsep}{ROOT}",
-        SPACES_ZERO_GPU="true",
-        STANDIN_ZEROGPU_JOURNAL=str(journal),
-        MLM_STUDIO_GPU_SLICE_S="4",  # about 2 s of steps a call: the run takes a few
-    )
+    process, url, journal = start_zero_gpu_app(
+        tmp_path, MLM_STUDIO_GPU_SLICE_S="4"
+    )  # about 2 s of steps a call: the run takes a few
     try:
         client = Client(url, verbose=False)
         name = start(client, model=str(tiny_mlm), slice="train[:60]", block_size=64, batch_size=8)

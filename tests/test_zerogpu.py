@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -27,7 +26,7 @@ from mlm_core.training.loop import train
 from studio import lent_gpu
 
 from .app_client import message, raw_call, start, status
-from .conftest import ROOT, start_app, tiny_config, wait_status
+from .conftest import ROOT, start_zero_gpu_app, tiny_config, wait_status
 
 STANDIN = ROOT / "tests" / "zerogpu"
 QUOTA_S = 20  # a fill (15 s asked) or a short generation (10 s) fits; one of 256 tokens (22 s) does not
@@ -39,13 +38,8 @@ TEXT = "The <mask> statement exits the innermost loop."
 @pytest.fixture(scope="module")
 def zero_gpu_app(tmp_path_factory):
     work = tmp_path_factory.mktemp("zerogpu")
-    journal = work / "journal.jsonl"
-    process, url = start_app(
-        work / "runs",
-        work / "app.log",
-        PYTHONPATH=f"{STANDIN}{os.pathsep}{ROOT}",
-        SPACES_ZERO_GPU="true",
-        STANDIN_ZEROGPU_JOURNAL=str(journal),
+    process, url, journal = start_zero_gpu_app(
+        work,
         STANDIN_ZEROGPU_QUOTA_S=str(QUOTA_S),
         STANDIN_ZEROGPU_QUOTAS=json.dumps(QUOTAS),
         MLM_STUDIO_GPU_SLICE_S=str(SLICE_S),
